@@ -1,0 +1,121 @@
+//! The item cursor of a thread: "everything up to here has been seen".
+//!
+//! The reference keeps only the last item's `created_at` and trusts an exclusive `created_since`,
+//! so two items sharing a timestamp across a page or fetch boundary can be skipped, and an
+//! inclusive server would redeliver one. Here every fetch overlaps the previous one by
+//! [`OVERLAP_SECS`] and the cursor remembers the ids it has seen inside that window: items are
+//! neither skipped nor repeated whatever the server's timestamp precision.
+
+use serde::{Deserialize, Serialize};
+
+use crate::timestamp;
+
+/// How far each fetch reaches back before the newest seen item.
+pub const OVERLAP_SECS: i64 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemCursor {
+    /// The newest item seen (its id and `created_at`), "" before the first.
+    #[serde(default)]
+    pub item_id: String,
+    #[serde(default)]
+    pub created_at: String,
+    /// Ids seen with `created_at` inside the overlap window ending at `created_at`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<(String, String)>,
+}
+
+impl ItemCursor {
+    /// The exclusive lower bound to send as `created_since`: one overlap window before the
+    /// newest seen item, or none to read from the beginning.
+    pub fn created_since(&self) -> Option<String> {
+        if self.created_at.is_empty() {
+            return None;
+        }
+        // An unparseable server timestamp: read everything again and de-duplicate by id.
+        timestamp::earlier(&self.created_at, OVERLAP_SECS)
+    }
+
+    /// Whether an item has not been seen yet. Items older than the window were seen (they came
+    /// before the newest seen one); inside it, the id decides.
+    pub fn is_new(&self, item_id: &str, created_at: &str) -> bool {
+        if self.created_at.is_empty() {
+            return true;
+        }
+        if self.recent.iter().any(|(id, _)| id == item_id) || item_id == self.item_id {
+            return false;
+        }
+        match self.window_start() {
+            Some(start) => timestamp::cmp(created_at, &start) == std::cmp::Ordering::Greater,
+            None => true,
+        }
+    }
+
+    /// Record an item as seen; keeps the newest position and prunes ids that left the window.
+    pub fn advance(&mut self, item_id: &str, created_at: &str) {
+        if self.created_at.is_empty()
+            || timestamp::cmp(created_at, &self.created_at) != std::cmp::Ordering::Less
+        {
+            self.item_id = item_id.to_string();
+            self.created_at = created_at.to_string();
+        }
+        if !self.recent.iter().any(|(id, _)| id == item_id) {
+            self.recent.push((item_id.to_string(), created_at.to_string()));
+        }
+        if let Some(start) = self.window_start() {
+            self.recent
+                .retain(|(_, at)| timestamp::cmp(at, &start) == std::cmp::Ordering::Greater);
+        }
+    }
+
+    fn window_start(&self) -> Option<String> {
+        timestamp::earlier(&self.created_at, OVERLAP_SECS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_cursor_reads_everything() {
+        let c = ItemCursor::default();
+        assert_eq!(c.created_since(), None);
+        assert!(c.is_new("a", "2026-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn equal_timestamps_are_neither_skipped_nor_repeated() {
+        let mut c = ItemCursor::default();
+        c.advance("a", "2026-01-01T00:00:05.100Z");
+        // The next fetch overlaps: it starts a whole second earlier.
+        assert_eq!(c.created_since().unwrap(), "2026-01-01T00:00:04Z");
+        // `a` comes back in the overlap and is dropped; `b` shares its timestamp and is kept.
+        assert!(!c.is_new("a", "2026-01-01T00:00:05.100Z"));
+        assert!(c.is_new("b", "2026-01-01T00:00:05.100Z"));
+        c.advance("b", "2026-01-01T00:00:05.100Z");
+        assert!(!c.is_new("b", "2026-01-01T00:00:05.100Z"));
+        // A late item inside the window that was never seen is still delivered.
+        assert!(c.is_new("late", "2026-01-01T00:00:05.000Z"));
+        // Items before the window were necessarily seen.
+        assert!(!c.is_new("old", "2026-01-01T00:00:03Z"));
+    }
+
+    #[test]
+    fn window_is_pruned() {
+        let mut c = ItemCursor::default();
+        c.advance("a", "2026-01-01T00:00:00Z");
+        c.advance("b", "2026-01-01T00:00:10Z");
+        assert_eq!(c.recent.len(), 1);
+        assert_eq!(c.item_id, "b");
+        assert!(!c.is_new("a", "2026-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn round_trips_through_yaml() {
+        let mut c = ItemCursor::default();
+        c.advance("a", "2026-01-01T00:00:00Z");
+        let y = serde_yaml::to_string(&c).unwrap();
+        assert_eq!(serde_yaml::from_str::<ItemCursor>(&y).unwrap(), c);
+    }
+}
