@@ -4,11 +4,27 @@
 //! (embedded in-process) and by people without a BlobHub account.
 
 mod admin;
+mod admin_http;
+mod commands;
+mod error;
+mod faults;
+mod http;
+mod paging;
+mod shared;
+mod store;
 
-pub use admin::{Admin, CreateSession, Faults, RequestRecord, SessionIds};
+pub use admin::{Admin, CreateSession, SessionIds};
+pub use error::ApiError;
+pub use faults::Faults;
+pub use shared::RequestRecord;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +69,15 @@ impl Default for EmulatorConfig {
 pub struct Emulator {
     addr: SocketAddr,
     admin: Admin,
+    server: Option<JoinHandle<()>>,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(server) = &self.server {
+            server.abort();
+        }
+    }
 }
 
 impl Emulator {
@@ -62,8 +87,17 @@ impl Emulator {
     }
 
     pub async fn start_on(config: EmulatorConfig, addr: SocketAddr) -> anyhow::Result<Emulator> {
-        let _ = (config, addr);
-        todo!()
+        let shared = Arc::new(shared::Shared::new(config.users, config.state_file)?);
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(http::serve(listener, shared.clone()));
+        Ok(Emulator {
+            addr,
+            admin: Admin { shared },
+            server: Some(server),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -84,5 +118,12 @@ impl Emulator {
         self.admin.clone()
     }
 
-    pub async fn shutdown(self) {}
+    /// Stops accepting and ends every open connection; returns once the server task is gone,
+    /// so the port and the state file are free for a successor.
+    pub async fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+    }
 }
