@@ -1,38 +1,20 @@
-//! Placeholder: the session_agent_harness job type is being written in this folder by its owner.
-//! Until then it answers `describe`/`validate` and returns from `run` at shutdown.
+//! `session_agent_harness`: the job type that hands BlobHub session threads to coding agents.
+//!
+//! The pure logic (classification, settings, prompts, truncation, cursors, item shapes, local
+//! records, agent drivers) lives in plain modules that build and test on the host target; the
+//! component itself (`guest`, wasm32 only) drives it through the `blobhub:worker` imports.
+//! Behaviour and deviations from the reference: docs/session-agent-harness.md.
 
-use blobhub_worker_sdk::{self as sdk, JobType, job};
+pub mod agent;
+pub mod classify;
+pub mod cursor;
+pub mod items;
+pub mod prompt;
+pub mod records;
+pub mod sections;
+pub mod settings;
+pub mod timestamp;
+pub mod truncate;
 
-struct Harness;
-
-impl JobType for Harness {
-    fn describe() -> job::Descriptor {
-        job::Descriptor {
-            name: "session_agent_harness".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            summary: "Hands session threads to coding agents (claude, codex)".into(),
-            capabilities: vec![job::Capability::Session, job::Capability::Agents],
-        }
-    }
-
-    fn validate(sections: Vec<job::Section>) -> Vec<job::SectionCheck> {
-        sections
-            .into_iter()
-            .map(|s| job::SectionCheck {
-                index: s.index,
-                state_key: Some(format!("s{}", s.index)),
-                diagnostics: vec![],
-            })
-            .collect()
-    }
-
-    async fn run(_section: job::Section) -> job::Outcome {
-        sdk::shutdown().await;
-        job::Outcome {
-            code: None,
-            message: "shutdown".into(),
-        }
-    }
-}
-
-sdk::export_job_type!(Harness);
+#[cfg(target_arch = "wasm32")]
+mod guest;

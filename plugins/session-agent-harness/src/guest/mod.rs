@@ -1,0 +1,45 @@
+//! The component: `describe`, `validate` and `run` over the `blobhub:worker` imports.
+
+use blobhub_worker_sdk::serde_json::Value;
+use blobhub_worker_sdk::{self as sdk, JobType, job};
+
+use crate::sections;
+
+struct Harness;
+
+impl JobType for Harness {
+    fn describe() -> job::Descriptor {
+        job::Descriptor {
+            name: "session_agent_harness".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            summary: "Hands session threads to coding agents and relays both ways".into(),
+            capabilities: vec![job::Capability::Session, job::Capability::Agents],
+        }
+    }
+
+    fn validate(sections: Vec<job::Section>) -> Vec<job::SectionCheck> {
+        let input: Vec<(u32, Value)> = sections
+            .iter()
+            .map(|s| (s.index, sdk::serde_json::from_str(&s.settings).unwrap_or(Value::Null)))
+            .collect();
+        sections::validate(&input)
+            .into_iter()
+            .map(|c| job::SectionCheck {
+                index: c.index,
+                state_key: c.state_key,
+                diagnostics: c
+                    .problems
+                    .into_iter()
+                    .map(|p| sdk::diagnostic(p.code, p.message, p.field))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    async fn run(_section: job::Section) -> job::Outcome {
+        sdk::shutdown().await;
+        job::Outcome { code: None, message: "shutdown".into() }
+    }
+}
+
+sdk::export_job_type!(Harness);

@@ -1,0 +1,296 @@
+//! The interactive prompt protocol (wire-protocol §5.7, agent-harness §4): the shapes of
+//! `pending_prompt` / `pending_prompt_resolved` items, mapping a person's reply onto the open
+//! prompt's questions, and adopting an open prompt after a restart.
+//!
+//! Only **held** waits are implemented: the agent process stays alive and blocked on its request
+//! until the answer arrives. Parked waits and one-shot grants are not (yet) — see
+//! docs/session-agent-harness.md.
+
+use serde_json::{Value, json};
+
+/// Replies that approve an approval prompt (trimmed, lower-cased).
+pub const AFFIRMATIVE: &[&str] = &["approve", "approved", "yes", "y", "ok", "allow", "1"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompt {
+    /// `prm_<ULID>`.
+    pub prompt_id: String,
+    /// `approval`, `ask_user_question` or `text`.
+    pub kind: String,
+    pub questions: Vec<Value>,
+}
+
+impl Prompt {
+    /// An agent's tool-permission request: one question, Approve / Deny.
+    pub fn approval(prompt_id: String, tool: &str, question: &str) -> Prompt {
+        let question = if question.is_empty() {
+            format!("Allow the agent to use `{tool}`?")
+        } else {
+            question.to_string()
+        };
+        Prompt {
+            prompt_id,
+            kind: "approval".into(),
+            questions: vec![json!({
+                "question": question,
+                "header": "permission",
+                "options": [
+                    {"label": "Approve", "description": ""},
+                    {"label": "Deny", "description": ""},
+                ],
+                "multiSelect": false,
+                "subject": tool,
+            })],
+        }
+    }
+
+    /// The first question's prose, for the dashboard.
+    pub fn summary(&self) -> String {
+        self.questions
+            .first()
+            .and_then(|q| q.get("question"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// `content[0].text` of the `pending_prompt` item: each question, then its numbered options.
+    pub fn text(&self) -> String {
+        let mut lines = Vec::new();
+        for q in &self.questions {
+            lines.push(q.get("question").and_then(Value::as_str).unwrap_or("").to_string());
+            for (i, opt) in q.get("options").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                let label = opt.get("label").and_then(Value::as_str).unwrap_or("");
+                let desc = opt.get("description").and_then(Value::as_str).unwrap_or("");
+                if desc.is_empty() {
+                    lines.push(format!("  {}. {label}", i + 1));
+                } else {
+                    lines.push(format!("  {}. {label} — {desc}", i + 1));
+                }
+            }
+        }
+        lines.join("\n")
+    }
+
+    pub fn pending_metadata(&self) -> Value {
+        json!({"type": "pending_prompt", "prompt": {
+            "prompt_id": self.prompt_id, "kind": self.kind,
+            "prompt_state": "pending", "questions": self.questions}})
+    }
+
+    pub fn answered_metadata(&self, answers: &[Value]) -> Value {
+        json!({"type": "pending_prompt_resolved", "prompt": {
+            "prompt_id": self.prompt_id, "kind": self.kind,
+            "prompt_state": "answered", "answers": answers}})
+    }
+
+    pub fn cancelled_metadata(&self, reason: &str) -> Value {
+        json!({"type": "pending_prompt_resolved", "prompt": {
+            "prompt_id": self.prompt_id, "kind": self.kind,
+            "prompt_state": "cancelled", "reason": reason}})
+    }
+
+    /// The person's reply as an answer set: a structured `metadata.answers` with one entry (an
+    /// object whose `answer` is a list) per question is used verbatim; otherwise the text is
+    /// mapped per kind.
+    pub fn answers(&self, text: &str, structured: Option<&Value>) -> Vec<Value> {
+        if let Some(list) = structured.and_then(Value::as_array)
+            && list.len() == self.questions.len()
+            && list.iter().all(|a| a.get("answer").is_some_and(Value::is_array))
+        {
+            return list.clone();
+        }
+        let trimmed = text.trim();
+        self.questions
+            .iter()
+            .map(|q| {
+                let qtext = q.get("question").and_then(Value::as_str).unwrap_or("");
+                let answer: Vec<String> = match self.kind.as_str() {
+                    "approval" => {
+                        let yes = AFFIRMATIVE.contains(&trimmed.to_lowercase().as_str());
+                        vec![if yes { "Approve" } else { "Deny" }.to_string()]
+                    }
+                    "text" => vec![text.to_string()],
+                    _ => map_options(q, trimmed),
+                };
+                json!({"question": qtext, "answer": answer})
+            })
+            .collect()
+    }
+}
+
+/// Options matched by 1-based number or case-insensitive label; free text otherwise.
+fn map_options(q: &Value, text: &str) -> Vec<String> {
+    let options: Vec<&str> = q
+        .get("options")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("label").and_then(Value::as_str))
+        .collect();
+    let resolve = |token: &str| -> Option<String> {
+        if let Ok(n) = token.parse::<usize>()
+            && (1..=options.len()).contains(&n)
+        {
+            return Some(options[n - 1].to_string());
+        }
+        options
+            .iter()
+            .find(|l| l.eq_ignore_ascii_case(token))
+            .map(|l| l.to_string())
+    };
+    if !options.is_empty() {
+        if q.get("multiSelect").and_then(Value::as_bool).unwrap_or(false) {
+            let picked: Vec<String> = text
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|t| !t.is_empty())
+                .filter_map(resolve)
+                .collect();
+            if !picked.is_empty() {
+                return picked;
+            }
+        } else if let Some(label) = resolve(text) {
+            return vec![label];
+        }
+    }
+    vec![text.to_string()]
+}
+
+/// The labels of an answer set, as one string per question.
+fn labels(answers: &[Value]) -> Vec<String> {
+    answers
+        .iter()
+        .map(|a| {
+            a.get("answer")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .collect()
+}
+
+/// `✓ Answered: <labels>`.
+pub fn answered_text(answers: &[Value]) -> String {
+    format!("✓ Answered: {}", labels(answers).join("; "))
+}
+
+/// `✗ Cancelled` or `✗ Cancelled: <reason>`.
+pub fn cancelled_text(reason: &str) -> String {
+    if reason.is_empty() {
+        "✗ Cancelled".into()
+    } else {
+        format!("✗ Cancelled: {reason}")
+    }
+}
+
+/// What the agent is told: the first question's labels, joined.
+pub fn answer_for_agent(answers: &[Value]) -> String {
+    labels(answers).into_iter().next().unwrap_or_default()
+}
+
+/// The verdict of an approval: the first label of the first answer is affirmative.
+pub fn approved(answers: &[Value]) -> bool {
+    let first = answers
+        .first()
+        .and_then(|a| a.get("answer"))
+        .and_then(Value::as_array)
+        .and_then(|l| l.first())
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    AFFIRMATIVE.contains(&first.trim().to_lowercase().as_str())
+}
+
+/// The newest `pending_prompt` whose id has no `pending_prompt_resolved`, among a thread's items
+/// (oldest first, any author) — the prompt a restarted worker adopts.
+pub fn adopt(items: &[Value]) -> Option<Prompt> {
+    let mut resolved = std::collections::HashSet::new();
+    for item in items {
+        if item.pointer("/metadata/type").and_then(Value::as_str) == Some("pending_prompt_resolved")
+            && let Some(id) = item.pointer("/metadata/prompt/prompt_id").and_then(Value::as_str)
+        {
+            resolved.insert(id.to_string());
+        }
+    }
+    items.iter().rev().find_map(|item| {
+        if item.pointer("/metadata/type").and_then(Value::as_str) != Some("pending_prompt") {
+            return None;
+        }
+        let p = item.pointer("/metadata/prompt")?;
+        let id = p.get("prompt_id")?.as_str()?;
+        if resolved.contains(id) {
+            return None;
+        }
+        Some(Prompt {
+            prompt_id: id.to_string(),
+            kind: p.get("kind").and_then(Value::as_str).unwrap_or("approval").to_string(),
+            questions: p.get("questions").and_then(Value::as_array).cloned().unwrap_or_default(),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn approval_text_mapping() {
+        let p = Prompt::approval("prm_1".into(), "Bash", "May I run `ls`?");
+        assert_eq!(p.text(), "May I run `ls`?\n  1. Approve\n  2. Deny");
+        for yes in ["yes", " Y ", "ok", "1", "APPROVE"] {
+            let a = p.answers(yes, None);
+            assert!(approved(&a), "{yes}");
+            assert_eq!(answer_for_agent(&a), "Approve");
+        }
+        let a = p.answers("yes, but not on main", None);
+        assert!(!approved(&a));
+        assert_eq!(answered_text(&a), "✓ Answered: Deny");
+    }
+
+    #[test]
+    fn structured_answers_are_used_verbatim_when_complete() {
+        let p = Prompt::approval("prm_1".into(), "Bash", "q");
+        let s = json!([{"question": "q", "answer": ["Approve"]}]);
+        assert_eq!(p.answers("no", Some(&s)), s.as_array().unwrap().clone());
+        let partial = json!([{"question": "q", "answer": "Approve"}]);
+        assert!(!approved(&p.answers("no", Some(&partial))));
+    }
+
+    #[test]
+    fn option_questions() {
+        let p = Prompt {
+            prompt_id: "prm_2".into(),
+            kind: "ask_user_question".into(),
+            questions: vec![
+                json!({"question": "Pick", "options": [{"label": "A", "description": "first"}, {"label": "B"}], "multiSelect": false}),
+                json!({"question": "Many", "options": [{"label": "A"}, {"label": "B"}], "multiSelect": true}),
+            ],
+        };
+        assert_eq!(p.text(), "Pick\n  1. A — first\n  2. B\nMany\n  1. A\n  2. B");
+        let a = p.answers("2", None);
+        assert_eq!(a[0]["answer"], json!(["B"]));
+        assert_eq!(a[1]["answer"], json!(["B"]));
+        let a = p.answers("a, 2", None);
+        assert_eq!(a[0]["answer"], json!(["a, 2"]));
+        assert_eq!(a[1]["answer"], json!(["A", "B"]));
+        assert_eq!(answered_text(&a), "✓ Answered: a, 2; A, B");
+    }
+
+    #[test]
+    fn adoption_picks_the_newest_unresolved() {
+        let p1 = Prompt::approval("prm_1".into(), "t", "one");
+        let p2 = Prompt::approval("prm_2".into(), "t", "two");
+        let item = |m: Value| json!({"metadata": m});
+        let items = vec![
+            item(p1.pending_metadata()),
+            item(p2.pending_metadata()),
+            item(p2.answered_metadata(&[])),
+        ];
+        assert_eq!(adopt(&items).unwrap().prompt_id, "prm_1");
+        let items = vec![item(p1.pending_metadata()), item(p1.cancelled_metadata("x"))];
+        assert!(adopt(&items).is_none());
+        assert_eq!(cancelled_text(""), "✗ Cancelled");
+    }
+}

@@ -1,0 +1,237 @@
+//! Agent settings: three tiers per field (thread `agent.*` > config `agents.<type>.*` > default),
+//! and the activation checks that fail a thread with a §7.4 code.
+//!
+//! Deviation from the reference: a thread may name `agent.executable` only from the operator's
+//! `agents.<type>.allowed_executables`. The reference runs whatever binary the session names, which
+//! lets anyone who can write to the session choose a program to run on the worker's machine.
+
+use serde_json::Value;
+
+use crate::classify::Envelope;
+
+/// Agent types the envelope may name.
+pub const AGENT_TYPES: &[&str] = &["claude_code", "codex", "antigravity", "test_double"];
+
+/// Types this build has a driver for (the others fail with `AGENT_TYPE_UNSUPPORTED`).
+pub const DRIVEN_TYPES: &[&str] = &["test_double"];
+
+/// The executable used when no tier sets one.
+pub fn default_executable(agent_type: &str) -> &'static str {
+    match agent_type {
+        "claude_code" => "claude",
+        "codex" => "codex",
+        "antigravity" => "agy",
+        _ => "blobhub-test-agent",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub agent_type: String,
+    pub executable: String,
+    pub model: String,
+    pub effort: String,
+    /// `autonomous` or `approval`.
+    pub permissions: String,
+    pub work_folder: String,
+}
+
+impl Settings {
+    /// The dashboard's detail line.
+    pub fn detail(&self) -> String {
+        let or_default = |s: &str| if s.is_empty() { "default".to_string() } else { s.to_string() };
+        format!(
+            "model: {} · effort: {} · perm: {}",
+            or_default(&self.model),
+            or_default(&self.effort),
+            self.permissions
+        )
+    }
+}
+
+/// A thread failure: a §7.4 code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Failure { code, message: message.into() }
+    }
+}
+
+fn tier2<'a>(config: &'a Value, agent_type: &str, key: &str) -> &'a str {
+    config
+        .pointer(&format!("/agents/{agent_type}/{key}"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn first_set(values: &[&str]) -> String {
+    values.iter().find(|v| !v.is_empty()).copied().unwrap_or("").to_string()
+}
+
+/// Resolve and check the settings of a thread being activated or recovered. `worker_config` is
+/// the section's `worker-config` JSON.
+pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failure> {
+    let wf = &env.work_folder;
+    if wf.is_empty() || !wf.starts_with('/') {
+        return Err(Failure::new(
+            "WORK_FOLDER_NOT_ABSOLUTE",
+            format!("work_folder must be an absolute path, got {wf:?}"),
+        ));
+    }
+    if wf.contains('\0') {
+        return Err(Failure::new("WORK_FOLDER_NOT_FOUND", "work_folder is not a usable path"));
+    }
+    let t = env.agent_type.as_str();
+    if !AGENT_TYPES.contains(&t) {
+        return Err(Failure::new(
+            "AGENT_TYPE_UNSUPPORTED",
+            format!("agent.type {:?} is not one of {}", abridge(t), AGENT_TYPES.join(", ")),
+        ));
+    }
+    let block = worker_config.pointer(&format!("/agents/{t}"));
+    if t == "test_double" && !block.is_some_and(Value::is_object) {
+        return Err(Failure::new(
+            "AGENT_TYPE_UNSUPPORTED",
+            "agent.type test_double is only honoured when config.yaml has an agents.test_double block",
+        ));
+    }
+    if !DRIVEN_TYPES.contains(&t) {
+        return Err(Failure::new(
+            "AGENT_TYPE_UNSUPPORTED",
+            format!("this worker build has no driver for agent.type {t}"),
+        ));
+    }
+    let permissions = first_set(&[&env.permissions, tier2(worker_config, t, "permissions"), "approval"]);
+    match permissions.as_str() {
+        "approval" => {}
+        "autonomous" => {
+            let allowed = worker_config
+                .pointer("/policy/allow_autonomous")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+            if !allowed {
+                return Err(Failure::new(
+                    "POLICY_AUTONOMOUS_FORBIDDEN",
+                    "permissions autonomous is forbidden by config policy.allow_autonomous: false",
+                ));
+            }
+        }
+        "guarded" => {
+            return Err(Failure::new(
+                "PERMISSIONS_UNSUPPORTED",
+                "permissions guarded (policy rules) is not supported by this worker build yet",
+            ));
+        }
+        other => {
+            return Err(Failure::new(
+                "PERMISSIONS_UNSUPPORTED",
+                format!("permissions {:?} is not one of autonomous, approval", abridge(other)),
+            ));
+        }
+    }
+    let configured = tier2(worker_config, t, "executable");
+    let executable = if env.executable.is_empty() {
+        first_set(&[configured, default_executable(t)])
+    } else {
+        let allowed = block
+            .and_then(|b| b.get("allowed_executables"))
+            .and_then(Value::as_array)
+            .is_some_and(|list| list.iter().any(|e| e.as_str() == Some(env.executable.as_str())));
+        if !allowed {
+            return Err(Failure::new(
+                "AGENT_EXECUTABLE_NOT_ALLOWED",
+                format!(
+                    "agent.executable {:?} is not listed in config.yaml agents.{t}.allowed_executables",
+                    abridge(&env.executable)
+                ),
+            ));
+        }
+        env.executable.clone()
+    };
+    Ok(Settings {
+        agent_type: t.to_string(),
+        executable,
+        model: first_set(&[&env.model, tier2(worker_config, t, "model")]),
+        effort: first_set(&[&env.effort, tier2(worker_config, t, "effort")]),
+        permissions,
+        work_folder: wf.clone(),
+    })
+}
+
+/// At most 80 characters of a value quoted in a message.
+fn abridge(s: &str) -> String {
+    if s.chars().count() <= 80 {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(80).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(agent_type: &str) -> Envelope {
+        Envelope {
+            state: "pending".into(),
+            agent_type: agent_type.into(),
+            work_folder: "/tmp".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn three_tiers() {
+        let cfg = json!({"agents": {"test_double": {"model": "cfg-model", "effort": "low", "permissions": "autonomous"}}});
+        let s = resolve(&env("test_double"), &cfg).unwrap();
+        assert_eq!(s.model, "cfg-model");
+        assert_eq!(s.effort, "low");
+        assert_eq!(s.permissions, "autonomous");
+        assert_eq!(s.executable, "blobhub-test-agent");
+        let mut e = env("test_double");
+        e.model = "thread-model".into();
+        e.permissions = "approval".into();
+        let s = resolve(&e, &cfg).unwrap();
+        assert_eq!((s.model.as_str(), s.permissions.as_str()), ("thread-model", "approval"));
+        let s = resolve(&env("test_double"), &json!({"agents": {"test_double": {}}})).unwrap();
+        assert_eq!((s.model.as_str(), s.permissions.as_str()), ("", "approval"));
+        assert_eq!(s.detail(), "model: default · effort: default · perm: approval");
+    }
+
+    #[test]
+    fn executable_from_the_thread_needs_the_operators_allow_list() {
+        let mut e = env("test_double");
+        e.executable = "/bin/sh".into();
+        let cfg = json!({"agents": {"test_double": {"executable": "/opt/agent"}}});
+        assert_eq!(resolve(&e, &cfg).unwrap_err().code, "AGENT_EXECUTABLE_NOT_ALLOWED");
+        let cfg = json!({"agents": {"test_double": {"allowed_executables": ["/bin/sh"]}}});
+        assert_eq!(resolve(&e, &cfg).unwrap().executable, "/bin/sh");
+        e.executable = String::new();
+        let cfg = json!({"agents": {"test_double": {"executable": "/opt/agent"}}});
+        assert_eq!(resolve(&e, &cfg).unwrap().executable, "/opt/agent");
+    }
+
+    #[test]
+    fn failure_codes_in_order() {
+        let cfg = json!({"agents": {"test_double": {}}, "policy": {"allow_autonomous": false}});
+        let mut e = env("test_double");
+        e.work_folder = "relative".into();
+        assert_eq!(resolve(&e, &cfg).unwrap_err().code, "WORK_FOLDER_NOT_ABSOLUTE");
+        assert_eq!(resolve(&env("gpt"), &cfg).unwrap_err().code, "AGENT_TYPE_UNSUPPORTED");
+        assert_eq!(resolve(&env("test_double"), &json!({})).unwrap_err().code, "AGENT_TYPE_UNSUPPORTED");
+        assert_eq!(resolve(&env("codex"), &cfg).unwrap_err().code, "AGENT_TYPE_UNSUPPORTED");
+        let mut e = env("test_double");
+        e.permissions = "yolo".into();
+        assert_eq!(resolve(&e, &cfg).unwrap_err().code, "PERMISSIONS_UNSUPPORTED");
+        e.permissions = "guarded".into();
+        assert_eq!(resolve(&e, &cfg).unwrap_err().code, "PERMISSIONS_UNSUPPORTED");
+        e.permissions = "autonomous".into();
+        assert_eq!(resolve(&e, &cfg).unwrap_err().code, "POLICY_AUTONOMOUS_FORBIDDEN");
+    }
+}
