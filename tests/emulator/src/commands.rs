@@ -122,6 +122,24 @@ const CATALOGUE: &[Spec] = &[
         ],
     },
     Spec {
+        name: "upload_session_file",
+        channel: Channel::Command,
+        write: true,
+        args: &[
+            ("session_id", Str, true),
+            ("alias", Str, true),
+            ("name", Str, true),
+            ("content_type", Str, true),
+            ("size", Int, true),
+        ],
+    },
+    Spec {
+        name: "download_session_file",
+        channel: Channel::Query,
+        write: false,
+        args: &[("session_id", Str, true), ("alias", Str, true)],
+    },
+    Spec {
         name: "list_session_events",
         channel: Channel::Query,
         write: false,
@@ -206,6 +224,7 @@ pub fn execute(
     user_id: &str,
     name: &str,
     args: &Map<String, Value>,
+    file: Option<&[u8]>,
 ) -> Result<(Value, bool), ApiError> {
     let spec = CATALOGUE
         .iter()
@@ -332,6 +351,43 @@ pub fn execute(
                 .ok_or_else(|| ApiError::new(404, "not_found", format!("no item {id}")))?;
             Ok((json!({"item": item}), false))
         }
+        "upload_session_file" => {
+            // Only the binary channel carries bytes; a JSON body has none to store.
+            let bytes = file.ok_or_else(|| {
+                ApiError::bad_request("upload_session_file needs an application/octet-stream body")
+            })?;
+            let size = args.get("size").and_then(Value::as_u64).unwrap_or_default();
+            if size != bytes.len() as u64 {
+                return Err(ApiError::bad_request(format!(
+                    "size {size} does not match the {} bytes sent",
+                    bytes.len()
+                )));
+            }
+            let object = state.upload_file(
+                &sid,
+                alias,
+                arg(args, "name").unwrap_or_default(),
+                arg(args, "content_type").unwrap_or_default(),
+                bytes,
+                user_id,
+            )?;
+            Ok((json!({"object": object}), true))
+        }
+        "download_session_file" => match session.objects.get(alias) {
+            Some(o) if o.file_hex.is_some() => {
+                let mut object = o.to_json();
+                object["session_id"] = json!(sid);
+                Ok((json!({"object": object}), false))
+            }
+            Some(_) => Err(ApiError::bad_request(format!(
+                "object {alias:?} is not a file"
+            ))),
+            None => Err(ApiError::new(
+                403,
+                "forbidden",
+                "object not found or not accessible",
+            )),
+        },
         "list_session_events" => {
             let (events, next) = list_by_time(&session.events, args, ascending)?;
             Ok((with_cursor(json!({"session_events": events}), next), false))

@@ -138,12 +138,27 @@ async fn api(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, 
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let user = key.and_then(|k| shared.read(|st| st.user_by_key(&k).cloned()));
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // Binary channel (§1.7): arguments travel in X-Request-Body, the bytes in the body.
+    let binary_in = header("content-type").starts_with("application/octet-stream");
+    let binary_out = header("accept").contains("application/octet-stream");
+    let request_body_header = header("x-request-body");
     let route = route(&method, &path);
     let body = match read_body(req).await {
         Ok(b) => b,
         Err(e) => return Ok(json_response(e.status, &e.envelope())),
     };
-    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let (parsed, file): (Option<Value>, Option<Bytes>) = if binary_in {
+        (serde_json::from_str(&request_body_header).ok(), Some(body))
+    } else {
+        (serde_json::from_slice(&body).ok(), None)
+    };
     let command = match &route {
         Route::Data { .. } => parsed.as_ref().and_then(commands::command_name),
         _ => None,
@@ -233,7 +248,9 @@ async fn api(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, 
         Route::Data { revision, channel } => match parsed {
             None => Err(ApiError::bad_request("the body is not JSON")),
             Some(body) => commands::validate(channel, &body).and_then(|(name, args)| {
-                shared.mutate(|st| commands::execute(st, &revision, &user.id, name, &args))
+                shared.mutate(|st| {
+                    commands::execute(st, &revision, &user.id, name, &args, file.as_deref())
+                })
             }),
         },
         Route::Unknown => Err(ApiError::new(
@@ -246,8 +263,41 @@ async fn api(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, 
     match decision.action {
         Action::ServerError => finish(&mut rec, server_error()),
         Action::Drop => dropped(&mut rec),
+        _ if binary_out && command.as_deref() == Some("download_session_file") => {
+            let resp = match result {
+                Ok(payload) => binary_response(shared, payload),
+                Err(e) => json_response(e.status, &e.envelope()),
+            };
+            finish(&mut rec, resp)
+        }
         _ => finish(&mut rec, result_response(result)),
     }
+}
+
+/// The envelope goes in X-Response-Body and the file's bytes in the body.
+fn binary_response(shared: &Shared, payload: Value) -> Response<Body> {
+    let sid = payload["object"]["session_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let alias = payload["object"]["alias"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = shared
+        .read(|st| {
+            st.sessions
+                .get(&sid)
+                .and_then(|s| s.objects.get(&alias))
+                .and_then(|o| o.file_bytes())
+        })
+        .unwrap_or_default();
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/octet-stream")
+        .header("x-response-body", ascii_json(&success(payload)))
+        .body(Full::new(Bytes::from(bytes)))
+        .expect("valid")
 }
 
 /// Non-JSON on purpose: the worker classifies 5xx without reading the body.
@@ -258,4 +308,20 @@ fn server_error() -> Response<Body> {
             b"service unavailable (injected)",
         )))
         .expect("valid")
+}
+
+/// JSON with every non-ASCII character as a `\\uXXXX` escape, so it is a valid header value.
+fn ascii_json(v: &Value) -> String {
+    let mut out = String::new();
+    for c in v.to_string().chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }

@@ -14,6 +14,7 @@ use crate::error::ApiError;
 /// The platform's item cap, enforced with `>=` on the stored (server-wrapped) item.
 pub const ITEM_SIZE_CAP: usize = 65_536;
 pub const MAX_FILE_BLOCKS: usize = 10;
+pub const FILE_SIZE_CAP: usize = 4 * 1024 * 1024;
 
 pub const SESSION_STATUSES: &[&str] = &["open", "closing", "closed", "deleting", "deleted"];
 
@@ -84,9 +85,20 @@ pub struct Object {
     pub updated_by: String,
     /// Ascending by `created_at`; survives value overwrites.
     pub items: Vec<Value>,
+    /// Bytes of a `file` object, hex-encoded so the state file stays plain JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_hex: Option<String>,
 }
 
 impl Object {
+    pub fn file_bytes(&self) -> Option<Vec<u8>> {
+        let hex = self.file_hex.as_deref()?;
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect()
+    }
+
     pub fn value_type(&self) -> Option<&str> {
         self.value.get("type").and_then(Value::as_str)
     }
@@ -181,6 +193,7 @@ impl State {
         match session.objects.get_mut(alias) {
             Some(obj) => {
                 obj.value = value;
+                obj.file_hex = None;
                 obj.updated_at = now;
                 obj.updated_by = user_id.to_owned();
             }
@@ -194,6 +207,7 @@ impl State {
                         updated_at: now,
                         updated_by: user_id.to_owned(),
                         items: Vec::new(),
+                        file_hex: None,
                     },
                 );
             }
@@ -204,6 +218,34 @@ impl State {
             Some((alias, ty.as_deref())),
         );
         Ok(())
+    }
+
+    /// Stores a session file (binary channel): a `file` object plus its bytes.
+    pub fn upload_file(
+        &mut self,
+        session_id: &str,
+        alias: &str,
+        name: &str,
+        content_type: &str,
+        bytes: &[u8],
+        user_id: &str,
+    ) -> Result<Value, ApiError> {
+        if bytes.len() > FILE_SIZE_CAP {
+            return Err(ApiError::new(
+                400,
+                "limit_exceeded",
+                format!("file is {} bytes; the cap is {FILE_SIZE_CAP}", bytes.len()),
+            ));
+        }
+        let value = json!({"type": "file", "file": {"name": name, "content_type": content_type, "size": bytes.len()}});
+        self.upload_object(session_id, alias, value, user_id)?;
+        let obj = self
+            .session_mut(session_id)?
+            .objects
+            .get_mut(alias)
+            .ok_or_else(|| object_not_found(alias))?;
+        obj.file_hex = Some(bytes.iter().map(|b| format!("{b:02x}")).collect());
+        Ok(obj.to_json())
     }
 
     pub fn delete_object(&mut self, session_id: &str, alias: &str) -> Result<(), ApiError> {

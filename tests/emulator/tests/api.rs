@@ -467,3 +467,97 @@ async fn request_log_records_every_v1_request() {
             .any(|r| r.command.as_deref() == Some("list_session_events"))
     );
 }
+
+#[tokio::test]
+async fn binary_channel_files() {
+    let c = start().await;
+    let sid = c.sid();
+    let url = |ch: &str| {
+        format!(
+            "{}/revisions/{}/data/{ch}",
+            c.emu.api_url(),
+            c.ids.revision_id
+        )
+    };
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    let args = json!({"command": "upload_session_file", "session_id": sid, "alias": "runs/r1/out.bin",
+                      "name": "out é.bin", "content_type": "application/x-test", "size": bytes.len()});
+    let resp = c
+        .http
+        .post(url("command"))
+        .header("X-API-Key", KEY)
+        .header("content-type", "application/octet-stream")
+        .header("x-request-body", args.to_string().replace('é', "\\u00e9"))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        v["object"]["value"]["file"],
+        json!({"name": "out é.bin", "content_type": "application/x-test", "size": 5000})
+    );
+    let ev = c.emu.admin().events(&sid).last().cloned().unwrap();
+    assert_eq!(
+        ev["session_object"],
+        json!({"alias": "runs/r1/out.bin", "type": "file"})
+    );
+
+    let download = |alias: &str| {
+        c.http
+            .post(url("query"))
+            .header("X-API-Key", KEY)
+            .header("accept", "application/octet-stream")
+            .header("content-type", "application/json")
+            .body(
+                json!({"command": "download_session_file", "session_id": sid, "alias": alias})
+                    .to_string(),
+            )
+            .send()
+    };
+    let resp = download("runs/r1/out.bin").await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/octet-stream")
+    );
+    let envelope: Value =
+        serde_json::from_str(resp.headers()["x-response-body"].to_str().unwrap()).unwrap();
+    assert_eq!(envelope["status"], "success");
+    assert_eq!(envelope["object"]["value"]["file"]["size"], 5000);
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), bytes);
+    assert_eq!(download("missing").await.unwrap().status().as_u16(), 403);
+
+    // Size mismatch, over the 4 MiB cap, and JSON (no bytes) are refused.
+    let send = |args: Value, body: Vec<u8>| {
+        c.http
+            .post(url("command"))
+            .header("X-API-Key", KEY)
+            .header("content-type", "application/octet-stream")
+            .header("x-request-body", args.to_string())
+            .body(body)
+            .send()
+    };
+    let mut bad = args.clone();
+    bad["name"] = json!("x");
+    bad["size"] = json!(3);
+    assert_eq!(
+        send(bad.clone(), vec![1, 2])
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        400
+    );
+    let big = vec![0u8; 4 * 1024 * 1024 + 1];
+    bad["size"] = json!(big.len());
+    let resp = send(bad, big).await.unwrap();
+    let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(v["error"], "limit_exceeded");
+    let mut as_json = args.clone();
+    as_json["name"] = json!("x");
+    assert_eq!(c.command(as_json).await.0, 400);
+}
