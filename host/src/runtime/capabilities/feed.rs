@@ -1,0 +1,287 @@
+//! `blobhub:worker/feed`: the section's event feed, polled by the host.
+//!
+//! Cursor: the platform's `created_since` is exclusive and `created_at` need not be unique, so the
+//! poller asks from the newest `created_at` *before* the last one it delivered (`since`) and
+//! drops events whose `id` it has already delivered after `since` (`seen`). Both travel in the
+//! opaque cursor string the guest persists, so a restart neither skips nor repeats events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use wasmtime::component::Resource;
+use wasmtime_wasi::p2::DynPollable;
+
+use super::{SectionContext, SectionHost};
+use crate::runtime::bindings::feed::{self as wit, Batch};
+use crate::runtime::bindings::session::ApiError;
+use crate::runtime::transport::Channel;
+
+/// Pages drained per poll at most (a runaway guard; the rest comes next poll).
+const MAX_PAGES: usize = 20;
+
+type Item = Result<Batch, ApiError>;
+
+/// The guest's handle: batches arrive through a channel from the poller task.
+pub struct SubscriptionHandle {
+    rx: mpsc::UnboundedReceiver<Item>,
+    buffered: Option<Item>,
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for SubscriptionHandle {
+    async fn ready(&mut self) {
+        if self.buffered.is_none() {
+            match self.rx.recv().await {
+                Some(item) => self.buffered = Some(item),
+                // The poller ended (shutdown): nothing will ever arrive.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct Cursor {
+    /// Exclusive lower bound sent as `created_since` ("" = from the start).
+    since: String,
+    /// Ids of delivered events with `created_at > since`, with their `created_at`.
+    seen: BTreeMap<String, String>,
+    /// The newest delivered `created_at`.
+    last: String,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn decode(text: &str) -> Option<Cursor> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// Record delivered `events` (ascending). Keeps `seen` to the events after the new `since`.
+    fn advance(&mut self, events: &[Value]) {
+        for event in events {
+            let at = event["created_at"].as_str().unwrap_or_default().to_owned();
+            if at > self.last {
+                // The old `last` group is now strictly older than the newest: it becomes `since`
+                // only once a newer group exists, so the newest group is always re-read.
+                if !self.last.is_empty() {
+                    self.since = self.last.clone();
+                }
+                self.last = at.clone();
+            }
+            if let Some(id) = event_id(event) {
+                self.seen.insert(id, at);
+            }
+        }
+        let since = self.since.clone();
+        self.seen.retain(|_, at| *at > since);
+    }
+}
+
+/// An event's identity: its `id`, or its serialization when the platform sends none.
+fn event_id(event: &Value) -> Option<String> {
+    match event.get("id").and_then(Value::as_str) {
+        Some(id) => Some(id.to_owned()),
+        None => Some(event.to_string()),
+    }
+}
+
+impl wit::Host for SectionHost {
+    fn follow(&mut self, cursor: Option<String>) -> wasmtime::Result<Resource<SubscriptionHandle>> {
+        self.busy.reset();
+        if let Some(old) = self.feed_task.take() {
+            old.abort();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let start = cursor.as_deref().and_then(Cursor::decode);
+        let task = tokio::spawn(poll_loop(Arc::clone(&self.section), start, tx));
+        self.feed_task = Some(task.abort_handle());
+        Ok(self.table.push(SubscriptionHandle { rx, buffered: None })?)
+    }
+}
+
+impl wit::HostSubscription for SectionHost {
+    fn subscribe(
+        &mut self,
+        sub: Resource<SubscriptionHandle>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        wasmtime_wasi::p2::subscribe(&mut self.table, sub)
+    }
+
+    fn next(&mut self, sub: Resource<SubscriptionHandle>) -> wasmtime::Result<Option<Item>> {
+        self.busy.reset();
+        let handle = self.table.get_mut(&sub)?;
+        Ok(handle.buffered.take().or_else(|| handle.rx.try_recv().ok()))
+    }
+
+    fn drop(&mut self, sub: Resource<SubscriptionHandle>) -> wasmtime::Result<()> {
+        self.table.delete(sub)?;
+        Ok(())
+    }
+}
+
+async fn list(
+    section: &SectionContext,
+    args: Map<String, Value>,
+) -> Result<Value, ApiError> {
+    super::session::call(
+        section.shared.transport.as_ref(),
+        &section.session,
+        Channel::Query,
+        "list_session_events",
+        args,
+    )
+    .await
+}
+
+/// The newest event now, so that following starts after it (history is not replayed).
+async fn initial_cursor(section: &SectionContext) -> Result<Cursor, ApiError> {
+    let mut args = Map::new();
+    args.insert("ascending".into(), json!(false));
+    args.insert("limit".into(), json!(1));
+    let answer = list(section, args).await?;
+    let mut cursor = Cursor::default();
+    if let Some(newest) = answer["session_events"].as_array().and_then(|a| a.first()) {
+        let at = newest["created_at"].as_str().unwrap_or_default();
+        cursor.since = at.to_owned();
+        cursor.last = at.to_owned();
+    }
+    Ok(cursor)
+}
+
+/// One poll: every new event after `cursor`, oldest first, across pages.
+async fn poll_once(section: &SectionContext, cursor: &Cursor) -> Result<Vec<Value>, ApiError> {
+    let mut fresh = Vec::new();
+    let mut page_cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let mut args = Map::new();
+        args.insert("ascending".into(), json!(true));
+        args.insert("limit".into(), json!(1000));
+        if !cursor.since.is_empty() {
+            args.insert("created_since".into(), json!(cursor.since));
+        }
+        if let Some(c) = &page_cursor {
+            args.insert("cursor".into(), json!(c));
+        }
+        let answer = list(section, args).await?;
+        let events = answer["session_events"].as_array().cloned().unwrap_or_default();
+        let empty = events.is_empty();
+        for event in events {
+            let delivered = event_id(&event).is_some_and(|id| cursor.seen.contains_key(&id));
+            if !delivered && fresh.iter().all(|e: &Value| event_id(e) != event_id(&event)) {
+                fresh.push(event);
+            }
+        }
+        page_cursor = answer["cursor"]
+            .as_str()
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned);
+        if empty || page_cursor.is_none() {
+            break;
+        }
+    }
+    Ok(fresh)
+}
+
+/// Failures a guest must decide on; everything else is retried here with backoff.
+fn needs_decision(e: &ApiError) -> bool {
+    matches!(e, ApiError::AuthInvalid | ApiError::CommandFailed(_) | ApiError::Refused(_))
+}
+
+fn backoff(failures: u32, section: &SectionContext) -> Duration {
+    let polling = &section.shared.settings.polling;
+    let base = polling.interval_active.max(Duration::from_millis(100));
+    let exp = base.saturating_mul(1u32 << failures.min(16));
+    let capped = exp.min(polling.backoff_max);
+    // Jitter of ±20 % so that many sections do not retry in lockstep.
+    capped.mul_f64(0.8 + fastrand::f64() * 0.4)
+}
+
+async fn poll_loop(
+    section: Arc<SectionContext>,
+    start: Option<Cursor>,
+    tx: mpsc::UnboundedSender<Item>,
+) {
+    let mut failures = 0u32;
+    let mut cursor = start;
+    loop {
+        let current = match cursor.take() {
+            Some(c) => c,
+            None => match initial_cursor(&section).await {
+                Ok(c) => c,
+                Err(e) => {
+                    failures += 1;
+                    if needs_decision(&e) && tx.send(Err(e)).is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(backoff(failures, &section)).await;
+                    continue;
+                }
+            },
+        };
+        let wait = match poll_once(&section, &current).await {
+            Ok(events) if events.is_empty() => {
+                failures = 0;
+                cursor = Some(current);
+                section.shared.settings.polling.interval_idle
+            }
+            Ok(events) => {
+                failures = 0;
+                let mut next = current;
+                next.advance(&events);
+                let batch = Batch {
+                    events: events.iter().map(Value::to_string).collect(),
+                    cursor: next.encode(),
+                };
+                cursor = Some(next);
+                if tx.send(Ok(batch)).is_err() {
+                    return;
+                }
+                section.shared.settings.polling.interval_active
+            }
+            Err(e) => {
+                failures += 1;
+                cursor = Some(current);
+                if needs_decision(&e) && tx.send(Err(e)).is_err() {
+                    return;
+                }
+                backoff(failures, &section)
+            }
+        };
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: &str, at: &str) -> Value {
+        json!({"id": id, "created_at": at, "type": "x"})
+    }
+
+    #[test]
+    fn cursor_rereads_the_newest_group_and_dedups() {
+        let mut c = Cursor::default();
+        c.advance(&[ev("a", "1"), ev("b", "2")]);
+        assert_eq!(c.since, "1");
+        assert_eq!(c.last, "2");
+        assert!(c.seen.contains_key("b"));
+        assert!(!c.seen.contains_key("a"));
+        c.advance(&[ev("c", "2")]);
+        assert_eq!(c.since, "1", "same created_at: keep re-reading that group");
+        c.advance(&[ev("d", "3")]);
+        assert_eq!(c.since, "2");
+        let round = Cursor::decode(&c.encode()).unwrap();
+        assert_eq!(round, c);
+    }
+}

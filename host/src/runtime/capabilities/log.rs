@@ -1,0 +1,26 @@
+//! `blobhub:worker/log`: guest events as `tracing` events tagged with the section (and thread).
+
+use super::SectionHost;
+use crate::runtime::bindings::log::{self as wit, Level};
+
+impl wit::Host for SectionHost {
+    fn emit(
+        &mut self,
+        level: Level,
+        event: String,
+        thread: Option<String>,
+        fields: String,
+    ) -> wasmtime::Result<()> {
+        self.busy.reset();
+        let s = &self.section;
+        let thread = thread.unwrap_or_default();
+        // `tracing` needs the level at compile time, hence one macro call per level.
+        match level {
+            Level::Debug => tracing::debug!(section = s.index, job_type = %s.job_type, thread = %thread, fields = %fields, "{event}"),
+            Level::Info => tracing::info!(section = s.index, job_type = %s.job_type, thread = %thread, fields = %fields, "{event}"),
+            Level::Warning => tracing::warn!(section = s.index, job_type = %s.job_type, thread = %thread, fields = %fields, "{event}"),
+            Level::Error => tracing::error!(section = s.index, job_type = %s.job_type, thread = %thread, fields = %fields, "{event}"),
+        }
+        Ok(())
+    }
+}

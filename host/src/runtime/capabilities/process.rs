@@ -1,0 +1,376 @@
+//! `blobhub:worker/process`: child processes the operator granted.
+//!
+//! Two keys (as in Zed's extension host): a program runs only if the job type declared it in
+//! `describe` (capability `agents` or `spawn(p)`) AND config.yaml grants it (the `agents` block's
+//! executables, or `job_types.<name>.allow_spawn`). The host resolves the program on PATH itself,
+//! starts it in its own process group with the worker's environment minus `BLOBHUB_*` and minus
+//! any variable holding a secret, reads stdout/stderr line by line, and kills every group it
+//! started when the worker exits.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use wasmtime::component::Resource;
+use wasmtime_wasi::p2::DynPollable;
+
+use super::SectionHost;
+use crate::runtime::bindings::job::Capability;
+use crate::runtime::bindings::process::{self as wit, ExitStatus, Output, SpawnError, SpawnRequest};
+use crate::runtime::settings::RuntimeSettings;
+
+/// The programs one job type may run: the intersection of what it declared and what the
+/// operator granted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub programs: BTreeSet<String>,
+}
+
+impl Grants {
+    pub fn compute(job_type: &str, declared: &[Capability], settings: &RuntimeSettings) -> Grants {
+        let mut programs = BTreeSet::new();
+        let allow_spawn = settings.job_type(job_type).allow_spawn;
+        for capability in declared {
+            match capability {
+                Capability::Agents => programs.extend(settings.agent_programs.iter().cloned()),
+                Capability::Spawn(p) if allow_spawn.contains(p) => {
+                    programs.insert(p.clone());
+                }
+                Capability::Spawn(_) | Capability::Session => {}
+            }
+        }
+        Grants { programs }
+    }
+
+    pub fn allows(&self, program: &str) -> bool {
+        self.programs.contains(program)
+    }
+}
+
+/// Every process group this worker started, so that shutdown can kill them all.
+#[derive(Debug, Default)]
+pub struct ProcessRegistry {
+    groups: Mutex<HashSet<i32>>,
+}
+
+impl ProcessRegistry {
+    fn add(&self, pgid: i32) {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner()).insert(pgid);
+    }
+
+    fn remove(&self, pgid: i32) {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner()).remove(&pgid);
+    }
+
+    /// Signal every live group (SIGTERM or SIGKILL).
+    pub fn signal_all(&self, signal: i32) {
+        for pgid in self.groups.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            kill_group(*pgid, signal);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn kill_group(pgid: i32, signal: i32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; it has no memory effects.
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+/// Look `program` up on the worker's PATH (or take it as is when it is a granted path).
+pub fn resolve(program: &str) -> Option<PathBuf> {
+    let is_exec = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return (p.is_absolute() && is_exec(&p)).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| is_exec(p))
+}
+
+/// The worker's environment minus `BLOBHUB_*` and anything holding a secret, plus `extra`.
+pub fn child_env(secrets: &[String], extra: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, v)| {
+            !k.starts_with("BLOBHUB_") && !secrets.iter().any(|s| !s.is_empty() && v.contains(s))
+        })
+        .collect();
+    for (k, v) in extra {
+        env.retain(|(name, _)| name != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+/// The guest's handle on a child.
+pub struct ChildHandle {
+    pid: u32,
+    stdin: Option<mpsc::UnboundedSender<String>>,
+    rx: mpsc::UnboundedReceiver<Output>,
+    buffered: Option<Output>,
+    exited: bool,
+    registry: Arc<ProcessRegistry>,
+}
+
+impl Drop for ChildHandle {
+    fn drop(&mut self) {
+        // "Dropping the handle kills the process group."
+        if !self.exited {
+            kill_group(self.pid as i32, libc::SIGKILL);
+        }
+        self.registry.remove(self.pid as i32);
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for ChildHandle {
+    async fn ready(&mut self) {
+        if self.buffered.is_none() {
+            match self.rx.recv().await {
+                Some(item) => self.buffered = Some(item),
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+}
+
+impl SectionHost {
+    fn check_spawn(&self, program: &str) -> Result<PathBuf, SpawnError> {
+        if !self.section.grants.allows(program) {
+            return Err(SpawnError::NotGranted(format!(
+                "`{program}` is not granted to job type `{}` (declare it in describe and grant it in config.yaml)",
+                self.section.job_type
+            )));
+        }
+        resolve(program).ok_or_else(|| {
+            SpawnError::NotFound(format!("`{program}` is not on PATH or not executable"))
+        })
+    }
+
+    fn spawn_child(&mut self, request: SpawnRequest) -> Result<ChildHandle, SpawnError> {
+        let path = self.check_spawn(&request.program)?;
+        let cwd = PathBuf::from(&request.cwd);
+        if !cwd.is_absolute() || !cwd.is_dir() {
+            return Err(SpawnError::BadDirectory(format!(
+                "`{}` is not an existing absolute directory",
+                request.cwd
+            )));
+        }
+        if let Some((k, _)) = request
+            .env
+            .iter()
+            .find(|(k, _)| k.starts_with("BLOBHUB_") || k.is_empty() || k.contains('='))
+        {
+            return Err(SpawnError::BadEnvironment(format!("`{k}` may not be set")));
+        }
+        let shared = &self.section.shared;
+        let mut command = tokio::process::Command::new(&path);
+        command
+            .args(&request.args)
+            .current_dir(&cwd)
+            .env_clear()
+            .envs(child_env(&shared.secrets, &request.env))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|e| SpawnError::Failed(format!("{}: {e}", path.display())))?;
+        let pid = child.id().unwrap_or_default();
+        shared.processes.add(pid as i32);
+
+        let (out_tx, rx) = mpsc::unbounded_channel();
+        let (in_tx, mut in_rx) = mpsc::unbounded_channel::<String>();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let mut stdin = child.stdin.take();
+        tokio::spawn(async move {
+            while let Some(data) = in_rx.recv().await {
+                let Some(pipe) = stdin.as_mut() else { break };
+                if pipe.write_all(data.as_bytes()).await.is_err() || pipe.flush().await.is_err()
+                {
+                    break;
+                }
+            }
+            // The sender closed (close-stdin or handle dropped): close the pipe.
+            drop(stdin);
+        });
+        let (err_tx, out_tx2) = (out_tx.clone(), out_tx.clone());
+        let out_task = tokio::spawn(async move {
+            if let Some(pipe) = stdout {
+                let mut lines = BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let _ = out_tx.send(Output::Stdout(line));
+                }
+            }
+        });
+        let err_task = tokio::spawn(async move {
+            if let Some(pipe) = stderr {
+                let mut lines = BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let _ = err_tx.send(Output::Stderr(line));
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            // Deliver every line before the exit, as the WIT promises.
+            let _ = out_task.await;
+            let _ = err_task.await;
+            let exit = match status {
+                Ok(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    ExitStatus {
+                        code: s.code(),
+                        signal: s.signal(),
+                    }
+                }
+                Err(_) => ExitStatus {
+                    code: None,
+                    signal: None,
+                },
+            };
+            let _ = out_tx2.send(Output::Exited(exit));
+        });
+        Ok(ChildHandle {
+            pid,
+            stdin: Some(in_tx),
+            rx,
+            buffered: None,
+            exited: false,
+            registry: Arc::clone(&shared.processes),
+        })
+    }
+}
+
+impl wit::Host for SectionHost {
+    fn spawn(
+        &mut self,
+        request: SpawnRequest,
+    ) -> wasmtime::Result<Result<Resource<ChildHandle>, SpawnError>> {
+        self.busy.reset();
+        match self.spawn_child(request) {
+            Ok(child) => Ok(Ok(self.table.push(child)?)),
+            Err(e) => {
+                tracing::warn!(section = self.section.index, error = ?e, "spawn_refused");
+                Ok(Err(e))
+            }
+        }
+    }
+
+    fn resolve(&mut self, program: String) -> wasmtime::Result<Result<String, SpawnError>> {
+        self.busy.reset();
+        Ok(self
+            .check_spawn(&program)
+            .map(|p| p.to_string_lossy().into_owned()))
+    }
+}
+
+impl wit::HostChild for SectionHost {
+    fn pid(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&child)?.pid)
+    }
+
+    fn write_stdin(
+        &mut self,
+        child: Resource<ChildHandle>,
+        data: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        self.busy.reset();
+        let handle = self.table.get_mut(&child)?;
+        Ok(match &handle.stdin {
+            Some(tx) if !handle.exited => tx.send(data).map_err(|_| "stdin is closed".to_owned()),
+            _ => Err("stdin is closed".to_owned()),
+        })
+    }
+
+    fn close_stdin(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<()> {
+        self.table.get_mut(&child)?.stdin = None;
+        Ok(())
+    }
+
+    fn subscribe(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<Resource<DynPollable>> {
+        wasmtime_wasi::p2::subscribe(&mut self.table, child)
+    }
+
+    fn next_output(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<Option<Output>> {
+        self.busy.reset();
+        let handle = self.table.get_mut(&child)?;
+        let next = handle.buffered.take().or_else(|| handle.rx.try_recv().ok());
+        if matches!(next, Some(Output::Exited(_))) {
+            handle.exited = true;
+            handle.stdin = None;
+        }
+        Ok(next)
+    }
+
+    fn terminate(&mut self, child: Resource<ChildHandle>, grace_ms: u32) -> wasmtime::Result<()> {
+        let handle = self.table.get(&child)?;
+        if handle.exited {
+            return Ok(());
+        }
+        let pgid = handle.pid as i32;
+        kill_group(pgid, libc::SIGTERM);
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(grace_ms.into())).await;
+            kill_group(pgid, libc::SIGKILL);
+        });
+        Ok(())
+    }
+
+    fn drop(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<()> {
+        self.table.delete(child)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn both_keys_are_needed() {
+        let settings = RuntimeSettings::from_config(&json!({
+            "job_types": {"jt": {"allow_spawn": ["git", "make"]}},
+        }));
+        let declared = [
+            Capability::Spawn("git".into()),
+            Capability::Spawn("curl".into()),
+        ];
+        let grants = Grants::compute("jt", &declared, &settings);
+        assert!(grants.allows("git"), "declared and granted");
+        assert!(!grants.allows("make"), "granted but not declared");
+        assert!(!grants.allows("curl"), "declared but not granted");
+        assert!(!grants.allows("claude"), "agents not declared");
+        let agents = Grants::compute("jt", &[Capability::Agents], &settings);
+        assert!(agents.allows("claude") && agents.allows("codex"));
+        assert!(!agents.allows("git"));
+    }
+
+    #[test]
+    fn child_env_drops_secrets() {
+        let env = child_env(&["PATH".into()], &[("X".into(), "1".into())]);
+        assert!(env.iter().all(|(k, _)| !k.starts_with("BLOBHUB_")));
+        assert!(env.contains(&("X".into(), "1".into())));
+    }
+}

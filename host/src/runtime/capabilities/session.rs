@@ -1,0 +1,326 @@
+//! `blobhub:worker/session`: the session API bound to this section's session only.
+//!
+//! The guest names objects and threads by alias; the host adds `session_id` itself, so there is
+//! no argument through which a guest could reach another session. Aliases are checked against
+//! the alias grammar (relative `/`-separated segments of `[A-Za-z0-9._-]`, no `.`/`..`), and JSON
+//! arguments must be objects (or an array for `content`); anything else is refused before a
+//! request is made.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value, json};
+use wasmtime::component::Resource;
+use wasmtime_wasi::p2::DynPollable;
+
+use super::SectionHost;
+use crate::runtime::bindings::session::{self as wit, ApiError, CommandFailure, Page};
+use crate::runtime::pending::Pending;
+use crate::runtime::transport::{Channel, SessionTransport, TransportError};
+
+/// The section's session as configured, and the id bound by the first successful `get_session`.
+#[derive(Debug, Clone)]
+pub struct SessionBinding {
+    pub org_id: String,
+    pub blob_id: String,
+    pub revision_id: String,
+    /// As configured: an id or an alias.
+    pub session_ref: String,
+    pub bound_id: Arc<Mutex<Option<String>>>,
+}
+
+impl SessionBinding {
+    pub fn from_settings(settings: &Value) -> SessionBinding {
+        let get = |k: &str| {
+            settings
+                .pointer(&format!("/session/{k}"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        SessionBinding {
+            org_id: get("org_id"),
+            blob_id: get("blob_id"),
+            revision_id: get("revision_id"),
+            session_ref: get("session_id"),
+            bound_id: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn session_id(&self) -> String {
+        self.bound_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| self.session_ref.clone())
+    }
+}
+
+/// A request in flight (`reply`).
+pub type ReplyHandle = Pending<Result<String, ApiError>>;
+
+fn died(message: String) -> Result<String, ApiError> {
+    Err(ApiError::Transient(format!("the request task ended: {message}")))
+}
+
+impl From<TransportError> for ApiError {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::AuthInvalid => ApiError::AuthInvalid,
+            TransportError::RateLimited(m) => ApiError::RateLimited(m),
+            TransportError::Transient(m) => ApiError::Transient(m),
+            TransportError::Network(m) => ApiError::Network(m),
+            TransportError::CommandFailed {
+                status,
+                error,
+                message,
+            } => ApiError::CommandFailed(CommandFailure {
+                status,
+                error,
+                message,
+            }),
+        }
+    }
+}
+
+/// The alias grammar: `seg(/seg)*`, each segment `[A-Za-z0-9._-]{1,128}` and not `.`/`..`.
+pub fn check_alias(alias: &str) -> Result<(), String> {
+    let ok = !alias.is_empty()
+        && alias.len() <= 512
+        && alias.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{alias}` is not a session object alias (segments of [A-Za-z0-9._-] joined by `/`)"
+        ))
+    }
+}
+
+fn parse_json(what: &str, text: &str, want_array: bool) -> Result<Value, String> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| format!("{what} is not JSON: {e}"))?;
+    let ok = if want_array {
+        value.is_array()
+    } else {
+        value.is_object()
+    };
+    if ok {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{what} must be a JSON {}",
+            if want_array { "array" } else { "object" }
+        ))
+    }
+}
+
+fn page_args(page: &Page, args: &mut Map<String, Value>) {
+    args.insert("ascending".into(), json!(page.ascending));
+    if let Some(v) = &page.created_since {
+        args.insert("created_since".into(), json!(v));
+    }
+    if let Some(v) = &page.cursor {
+        args.insert("cursor".into(), json!(v));
+    }
+    if let Some(v) = page.limit {
+        args.insert("limit".into(), json!(v.clamp(1, 1000)));
+    }
+}
+
+/// Sends one command for `binding`'s session. Used by the capability and the feed poller.
+pub async fn call(
+    transport: &dyn SessionTransport,
+    binding: &SessionBinding,
+    channel: Channel,
+    command: &str,
+    mut args: Map<String, Value>,
+) -> Result<Value, ApiError> {
+    args.insert("session_id".into(), json!(binding.session_id()));
+    Ok(transport
+        .call(channel, &binding.revision_id, command, args)
+        .await?)
+}
+
+impl SectionHost {
+    fn start(
+        &mut self,
+        channel: Channel,
+        command: &'static str,
+        args: Result<Map<String, Value>, String>,
+    ) -> wasmtime::Result<Resource<ReplyHandle>> {
+        self.busy.reset();
+        let pending = match args {
+            Err(refusal) => Pending::ready(Err(ApiError::Refused(refusal)), died),
+            Ok(args) => {
+                let section = Arc::clone(&self.section);
+                Pending::spawn(
+                    async move {
+                        let shared = &section.shared;
+                        let envelope = call(
+                            shared.transport.as_ref(),
+                            &section.session,
+                            channel,
+                            command,
+                            args,
+                        )
+                        .await?;
+                        if command == "get_session"
+                            && let Some(id) = envelope.pointer("/session/id").and_then(Value::as_str)
+                        {
+                            *section
+                                .session
+                                .bound_id
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner()) = Some(id.to_owned());
+                        }
+                        Ok(envelope.to_string())
+                    },
+                    died,
+                )
+            }
+        };
+        Ok(self.table.push(pending)?)
+    }
+}
+
+fn with_alias(alias: &str) -> Result<Map<String, Value>, String> {
+    check_alias(alias)?;
+    let mut args = Map::new();
+    args.insert("alias".into(), json!(alias));
+    Ok(args)
+}
+
+impl wit::Host for SectionHost {
+    fn get_session(&mut self) -> wasmtime::Result<Resource<ReplyHandle>> {
+        self.start(Channel::Query, "get_session", Ok(Map::new()))
+    }
+
+    fn list_objects(
+        &mut self,
+        prefix: Option<String>,
+        cursor: Option<String>,
+        limit: Option<u32>,
+    ) -> wasmtime::Result<Resource<ReplyHandle>> {
+        let args = (|| {
+            let mut args = Map::new();
+            if let Some(prefix) = prefix {
+                // A prefix is an alias prefix: the grammar without the last-segment rule.
+                if prefix.starts_with('/') || prefix.split('/').any(|s| s == "..") {
+                    return Err(format!("`{prefix}` is not an alias prefix"));
+                }
+                args.insert("prefix".into(), json!(prefix));
+            }
+            if let Some(cursor) = cursor {
+                args.insert("cursor".into(), json!(cursor));
+            }
+            if let Some(limit) = limit {
+                args.insert("limit".into(), json!(limit.clamp(1, 1000)));
+            }
+            Ok(args)
+        })();
+        self.start(Channel::Query, "list_session_objects", args)
+    }
+
+    fn download_object(&mut self, alias: String) -> wasmtime::Result<Resource<ReplyHandle>> {
+        self.start(Channel::Query, "download_session_object", with_alias(&alias))
+    }
+
+    fn upload_object(
+        &mut self,
+        alias: String,
+        value: String,
+    ) -> wasmtime::Result<Resource<ReplyHandle>> {
+        let args = with_alias(&alias).and_then(|mut args| {
+            args.insert("value".into(), parse_json("value", &value, false)?);
+            Ok(args)
+        });
+        self.start(Channel::Command, "upload_session_object", args)
+    }
+
+    fn delete_object(&mut self, alias: String) -> wasmtime::Result<Resource<ReplyHandle>> {
+        self.start(Channel::Command, "delete_session_object", with_alias(&alias))
+    }
+
+    fn post_item(
+        &mut self,
+        alias: String,
+        content: String,
+        metadata: Option<String>,
+    ) -> wasmtime::Result<Resource<ReplyHandle>> {
+        let args = with_alias(&alias).and_then(|mut args| {
+            args.insert("content".into(), parse_json("content", &content, true)?);
+            if let Some(metadata) = metadata {
+                args.insert("metadata".into(), parse_json("metadata", &metadata, false)?);
+            }
+            Ok(args)
+        });
+        self.start(Channel::Command, "post_session_thread_item", args)
+    }
+
+    fn list_items(&mut self, alias: String, page: Page) -> wasmtime::Result<Resource<ReplyHandle>> {
+        let args = with_alias(&alias).map(|mut args| {
+            page_args(&page, &mut args);
+            args
+        });
+        self.start(Channel::Query, "list_session_thread_items", args)
+    }
+
+    fn get_item(
+        &mut self,
+        alias: String,
+        item_id: String,
+    ) -> wasmtime::Result<Resource<ReplyHandle>> {
+        let args = with_alias(&alias).map(|mut args| {
+            args.insert("item_id".into(), json!(item_id));
+            args
+        });
+        self.start(Channel::Query, "get_session_thread_item", args)
+    }
+
+    fn list_events(&mut self, page: Page) -> wasmtime::Result<Resource<ReplyHandle>> {
+        let mut args = Map::new();
+        page_args(&page, &mut args);
+        self.start(Channel::Query, "list_session_events", Ok(args))
+    }
+}
+
+impl wit::HostReply for SectionHost {
+    fn subscribe(&mut self, reply: Resource<ReplyHandle>) -> wasmtime::Result<Resource<DynPollable>> {
+        wasmtime_wasi::p2::subscribe(&mut self.table, reply)
+    }
+
+    fn take(
+        &mut self,
+        reply: Resource<ReplyHandle>,
+    ) -> wasmtime::Result<Option<Result<String, ApiError>>> {
+        self.busy.reset();
+        Ok(self.table.get_mut(&reply)?.take())
+    }
+
+    fn drop(&mut self, reply: Resource<ReplyHandle>) -> wasmtime::Result<()> {
+        self.table.delete(reply)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_alias;
+
+    #[test]
+    fn aliases() {
+        for ok in ["t1", "tasks/t1", "a.b-c_d/e"] {
+            assert!(check_alias(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/x", "x/", "../x", "a/../b", "a//b", "a b", "ses_1/objects?x"] {
+            assert!(check_alias(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! `blobhub:worker/status`: rows for the dashboard and `status` views.
+//!
+//! Every section's rows live in one in-memory [`StatusBoard`] shared by the whole worker; readers
+//! take a [`StatusBoard::snapshot`], a plain copy, so they never hold a lock while rendering.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use super::SectionHost;
+use crate::runtime::bindings::status::{self as wit, ThreadRow};
+
+/// One section's line and its thread rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SectionStatus {
+    pub index: u32,
+    pub name: String,
+    pub job_type: String,
+    /// e.g. `starting`, `attached`, `refused`, `stopped`, `trapped`.
+    pub state: String,
+    pub detail: String,
+    pub threads: BTreeMap<String, ThreadStatus>,
+}
+
+/// A thread row (the WIT `thread-row`, as plain host data).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThreadStatus {
+    pub thread: String,
+    pub state: String,
+    pub agent: String,
+    pub session_id: String,
+    pub detail: String,
+    pub last_event: String,
+    pub prompt: Option<String>,
+    pub error: Option<String>,
+}
+
+impl From<ThreadRow> for ThreadStatus {
+    fn from(r: ThreadRow) -> Self {
+        ThreadStatus {
+            thread: r.thread,
+            state: r.state,
+            agent: r.agent,
+            session_id: r.session_id,
+            detail: r.detail,
+            last_event: r.last_event,
+            prompt: r.prompt,
+            error: r.error,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct StatusBoard {
+    sections: RwLock<BTreeMap<u32, SectionStatus>>,
+}
+
+impl StatusBoard {
+    /// A copy of every section's status, in config order.
+    pub fn snapshot(&self) -> Vec<SectionStatus> {
+        self.sections
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Register a section (or reset its line).
+    pub fn register(&self, index: u32, name: &str, job_type: &str) {
+        self.update(index, |s| {
+            s.index = index;
+            s.name = name.to_owned();
+            s.job_type = job_type.to_owned();
+            s.state = "starting".into();
+        });
+    }
+
+    pub fn set_section(&self, index: u32, state: &str, detail: &str) {
+        self.update(index, |s| {
+            s.state = state.to_owned();
+            s.detail = detail.to_owned();
+        });
+    }
+
+    pub fn set_thread(&self, index: u32, row: ThreadStatus) {
+        self.update(index, |s| {
+            s.threads.insert(row.thread.clone(), row);
+        });
+    }
+
+    pub fn remove_thread(&self, index: u32, thread: &str) {
+        self.update(index, |s| {
+            s.threads.remove(thread);
+        });
+    }
+
+    fn update(&self, index: u32, f: impl FnOnce(&mut SectionStatus)) {
+        let mut map = self.sections.write().unwrap_or_else(|e| e.into_inner());
+        f(map.entry(index).or_insert_with(|| SectionStatus {
+            index,
+            ..Default::default()
+        }));
+    }
+}
+
+impl wit::Host for SectionHost {
+    fn set_section(&mut self, state: String, detail: String) -> wasmtime::Result<()> {
+        self.busy.reset();
+        let s = &self.section;
+        s.shared.status.set_section(s.index, &state, &detail);
+        Ok(())
+    }
+
+    fn set_thread(&mut self, row: ThreadRow) -> wasmtime::Result<()> {
+        self.busy.reset();
+        let s = &self.section;
+        s.shared.status.set_thread(s.index, row.into());
+        Ok(())
+    }
+
+    fn remove_thread(&mut self, thread: String) -> wasmtime::Result<()> {
+        self.busy.reset();
+        let s = &self.section;
+        s.shared.status.remove_thread(s.index, &thread);
+        Ok(())
+    }
+}

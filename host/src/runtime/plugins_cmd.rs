@@ -1,0 +1,78 @@
+//! `blobhub-worker plugins` and `blobhub-worker plugins check FILE.wasm`.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::loader::{self, LoadError, LoadedJobType, Origin, capability_text};
+
+fn describe_json(jt: &LoadedJobType) -> Value {
+    json!({
+        "name": jt.descriptor.name,
+        "version": jt.descriptor.version,
+        "summary": jt.descriptor.summary,
+        "capabilities": jt.descriptor.capabilities.iter().map(capability_text).collect::<Vec<_>>(),
+        "origin": match &jt.origin { Origin::Bundled => "bundled".to_owned(), Origin::Installed(p) => p.display().to_string() },
+    })
+}
+
+fn describe_text(jt: &LoadedJobType) -> String {
+    let caps: Vec<String> = jt.descriptor.capabilities.iter().map(capability_text).collect();
+    format!(
+        "{} {} ({})\n    {}\n    capabilities: {}",
+        jt.descriptor.name,
+        jt.descriptor.version,
+        jt.origin,
+        jt.descriptor.summary,
+        if caps.is_empty() { "none".into() } else { caps.join(", ") }
+    )
+}
+
+/// The listing: bundled and installed job types, and components that failed to load.
+pub async fn list(tree_root: &Path, as_json: bool) -> anyhow::Result<String> {
+    let runtime = super::Runtime::load(
+        Some(tree_root.join("plugins")),
+        Some(tree_root.join("cache")),
+    )
+    .await?;
+    let job_types = &runtime.job_types;
+    if as_json {
+        let v = json!({
+            "job_types": job_types.by_name.values().map(|j| describe_json(j)).collect::<Vec<_>>(),
+            "failures": job_types.failures.iter().map(|f| json!({"code": f.code(), "message": f.to_string()})).collect::<Vec<_>>(),
+        });
+        return Ok(serde_json::to_string_pretty(&v)?);
+    }
+    let mut out = String::new();
+    for jt in job_types.by_name.values() {
+        out.push_str(&describe_text(jt));
+        out.push('\n');
+    }
+    for f in &job_types.failures {
+        out.push_str(&format!("not loaded: {f}\n"));
+    }
+    if out.is_empty() {
+        out.push_str("no job types\n");
+    }
+    Ok(out)
+}
+
+/// Validate a component without running it: compile, check the WIT version, call `describe`.
+pub async fn check(file: &Path, as_json: bool) -> Result<String, LoadError> {
+    let wasm = std::fs::read(file).map_err(|source| LoadError::Unreadable {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let invalid = |e: wasmtime::Error| LoadError::Invalid {
+        origin: file.display().to_string(),
+        detail: format!("{e:#}"),
+    };
+    let engine = super::engine::new_engine().map_err(invalid)?;
+    let linker = super::engine::new_linker(&engine).map_err(invalid)?;
+    let jt = loader::load_bytes(&engine, &linker, &wasm, Origin::Installed(file.to_path_buf()), None).await?;
+    Ok(if as_json {
+        serde_json::to_string_pretty(&json!({"ok": true, "job_type": describe_json(&jt)})).unwrap_or_default()
+    } else {
+        format!("ok: {}\n", describe_text(&jt))
+    })
+}

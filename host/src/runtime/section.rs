@@ -1,0 +1,239 @@
+//! One section: its own store and instance on its own tokio task.
+//!
+//! A trap, a refused memory grow or a guest that computes too long without returning to the
+//! host ends only this section, with `JOB_TYPE_TRAPPED`, `JOB_TYPE_OUT_OF_MEMORY` or
+//! `JOB_TYPE_UNRESPONSIVE`, recorded in the section's `section.yaml` and its status line.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+
+use super::bindings::types::Section;
+use super::capabilities::{
+    BusyMeter, MemoryCap, SectionContext, SectionHost, Shared, SlotPool, StatusBoard, WorkerInfo,
+};
+use super::loader::LoadedJobType;
+use super::transport::{Channel, CallFuture, SessionTransport, TransportError};
+
+/// How a section ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionEnd {
+    /// None for a clean stop; else a section code.
+    pub code: Option<String>,
+    pub message: String,
+}
+
+/// Everything needed to run one section.
+pub struct SectionPlan {
+    pub record: Section,
+    pub context: Arc<SectionContext>,
+    pub memory_limit_mib: u64,
+    pub max_busy: Duration,
+}
+
+fn store_for(engine: &Engine, host: SectionHost) -> Store<SectionHost> {
+    let mut store = Store::new(engine, host);
+    store.limiter(|h| &mut h.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        if ctx.data_mut().busy.tick(Instant::now()) {
+            return Err(wasmtime::format_err!(
+                "JOB_TYPE_UNRESPONSIVE: the job type computed for too long without returning to the host"
+            ));
+        }
+        // Yield to tokio every tick so that a busy guest cannot starve other sections.
+        Ok(UpdateDeadline::Yield(1))
+    });
+    store
+}
+
+/// A WASI context that sees only `state_dir` (as `/`) and stderr: no environment, no
+/// arguments, no network.
+fn wasi_for(state_dir: Option<&Path>) -> wasmtime::Result<WasiCtx> {
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        .inherit_stderr()
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    if let Some(dir) = state_dir {
+        builder.preopened_dir(dir, "/", FsPerms::ReadWrite)?;
+    }
+    Ok(builder.build())
+}
+
+/// A transport for stores that must not reach the network (`describe`, `validate`).
+struct NoTransport;
+
+impl SessionTransport for NoTransport {
+    fn call(&self, _: Channel, _: &str, _: &str, _: serde_json::Map<String, Value>) -> CallFuture {
+        Box::pin(async {
+            Err(TransportError::Network(
+                "no session API during describe/validate".into(),
+            ))
+        })
+    }
+}
+
+/// Worker-wide state for stores that run no section (describe, validate, `plugins check`).
+pub fn detached_shared() -> Arc<Shared> {
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    Arc::new(Shared {
+        transport: Arc::new(NoTransport),
+        settings: super::settings::RuntimeSettings::from_config(&Value::Null),
+        status: Arc::new(StatusBoard::default()),
+        slots: SlotPool::new(0),
+        processes: Arc::default(),
+        worker: WorkerInfo {
+            user_id: String::new(),
+            instance_id: String::new(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at: super::capabilities::worker::now_utc(),
+            shutdown: rx,
+        },
+        secrets: Vec::new(),
+        jobs_dir: PathBuf::new(),
+    })
+}
+
+/// A store with no state folder and no grants, for `describe` and `validate`.
+pub fn scratch_store(engine: &Engine) -> wasmtime::Result<Store<SectionHost>> {
+    let context = Arc::new(SectionContext {
+        index: u32::MAX,
+        name: String::new(),
+        job_type: String::new(),
+        state_dir: PathBuf::new(),
+        session: super::capabilities::session::SessionBinding::from_settings(&Value::Null),
+        grants: Default::default(),
+        shared: detached_shared(),
+    });
+    let host = SectionHost {
+        wasi: wasi_for(None)?,
+        table: ResourceTable::new(),
+        limits: MemoryCap {
+            max_bytes: (super::settings::DEFAULT_MEMORY_LIMIT_MIB as usize) << 20,
+            hit: false,
+        },
+        busy: BusyMeter::new(Duration::from_millis(super::settings::DEFAULT_MAX_BUSY_MS)),
+        section: context,
+        feed_task: None,
+    };
+    Ok(store_for(engine, host))
+}
+
+/// Run the section to its end. Never panics on guest failure: every failure becomes a code.
+pub async fn run(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> SectionEnd {
+    let ctx = Arc::clone(&plan.context);
+    let status = &ctx.shared.status;
+    status.register(ctx.index, &ctx.name, &ctx.job_type);
+    let end = run_inner(engine, job, plan).await;
+    match &end.code {
+        None => status.set_section(ctx.index, "stopped", &end.message),
+        Some(code) => status.set_section(ctx.index, "stopped", &format!("{code}: {}", end.message)),
+    }
+    if let Err(e) = record_outcome(&ctx.state_dir, &end) {
+        tracing::error!(section = ctx.index, error = %e, "section_yaml_write_failed");
+    }
+    tracing::info!(section = ctx.index, code = ?end.code, message = %end.message, "section_ended");
+    end
+}
+
+async fn run_inner(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> SectionEnd {
+    let ctx = plan.context;
+    if let Err(e) = std::fs::create_dir_all(&ctx.state_dir) {
+        return SectionEnd {
+            code: Some("STATE_DIR_UNWRITABLE".into()),
+            message: format!("{}: {e}", ctx.state_dir.display()),
+        };
+    }
+    let wasi = match wasi_for(Some(&ctx.state_dir)) {
+        Ok(w) => w,
+        Err(e) => {
+            return SectionEnd {
+                code: Some("STATE_DIR_UNWRITABLE".into()),
+                message: format!("{e:#}"),
+            };
+        }
+    };
+    let host = SectionHost {
+        wasi,
+        table: ResourceTable::new(),
+        limits: MemoryCap {
+            max_bytes: usize::try_from(plan.memory_limit_mib << 20).unwrap_or(usize::MAX),
+            hit: false,
+        },
+        busy: BusyMeter::new(plan.max_busy),
+        section: Arc::clone(&ctx),
+        feed_task: None,
+    };
+    let mut store = store_for(engine, host);
+    let result = async {
+        let instance = job.pre.instantiate_async(&mut store).await?;
+        instance
+            .blobhub_worker_job()
+            .call_run(&mut store, &plan.record)
+            .await
+    }
+    .await;
+    match result {
+        Ok(outcome) => SectionEnd {
+            code: outcome.code,
+            message: outcome.message,
+        },
+        Err(e) => {
+            let data = store.data();
+            let (code, what) = if data.limits.hit {
+                ("JOB_TYPE_OUT_OF_MEMORY", "exceeded its memory limit")
+            } else if data.busy.tripped {
+                ("JOB_TYPE_UNRESPONSIVE", "ran too long without returning to the host")
+            } else {
+                ("JOB_TYPE_TRAPPED", "trapped")
+            };
+            tracing::error!(section = ctx.index, code, error = %format!("{e:#}"), "job_type_failed");
+            SectionEnd {
+                code: Some(code.into()),
+                message: format!("job type `{}` {what}: {e:#}", ctx.job_type),
+            }
+        }
+    }
+}
+
+/// Merge the outcome into `section.yaml` (the job type may keep its own keys there): sets
+/// `attachment.status` and `attachment.error`.
+pub fn record_outcome(state_dir: &Path, end: &SectionEnd) -> std::io::Result<()> {
+    let path = state_dir.join("section.yaml");
+    let mut doc: serde_yaml::Value = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_yaml::from_str(&t).ok())
+        .filter(serde_yaml::Value::is_mapping)
+        .unwrap_or_else(|| serde_yaml::Value::Mapping(Default::default()));
+    let attachment = doc
+        .as_mapping_mut()
+        .map(|m| {
+            m.entry("attachment".into())
+                .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()))
+        })
+        .and_then(serde_yaml::Value::as_mapping_mut);
+    if let Some(att) = attachment {
+        let status = if end.code.is_some() { "refused" } else { "stopped" };
+        att.insert("status".into(), status.into());
+        let mut error = serde_yaml::Mapping::new();
+        error.insert("code".into(), end.code.clone().map(Into::into).unwrap_or_default());
+        error.insert(
+            "message".into(),
+            if end.code.is_some() {
+                end.message.clone().into()
+            } else {
+                serde_yaml::Value::Null
+            },
+        );
+        att.insert("error".into(), error.into());
+    }
+    let text = serde_yaml::to_string(&doc).map_err(std::io::Error::other)?;
+    super::capabilities::state::write_atomic(&path, text.as_bytes())
+}

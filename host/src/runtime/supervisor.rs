@@ -1,0 +1,192 @@
+//! Running every section of a start: load job types, preflight, one tokio task per section,
+//! signals and a bounded graceful shutdown.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+use super::capabilities::{ProcessRegistry, SectionHost, Shared, SlotPool, StatusBoard, WorkerInfo};
+use super::loader::{self, JobTypes};
+use super::preflight::{self, PreflightError};
+use super::section::{self, SectionEnd};
+use super::settings::RuntimeSettings;
+use super::transport::SessionTransport;
+
+/// How long sections get to return after the shutdown signal before they are cancelled.
+pub const DRAIN_BOUND: Duration = Duration::from_secs(10);
+/// Grace between SIGTERM and SIGKILL for children still alive at exit.
+pub const CHILD_GRACE: Duration = Duration::from_secs(2);
+
+/// The engine, linker and loaded job types of one process.
+pub struct Runtime {
+    pub engine: Engine,
+    pub linker: Linker<SectionHost>,
+    pub job_types: JobTypes,
+}
+
+impl Runtime {
+    /// Load the bundled job types and those in `plugins_dir`, caching compiled code in
+    /// `cache_dir`.
+    pub async fn load(plugins_dir: Option<PathBuf>, cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+        let engine = super::engine::new_engine()?;
+        let linker = super::engine::new_linker(&engine)?;
+        let job_types = loader::load_all(&engine, &linker, plugins_dir.as_deref(), cache_dir.as_deref()).await;
+        Ok(Runtime { engine, linker, job_types })
+    }
+}
+
+/// What a start hands the runtime.
+pub struct RuntimeInputs {
+    /// config.yaml as JSON.
+    pub config: Value,
+    pub transport: Arc<dyn SessionTransport>,
+    /// The state tree's root (`jobs/`, `plugins/`, `cache/` live under it).
+    pub tree_root: PathBuf,
+    pub user_id: String,
+    pub instance_id: String,
+    /// Values no guest or child may see (the API key).
+    pub secrets: Vec<String>,
+}
+
+/// The end of a run.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// Preflight refusals; when non-empty no section ran.
+    pub preflight: Vec<PreflightError>,
+    /// (section index, how it ended).
+    pub sections: Vec<(u32, SectionEnd)>,
+}
+
+/// Handles for a running start, for the CLI and tests.
+pub struct RunHandle {
+    pub status: Arc<StatusBoard>,
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl RuntimeInputs {
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.tree_root.join("plugins")
+    }
+    pub fn cache_dir(&self) -> PathBuf {
+        self.tree_root.join("cache")
+    }
+}
+
+/// Build the worker-wide state.
+pub fn shared(inputs: &RuntimeInputs, shutdown: watch::Receiver<bool>) -> Arc<Shared> {
+    let settings = RuntimeSettings::from_config(&inputs.config);
+    Arc::new(Shared {
+        transport: Arc::clone(&inputs.transport),
+        slots: SlotPool::new(settings.max_agents),
+        settings,
+        status: Arc::new(StatusBoard::default()),
+        processes: Arc::new(ProcessRegistry::default()),
+        worker: WorkerInfo {
+            user_id: inputs.user_id.clone(),
+            instance_id: inputs.instance_id.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at: super::capabilities::worker::now_utc(),
+            shutdown,
+        },
+        secrets: inputs.secrets.clone(),
+        jobs_dir: inputs.tree_root.join("jobs"),
+    })
+}
+
+/// Run every section until all have ended. `shutdown` flips to true to stop them gracefully;
+/// `force` cancels whatever is still running at once.
+pub async fn run_sections(
+    runtime: Arc<Runtime>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    mut force: watch::Receiver<bool>,
+) -> RunReport {
+    let jobs_dir = shared.jobs_dir.clone();
+    let plans = match preflight::check(&runtime.engine, &runtime.job_types, &shared, &jobs_dir).await {
+        Ok(plans) => plans,
+        Err(errors) => {
+            return RunReport {
+                preflight: errors,
+                sections: Vec::new(),
+            };
+        }
+    };
+    let mut set = JoinSet::new();
+    for (job, plan) in plans {
+        let runtime = Arc::clone(&runtime);
+        let index = plan.record.index;
+        set.spawn(async move { (index, section::run(&runtime.engine, &job, plan).await) });
+    }
+    let mut report = RunReport::default();
+    let mut draining: Option<tokio::time::Instant> = None;
+    loop {
+        let deadline = draining.map(|d| d + DRAIN_BOUND);
+        tokio::select! {
+            next = set.join_next() => match next {
+                Some(Ok(end)) => report.sections.push(end),
+                Some(Err(e)) => tracing::error!(error = %e, "section_task_failed"),
+                None => break,
+            },
+            _ = shutdown.wait_for(|d| *d), if draining.is_none() => {
+                tracing::info!("shutdown_started");
+                draining = Some(tokio::time::Instant::now());
+            }
+            _ = force.wait_for(|f| *f) => {
+                tracing::warn!("shutdown_forced");
+                set.abort_all();
+                draining = Some(tokio::time::Instant::now() - DRAIN_BOUND);
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600))), if deadline.is_some() => {
+                tracing::warn!("drain_bound_exceeded");
+                set.abort_all();
+            }
+        }
+    }
+    // Children of cancelled sections: SIGTERM, then SIGKILL after a grace.
+    if !shared.processes.is_empty() {
+        shared.processes.signal_all(libc::SIGTERM);
+        tokio::time::sleep(CHILD_GRACE).await;
+        shared.processes.signal_all(libc::SIGKILL);
+    }
+    report.sections.sort_by_key(|(i, _)| *i);
+    report
+}
+
+/// Load, preflight and run everything of `inputs`, stopping on SIGINT/SIGTERM (a second
+/// SIGINT forces).
+pub async fn run_with_signals(inputs: RuntimeInputs) -> anyhow::Result<RunReport> {
+    let runtime = Arc::new(Runtime::load(Some(inputs.plugins_dir()), Some(inputs.cache_dir())).await?);
+    for failure in &runtime.job_types.failures {
+        tracing::warn!(error = %failure, "job_type_not_loaded");
+    }
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (force_tx, force_rx) = watch::channel(false);
+    let shared = shared(&inputs, shutdown_rx.clone());
+    let signals = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        let mut interrupts = 0;
+        loop {
+            tokio::select! {
+                _ = int.recv() => interrupts += 1,
+                _ = term.recv() => {}
+            }
+            let _ = shutdown_tx.send(true);
+            if interrupts >= 2 {
+                let _ = force_tx.send(true);
+                return;
+            }
+        }
+    });
+    let report = run_sections(runtime, shared, shutdown_rx, force_rx).await;
+    signals.abort();
+    Ok(report)
+}

@@ -1,0 +1,49 @@
+//! The seam between the session capability and the HTTP client.
+//!
+//! The runtime talks to BlobHub only through [`SessionTransport`]; `mod.rs` adapts the
+//! foundation's `api::Client` to it, and tests may substitute their own. The transport owns the
+//! API key, authentication and retries: nothing here ever sees the key.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::{Map, Value};
+
+/// The platform's two endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Query,
+    Command,
+}
+
+/// A failed call, in the shape of the WIT `api-error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    #[error("AUTH_INVALID: BlobHub answered 401/403")]
+    AuthInvalid,
+    #[error("API_RATE_LIMITED: {0}")]
+    RateLimited(String),
+    #[error("API_TRANSIENT_ERROR: {0}")]
+    Transient(String),
+    #[error("API_NETWORK_ERROR: {0}")]
+    Network(String),
+    #[error("API_COMMAND_FAILED: HTTP {status}: {error}: {message}")]
+    CommandFailed {
+        status: u16,
+        error: String,
+        message: String,
+    },
+}
+
+pub type CallFuture = Pin<Box<dyn Future<Output = Result<Value, TransportError>> + Send>>;
+
+/// Sends one session command and returns the whole success envelope.
+pub trait SessionTransport: Send + Sync + 'static {
+    fn call(
+        &self,
+        channel: Channel,
+        revision_id: &str,
+        command: &str,
+        args: Map<String, Value>,
+    ) -> CallFuture;
+}
