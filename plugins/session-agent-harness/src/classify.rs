@@ -118,7 +118,16 @@ mod tests {
     fn alias_grammar() {
         assert!(alias_is_valid("tasks/t1"));
         assert!(alias_is_valid("a.b@c-d_e"));
-        for bad in ["", "/a", "a/", "a//b", "a/../b", ".", "a b", &"x".repeat(257)] {
+        for bad in [
+            "",
+            "/a",
+            "a/",
+            "a//b",
+            "a/../b",
+            ".",
+            "a b",
+            &"x".repeat(257),
+        ] {
             assert!(!alias_is_valid(bad), "{bad:?}");
         }
         assert!(in_range("tasks/t1", "tasks/"));
@@ -128,9 +137,11 @@ mod tests {
 
     #[test]
     fn classification() {
-        let pending = json!({"type": "thread", "thread": {"metadata": {"instance": {"state": "pending"}}}});
+        let pending =
+            json!({"type": "thread", "thread": {"metadata": {"instance": {"state": "pending"}}}});
         assert!(is_job_thread(&pending));
-        let agent_only = json!({"type": "thread", "thread": {"metadata": {"agent": {"type": "codex"}}}});
+        let agent_only =
+            json!({"type": "thread", "thread": {"metadata": {"agent": {"type": "codex"}}}});
         assert!(is_job_thread(&agent_only));
         for not_mine in [
             json!({"type": "file"}),
@@ -165,9 +176,15 @@ mod tests {
         let v = json!({"type": "thread", "thread": {"attributes": {"name": "n"},
             "metadata": {"instance": {"state": "pending", "junk": 1}, "agent": {"type": "codex"}}}});
         let w = with_state(&v, "active");
-        assert_eq!(w["thread"]["metadata"]["instance"], json!({"state": "active"}));
+        assert_eq!(
+            w["thread"]["metadata"]["instance"],
+            json!({"state": "active"})
+        );
         assert_eq!(w["thread"]["attributes"]["name"], "n");
         assert_eq!(w["thread"]["metadata"]["agent"]["type"], "codex");
-        assert_eq!(with_state(&json!(null), "failed")["thread"]["metadata"]["instance"]["state"], "failed");
+        assert_eq!(
+            with_state(&json!(null), "failed")["thread"]["metadata"]["instance"]["state"],
+            "failed"
+        );
     }
 }

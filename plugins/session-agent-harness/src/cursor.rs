@@ -60,7 +60,8 @@ impl ItemCursor {
             self.created_at = created_at.to_string();
         }
         if !self.recent.iter().any(|(id, _)| id == item_id) {
-            self.recent.push((item_id.to_string(), created_at.to_string()));
+            self.recent
+                .push((item_id.to_string(), created_at.to_string()));
         }
         if let Some(start) = self.window_start() {
             self.recent

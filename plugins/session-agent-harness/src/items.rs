@@ -9,10 +9,27 @@ use crate::agent::{AgentEvent, Usage};
 /// `metadata.type` values the worker writes on job threads and on the `worker` thread. An item
 /// carrying one of these *and* a `pst_` post id was written by a worker, whoever the user is.
 pub const WORKER_TYPES: &[&str] = &[
-    "text", "injected", "thinking", "tool_call", "tool_result", "status", "turn_end",
-    "pending_prompt", "pending_prompt_resolved", "approval_granted", "policy_applied",
-    "policy_denied", "artifacts_published", "attached", "thread_registered", "thread_active",
-    "thread_failed", "thread_completed", "thread_removed", "thread_recovered", "detached",
+    "text",
+    "injected",
+    "thinking",
+    "tool_call",
+    "tool_result",
+    "status",
+    "turn_end",
+    "pending_prompt",
+    "pending_prompt_resolved",
+    "approval_granted",
+    "policy_applied",
+    "policy_denied",
+    "artifacts_published",
+    "attached",
+    "thread_registered",
+    "thread_active",
+    "thread_failed",
+    "thread_completed",
+    "thread_removed",
+    "thread_recovered",
+    "detached",
 ];
 
 pub type Item = (Value, Value);
@@ -29,7 +46,9 @@ fn first_chars(s: &str, n: usize) -> String {
 /// requests, which go through the prompt protocol, and the suppressed `running`/`completed`).
 pub fn agent_item(event: &AgentEvent) -> Option<Item> {
     Some(match event {
-        AgentEvent::Session(_) | AgentEvent::PermissionRequest { .. } | AgentEvent::TurnEnd { .. } => {
+        AgentEvent::Session(_)
+        | AgentEvent::PermissionRequest { .. }
+        | AgentEvent::TurnEnd { .. } => {
             return None;
         }
         AgentEvent::Text(t) => (text_block(t), json!({"type": "text"})),
@@ -39,18 +58,34 @@ pub fn agent_item(event: &AgentEvent) -> Option<Item> {
             } else {
                 format!("[thinking] {t}")
             };
-            (text_block(&brief), json!({"type": "thinking", "text": t, "full_text_length": t.chars().count()}))
+            (
+                text_block(&brief),
+                json!({"type": "thinking", "text": t, "full_text_length": t.chars().count()}),
+            )
         }
         AgentEvent::ToolCall { id, name, input } => {
             let brief = match input.get("command").and_then(Value::as_str) {
                 Some(c) => first_chars(c, 80),
-                None if input.is_null() || input.as_object().is_some_and(|o| o.is_empty()) => String::new(),
+                None if input.is_null() || input.as_object().is_some_and(|o| o.is_empty()) => {
+                    String::new()
+                }
                 None => first_chars(&input.to_string(), 80),
             };
-            let text = if brief.is_empty() { name.clone() } else { format!("{name} → {brief}") };
-            (text_block(&text), json!({"type": "tool_call", "tool": {"name": name, "invocation_id": id, "input": input}}))
+            let text = if brief.is_empty() {
+                name.clone()
+            } else {
+                format!("{name} → {brief}")
+            };
+            (
+                text_block(&text),
+                json!({"type": "tool_call", "tool": {"name": name, "invocation_id": id, "input": input}}),
+            )
         }
-        AgentEvent::ToolResult { id, is_error, output } => {
+        AgentEvent::ToolResult {
+            id,
+            is_error,
+            output,
+        } => {
             let out = match output {
                 Value::String(s) => s.clone(),
                 Value::Null => String::new(),
@@ -65,16 +100,26 @@ pub fn agent_item(event: &AgentEvent) -> Option<Item> {
             if lines > 1 {
                 text.push_str(&format!(" ({lines} lines)"));
             }
-            (text_block(&text), json!({"type": "tool_result", "tool": {"invocation_id": id, "is_error": is_error, "output": output}}))
+            (
+                text_block(&text),
+                json!({"type": "tool_result", "tool": {"invocation_id": id, "is_error": is_error, "output": output}}),
+            )
         }
         AgentEvent::Status { status, detail } => {
             if status == "running" || status == "completed" {
                 return None;
             }
             if status == "error" {
-                (text_block(&format!("[error] {detail}")), json!({"type": "status", "status": "error", "detail": detail}))
+                (
+                    text_block(&format!("[error] {detail}")),
+                    json!({"type": "status", "status": "error", "detail": detail}),
+                )
             } else {
-                let text = if detail.is_empty() { status.clone() } else { detail.clone() };
+                let text = if detail.is_empty() {
+                    status.clone()
+                } else {
+                    detail.clone()
+                };
                 let mut m = json!({"type": "status", "status": status});
                 if !detail.is_empty() {
                     m["detail"] = json!(detail);
@@ -88,7 +133,11 @@ pub fn agent_item(event: &AgentEvent) -> Option<Item> {
 /// The `turn_end` item. `consumed` (an extension) names the last person's item the turn read, so a
 /// worker that lost its local state can rebuild the cursor from the thread itself.
 pub fn turn_end(status: &str, usage: &Usage, duration_ms: u64, error: &str) -> Item {
-    let text = if status == "completed" { "Turn complete".to_string() } else { format!("Turn ended ({status})") };
+    let text = if status == "completed" {
+        "Turn complete".to_string()
+    } else {
+        format!("Turn ended ({status})")
+    };
     let mut m = json!({"type": "turn_end", "status": status, "stats": {
         "input_tokens": usage.input_tokens, "input_tokens_cached": usage.input_tokens_cached,
         "output_tokens": usage.output_tokens, "duration_ms": duration_ms}});
@@ -100,13 +149,23 @@ pub fn turn_end(status: &str, usage: &Usage, duration_ms: u64, error: &str) -> I
 
 /// The failure reason posted before the envelope flips to `failed`.
 pub fn failure_reason(code: &str, message: &str) -> Item {
-    let text = if message.is_empty() { code.to_string() } else { format!("{code}: {message}") };
-    (text_block(&text), json!({"type": "status", "status": "error", "code": code, "detail": message}))
+    let text = if message.is_empty() {
+        code.to_string()
+    } else {
+        format!("{code}: {message}")
+    };
+    (
+        text_block(&text),
+        json!({"type": "status", "status": "error", "code": code, "detail": message}),
+    )
 }
 
 /// A worker status marker (`type: status`) such as `waiting_for_slot` or `interrupted`.
 pub fn status(status: &str, text: &str) -> Item {
-    (text_block(text), json!({"type": "status", "status": status, "detail": text}))
+    (
+        text_block(text),
+        json!({"type": "status", "status": status, "detail": text}),
+    )
 }
 
 /// Activity-log items for the `worker` thread.
@@ -115,7 +174,10 @@ pub fn attached() -> Item {
 }
 
 pub fn thread_registered(alias: &str) -> Item {
-    (text_block(&format!("Thread registered: {alias}")), json!({"type": "thread_registered", "thread": {"alias": alias}}))
+    (
+        text_block(&format!("Thread registered: {alias}")),
+        json!({"type": "thread_registered", "thread": {"alias": alias}}),
+    )
 }
 
 pub fn thread_active(alias: &str, session_id: &str) -> Item {
@@ -140,11 +202,17 @@ pub fn thread_failed(alias: &str, code: &str, message: &str) -> Item {
 }
 
 pub fn thread_completed(alias: &str) -> Item {
-    (text_block(&format!("Thread completed: {alias}")), json!({"type": "thread_completed", "thread": {"alias": alias}}))
+    (
+        text_block(&format!("Thread completed: {alias}")),
+        json!({"type": "thread_completed", "thread": {"alias": alias}}),
+    )
 }
 
 pub fn thread_removed(alias: &str) -> Item {
-    (text_block(&format!("Thread removed: {alias}")), json!({"type": "thread_removed", "thread": {"alias": alias}}))
+    (
+        text_block(&format!("Thread removed: {alias}")),
+        json!({"type": "thread_removed", "thread": {"alias": alias}}),
+    )
 }
 
 /// The readable text of an item (its text blocks joined), for the dashboard's last event.
@@ -164,7 +232,12 @@ pub fn text_of(content: &Value) -> String {
 /// not implemented yet).
 pub fn inbound_text(item: &Value) -> Option<String> {
     let mut out = String::new();
-    for block in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+    for block in item
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => {
                 if let Some(t) = block.get("text").and_then(Value::as_str) {
@@ -172,8 +245,15 @@ pub fn inbound_text(item: &Value) -> Option<String> {
                 }
             }
             Some("file") => {
-                if let Some(alias) = block.pointer("/file/alias").and_then(Value::as_str).filter(|a| !a.is_empty()) {
-                    let name = block.pointer("/file/name").and_then(Value::as_str).unwrap_or(alias);
+                if let Some(alias) = block
+                    .pointer("/file/alias")
+                    .and_then(Value::as_str)
+                    .filter(|a| !a.is_empty())
+                {
+                    let name = block
+                        .pointer("/file/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or(alias);
                     out.push_str(&format!("[attachment {name}: session file {alias}]"));
                 }
             }
@@ -187,12 +267,22 @@ pub fn inbound_text(item: &Value) -> Option<String> {
 /// (`own_post_ids`, persisted in the thread's log), or if it was posted by the worker's user with a
 /// `pst_` post id and a worker item type (covers items whose local record was lost). A person's
 /// message from the web UI carries neither, so a person sharing the worker's account is heard.
-pub fn is_own(item: &Value, worker_user: &str, own_post_ids: &std::collections::HashSet<String>) -> bool {
-    let post_id = item.pointer("/metadata/post_id").and_then(Value::as_str).unwrap_or("");
+pub fn is_own(
+    item: &Value,
+    worker_user: &str,
+    own_post_ids: &std::collections::HashSet<String>,
+) -> bool {
+    let post_id = item
+        .pointer("/metadata/post_id")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if !post_id.is_empty() && own_post_ids.contains(post_id) {
         return true;
     }
-    let ty = item.pointer("/metadata/type").and_then(Value::as_str).unwrap_or("");
+    let ty = item
+        .pointer("/metadata/type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     item.get("user_id").and_then(Value::as_str) == Some(worker_user)
         && post_id.starts_with("pst_")
         && WORKER_TYPES.contains(&ty)
@@ -212,22 +302,56 @@ mod tests {
         let (c, m) = agent_item(&AgentEvent::Thinking(long.clone())).unwrap();
         assert_eq!(c[0]["text"], format!("[thinking] {}…", "t".repeat(120)));
         assert_eq!(m["full_text_length"], 130);
-        let (c, _) = agent_item(&AgentEvent::ToolCall { id: "1".into(), name: "Bash".into(), input: json!({"command": "ls"}) }).unwrap();
+        let (c, _) = agent_item(&AgentEvent::ToolCall {
+            id: "1".into(),
+            name: "Bash".into(),
+            input: json!({"command": "ls"}),
+        })
+        .unwrap();
         assert_eq!(c[0]["text"], "Bash → ls");
-        let (c, _) = agent_item(&AgentEvent::ToolCall { id: "1".into(), name: "Read".into(), input: json!({}) }).unwrap();
+        let (c, _) = agent_item(&AgentEvent::ToolCall {
+            id: "1".into(),
+            name: "Read".into(),
+            input: json!({}),
+        })
+        .unwrap();
         assert_eq!(c[0]["text"], "Read");
-        let (c, m) = agent_item(&AgentEvent::ToolResult { id: "1".into(), is_error: true, output: json!("a\nb\nc") }).unwrap();
+        let (c, m) = agent_item(&AgentEvent::ToolResult {
+            id: "1".into(),
+            is_error: true,
+            output: json!("a\nb\nc"),
+        })
+        .unwrap();
         assert_eq!(c[0]["text"], "→ error a (3 lines)");
         assert_eq!(m["tool"]["is_error"], true);
-        assert!(agent_item(&AgentEvent::Status { status: "running".into(), detail: String::new() }).is_none());
-        let (c, _) = agent_item(&AgentEvent::Status { status: "error".into(), detail: "boom".into() }).unwrap();
+        assert!(
+            agent_item(&AgentEvent::Status {
+                status: "running".into(),
+                detail: String::new()
+            })
+            .is_none()
+        );
+        let (c, _) = agent_item(&AgentEvent::Status {
+            status: "error".into(),
+            detail: "boom".into(),
+        })
+        .unwrap();
         assert_eq!(c[0]["text"], "[error] boom");
         assert!(agent_item(&AgentEvent::Session("x".into())).is_none());
     }
 
     #[test]
     fn turn_end_and_failures() {
-        let (c, m) = turn_end("completed", &Usage { input_tokens: 1, input_tokens_cached: 0, output_tokens: 2 }, 7, "");
+        let (c, m) = turn_end(
+            "completed",
+            &Usage {
+                input_tokens: 1,
+                input_tokens_cached: 0,
+                output_tokens: 2,
+            },
+            7,
+            "",
+        );
         assert_eq!(c[0]["text"], "Turn complete");
         assert_eq!(m["stats"]["duration_ms"], 7);
         let (c, _) = turn_end("failed", &Usage::default(), 0, "x");
@@ -240,11 +364,26 @@ mod tests {
     #[test]
     fn activity_log_texts() {
         assert_eq!(attached().0[0]["text"], "Worker attached");
-        assert_eq!(thread_registered("t/1").0[0]["text"], "Thread registered: t/1");
-        assert_eq!(thread_active("t/1", "s").1["thread"]["agent_session_id"], "s");
-        assert_eq!(thread_failed("t/1", "C", "m").0[0]["text"], "Thread failed: t/1 (C)");
-        assert_eq!(thread_recovered("t/1", "").0[0]["text"], "Thread recovered after restart: t/1");
-        assert_eq!(thread_completed("t/1").0[0]["text"], "Thread completed: t/1");
+        assert_eq!(
+            thread_registered("t/1").0[0]["text"],
+            "Thread registered: t/1"
+        );
+        assert_eq!(
+            thread_active("t/1", "s").1["thread"]["agent_session_id"],
+            "s"
+        );
+        assert_eq!(
+            thread_failed("t/1", "C", "m").0[0]["text"],
+            "Thread failed: t/1 (C)"
+        );
+        assert_eq!(
+            thread_recovered("t/1", "").0[0]["text"],
+            "Thread recovered after restart: t/1"
+        );
+        assert_eq!(
+            thread_completed("t/1").0[0]["text"],
+            "Thread completed: t/1"
+        );
         assert_eq!(thread_removed("t/1").0[0]["text"], "Thread removed: t/1");
     }
 
@@ -255,7 +394,8 @@ mod tests {
         let mine = json!({"user_id": "u1", "metadata": {"type": "text", "post_id": "pst_A"}});
         assert!(is_own(&mine, "u1", &own));
         // Same account, typed by a person in the web UI: heard.
-        let person = json!({"user_id": "u1", "content": [{"type": "text", "text": "hi"}], "metadata": {}});
+        let person =
+            json!({"user_id": "u1", "content": [{"type": "text", "text": "hi"}], "metadata": {}});
         assert!(!is_own(&person, "u1", &own));
         // A worker item whose local record was lost is still recognised.
         let lost = json!({"user_id": "u1", "metadata": {"type": "turn_end", "post_id": "pst_Z"}});
@@ -269,8 +409,14 @@ mod tests {
     fn inbound_text_walks_blocks() {
         let item = json!({"content": [{"type": "text", "text": "a"}, {"type": "image"}, {"type": "text", "text": "b"},
             {"type": "file", "file": {"alias": "f/x.txt", "name": "x.txt"}}, {"type": "file", "file": {}}]});
-        assert_eq!(inbound_text(&item).unwrap(), "ab[attachment x.txt: session file f/x.txt]");
-        assert_eq!(inbound_text(&json!({"content": [{"type": "text", "text": ""}]})), None);
+        assert_eq!(
+            inbound_text(&item).unwrap(),
+            "ab[attachment x.txt: session file f/x.txt]"
+        );
+        assert_eq!(
+            inbound_text(&json!({"content": [{"type": "text", "text": ""}]})),
+            None
+        );
         assert_eq!(inbound_text(&json!({"content": "nope"})), None);
     }
 }

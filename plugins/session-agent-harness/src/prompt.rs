@@ -58,8 +58,19 @@ impl Prompt {
     pub fn text(&self) -> String {
         let mut lines = Vec::new();
         for q in &self.questions {
-            lines.push(q.get("question").and_then(Value::as_str).unwrap_or("").to_string());
-            for (i, opt) in q.get("options").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            lines.push(
+                q.get("question")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            );
+            for (i, opt) in q
+                .get("options")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 let label = opt.get("label").and_then(Value::as_str).unwrap_or("");
                 let desc = opt.get("description").and_then(Value::as_str).unwrap_or("");
                 if desc.is_empty() {
@@ -96,7 +107,9 @@ impl Prompt {
     pub fn answers(&self, text: &str, structured: Option<&Value>) -> Vec<Value> {
         if let Some(list) = structured.and_then(Value::as_array)
             && list.len() == self.questions.len()
-            && list.iter().all(|a| a.get("answer").is_some_and(Value::is_array))
+            && list
+                .iter()
+                .all(|a| a.get("answer").is_some_and(Value::is_array))
         {
             return list.clone();
         }
@@ -140,7 +153,10 @@ fn map_options(q: &Value, text: &str) -> Vec<String> {
             .map(|l| l.to_string())
     };
     if !options.is_empty() {
-        if q.get("multiSelect").and_then(Value::as_bool).unwrap_or(false) {
+        if q.get("multiSelect")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+        {
             let picked: Vec<String> = text
                 .split(|c: char| c == ',' || c.is_whitespace())
                 .filter(|t| !t.is_empty())
@@ -165,7 +181,11 @@ fn labels(answers: &[Value]) -> Vec<String> {
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         })
@@ -209,7 +229,9 @@ pub fn adopt(items: &[Value]) -> Option<Prompt> {
     let mut resolved = std::collections::HashSet::new();
     for item in items {
         if item.pointer("/metadata/type").and_then(Value::as_str) == Some("pending_prompt_resolved")
-            && let Some(id) = item.pointer("/metadata/prompt/prompt_id").and_then(Value::as_str)
+            && let Some(id) = item
+                .pointer("/metadata/prompt/prompt_id")
+                .and_then(Value::as_str)
         {
             resolved.insert(id.to_string());
         }
@@ -225,8 +247,16 @@ pub fn adopt(items: &[Value]) -> Option<Prompt> {
         }
         Some(Prompt {
             prompt_id: id.to_string(),
-            kind: p.get("kind").and_then(Value::as_str).unwrap_or("approval").to_string(),
-            questions: p.get("questions").and_then(Value::as_array).cloned().unwrap_or_default(),
+            kind: p
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("approval")
+                .to_string(),
+            questions: p
+                .get("questions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
         })
     })
 }
@@ -268,7 +298,10 @@ mod tests {
                 json!({"question": "Many", "options": [{"label": "A"}, {"label": "B"}], "multiSelect": true}),
             ],
         };
-        assert_eq!(p.text(), "Pick\n  1. A — first\n  2. B\nMany\n  1. A\n  2. B");
+        assert_eq!(
+            p.text(),
+            "Pick\n  1. A — first\n  2. B\nMany\n  1. A\n  2. B"
+        );
         let a = p.answers("2", None);
         assert_eq!(a[0]["answer"], json!(["B"]));
         assert_eq!(a[1]["answer"], json!(["B"]));
@@ -289,7 +322,10 @@ mod tests {
             item(p2.answered_metadata(&[])),
         ];
         assert_eq!(adopt(&items).unwrap().prompt_id, "prm_1");
-        let items = vec![item(p1.pending_metadata()), item(p1.cancelled_metadata("x"))];
+        let items = vec![
+            item(p1.pending_metadata()),
+            item(p1.cancelled_metadata("x")),
+        ];
         assert!(adopt(&items).is_none());
         assert_eq!(cancelled_text(""), "✗ Cancelled");
     }

@@ -102,10 +102,21 @@ mod tests {
 
     #[test]
     fn thread_record_has_the_spec_shape() {
-        let mut r = ThreadRecord { alias: "tasks/t1".into(), ..Default::default() };
+        let mut r = ThreadRecord {
+            alias: "tasks/t1".into(),
+            ..Default::default()
+        };
         r.agent.state = "active".into();
         let y = serde_yaml::to_string(&r).unwrap();
-        for key in ["alias:", "workspace:", "agent_type:", "agent_session_id:", "last_consumed:", "last_posted:", "last_event:"] {
+        for key in [
+            "alias:",
+            "workspace:",
+            "agent_type:",
+            "agent_session_id:",
+            "last_consumed:",
+            "last_posted:",
+            "last_event:",
+        ] {
             assert!(y.contains(key), "{key} in {y}");
         }
         assert_eq!(serde_yaml::from_str::<ThreadRecord>(&y).unwrap(), r);
@@ -118,7 +129,10 @@ mod tests {
             name: "s".into(),
             job_type: "session_agent_harness".into(),
             session: serde_json::json!({"org_id": "o"}),
-            attachment: Attachment { status: "attached".into(), ..Default::default() },
+            attachment: Attachment {
+                status: "attached".into(),
+                ..Default::default()
+            },
             events: Events::default(),
         };
         let y = serde_yaml::to_string(&r).unwrap();

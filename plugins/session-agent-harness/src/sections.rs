@@ -26,7 +26,13 @@ const KEYS: &[&str] = &["org_id", "blob_id", "revision_id", "session_id"];
 pub fn state_key(session_id: &str, prefix: &str) -> String {
     let clean = |s: &str| -> String {
         s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect()
     };
     let mut key = clean(session_id);
@@ -34,7 +40,11 @@ pub fn state_key(session_id: &str, prefix: &str) -> String {
         key = format!("{key}-{}", clean(prefix.trim_end_matches('/')));
     }
     let key: String = key.chars().take(128).collect();
-    if key.is_empty() || key.chars().all(|c| c == '.') { "session".into() } else { key }
+    if key.is_empty() || key.chars().all(|c| c == '.') {
+        "session".into()
+    } else {
+        key
+    }
 }
 
 /// `sections`: `(index, settings JSON)` of every section of this job type.
@@ -71,7 +81,10 @@ pub fn validate(sections: &[(u32, Value)]) -> Vec<Check> {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            if !prefix.is_empty() && (!prefix.ends_with('/') || !crate::classify::alias_is_valid(prefix.trim_end_matches('/'))) {
+            if !prefix.is_empty()
+                && (!prefix.ends_with('/')
+                    || !crate::classify::alias_is_valid(prefix.trim_end_matches('/')))
+            {
                 problems.push(Problem {
                     code: "INVALID_CONFIG",
                     message: "session_prefix must be alias segments ending in `/`".into(),
@@ -81,13 +94,21 @@ pub fn validate(sections: &[(u32, Value)]) -> Vec<Check> {
             if problems.is_empty() {
                 let mut target: Vec<String> = KEYS
                     .iter()
-                    .map(|k| session.and_then(|s| s.get(*k)).and_then(Value::as_str).unwrap_or("").to_string())
+                    .map(|k| {
+                        session
+                            .and_then(|s| s.get(*k))
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string()
+                    })
                     .collect();
                 target.push(prefix.clone());
                 if let Some(first) = seen.get(&target) {
                     problems.push(Problem {
                         code: "DUPLICATE_SECTION_TARGET",
-                        message: format!("sections[{first}] already targets the same session and prefix"),
+                        message: format!(
+                            "sections[{first}] already targets the same session and prefix"
+                        ),
                         field: Some(format!("sections[{index}].session")),
                     });
                 } else {
@@ -95,10 +116,17 @@ pub fn validate(sections: &[(u32, Value)]) -> Vec<Check> {
                 }
             }
             let state_key = problems.is_empty().then(|| {
-                let sid = session.and_then(|s| s.get("session_id")).and_then(Value::as_str).unwrap_or("");
+                let sid = session
+                    .and_then(|s| s.get("session_id"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 state_key(sid, &prefix)
             });
-            Check { index: *index, state_key, problems }
+            Check {
+                index: *index,
+                state_key,
+                problems,
+            }
         })
         .collect()
 }
@@ -115,10 +143,24 @@ mod tests {
     #[test]
     fn missing_keys_name_their_fields() {
         let checks = validate(&[(2, json!({"session": {"org_id": "o", "blob_id": ""}}))]);
-        let fields: Vec<_> = checks[0].problems.iter().map(|p| p.field.clone().unwrap()).collect();
-        assert_eq!(fields, ["sections[2].session.blob_id", "sections[2].session.revision_id", "sections[2].session.session_id"]);
+        let fields: Vec<_> = checks[0]
+            .problems
+            .iter()
+            .map(|p| p.field.clone().unwrap())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "sections[2].session.blob_id",
+                "sections[2].session.revision_id",
+                "sections[2].session.session_id"
+            ]
+        );
         assert!(checks[0].state_key.is_none());
-        assert_eq!(validate(&[(0, json!({}))])[0].problems[0].code, "MISSING_SESSION_KEYS");
+        assert_eq!(
+            validate(&[(0, json!({}))])[0].problems[0].code,
+            "MISSING_SESSION_KEYS"
+        );
     }
 
     #[test]

@@ -39,7 +39,13 @@ pub struct Settings {
 impl Settings {
     /// The dashboard's detail line.
     pub fn detail(&self) -> String {
-        let or_default = |s: &str| if s.is_empty() { "default".to_string() } else { s.to_string() };
+        let or_default = |s: &str| {
+            if s.is_empty() {
+                "default".to_string()
+            } else {
+                s.to_string()
+            }
+        };
         format!(
             "model: {} · effort: {} · perm: {}",
             or_default(&self.model),
@@ -58,7 +64,10 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Failure { code, message: message.into() }
+        Failure {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -70,7 +79,12 @@ fn tier2<'a>(config: &'a Value, agent_type: &str, key: &str) -> &'a str {
 }
 
 fn first_set(values: &[&str]) -> String {
-    values.iter().find(|v| !v.is_empty()).copied().unwrap_or("").to_string()
+    values
+        .iter()
+        .find(|v| !v.is_empty())
+        .copied()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Resolve and check the settings of a thread being activated or recovered. `worker_config` is
@@ -84,13 +98,20 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
         ));
     }
     if wf.contains('\0') {
-        return Err(Failure::new("WORK_FOLDER_NOT_FOUND", "work_folder is not a usable path"));
+        return Err(Failure::new(
+            "WORK_FOLDER_NOT_FOUND",
+            "work_folder is not a usable path",
+        ));
     }
     let t = env.agent_type.as_str();
     if !AGENT_TYPES.contains(&t) {
         return Err(Failure::new(
             "AGENT_TYPE_UNSUPPORTED",
-            format!("agent.type {:?} is not one of {}", abridge(t), AGENT_TYPES.join(", ")),
+            format!(
+                "agent.type {:?} is not one of {}",
+                abridge(t),
+                AGENT_TYPES.join(", ")
+            ),
         ));
     }
     let block = worker_config.pointer(&format!("/agents/{t}"));
@@ -106,7 +127,11 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
             format!("this worker build has no driver for agent.type {t}"),
         ));
     }
-    let permissions = first_set(&[&env.permissions, tier2(worker_config, t, "permissions"), "approval"]);
+    let permissions = first_set(&[
+        &env.permissions,
+        tier2(worker_config, t, "permissions"),
+        "approval",
+    ]);
     match permissions.as_str() {
         "approval" => {}
         "autonomous" => {
@@ -130,7 +155,10 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
         other => {
             return Err(Failure::new(
                 "PERMISSIONS_UNSUPPORTED",
-                format!("permissions {:?} is not one of autonomous, approval", abridge(other)),
+                format!(
+                    "permissions {:?} is not one of autonomous, approval",
+                    abridge(other)
+                ),
             ));
         }
     }
@@ -141,7 +169,10 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
         let allowed = block
             .and_then(|b| b.get("allowed_executables"))
             .and_then(Value::as_array)
-            .is_some_and(|list| list.iter().any(|e| e.as_str() == Some(env.executable.as_str())));
+            .is_some_and(|list| {
+                list.iter()
+                    .any(|e| e.as_str() == Some(env.executable.as_str()))
+            });
         if !allowed {
             return Err(Failure::new(
                 "AGENT_EXECUTABLE_NOT_ALLOWED",
@@ -198,10 +229,16 @@ mod tests {
         e.model = "thread-model".into();
         e.permissions = "approval".into();
         let s = resolve(&e, &cfg).unwrap();
-        assert_eq!((s.model.as_str(), s.permissions.as_str()), ("thread-model", "approval"));
+        assert_eq!(
+            (s.model.as_str(), s.permissions.as_str()),
+            ("thread-model", "approval")
+        );
         let s = resolve(&env("test_double"), &json!({"agents": {"test_double": {}}})).unwrap();
         assert_eq!((s.model.as_str(), s.permissions.as_str()), ("", "approval"));
-        assert_eq!(s.detail(), "model: default · effort: default · perm: approval");
+        assert_eq!(
+            s.detail(),
+            "model: default · effort: default · perm: approval"
+        );
     }
 
     #[test]
@@ -209,7 +246,10 @@ mod tests {
         let mut e = env("test_double");
         e.executable = "/bin/sh".into();
         let cfg = json!({"agents": {"test_double": {"executable": "/opt/agent"}}});
-        assert_eq!(resolve(&e, &cfg).unwrap_err().code, "AGENT_EXECUTABLE_NOT_ALLOWED");
+        assert_eq!(
+            resolve(&e, &cfg).unwrap_err().code,
+            "AGENT_EXECUTABLE_NOT_ALLOWED"
+        );
         let cfg = json!({"agents": {"test_double": {"allowed_executables": ["/bin/sh"]}}});
         assert_eq!(resolve(&e, &cfg).unwrap().executable, "/bin/sh");
         e.executable = String::new();
@@ -222,16 +262,37 @@ mod tests {
         let cfg = json!({"agents": {"test_double": {}}, "policy": {"allow_autonomous": false}});
         let mut e = env("test_double");
         e.work_folder = "relative".into();
-        assert_eq!(resolve(&e, &cfg).unwrap_err().code, "WORK_FOLDER_NOT_ABSOLUTE");
-        assert_eq!(resolve(&env("gpt"), &cfg).unwrap_err().code, "AGENT_TYPE_UNSUPPORTED");
-        assert_eq!(resolve(&env("test_double"), &json!({})).unwrap_err().code, "AGENT_TYPE_UNSUPPORTED");
-        assert_eq!(resolve(&env("codex"), &cfg).unwrap_err().code, "AGENT_TYPE_UNSUPPORTED");
+        assert_eq!(
+            resolve(&e, &cfg).unwrap_err().code,
+            "WORK_FOLDER_NOT_ABSOLUTE"
+        );
+        assert_eq!(
+            resolve(&env("gpt"), &cfg).unwrap_err().code,
+            "AGENT_TYPE_UNSUPPORTED"
+        );
+        assert_eq!(
+            resolve(&env("test_double"), &json!({})).unwrap_err().code,
+            "AGENT_TYPE_UNSUPPORTED"
+        );
+        assert_eq!(
+            resolve(&env("codex"), &cfg).unwrap_err().code,
+            "AGENT_TYPE_UNSUPPORTED"
+        );
         let mut e = env("test_double");
         e.permissions = "yolo".into();
-        assert_eq!(resolve(&e, &cfg).unwrap_err().code, "PERMISSIONS_UNSUPPORTED");
+        assert_eq!(
+            resolve(&e, &cfg).unwrap_err().code,
+            "PERMISSIONS_UNSUPPORTED"
+        );
         e.permissions = "guarded".into();
-        assert_eq!(resolve(&e, &cfg).unwrap_err().code, "PERMISSIONS_UNSUPPORTED");
+        assert_eq!(
+            resolve(&e, &cfg).unwrap_err().code,
+            "PERMISSIONS_UNSUPPORTED"
+        );
         e.permissions = "autonomous".into();
-        assert_eq!(resolve(&e, &cfg).unwrap_err().code, "POLICY_AUTONOMOUS_FORBIDDEN");
+        assert_eq!(
+            resolve(&e, &cfg).unwrap_err().code,
+            "POLICY_AUTONOMOUS_FORBIDDEN"
+        );
     }
 }

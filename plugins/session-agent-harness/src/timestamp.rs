@@ -54,7 +54,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let mp = (5 * doy + 2) / 153;
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 /// Formats seconds since 1970 as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -95,8 +103,14 @@ mod tests {
     fn parses_and_orders_mixed_precision() {
         assert_eq!(parse("1970-01-01T00:00:01Z"), Some((1, 0)));
         assert_eq!(parse("1970-01-01T00:00:01.5Z"), Some((1, 500_000_000)));
-        assert_eq!(cmp("2026-05-01T10:00:00Z", "2026-05-01T10:00:00.5Z"), Ordering::Less);
-        assert_eq!(cmp("2026-05-01T10:00:00.123456Z", "2026-05-01T10:00:00.123456Z"), Ordering::Equal);
+        assert_eq!(
+            cmp("2026-05-01T10:00:00Z", "2026-05-01T10:00:00.5Z"),
+            Ordering::Less
+        );
+        assert_eq!(
+            cmp("2026-05-01T10:00:00.123456Z", "2026-05-01T10:00:00.123456Z"),
+            Ordering::Equal
+        );
         assert!(parse("yesterday").is_none());
         assert!(parse("2026-13-01T00:00:00Z").is_none());
     }
@@ -104,8 +118,14 @@ mod tests {
     #[test]
     fn formats_and_steps_back_across_days() {
         assert_eq!(format(0), "1970-01-01T00:00:00Z");
-        assert_eq!(earlier("2026-03-01T00:00:00.25Z", 1).unwrap(), "2026-02-28T23:59:59Z");
-        assert_eq!(earlier("2024-03-01T00:00:00Z", 1).unwrap(), "2024-02-29T23:59:59Z");
+        assert_eq!(
+            earlier("2026-03-01T00:00:00.25Z", 1).unwrap(),
+            "2026-02-28T23:59:59Z"
+        );
+        assert_eq!(
+            earlier("2024-03-01T00:00:00Z", 1).unwrap(),
+            "2024-02-29T23:59:59Z"
+        );
         let (s, _) = parse("2026-11-23T04:32:32Z").unwrap();
         assert_eq!(format(s), "2026-11-23T04:32:32Z");
     }

@@ -19,9 +19,14 @@ pub fn py_json_len(v: &Value) -> usize {
         Value::Bool(false) => 5,
         Value::Number(n) => n.to_string().len(),
         Value::String(s) => str_len(s),
-        Value::Array(a) => 2 + a.iter().map(py_json_len).sum::<usize>() + 2 * a.len().saturating_sub(1),
+        Value::Array(a) => {
+            2 + a.iter().map(py_json_len).sum::<usize>() + 2 * a.len().saturating_sub(1)
+        }
         Value::Object(o) => {
-            2 + o.iter().map(|(k, v)| str_len(k) + 2 + py_json_len(v)).sum::<usize>()
+            2 + o
+                .iter()
+                .map(|(k, v)| str_len(k) + 2 + py_json_len(v))
+                .sum::<usize>()
                 + 2 * o.len().saturating_sub(1)
         }
     }
@@ -52,9 +57,18 @@ pub struct TooLarge {
 }
 
 /// Fields excerpted, in this order, while the item is over budget.
-const LADDER: &[&str] = &["metadata.tool.output", "metadata.tool.input", "metadata.text", "content[0].text"];
+const LADDER: &[&str] = &[
+    "metadata.tool.output",
+    "metadata.tool.input",
+    "metadata.text",
+    "content[0].text",
+];
 
-fn field_mut<'a>(content: &'a mut Value, metadata: &'a mut Value, name: &str) -> Option<&'a mut Value> {
+fn field_mut<'a>(
+    content: &'a mut Value,
+    metadata: &'a mut Value,
+    name: &str,
+) -> Option<&'a mut Value> {
     match name {
         "metadata.tool.output" => metadata.pointer_mut("/tool/output"),
         "metadata.tool.input" => metadata.pointer_mut("/tool/input"),
@@ -83,13 +97,20 @@ pub fn excerpt(original: &str, local_log: &str) -> String {
     }
     let head: String = chars[..HEAD_CHARS].iter().collect();
     let tail: String = chars[chars.len() - TAIL_CHARS..].iter().collect();
-    format!("{head}…[truncated {} bytes; see {local_log}]…{tail}", original.len())
+    format!(
+        "{head}…[truncated {} bytes; see {local_log}]…{tail}",
+        original.len()
+    )
 }
 
 /// Shrink `{content, metadata}` to the budget in place. `local_log` names the thread's full log
 /// (`<job>/threads/<alias>/logs/thread.log`). Ok(fields excerpted), or the size that still does
 /// not fit.
-pub fn truncate(content: &mut Value, metadata: &mut Value, local_log: &str) -> Result<Vec<String>, TooLarge> {
+pub fn truncate(
+    content: &mut Value,
+    metadata: &mut Value,
+    local_log: &str,
+) -> Result<Vec<String>, TooLarge> {
     if item_len(content, metadata) <= BUDGET {
         return Ok(Vec::new());
     }
@@ -98,7 +119,9 @@ pub fn truncate(content: &mut Value, metadata: &mut Value, local_log: &str) -> R
         if item_len(content, metadata) <= BUDGET {
             break;
         }
-        let Some(field) = field_mut(content, metadata, name) else { continue };
+        let Some(field) = field_mut(content, metadata, name) else {
+            continue;
+        };
         if is_empty(field) {
             continue;
         }
@@ -136,7 +159,10 @@ mod tests {
     fn measures_like_python() {
         // json.dumps({"a": [1, "é\n"], "b": None}) == '{"a": [1, "\\u00e9\\n"], "b": null}'
         let v = json!({"a": [1, "é\n"], "b": null});
-        assert_eq!(py_json_len(&v), r#"{"a": [1, "\u00e9\n"], "b": null}"#.len());
+        assert_eq!(
+            py_json_len(&v),
+            r#"{"a": [1, "\u00e9\n"], "b": null}"#.len()
+        );
         assert_eq!(py_json_len(&json!("😀")), 14);
     }
 
@@ -144,7 +170,10 @@ mod tests {
     fn small_items_are_untouched() {
         let mut c = json!([{"type": "text", "text": "hi"}]);
         let mut m = json!({"type": "text"});
-        assert_eq!(truncate(&mut c, &mut m, "log").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            truncate(&mut c, &mut m, "log").unwrap(),
+            Vec::<String>::new()
+        );
         assert_eq!(m, json!({"type": "text"}));
     }
 
@@ -157,7 +186,13 @@ mod tests {
         assert_eq!(cut, vec!["metadata.tool.output"]);
         let out = m["tool"]["output"].as_str().unwrap();
         assert!(out.contains("…[truncated 100000 bytes; see job/threads/t/logs/thread.log]…"));
-        assert_eq!(out.chars().count(), 4096 + 2048 + "…[truncated 100000 bytes; see job/threads/t/logs/thread.log]…".chars().count());
+        assert_eq!(
+            out.chars().count(),
+            4096 + 2048
+                + "…[truncated 100000 bytes; see job/threads/t/logs/thread.log]…"
+                    .chars()
+                    .count()
+        );
         assert_eq!(m["truncated"], json!(true));
         assert!(item_len(&c, &m) <= BUDGET);
     }

@@ -19,14 +19,34 @@ pub enum AgentEvent {
     Session(String),
     Text(String),
     Thinking(String),
-    ToolCall { id: String, name: String, input: Value },
-    ToolResult { id: String, is_error: bool, output: Value },
+    ToolCall {
+        id: String,
+        name: String,
+        input: Value,
+    },
+    ToolResult {
+        id: String,
+        is_error: bool,
+        output: Value,
+    },
     /// A status word (`init`, `api_retry`, …) with optional detail; `error` for agent errors.
-    Status { status: String, detail: String },
+    Status {
+        status: String,
+        detail: String,
+    },
     /// The agent asks permission to do something and waits for the answer on stdin.
-    PermissionRequest { request_id: String, tool: String, question: String },
+    PermissionRequest {
+        request_id: String,
+        tool: String,
+        question: String,
+    },
     /// The turn is over.
-    TurnEnd { status: String, usage: Usage, duration_ms: Option<u64>, error: String },
+    TurnEnd {
+        status: String,
+        usage: Usage,
+        duration_ms: Option<u64>,
+        error: String,
+    },
 }
 
 /// Token counts of a turn, as the `turn_end` item reports them.

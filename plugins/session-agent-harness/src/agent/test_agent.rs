@@ -59,8 +59,14 @@ impl Driver for TestAgent {
                 is_error: v.get("is_error").and_then(Value::as_bool).unwrap_or(false),
                 output: v.get("output").cloned().unwrap_or(Value::Null),
             },
-            "status" => AgentEvent::Status { status: s(&v, "status"), detail: s(&v, "detail") },
-            "error" => AgentEvent::Status { status: "error".into(), detail: s(&v, "message") },
+            "status" => AgentEvent::Status {
+                status: s(&v, "status"),
+                detail: s(&v, "detail"),
+            },
+            "error" => AgentEvent::Status {
+                status: "error".into(),
+                detail: s(&v, "message"),
+            },
             "permission_request" => AgentEvent::PermissionRequest {
                 request_id: s(&v, "request_id"),
                 tool: s(&v, "tool"),
@@ -70,7 +76,11 @@ impl Driver for TestAgent {
                 let u = v.get("usage").cloned().unwrap_or(Value::Null);
                 let cached = n(&u, "cache_read_tokens");
                 AgentEvent::TurnEnd {
-                    status: v.get("status").and_then(Value::as_str).unwrap_or("completed").to_string(),
+                    status: v
+                        .get("status")
+                        .and_then(Value::as_str)
+                        .unwrap_or("completed")
+                        .to_string(),
                     usage: Usage {
                         input_tokens: n(&u, "input_tokens") + cached + n(&u, "cache_write_tokens"),
                         input_tokens_cached: cached,
@@ -103,15 +113,24 @@ mod tests {
     #[test]
     fn command_line_resumes_the_session() {
         let d = TestAgent;
-        assert_eq!(d.args(&settings(), ""), ["--model", "m", "--permissions", "approval"]);
+        assert_eq!(
+            d.args(&settings(), ""),
+            ["--model", "m", "--permissions", "approval"]
+        );
         assert_eq!(d.args(&settings(), "td_1")[..2], ["--session-id", "td_1"]);
     }
 
     #[test]
     fn parses_every_line_kind() {
         let d = TestAgent;
-        assert_eq!(d.parse_line(r#"{"type":"session","session_id":"td_1"}"#), Some(AgentEvent::Session("td_1".into())));
-        assert_eq!(d.parse_line(r#"{"type":"text","text":"echo: hi"}"#), Some(AgentEvent::Text("echo: hi".into())));
+        assert_eq!(
+            d.parse_line(r#"{"type":"session","session_id":"td_1"}"#),
+            Some(AgentEvent::Session("td_1".into()))
+        );
+        assert_eq!(
+            d.parse_line(r#"{"type":"text","text":"echo: hi"}"#),
+            Some(AgentEvent::Text("echo: hi".into()))
+        );
         assert!(matches!(
             d.parse_line(r#"{"type":"permission_request","request_id":"req_1","tool":"ask","question":"q?"}"#),
             Some(AgentEvent::PermissionRequest { ref question, .. }) if question == "q?"
@@ -121,7 +140,11 @@ mod tests {
             end,
             Some(AgentEvent::TurnEnd {
                 status: "completed".into(),
-                usage: Usage { input_tokens: 3, input_tokens_cached: 1, output_tokens: 3 },
+                usage: Usage {
+                    input_tokens: 3,
+                    input_tokens_cached: 1,
+                    output_tokens: 3
+                },
                 duration_ms: Some(5),
                 error: String::new()
             })
@@ -133,8 +156,12 @@ mod tests {
     #[test]
     fn encodes_lines() {
         let d = TestAgent;
-        assert_eq!(d.encode_turn("a\nb"), "{\"text\":\"a\\nb\",\"type\":\"turn\"}\n");
-        let p: Value = serde_json::from_str(d.encode_permission("req_1", true, "Approve").trim()).unwrap();
+        assert_eq!(
+            d.encode_turn("a\nb"),
+            "{\"text\":\"a\\nb\",\"type\":\"turn\"}\n"
+        );
+        let p: Value =
+            serde_json::from_str(d.encode_permission("req_1", true, "Approve").trim()).unwrap();
         assert_eq!(p["approved"], json!(true));
     }
 }

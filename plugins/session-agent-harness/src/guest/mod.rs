@@ -1,5 +1,13 @@
 //! The component: `describe`, `validate` and `run` over the `blobhub:worker` imports.
 
+mod attach;
+mod ctx;
+mod section;
+mod store;
+mod sync;
+mod thread;
+mod turn;
+
 use blobhub_worker_sdk::serde_json::Value;
 use blobhub_worker_sdk::{self as sdk, JobType, job};
 
@@ -20,7 +28,12 @@ impl JobType for Harness {
     fn validate(sections: Vec<job::Section>) -> Vec<job::SectionCheck> {
         let input: Vec<(u32, Value)> = sections
             .iter()
-            .map(|s| (s.index, sdk::serde_json::from_str(&s.settings).unwrap_or(Value::Null)))
+            .map(|s| {
+                (
+                    s.index,
+                    sdk::serde_json::from_str(&s.settings).unwrap_or(Value::Null),
+                )
+            })
             .collect();
         sections::validate(&input)
             .into_iter()
@@ -36,9 +49,8 @@ impl JobType for Harness {
             .collect()
     }
 
-    async fn run(_section: job::Section) -> job::Outcome {
-        sdk::shutdown().await;
-        job::Outcome { code: None, message: "shutdown".into() }
+    async fn run(section: job::Section) -> job::Outcome {
+        section::run(section).await
     }
 }
 

@@ -1,0 +1,207 @@
+//! What every part of a section shares: its configuration, who the worker is, and small helpers
+//! for logging and for writes that must be retried.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use blobhub_worker_sdk::serde_json::{Value, json};
+use blobhub_worker_sdk::session::{ApiError, Session};
+use blobhub_worker_sdk::{self as sdk, job, log::Level, worker};
+
+use crate::items::Item;
+
+pub struct Ctx {
+    pub name: String,
+    pub job_type: String,
+    /// The section's `session` block as configured.
+    pub session_block: Value,
+    pub prefix: String,
+    pub worker_config: Value,
+    pub identity: worker::WorkerIdentity,
+    /// `<job_type>-<state key>`: how local logs are named in truncation notices.
+    pub job_label: String,
+    pub session: Session,
+    /// Set when a write was refused because the session no longer accepts writes; the section
+    /// loop then detaches with this code.
+    pub refused: RefCell<Option<(String, String)>>,
+}
+
+impl Ctx {
+    pub fn new(section: &job::Section) -> Ctx {
+        let settings: Value = sdk::serde_json::from_str(&section.settings).unwrap_or(Value::Null);
+        let session_block = settings.get("session").cloned().unwrap_or(json!({}));
+        let prefix = session_block
+            .get("session_prefix")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let session_id = session_block
+            .get("session_id")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        Ctx {
+            name: section.name.clone(),
+            job_type: section.job_type.clone(),
+            job_label: format!(
+                "{}-{}",
+                section.job_type,
+                crate::sections::state_key(session_id, &prefix)
+            ),
+            session_block,
+            prefix,
+            worker_config: sdk::serde_json::from_str(&section.worker_config).unwrap_or(Value::Null),
+            identity: worker::identity(),
+            session: Session,
+            refused: RefCell::new(None),
+        }
+    }
+
+    pub fn user_id(&self) -> &str {
+        &self.identity.user_id
+    }
+
+    /// Note a refusal that means the session takes no more writes.
+    pub fn check_refusal(&self, e: &ApiError) {
+        if let ApiError::CommandFailed(f) = e {
+            let code = match f.error.as_str() {
+                "session_not_open" => "SESSION_CLOSED",
+                "revision_not_writable" => "REVISION_NOT_WRITABLE",
+                _ => return,
+            };
+            self.refused
+                .replace(Some((code.to_string(), f.message.clone())));
+        }
+    }
+
+    /// Post an activity-log item on the `worker` thread: best effort, idempotent (post id).
+    pub async fn activity(&self, item: Item) {
+        let (content, mut metadata) = item;
+        metadata["post_id"] = json!(new_post_id());
+        if let Err(e) = post_retrying(&self.session, "worker", &content, &metadata).await {
+            self.check_refusal(&e);
+            log(
+                Level::Warning,
+                "activity_post_failed",
+                None,
+                json!({"type": metadata["type"], "error": e.to_string()}),
+            );
+        }
+    }
+}
+
+pub fn log(level: Level, event: &str, thread: Option<&str>, fields: Value) {
+    sdk::log_event(level, event, thread, &fields);
+}
+
+pub fn new_post_id() -> String {
+    format!("pst_{}", worker::new_ulid())
+}
+
+/// Failures worth another try: the host already retried, but a post with a post id and a whole-
+/// value upload are both safe to repeat, and a few more seconds often outlast a bad patch.
+pub fn retryable(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::Transient(_) | ApiError::Network(_) | ApiError::RateLimited(_)
+    )
+}
+
+async fn backoff(attempt: u32) {
+    sdk::sleep(Duration::from_millis(500u64 << attempt.min(5))).await;
+}
+
+/// Post an item whose metadata carries a post id; retried on transient failures. Returns the
+/// stored item.
+pub async fn post_retrying(
+    session: &Session,
+    alias: &str,
+    content: &Value,
+    metadata: &Value,
+) -> Result<Value, ApiError> {
+    let mut attempt = 0;
+    loop {
+        match session.post_item(alias, content, Some(metadata)).await {
+            Ok(envelope) => return Ok(envelope.get("item").cloned().unwrap_or(Value::Null)),
+            Err(e) if retryable(&e) && attempt < 4 => {
+                backoff(attempt).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Overwrite an object, retrying transient failures (an overwrite is idempotent).
+pub async fn upload_retrying(
+    session: &Session,
+    alias: &str,
+    value: &Value,
+) -> Result<(), ApiError> {
+    let mut attempt = 0;
+    loop {
+        match session.upload_object(alias, value).await {
+            Ok(_) => return Ok(()),
+            Err(e) if retryable(&e) && attempt < 6 => {
+                backoff(attempt).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Download an object's value, retrying transient failures.
+pub async fn download_retrying(session: &Session, alias: &str) -> Result<Value, ApiError> {
+    let mut attempt = 0;
+    loop {
+        match session.download_value(alias).await {
+            Ok(v) => return Ok(v),
+            Err(e) if retryable(&e) && attempt < 4 => {
+                backoff(attempt).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Every item of a thread, oldest first (all pages), from `created_since` when given.
+pub async fn list_items_since(
+    session: &Session,
+    alias: &str,
+    since: Option<String>,
+) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..200 {
+        let page = sdk::session::Page {
+            ascending: true,
+            created_since: since.clone(),
+            cursor: cursor.clone(),
+            limit: Some(1000),
+        };
+        let mut attempt = 0;
+        let reply = loop {
+            match session.list_items(alias, &page).await {
+                Ok(v) => break v,
+                Err(e) if retryable(&e) && attempt < 4 => {
+                    backoff(attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        out.extend(
+            reply
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        );
+        match reply.get("cursor").and_then(Value::as_str) {
+            Some(c) if !c.is_empty() => cursor = Some(c.to_string()),
+            _ => break,
+        }
+    }
+    Ok(out)
+}

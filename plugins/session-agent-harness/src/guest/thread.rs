@@ -1,0 +1,495 @@
+//! One job thread: its local record, its state machine (wire-protocol §8.4) and what it posts.
+//!
+//! The section calls [`evaluate`] whenever the envelope may have changed and [`Thread::nudge`]
+//! when items were posted; everything that talks to the agent runs in the thread's own task
+//! (turn.rs), so a slow thread never holds up another.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashSet, VecDeque};
+use std::rc::Rc;
+
+use blobhub_worker_sdk::serde_json::{Value, json};
+use blobhub_worker_sdk::session::ApiError;
+use blobhub_worker_sdk::{self as sdk, JoinHandle, log::Level, process, status};
+
+use super::ctx::{
+    Ctx, download_retrying, list_items_since, log, new_post_id, post_retrying, upload_retrying,
+};
+use super::store;
+use super::sync::Notify;
+use super::turn;
+use crate::classify::{Envelope, with_state};
+use crate::cursor::ItemCursor;
+use crate::items::{self, Item};
+use crate::prompt::{self, Prompt};
+use crate::records::ThreadRecord;
+use crate::settings::{self, Failure, Settings};
+use crate::truncate;
+
+/// A person's message, queued for the next turn.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub item_id: String,
+    pub text: String,
+    /// `metadata.answers`, when the message carried a structured answer.
+    pub answers: Option<Value>,
+}
+
+/// The open prompt of a thread. `request_id` is the agent's pending request when a live agent
+/// process is blocked on it (a held wait); `None` for a prompt adopted after a restart.
+#[derive(Debug, Clone)]
+pub struct OpenPrompt {
+    pub prompt: Prompt,
+    pub request_id: Option<String>,
+}
+
+struct Live {
+    cancel: Notify,
+    handle: JoinHandle<()>,
+}
+
+pub struct Thread {
+    pub alias: String,
+    pub ctx: Rc<Ctx>,
+    pub rec: RefCell<ThreadRecord>,
+    /// Post ids this worker wrote on the thread (loaded from the thread log at start).
+    pub own: RefCell<HashSet<String>>,
+    pub fetch: RefCell<ItemCursor>,
+    pub inbox: RefCell<VecDeque<Msg>>,
+    /// The first message that arrived while a prompt was open: its answer.
+    pub answer: RefCell<Option<Msg>>,
+    pub prompt: RefCell<Option<OpenPrompt>>,
+    pub settings: RefCell<Option<Settings>>,
+    pub nudge: Notify,
+    live: RefCell<Option<Live>>,
+    /// Our `active` envelope write has landed for the current run.
+    pub wire_active: Cell<bool>,
+    failing: Cell<bool>,
+}
+
+/// How a thread's task starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `pending` → `active`.
+    Activate,
+    /// An `active` thread this process does not run yet.
+    Recover,
+}
+
+impl Thread {
+    pub fn new(ctx: Rc<Ctx>, alias: &str) -> Rc<Thread> {
+        let rec = store::load_thread(alias).unwrap_or_else(|| ThreadRecord {
+            alias: alias.to_string(),
+            session: ctx.session_block.clone(),
+            ..Default::default()
+        });
+        Rc::new(Thread {
+            alias: alias.to_string(),
+            rec: RefCell::new(rec),
+            own: RefCell::new(store::load_post_ids(alias)),
+            fetch: RefCell::new(ItemCursor::default()),
+            inbox: RefCell::new(VecDeque::new()),
+            answer: RefCell::new(None),
+            prompt: RefCell::new(None),
+            settings: RefCell::new(None),
+            nudge: Notify::default(),
+            live: RefCell::new(None),
+            wire_active: Cell::new(false),
+            failing: Cell::new(false),
+            ctx,
+        })
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live
+            .borrow()
+            .as_ref()
+            .is_some_and(|l| !l.handle.is_finished())
+    }
+
+    /// Persist the record (atomically). A failed write is logged; callers that must not proceed
+    /// without it check the result.
+    pub fn save(&self) -> Result<(), String> {
+        let r = store::write_yaml(&store::thread_yaml(&self.alias), &*self.rec.borrow());
+        if let Err(e) = &r {
+            log(
+                Level::Error,
+                "thread_state_write_failed",
+                Some(&self.alias),
+                json!({"error": e}),
+            );
+        }
+        r
+    }
+
+    /// Update the dashboard row.
+    pub fn row(&self, state: &str) {
+        let rec = self.rec.borrow();
+        let settings = self.settings.borrow();
+        let error = rec
+            .agent
+            .error
+            .code
+            .as_ref()
+            .map(|c| match &rec.agent.error.message {
+                Some(m) if !m.is_empty() => format!("{c}: {m}"),
+                _ => c.clone(),
+            });
+        status::set_thread(&status::ThreadRow {
+            thread: self.alias.clone(),
+            state: state.to_string(),
+            agent: rec.workspace.agent_type.clone(),
+            session_id: rec.agent.agent_session_id.clone(),
+            detail: settings.as_ref().map(Settings::detail).unwrap_or_default(),
+            last_event: rec.last_event.clone(),
+            prompt: self.prompt.borrow().as_ref().map(|p| p.prompt.summary()),
+            error: if state == "failed" { error } else { None },
+        });
+    }
+
+    /// Post an item on this thread with the posting discipline: post id, full copy in the local
+    /// log first, truncation to the budget, idempotent post. Returns the stored item.
+    pub async fn post(&self, item: Item, turn_id: Option<&str>) -> Result<Value, Failure> {
+        let (mut content, mut metadata) = item;
+        let post_id = new_post_id();
+        metadata["post_id"] = json!(post_id);
+        if let Some(t) = turn_id {
+            metadata["turn_id"] = json!(t);
+        }
+        let line = json!({"content": content, "metadata": metadata}).to_string();
+        if let Err(e) = store::append(&store::thread_log(&self.alias), &line) {
+            log(
+                Level::Warning,
+                "thread_log_write_failed",
+                Some(&self.alias),
+                json!({"error": e}),
+            );
+        }
+        self.own.borrow_mut().insert(post_id);
+        let local_log = format!("{}/{}", self.ctx.job_label, store::thread_log(&self.alias));
+        if let Err(t) = truncate::truncate(&mut content, &mut metadata, &local_log) {
+            return Err(Failure::new(
+                "THREAD_ITEM_TOO_LARGE",
+                format!(
+                    "item of {} bytes exceeds the cap after truncation (see {local_log})",
+                    t.size
+                ),
+            ));
+        }
+        match post_retrying(&self.ctx.session, &self.alias, &content, &metadata).await {
+            Ok(stored) => {
+                let mut rec = self.rec.borrow_mut();
+                if let (Some(id), Some(at)) = (
+                    stored.get("id").and_then(Value::as_str),
+                    stored.get("created_at").and_then(Value::as_str),
+                ) {
+                    rec.items.last_posted.advance(id, at);
+                    rec.items.last_posted.recent.clear();
+                }
+                if metadata.get("type").and_then(Value::as_str) != Some("turn_end") {
+                    let text = items::text_of(&content);
+                    rec.last_event = text.chars().take(200).collect();
+                }
+                Ok(stored)
+            }
+            Err(e) => {
+                self.ctx.check_refusal(&e);
+                Err(Failure::new(
+                    "THREAD_POST_FAILED",
+                    format!("could not post an item: {e}"),
+                ))
+            }
+        }
+    }
+
+    /// Fetch the items posted since the fetch cursor and route the people's messages: the first
+    /// one after a prompt opened becomes its answer, the others are queued for the next turn.
+    pub async fn ingest(&self) -> Result<(), ApiError> {
+        let since = self.fetch.borrow().created_since();
+        let fetched = list_items_since(&self.ctx.session, &self.alias, since).await?;
+        for item in fetched {
+            let id = item
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let at = item
+                .get("created_at")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if id.is_empty() || !self.fetch.borrow().is_new(&id, &at) {
+                continue;
+            }
+            self.fetch.borrow_mut().advance(&id, &at);
+            if items::is_own(&item, self.ctx.user_id(), &self.own.borrow()) {
+                continue;
+            }
+            let answers = item
+                .pointer("/metadata/answers")
+                .filter(|a| a.as_array().is_some_and(|l| !l.is_empty()))
+                .cloned();
+            let text = match items::inbound_text(&item) {
+                Some(t) => t,
+                None if answers.is_some() => String::new(),
+                None => continue,
+            };
+            let msg = Msg {
+                item_id: id,
+                text,
+                answers,
+            };
+            if self.prompt.borrow().is_some() && self.answer.borrow().is_none() {
+                self.answer.replace(Some(msg));
+            } else {
+                self.inbox.borrow_mut().push_back(msg);
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolve the open prompt with the waiting answer: post `pending_prompt_resolved`, and only
+    /// once that landed close the prompt. Returns the prompt and its answer set.
+    pub async fn resolve_prompt(
+        &self,
+        turn_id: Option<&str>,
+    ) -> Option<(OpenPrompt, Vec<Value>, Msg)> {
+        let open = self.prompt.borrow().clone()?;
+        let msg = self.answer.borrow().clone()?;
+        let answers = open.prompt.answers(&msg.text, msg.answers.as_ref());
+        let item = (
+            json!([{"type": "text", "text": prompt::answered_text(&answers)}]),
+            open.prompt.answered_metadata(&answers),
+        );
+        match self.post(item, turn_id).await {
+            Ok(_) => {
+                self.prompt.replace(None);
+                self.answer.replace(None);
+                Some((open, answers, msg))
+            }
+            Err(f) => {
+                // The prompt stays open; the answer is offered again on the next ingest tick.
+                log(
+                    Level::Warning,
+                    "pending_prompt_resolve_post_failed",
+                    Some(&self.alias),
+                    json!({"error": f.message}),
+                );
+                None
+            }
+        }
+    }
+
+    /// Cancel the open prompt (the record is cleared even if the post fails).
+    pub async fn cancel_prompt(&self, reason: &str) {
+        let Some(open) = self.prompt.replace(None) else {
+            return;
+        };
+        self.answer.replace(None);
+        let item = (
+            json!([{"type": "text", "text": prompt::cancelled_text(reason)}]),
+            open.prompt.cancelled_metadata(reason),
+        );
+        if let Err(f) = self.post(item, None).await {
+            log(
+                Level::Warning,
+                "pending_prompt_cancel_post_failed",
+                Some(&self.alias),
+                json!({"error": f.message}),
+            );
+        }
+    }
+
+    /// Stop the thread's task (its agent process dies with it) and wait until it is gone. Keeps
+    /// the open prompt: a restarted worker adopts it.
+    pub async fn teardown(&self) {
+        let live = self.live.borrow_mut().take();
+        if let Some(live) = live {
+            live.cancel.notify();
+            live.handle.await;
+        }
+    }
+
+    /// The failure path (wire-protocol §8.4), once per run: record locally, post the reason,
+    /// write the envelope `failed` (retried), post `thread_failed`, cancel the open prompt.
+    pub async fn fail(&self, failure: Failure) {
+        if self.failing.replace(true) {
+            return;
+        }
+        let (code, message) = (failure.code, failure.message.clone());
+        log(
+            Level::Warning,
+            "thread_failed",
+            Some(&self.alias),
+            json!({"code": code, "message": message}),
+        );
+        {
+            let mut rec = self.rec.borrow_mut();
+            rec.agent.state = "failed".into();
+            rec.agent.error.code = Some(code.to_string());
+            rec.agent.error.message = Some(message.clone());
+            rec.last_event = format!("{code}: {message}");
+        }
+        let _ = self.save();
+        self.row("failed");
+        if code != "THREAD_POST_FAILED" && code != "THREAD_ITEM_TOO_LARGE" {
+            let _ = self.post(items::failure_reason(code, &message), None).await;
+        }
+        self.write_state("failed").await;
+        self.ctx
+            .activity(items::thread_failed(&self.alias, code, &message))
+            .await;
+        self.cancel_prompt(&message).await;
+        self.wire_active.set(false);
+        self.failing.set(false);
+        self.row("failed");
+    }
+
+    /// Write the envelope's control channel, keeping everything else (read-modify-write,
+    /// retried). Returns whether it landed.
+    pub async fn write_state(&self, state: &str) -> bool {
+        let current = download_retrying(&self.ctx.session, &self.alias)
+            .await
+            .unwrap_or(Value::Null);
+        match upload_retrying(&self.ctx.session, &self.alias, &with_state(&current, state)).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.ctx.check_refusal(&e);
+                log(
+                    Level::Error,
+                    "envelope_write_failed",
+                    Some(&self.alias),
+                    json!({"state": state, "error": e.to_string()}),
+                );
+                false
+            }
+        }
+    }
+
+    /// Start the thread's task.
+    fn start(self: &Rc<Self>, mode: Mode) {
+        let cancel = Notify::default();
+        let t = Rc::clone(self);
+        let c = cancel.clone();
+        let handle = sdk::spawn(async move {
+            let _ = sdk::race(turn::run(Rc::clone(&t), mode), c.changed_since(0)).await;
+        });
+        self.live.replace(Some(Live { cancel, handle }));
+    }
+
+    /// Check the settings and the agent program; a failure fails the thread.
+    fn prepare(&self, env: &Envelope) -> Result<Settings, Failure> {
+        let s = settings::resolve(env, &self.ctx.worker_config)?;
+        match process::resolve(&s.executable) {
+            Ok(_) => {}
+            Err(e) => {
+                let why = match e {
+                    process::SpawnError::NotGranted(m) => format!("not granted: {m}"),
+                    process::SpawnError::NotFound(m) => m,
+                    process::SpawnError::BadDirectory(m)
+                    | process::SpawnError::BadEnvironment(m)
+                    | process::SpawnError::Failed(m) => m,
+                };
+                return Err(Failure::new(
+                    "AGENT_EXECUTABLE_NOT_FOUND",
+                    format!(
+                        "executable '{}' for agent_type '{}' cannot be run: {why}",
+                        s.executable, s.agent_type
+                    ),
+                ));
+            }
+        }
+        Ok(s)
+    }
+
+    async fn begin(self: &Rc<Self>, env: &Envelope, mode: Mode) {
+        self.failing.set(false);
+        let settings = match self.prepare(env) {
+            Ok(s) => s,
+            Err(f) => {
+                self.fail(f).await;
+                return;
+            }
+        };
+        {
+            let mut rec = self.rec.borrow_mut();
+            rec.workspace.agent_type = settings.agent_type.clone();
+            rec.workspace.work_folder = settings.work_folder.clone();
+        }
+        self.settings.replace(Some(settings));
+        self.inbox.borrow_mut().clear();
+        self.answer.replace(None);
+        self.start(mode);
+    }
+}
+
+/// React to the envelope's current value (wire-protocol §8.4).
+pub async fn evaluate(t: &Rc<Thread>, value: &Value) {
+    let env = Envelope::parse(value);
+    match env.state.as_str() {
+        "pending" => {
+            if t.is_live() {
+                if !t.wire_active.get() {
+                    // Our own activation is still on its way (waiting for a slot, or the
+                    // envelope write not yet landed): this is not a restart request.
+                    return;
+                }
+                log(Level::Info, "thread_restart", Some(&t.alias), json!({}));
+                t.teardown().await;
+                t.cancel_prompt("thread_restart").await;
+            }
+            t.wire_active.set(false);
+            t.begin(&env, Mode::Activate).await;
+        }
+        "active" => {
+            if t.is_live() {
+                return;
+            }
+            if t.rec.borrow().agent.state == "failed" {
+                // Our `failed` write did not land earlier: try again rather than resurrect.
+                t.write_state("failed").await;
+                return;
+            }
+            t.begin(&env, Mode::Recover).await;
+        }
+        other => stop(t, other).await,
+    }
+}
+
+/// A person's stop (`completed`, a user-set `failed`, or any non-actionable word).
+pub async fn stop(t: &Rc<Thread>, state: &str) {
+    let was_live = t.is_live();
+    let local = t.rec.borrow().agent.state.clone();
+    if !was_live && local != "active" {
+        if local != state && !local.is_empty() {
+            t.rec.borrow_mut().agent.state = state.to_string();
+            let _ = t.save();
+        }
+        t.row(if state.is_empty() { "idle" } else { state });
+        return;
+    }
+    t.teardown().await;
+    let reason = if state.is_empty() {
+        "thread_stopped".to_string()
+    } else {
+        format!("thread_{state}")
+    };
+    t.cancel_prompt(&reason).await;
+    {
+        let mut rec = t.rec.borrow_mut();
+        rec.agent.state = state.to_string();
+        rec.agent.error = Default::default();
+    }
+    let _ = t.save();
+    t.wire_active.set(false);
+    if state == "completed" {
+        t.ctx.activity(items::thread_completed(&t.alias)).await;
+    }
+    log(
+        Level::Info,
+        "thread_stopped",
+        Some(&t.alias),
+        json!({"state": state}),
+    );
+    t.row(if state.is_empty() { "stopped" } else { state });
+}

@@ -1,0 +1,538 @@
+//! A thread's task: take a slot, go (or come back) active, then the turn loop — one turn at a
+//! time, the person's queued messages joined into one turn, the agent's lines posted in order.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use blobhub_worker_sdk::serde_json::{Value, json};
+use blobhub_worker_sdk::{self as sdk, Either, log::Level, process, slots, worker};
+
+use super::ctx::{list_items_since, log};
+use super::store;
+use super::thread::{Mode, OpenPrompt, Thread};
+use crate::agent::{AgentEvent, Driver, driver_for};
+use crate::cursor::ItemCursor;
+use crate::items;
+use crate::prompt::{self, Prompt};
+use crate::records::TurnRecord;
+use crate::settings::{Failure, Settings};
+
+/// How long an idle thread waits before looking at its items again without a nudge (a safety
+/// net for a missed event; events normally wake it at once).
+const IDLE_RECHECK: Duration = Duration::from_secs(60);
+/// While a person's answer is awaited, or a resolve post failed, look again this often.
+const PROMPT_RECHECK: Duration = Duration::from_secs(5);
+
+pub async fn run(t: Rc<Thread>, mode: Mode) {
+    let Some(settings) = t.settings.borrow().clone() else {
+        return;
+    };
+    // A slot per active thread, from the worker-wide pool; the envelope stays `pending` while
+    // the thread waits, and the dashboard says so.
+    let _slot = match slots::try_acquire() {
+        Some(s) => s,
+        None => {
+            t.row("waiting for slot");
+            log(
+                Level::Info,
+                "thread_awaiting_slot",
+                Some(&t.alias),
+                json!({}),
+            );
+            sdk::acquire_slot().await
+        }
+    };
+    match mode {
+        Mode::Activate => {
+            {
+                let mut rec = t.rec.borrow_mut();
+                rec.agent.state = "active".into();
+                rec.agent.error = Default::default();
+            }
+            // Local state first: a crash after the envelope write then recovers this thread.
+            if let Err(e) = t.save() {
+                t.fail(Failure::new(
+                    "THREAD_POST_FAILED",
+                    format!("local state could not be written: {e}"),
+                ))
+                .await;
+                return;
+            }
+            if !t.write_state("active").await {
+                t.fail(Failure::new(
+                    "THREAD_POST_FAILED",
+                    "the envelope could not be set to active",
+                ))
+                .await;
+                return;
+            }
+            t.wire_active.set(true);
+            let sid = t.rec.borrow().agent.agent_session_id.clone();
+            t.ctx.activity(items::thread_active(&t.alias, &sid)).await;
+            log(
+                Level::Info,
+                "thread_active",
+                Some(&t.alias),
+                json!({"agent_session_id": sid}),
+            );
+        }
+        Mode::Recover => {
+            t.wire_active.set(true);
+            if !recover_from_items(&t).await {
+                return;
+            }
+            t.rec.borrow_mut().agent.state = "active".into();
+            let _ = t.save();
+            let sid = t.rec.borrow().agent.agent_session_id.clone();
+            t.ctx
+                .activity(items::thread_recovered(&t.alias, &sid))
+                .await;
+            log(
+                Level::Info,
+                "thread_recovered",
+                Some(&t.alias),
+                json!({"agent_session_id": sid}),
+            );
+        }
+    }
+    if mode == Mode::Activate && t.rec.borrow().turn.is_some() {
+        if !recover_from_items(&t).await {
+            return;
+        }
+        // A question left open by the interrupted run belongs to that run.
+        t.cancel_prompt("thread_restart").await;
+    }
+    t.fetch.replace(t.rec.borrow().items.last_consumed.clone());
+    loop {
+        let seen = t.nudge.generation();
+        if let Err(e) = t.ingest().await {
+            log(
+                Level::Warning,
+                "ingest_failed",
+                Some(&t.alias),
+                json!({"error": e.to_string()}),
+            );
+        }
+        // An adopted prompt (its agent process is gone) answered: the answer becomes the next
+        // turn's message.
+        if t.prompt
+            .borrow()
+            .as_ref()
+            .is_some_and(|p| p.request_id.is_none())
+            && t.answer.borrow().is_some()
+            && let Some((open, answers, msg)) = t.resolve_prompt(None).await
+        {
+            let text = format!(
+                "Your earlier question \"{}\" was answered: {}",
+                open.prompt.summary(),
+                prompt::answer_for_agent(&answers)
+            );
+            t.inbox
+                .borrow_mut()
+                .push_front(super::thread::Msg { text, ..msg });
+        }
+        if t.inbox.borrow().is_empty() {
+            let waiting = t.prompt.borrow().is_some();
+            t.row(if waiting {
+                "active (prompt)"
+            } else {
+                "active (idle)"
+            });
+            let recheck = if t.answer.borrow().is_some() {
+                PROMPT_RECHECK
+            } else {
+                IDLE_RECHECK
+            };
+            sdk::race(t.nudge.changed_since(seen), sdk::sleep(recheck)).await;
+            continue;
+        }
+        let messages: Vec<_> = t.inbox.borrow_mut().drain(..).collect();
+        let text = messages
+            .iter()
+            .map(|m| m.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        let boundary = t.fetch.borrow().clone();
+        let ids: Vec<&str> = messages.iter().map(|m| m.item_id.as_str()).collect();
+        log(
+            Level::Debug,
+            "turn_input",
+            Some(&t.alias),
+            json!({"items": ids}),
+        );
+        if let Err(f) = turn(&t, &settings, &text, boundary).await {
+            t.fail(f).await;
+            return;
+        }
+    }
+}
+
+/// Read the whole thread once after a restart (or a crash mid-turn): adopt the newest open
+/// prompt, settle the turn that was in flight, and rebuild lost local state from the items.
+/// Returns false when the thread failed.
+async fn recover_from_items(t: &Rc<Thread>) -> bool {
+    let all = match list_items_since(&t.ctx.session, &t.alias, None).await {
+        Ok(v) => v,
+        Err(e) => {
+            log(
+                Level::Warning,
+                "open_prompt_scan_failed",
+                Some(&t.alias),
+                json!({"error": e.to_string()}),
+            );
+            return true;
+        }
+    };
+    let own_by = |item: &Value| items::is_own(item, t.ctx.user_id(), &t.own.borrow());
+    let mut rec = t.rec.borrow_mut();
+    // Local state lost: rebuild the cursor and the agent session from our own `turn_end` items.
+    if rec.items.last_consumed.created_at.is_empty()
+        && rec.agent.agent_session_id.is_empty()
+        && let Some(end) = all.iter().rev().find(|i| {
+            own_by(i) && i.pointer("/metadata/type").and_then(Value::as_str) == Some("turn_end")
+        })
+    {
+        let consumed = end
+            .pointer("/metadata/consumed_item_id")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        rec.agent.agent_session_id = end
+            .pointer("/metadata/agent_session_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let mut cursor = ItemCursor::default();
+        for i in &all {
+            let id = i.get("id").and_then(Value::as_str).unwrap_or("");
+            cursor.advance(
+                id,
+                i.get("created_at").and_then(Value::as_str).unwrap_or(""),
+            );
+            if id == consumed {
+                break;
+            }
+        }
+        if !consumed.is_empty() {
+            rec.items.last_consumed = cursor;
+        }
+        log(
+            Level::Warning,
+            "thread_state_rebuilt_from_wire",
+            Some(&t.alias),
+            json!({"consumed": consumed}),
+        );
+    }
+    // A turn that was in flight: if any of its output reached the thread, the agent had read
+    // its messages — count them consumed so they are not answered twice.
+    if let Some(turn) = rec.turn.take() {
+        let posted = all.iter().any(|i| {
+            i.pointer("/metadata/turn_id").and_then(Value::as_str) == Some(turn.turn_id.as_str())
+        });
+        if posted {
+            rec.items.last_consumed = turn.boundary;
+        }
+        log(
+            Level::Info,
+            "turn_settled_after_restart",
+            Some(&t.alias),
+            json!({"output_posted": posted}),
+        );
+    }
+    drop(rec);
+    if let Some(p) = prompt::adopt(&all) {
+        log(
+            Level::Info,
+            "open_prompt_restored",
+            Some(&t.alias),
+            json!({"prompt_id": p.prompt_id}),
+        );
+        t.prompt.replace(Some(OpenPrompt {
+            prompt: p,
+            request_id: None,
+        }));
+    }
+    t.save().is_ok()
+}
+
+/// What a turn has produced so far.
+struct TurnState {
+    turn_id: String,
+    boundary: ItemCursor,
+    session_id: String,
+    post_failure: Option<Failure>,
+    ended: Option<(String, String)>,
+}
+
+/// Run one turn: persist it as in flight, start the agent, relay both ways until it exits.
+async fn turn(
+    t: &Rc<Thread>,
+    settings: &Settings,
+    text: &str,
+    boundary: ItemCursor,
+) -> Result<(), Failure> {
+    let Some(driver) = driver_for(&settings.agent_type) else {
+        return Err(Failure::new(
+            "AGENT_TYPE_UNSUPPORTED",
+            format!("no driver for {}", settings.agent_type),
+        ));
+    };
+    let turn_id = format!("trn_{}", worker::new_ulid());
+    let resume = t.rec.borrow().agent.agent_session_id.clone();
+    t.rec.borrow_mut().turn = Some(TurnRecord {
+        turn_id: turn_id.clone(),
+        boundary: boundary.clone(),
+    });
+    t.save().map_err(|e| {
+        Failure::new(
+            "THREAD_POST_FAILED",
+            format!("local state could not be written: {e}"),
+        )
+    })?;
+    t.row("active (turn)");
+    let started = worker::now_utc();
+    let clock = std::time::Instant::now();
+    let child = process::spawn(&process::SpawnRequest {
+        program: settings.executable.clone(),
+        args: driver.args(settings, &resume),
+        cwd: settings.work_folder.clone(),
+        env: Vec::new(),
+    })
+    .map_err(|e| match e {
+        process::SpawnError::BadDirectory(m) => Failure::new("WORK_FOLDER_NOT_FOUND", m),
+        process::SpawnError::NotGranted(m) | process::SpawnError::NotFound(m) => {
+            Failure::new("AGENT_EXECUTABLE_NOT_FOUND", m)
+        }
+        process::SpawnError::BadEnvironment(m) | process::SpawnError::Failed(m) => {
+            Failure::new("AGENT_CRASHED", format!("agent could not start: {m}"))
+        }
+    })?;
+    log(
+        Level::Info,
+        "turn_started",
+        Some(&t.alias),
+        json!({"turn_id": turn_id, "pid": child.pid(), "resume": resume, "started_at": started}),
+    );
+    if let Err(e) = child.write_stdin(&driver.encode_turn(text)) {
+        return Err(Failure::new(
+            "AGENT_CRASHED",
+            format!("agent did not take the turn: {e}"),
+        ));
+    }
+    let mut st = TurnState {
+        turn_id,
+        boundary,
+        session_id: resume,
+        post_failure: None,
+        ended: None,
+    };
+    let exit = loop {
+        let seen = t.nudge.generation();
+        let recheck = if t.prompt.borrow().is_some() {
+            PROMPT_RECHECK
+        } else {
+            IDLE_RECHECK
+        };
+        match sdk::race(
+            sdk::next_output(&child),
+            sdk::race(t.nudge.changed_since(seen), sdk::sleep(recheck)),
+        )
+        .await
+        {
+            Either::Left(process::Output::Stdout(line)) => {
+                if let Some(event) = driver.parse_line(&line) {
+                    on_event(
+                        t,
+                        settings,
+                        driver.as_ref(),
+                        &child,
+                        &mut st,
+                        event,
+                        clock.elapsed().as_millis() as u64,
+                    )
+                    .await;
+                }
+            }
+            Either::Left(process::Output::Stderr(line)) => {
+                let _ = store::append(&store::stderr_log(&t.alias), &line);
+            }
+            Either::Left(process::Output::Exited(status)) => break status,
+            Either::Right(_) => {
+                if let Err(e) = t.ingest().await {
+                    log(
+                        Level::Warning,
+                        "ingest_failed",
+                        Some(&t.alias),
+                        json!({"error": e.to_string()}),
+                    );
+                }
+                deliver_answer(t, driver.as_ref(), &child, &mut st).await;
+            }
+        }
+    };
+    // Answers cannot reach an agent that is gone; the prompt is cancelled by the failure path.
+    if let Some(f) = st.post_failure {
+        return Err(f);
+    }
+    match st.ended {
+        Some((status, _)) if status == "completed" => {}
+        Some((status, error)) => {
+            let msg = if error.is_empty() {
+                format!("agent turn {status}")
+            } else {
+                error
+            };
+            return Err(Failure::new("AGENT_CRASHED", msg));
+        }
+        None => {
+            let how = match (exit.code, exit.signal) {
+                (Some(c), _) => format!("agent exited with status {c} before ending its turn"),
+                (None, Some(s)) => format!("agent was killed by signal {s} before ending its turn"),
+                _ => "agent ended without finishing its turn".to_string(),
+            };
+            return Err(Failure::new("AGENT_CRASHED", how));
+        }
+    }
+    let mut rec = t.rec.borrow_mut();
+    rec.agent.agent_session_id = st.session_id;
+    rec.items.last_consumed = st.boundary;
+    rec.turn = None;
+    drop(rec);
+    t.save().map_err(|e| {
+        Failure::new(
+            "THREAD_POST_FAILED",
+            format!("local state could not be written: {e}"),
+        )
+    })?;
+    Ok(())
+}
+
+async fn on_event(
+    t: &Rc<Thread>,
+    settings: &Settings,
+    driver: &dyn Driver,
+    child: &process::Child,
+    st: &mut TurnState,
+    event: AgentEvent,
+    elapsed_ms: u64,
+) {
+    match event {
+        AgentEvent::Session(id) => {
+            if !id.is_empty() && id != st.session_id {
+                st.session_id = id.clone();
+                t.rec.borrow_mut().agent.agent_session_id = id;
+                t.row("active (turn)");
+            }
+        }
+        AgentEvent::PermissionRequest {
+            request_id,
+            tool,
+            question,
+        } => {
+            if settings.permissions == "autonomous" {
+                // Autonomous runs never ask: approve on the person's behalf.
+                let _ = child.write_stdin(&driver.encode_permission(&request_id, true, "Approve"));
+                return;
+            }
+            let p = Prompt::approval(format!("prm_{}", worker::new_ulid()), &tool, &question);
+            let item = (
+                json!([{"type": "text", "text": p.text()}]),
+                p.pending_metadata(),
+            );
+            if st.post_failure.is_some() || t.post(item, Some(&st.turn_id)).await.is_err() {
+                // Nobody can answer a question that was never shown: deny.
+                log(
+                    Level::Warning,
+                    "pending_prompt_post_failed",
+                    Some(&t.alias),
+                    json!({}),
+                );
+                let _ = child.write_stdin(&driver.encode_permission(
+                    &request_id,
+                    false,
+                    "Denied: the question could not be delivered to a person; retry",
+                ));
+                return;
+            }
+            t.cancel_prompt("superseded").await;
+            t.prompt.replace(Some(OpenPrompt {
+                prompt: p,
+                request_id: Some(request_id),
+            }));
+            t.answer.replace(None);
+            // Held wait begins: what led to the question is consumed, so a restart does not
+            // replay it as the answer.
+            t.rec.borrow_mut().items.last_consumed = st.boundary.clone();
+            let _ = t.save();
+            t.row("active (prompt)");
+            // A reply may already be on the thread.
+            t.nudge.notify();
+        }
+        AgentEvent::TurnEnd {
+            status,
+            usage,
+            duration_ms,
+            error,
+        } => {
+            let (content, mut metadata) =
+                items::turn_end(&status, &usage, duration_ms.unwrap_or(elapsed_ms), &error);
+            // Extensions: enough to rebuild local state from the thread if it is ever lost.
+            metadata["agent_session_id"] = json!(st.session_id);
+            metadata["consumed_item_id"] = json!(st.boundary.item_id);
+            emit(t, st, (content, metadata)).await;
+            st.ended = Some((status, error));
+            child.close_stdin();
+        }
+        other => {
+            if let Some(item) = items::agent_item(&other) {
+                emit(t, st, item).await;
+            }
+        }
+    }
+}
+
+/// Post one emission of the turn; after the first failure the rest of the turn is dropped and
+/// the turn fails at its end.
+async fn emit(t: &Rc<Thread>, st: &mut TurnState, item: items::Item) {
+    if st.post_failure.is_some() {
+        return;
+    }
+    if let Err(f) = t.post(item, Some(&st.turn_id)).await {
+        st.post_failure = Some(f);
+    }
+}
+
+/// Hand a person's answer to the agent blocked on the open prompt.
+async fn deliver_answer(
+    t: &Rc<Thread>,
+    driver: &dyn Driver,
+    child: &process::Child,
+    st: &mut TurnState,
+) {
+    let held = t
+        .prompt
+        .borrow()
+        .as_ref()
+        .is_some_and(|p| p.request_id.is_some());
+    if !held || t.answer.borrow().is_none() {
+        return;
+    }
+    let Some((open, answers, _msg)) = t.resolve_prompt(Some(&st.turn_id)).await else {
+        return;
+    };
+    let approved = prompt::approved(&answers);
+    let answer = prompt::answer_for_agent(&answers);
+    let request_id = open.request_id.unwrap_or_default();
+    if let Err(e) = child.write_stdin(&driver.encode_permission(&request_id, approved, &answer)) {
+        log(
+            Level::Warning,
+            "answer_not_delivered",
+            Some(&t.alias),
+            json!({"error": e}),
+        );
+    }
+    // The answer was read; with nothing else queued, the turn has consumed up to it.
+    if t.inbox.borrow().is_empty() {
+        st.boundary = t.fetch.borrow().clone();
+    }
+    t.row("active (turn)");
+}
