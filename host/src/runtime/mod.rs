@@ -11,6 +11,7 @@ pub mod plugins_cmd;
 pub mod preflight;
 pub mod section;
 pub mod settings;
+pub mod start;
 pub mod supervisor;
 pub mod transport;
 
@@ -19,4 +20,5 @@ pub use preflight::PreflightError;
 pub use section::SectionEnd;
 pub use settings::RuntimeSettings;
 pub use supervisor::{Runtime, RuntimeInputs, RunReport};
+pub use start::run;
 pub use transport::{Channel, SessionTransport, TransportError};

@@ -28,21 +28,19 @@ fn describe_text(jt: &LoadedJobType) -> String {
     )
 }
 
-/// The listing: bundled and installed job types, and components that failed to load.
-pub async fn list(tree_root: &Path, as_json: bool) -> anyhow::Result<String> {
+/// The listing: bundled and installed job types, and components that failed to load, as text
+/// and as a JSON document.
+pub async fn list(tree_root: &Path) -> anyhow::Result<(String, Value)> {
     let runtime = super::Runtime::load(
         Some(tree_root.join("plugins")),
         Some(tree_root.join("cache")),
     )
     .await?;
     let job_types = &runtime.job_types;
-    if as_json {
-        let v = json!({
-            "job_types": job_types.by_name.values().map(|j| describe_json(j)).collect::<Vec<_>>(),
-            "failures": job_types.failures.iter().map(|f| json!({"code": f.code(), "message": f.to_string()})).collect::<Vec<_>>(),
-        });
-        return Ok(serde_json::to_string_pretty(&v)?);
-    }
+    let document = json!({
+        "job_types": job_types.by_name.values().map(|j| describe_json(j)).collect::<Vec<_>>(),
+        "failures": job_types.failures.iter().map(|f| json!({"code": f.code(), "message": f.to_string()})).collect::<Vec<_>>(),
+    });
     let mut out = String::new();
     for jt in job_types.by_name.values() {
         out.push_str(&describe_text(jt));
@@ -54,11 +52,11 @@ pub async fn list(tree_root: &Path, as_json: bool) -> anyhow::Result<String> {
     if out.is_empty() {
         out.push_str("no job types\n");
     }
-    Ok(out)
+    Ok((out.trim_end().to_owned(), document))
 }
 
 /// Validate a component without running it: compile, check the WIT version, call `describe`.
-pub async fn check(file: &Path, as_json: bool) -> Result<String, LoadError> {
+pub async fn check(file: &Path) -> Result<(String, Value), LoadError> {
     let wasm = std::fs::read(file).map_err(|source| LoadError::Unreadable {
         path: file.to_path_buf(),
         source,
@@ -70,9 +68,8 @@ pub async fn check(file: &Path, as_json: bool) -> Result<String, LoadError> {
     let engine = super::engine::new_engine().map_err(invalid)?;
     let linker = super::engine::new_linker(&engine).map_err(invalid)?;
     let jt = loader::load_bytes(&engine, &linker, &wasm, Origin::Installed(file.to_path_buf()), None).await?;
-    Ok(if as_json {
-        serde_json::to_string_pretty(&json!({"ok": true, "job_type": describe_json(&jt)})).unwrap_or_default()
-    } else {
-        format!("ok: {}\n", describe_text(&jt))
-    })
+    Ok((
+        format!("ok: {}", describe_text(&jt)),
+        json!({"ok": true, "job_type": describe_json(&jt)}),
+    ))
 }

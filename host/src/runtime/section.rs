@@ -68,7 +68,7 @@ fn wasi_for(state_dir: Option<&Path>) -> wasmtime::Result<WasiCtx> {
 }
 
 /// A transport for stores that must not reach the network (`describe`, `validate`).
-struct NoTransport;
+pub struct NoTransport;
 
 impl SessionTransport for NoTransport {
     fn call(&self, _: Channel, _: &str, _: &str, _: serde_json::Map<String, Value>) -> CallFuture {

@@ -46,4 +46,13 @@ pub trait SessionTransport: Send + Sync + 'static {
         command: &str,
         args: Map<String, Value>,
     ) -> CallFuture;
+
+    /// `GET /blobs/{org}/{blob}/revisions/{reference}` (`reference` may be `default`): the
+    /// envelope holds `revision.id`. Sections configured with `revision_id: default` resolve it
+    /// once through this before their first session call.
+    fn revision(&self, org: &str, blob: &str, reference: &str) -> CallFuture {
+        let _ = (org, blob);
+        let id = reference.to_owned();
+        Box::pin(async move { Ok(serde_json::json!({"revision": {"id": id}})) })
+    }
 }

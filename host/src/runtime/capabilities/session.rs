@@ -26,6 +26,8 @@ pub struct SessionBinding {
     /// As configured: an id or an alias.
     pub session_ref: String,
     pub bound_id: Arc<Mutex<Option<String>>>,
+    /// The revision id once `default` has been resolved.
+    pub resolved_revision: Arc<Mutex<Option<String>>>,
 }
 
 impl SessionBinding {
@@ -43,6 +45,7 @@ impl SessionBinding {
             revision_id: get("revision_id"),
             session_ref: get("session_id"),
             bound_id: Arc::new(Mutex::new(None)),
+            resolved_revision: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -143,9 +146,39 @@ pub async fn call(
     mut args: Map<String, Value>,
 ) -> Result<Value, ApiError> {
     args.insert("session_id".into(), json!(binding.session_id()));
-    Ok(transport
-        .call(channel, &binding.revision_id, command, args)
-        .await?)
+    let revision = revision_id(transport, binding).await?;
+    Ok(transport.call(channel, &revision, command, args).await?)
+}
+
+/// The section's revision id, resolving `default` through the platform once.
+async fn revision_id(
+    transport: &dyn SessionTransport,
+    binding: &SessionBinding,
+) -> Result<String, ApiError> {
+    if binding.revision_id != "default" {
+        return Ok(binding.revision_id.clone());
+    }
+    if let Some(id) = binding
+        .resolved_revision
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+    {
+        return Ok(id);
+    }
+    let envelope = transport
+        .revision(&binding.org_id, &binding.blob_id, "default")
+        .await?;
+    let id = envelope
+        .pointer("/revision/id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::Transient("the revision answer has no revision.id".into()))?
+        .to_owned();
+    *binding
+        .resolved_revision
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
+    Ok(id)
 }
 
 impl SectionHost {

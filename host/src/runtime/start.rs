@@ -1,0 +1,138 @@
+//! The seam with the CLI: `run(StartContext)` for `start`, the preflight hook of
+//! `job_type_check`, and the adapter of the foundation's `api::Client` to [`SessionTransport`].
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::supervisor::{RuntimeInputs, run_with_signals};
+use super::transport::{CallFuture, Channel, SessionTransport, TransportError};
+use crate::api::{ApiError, Client};
+use crate::config::Config;
+use crate::start::StartContext;
+
+impl From<ApiError> for TransportError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::AuthInvalid { .. } => TransportError::AuthInvalid,
+            ApiError::RateLimited { .. } => TransportError::RateLimited(e.to_string()),
+            ApiError::Transient { .. } => TransportError::Transient(e.to_string()),
+            ApiError::Network { .. } | ApiError::InvalidConfiguration { .. } => {
+                TransportError::Network(e.to_string())
+            }
+            ApiError::CommandFailed {
+                status,
+                error,
+                message,
+            } => TransportError::CommandFailed {
+                status,
+                error,
+                message,
+            },
+        }
+    }
+}
+
+/// The foundation's client as the runtime's transport (it owns the key and the retries).
+pub struct ClientTransport(pub Client);
+
+impl SessionTransport for ClientTransport {
+    fn call(
+        &self,
+        channel: Channel,
+        revision_id: &str,
+        command: &str,
+        args: Map<String, Value>,
+    ) -> CallFuture {
+        let client = self.0.clone();
+        let (revision_id, command) = (revision_id.to_owned(), command.to_owned());
+        Box::pin(async move {
+            let answer = match channel {
+                Channel::Query => client.query(&revision_id, &command, args).await,
+                Channel::Command => client.command(&revision_id, &command, args).await,
+            };
+            Ok(answer?)
+        })
+    }
+
+    fn revision(&self, org: &str, blob: &str, reference: &str) -> CallFuture {
+        let client = self.0.clone();
+        let (org, blob, reference) = (org.to_owned(), blob.to_owned(), reference.to_owned());
+        Box::pin(async move { Ok(client.revision(&org, &blob, &reference).await?) })
+    }
+}
+
+/// config.yaml as the JSON document the runtime reads: the typed config with each section
+/// flattened back to its keys.
+pub fn config_json(config: &Config) -> Value {
+    let mut doc = serde_json::to_value(config).unwrap_or(Value::Null);
+    let sections: Vec<Value> = config
+        .sections
+        .iter()
+        .map(|s| {
+            let mut map = s.settings.clone();
+            map.insert("job_type".into(), Value::String(s.job_type.clone()));
+            if let Some(name) = &s.name {
+                map.insert("name".into(), Value::String(name.clone()));
+            }
+            Value::Object(map)
+        })
+        .collect();
+    if let Some(map) = doc.as_object_mut() {
+        map.insert("sections".into(), Value::Array(sections));
+    }
+    doc
+}
+
+/// Run the started worker until it is stopped (SIGINT/SIGTERM; a second SIGINT forces).
+pub async fn run(ctx: StartContext) -> anyhow::Result<ExitCode> {
+    let api_key = ctx
+        .tree
+        .load_credentials()
+        .map(|c| c.api.key.expose().to_owned())
+        .unwrap_or_default();
+    let inputs = RuntimeInputs {
+        config: config_json(&ctx.config),
+        transport: Arc::new(ClientTransport(ctx.client.clone())),
+        tree_root: ctx.tree.root().to_path_buf(),
+        user_id: ctx.identity.user.user_id.clone(),
+        instance_id: ctx.instance.instance_id.clone(),
+        secrets: vec![api_key],
+    };
+    let report = run_with_signals(inputs).await?;
+    if !report.preflight.is_empty() {
+        for e in &report.preflight {
+            eprintln!("error: {e}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The job-type step of preflight, for `job_type_check`: (code, field path, message) of every
+/// refusal. Loads the job types (bundled and installed) and calls their `validate` exports;
+/// contacts no server.
+pub async fn validate_config(config: &Config, tree_root: &std::path::Path) -> Vec<(String, String, String)> {
+    let runtime = match super::Runtime::load(Some(tree_root.join("plugins")), Some(tree_root.join("cache"))).await {
+        Ok(r) => Arc::new(r),
+        Err(e) => return vec![("JOB_TYPE_INVALID".into(), String::new(), format!("{e:#}"))],
+    };
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let inputs = RuntimeInputs {
+        config: config_json(config),
+        transport: Arc::new(super::section::NoTransport),
+        tree_root: tree_root.to_path_buf(),
+        user_id: String::new(),
+        instance_id: String::new(),
+        secrets: Vec::new(),
+    };
+    let shared = super::supervisor::shared(&inputs, rx);
+    match super::preflight::check(&runtime.engine, &runtime.job_types, &shared, &shared.jobs_dir).await {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors
+            .into_iter()
+            .map(|e| (e.code, e.field.unwrap_or_default(), e.message))
+            .collect(),
+    }
+}
