@@ -1,0 +1,451 @@
+//! The HTTP client for BlobHub's REST reads and data channel (wire-protocol.md §1).
+
+use std::fmt;
+use std::sync::{Arc, Once};
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{ApiError, RetryPolicy, parse_retry_after};
+
+/// Per-request timeout: connect, send and read together (§1.1).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many of the newest thread items the post read-back inspects (§1.4).
+const READ_BACK_LIMIT: u64 = 25;
+
+/// The user an API key belongs to (`GET /users/me`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserInfo {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+}
+
+/// A BlobHub client bound to one API URL and key. Cloning is cheap and shares one connection
+/// pool, so every part of the worker should clone one client rather than build its own.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// The API base URL without a trailing `/`.
+    base: String,
+    retry: RetryPolicy,
+}
+
+impl fmt::Debug for Client {
+    // Deliberately omits the headers: they carry the API key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.inner.base)
+            .field("retry", &self.inner.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a failed call may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Idempotency {
+    /// `GET` and `/data/query`: running twice is harmless, so every transient error retries.
+    Read,
+    /// `/data/command`: only a failure that proves the request never ran retries.
+    Write,
+}
+
+impl Client {
+    /// Builds a client for `api_url` (e.g. `https://api.blobhub.io/v1`) authenticating with
+    /// `api_key`.
+    pub fn new(api_url: &str, api_key: &str, retry: RetryPolicy) -> Result<Client, ApiError> {
+        install_crypto_provider();
+        let invalid = |detail: String| ApiError::InvalidConfiguration { detail };
+        let base = api_url.trim().trim_end_matches('/').to_owned();
+        let parsed = reqwest::Url::parse(&base)
+            .map_err(|e| invalid(format!("API URL `{base}` is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(invalid(format!("API URL `{base}` is not http(s)")));
+        }
+        let mut key = HeaderValue::from_str(api_key.trim()).map_err(|_| {
+            invalid("the API key contains characters not allowed in a header".into())
+        })?;
+        // Sensitive values are left out of reqwest's and hyper's Debug output.
+        key.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert("X-API-Key", key);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(REQUEST_TIMEOUT)
+            // §1.1: redirects are not followed; a 3xx falls into the JSON-parse path.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| invalid(error_chain(&e)))?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                retry: RetryPolicy {
+                    max_attempts: retry.max_attempts.max(1),
+                    ..retry
+                },
+            }),
+        })
+    }
+
+    /// The API base URL, without a trailing `/`.
+    pub fn api_url(&self) -> &str {
+        &self.inner.base
+    }
+
+    /// `GET /users/me`: who the API key belongs to.
+    pub async fn users_me(&self) -> Result<UserInfo, ApiError> {
+        let body = self
+            .call(Idempotency::Read, Method::GET, "/users/me", None)
+            .await?;
+        let user = &body["user"];
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let id = text(&user["id"]);
+        if id.is_empty() {
+            return Err(ApiError::Transient {
+                status: None,
+                detail: "`/users/me` answered without `user.id`".to_owned(),
+            });
+        }
+        Ok(UserInfo {
+            id,
+            name: text(&user["name"]),
+            email: text(&user["email"]),
+        })
+    }
+
+    /// `GET /blobs/{org}/{blob}/revisions/{reference}` where `reference` is a revision id or
+    /// `default`. Returns the whole success envelope (`{"status":"success","revision":{..}}`).
+    pub async fn revision(
+        &self,
+        org: &str,
+        blob: &str,
+        reference: &str,
+    ) -> Result<Value, ApiError> {
+        // §1.1: ids are interpolated raw, as the platform expects.
+        let path = format!("/blobs/{org}/{blob}/revisions/{reference}");
+        self.call(Idempotency::Read, Method::GET, &path, None).await
+    }
+
+    /// `POST {base}/revisions/{revision_id}/data/query` with `{"command": name, ..args}`.
+    /// Returns the whole success envelope. Retries every transient failure.
+    pub async fn query(
+        &self,
+        revision_id: &str,
+        command: &str,
+        args: Map<String, Value>,
+    ) -> Result<Value, ApiError> {
+        let path = format!("/revisions/{revision_id}/data/query");
+        let body = envelope_body(command, args);
+        self.call(Idempotency::Read, Method::POST, &path, Some(body))
+            .await
+    }
+
+    /// `POST {base}/revisions/{revision_id}/data/command` with `{"command": name, ..args}`.
+    /// Returns the whole success envelope.
+    ///
+    /// A write is re-sent only when the failure proves it never ran (429, connection refused).
+    /// The exception is `post_session_thread_item` carrying `metadata.post_id`: after a failure
+    /// whose outcome is unknown it reads the thread back and returns the stored item with that
+    /// `post_id` instead of posting it twice (§1.4).
+    pub async fn command(
+        &self,
+        revision_id: &str,
+        command: &str,
+        args: Map<String, Value>,
+    ) -> Result<Value, ApiError> {
+        let path = format!("/revisions/{revision_id}/data/command");
+        let post_id = (command == "post_session_thread_item")
+            .then(|| {
+                args.get("metadata")?
+                    .get("post_id")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .flatten();
+        let read_back = post_id.map(|post_id| ReadBack {
+            revision_id: revision_id.to_owned(),
+            session_id: args.get("session_id").cloned(),
+            alias: args.get("alias").cloned(),
+            post_id,
+        });
+        let body = envelope_body(command, args);
+        match read_back {
+            None => {
+                self.call(Idempotency::Write, Method::POST, &path, Some(body))
+                    .await
+            }
+            Some(read_back) => self.post_item(&path, body, read_back).await,
+        }
+    }
+
+    /// Sends with retries according to `idempotency`.
+    async fn call(
+        &self,
+        idempotency: Idempotency,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Value, ApiError> {
+        let retry = self.inner.retry;
+        let mut attempt = 1;
+        loop {
+            let err = match self.send_once(method.clone(), path, body.clone()).await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            let retryable = match idempotency {
+                Idempotency::Read => err.is_transient(),
+                Idempotency::Write => err.never_ran(),
+            };
+            if !retryable || attempt >= retry.max_attempts {
+                return Err(err);
+            }
+            self.back_off(attempt, path, &err).await?;
+            attempt += 1;
+        }
+    }
+
+    /// Sleeps before attempt `attempt + 1`, or gives the error back when `Retry-After` asks for
+    /// more than the cap.
+    async fn back_off(&self, attempt: u32, path: &str, err: &ApiError) -> Result<(), ApiError> {
+        let Some(delay) = self.inner.retry.delay(attempt - 1, err, fastrand::f64()) else {
+            return Err(err.clone());
+        };
+        tracing::debug!(
+            path,
+            attempt,
+            code = err.code(),
+            delay_ms = delay.as_millis() as u64,
+            "retrying BlobHub call"
+        );
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+
+    /// `post_session_thread_item` with an idempotency id (§1.4 safe-retry rule).
+    async fn post_item(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        read_back: ReadBack,
+    ) -> Result<Value, ApiError> {
+        let retry = self.inner.retry;
+        let mut attempt = 1;
+        loop {
+            let err = match self.send_once(Method::POST, path, Some(body.clone())).await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            if !err.is_transient() || attempt >= retry.max_attempts {
+                return Err(err);
+            }
+            if !err.never_ran() {
+                // The listing is an eventually consistent index: give it a moment (2 s with
+                // the default 500 ms base, as the reference does).
+                tokio::time::sleep(retry.base.saturating_mul(4).min(retry.cap)).await;
+                match self.find_posted(&read_back).await {
+                    Ok(Some(item)) => {
+                        tracing::debug!(post_id = %read_back.post_id, "post already stored; not re-posting");
+                        return Ok(serde_json::json!({"status": "success", "item": item}));
+                    }
+                    Ok(None) => {}
+                    // Without a read-back we cannot know whether a re-post would duplicate.
+                    Err(read_err) => {
+                        tracing::debug!(code = read_err.code(), "post read-back failed");
+                        return Err(err);
+                    }
+                }
+            }
+            self.back_off(attempt, path, &err).await?;
+            attempt += 1;
+        }
+    }
+
+    /// Lists the thread newest-first and returns the item carrying `read_back.post_id`.
+    async fn find_posted(&self, read_back: &ReadBack) -> Result<Option<Value>, ApiError> {
+        let mut args = Map::new();
+        if let Some(session_id) = &read_back.session_id {
+            args.insert("session_id".into(), session_id.clone());
+        }
+        if let Some(alias) = &read_back.alias {
+            args.insert("alias".into(), alias.clone());
+        }
+        args.insert("ascending".into(), Value::Bool(false));
+        args.insert("limit".into(), READ_BACK_LIMIT.into());
+        let listing = self
+            .query(&read_back.revision_id, "list_session_thread_items", args)
+            .await?;
+        let items = listing["items"].as_array().cloned().unwrap_or_default();
+        Ok(items
+            .into_iter()
+            .find(|item| item["metadata"]["post_id"].as_str() == Some(read_back.post_id.as_str())))
+    }
+
+    /// One HTTP exchange, classified as in §1.2.
+    async fn send_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Value, ApiError> {
+        let url = format!("{}{}", self.inner.base, path);
+        let mut request = self.inner.http.request(method.clone(), &url);
+        if let Some(body) = body {
+            request = request.header(CONTENT_TYPE, "application/json").body(body);
+        }
+        let response = request.send().await.map_err(network_error)?;
+        let status = response.status();
+        tracing::trace!(%method, path, status = status.as_u16(), "BlobHub response");
+        match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(ApiError::AuthInvalid {
+                    status: status.as_u16(),
+                });
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                let retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                return Err(ApiError::RateLimited { retry_after });
+            }
+            s if s.is_server_error() => {
+                return Err(ApiError::Transient {
+                    status: Some(s.as_u16()),
+                    detail: format!("HTTP {}", s.as_u16()),
+                });
+            }
+            _ => {}
+        }
+        let bytes = response.bytes().await.map_err(network_error)?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|_| ApiError::Transient {
+            status: Some(status.as_u16()),
+            detail: format!("HTTP {} with a body that is not JSON", status.as_u16()),
+        })?;
+        if value["status"].as_str() == Some("success") {
+            return Ok(value);
+        }
+        Err(ApiError::CommandFailed {
+            status: status.as_u16(),
+            error: value["error"].as_str().unwrap_or("unknown").to_owned(),
+            message: value["message"].as_str().unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+/// What the post read-back needs to find an item again.
+struct ReadBack {
+    revision_id: String,
+    session_id: Option<Value>,
+    alias: Option<Value>,
+    post_id: String,
+}
+
+/// `{"command": name, ..args}` with `null` arguments left out: the platform types optional
+/// arguments as strings and answers an explicit `null` with HTTP 400 (§1.1).
+fn envelope_body(command: &str, args: Map<String, Value>) -> Vec<u8> {
+    let mut body = Map::with_capacity(args.len() + 1);
+    body.insert("command".into(), Value::String(command.to_owned()));
+    for (key, value) in args {
+        if key != "command" && !value.is_null() {
+            body.insert(key, value);
+        }
+    }
+    serde_json::to_vec(&Value::Object(body)).expect("a JSON map always serialises")
+}
+
+fn network_error(err: reqwest::Error) -> ApiError {
+    ApiError::Network {
+        // A connect failure (refused, unreachable, connect timeout) never reached the server.
+        never_ran: err.is_connect(),
+        detail: error_chain(&err),
+    }
+}
+
+/// The error and its sources on one line (reqwest's top-level message alone says little).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// reqwest is built with `rustls-no-provider`; ring is the process-wide provider.
+fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Another part of the process may have installed one first; that one is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_omits_nulls_and_keeps_command_first() {
+        let mut args = Map::new();
+        args.insert("session_id".into(), "ses_1".into());
+        args.insert("cursor".into(), Value::Null);
+        args.insert("command".into(), "sneaky".into());
+        let body: Value =
+            serde_json::from_slice(&envelope_body("list_session_events", args)).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"command": "list_session_events", "session_id": "ses_1"})
+        );
+    }
+
+    #[test]
+    fn client_debug_hides_the_key() {
+        let client = Client::new(
+            "http://127.0.0.1:9/v1/",
+            "bhk_secret",
+            RetryPolicy::default(),
+        )
+        .unwrap();
+        assert_eq!(client.api_url(), "http://127.0.0.1:9/v1");
+        assert!(!format!("{client:?}").contains("bhk_secret"));
+    }
+
+    #[test]
+    fn bad_urls_are_refused() {
+        for url in ["", "not a url", "ftp://x/v1"] {
+            let err = Client::new(url, "k", RetryPolicy::default()).unwrap_err();
+            assert_eq!(err.code(), "API_INVALID_CONFIGURATION");
+        }
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_a_never_ran_network_error() {
+        // Bind and drop a listener to get a port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let retry = RetryPolicy {
+            max_attempts: 2,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+        };
+        let client = Client::new(&format!("http://127.0.0.1:{port}/v1"), "k", retry).unwrap();
+        let err = client.users_me().await.unwrap_err();
+        assert_eq!(err.code(), "API_NETWORK_ERROR");
+        assert!(err.never_ran(), "{err:?}");
+    }
+}

@@ -1,0 +1,11 @@
+//! The BlobHub client: authentication, the query/command envelope, typed errors and retries.
+//!
+//! Everything that talks HTTP to BlobHub goes through [`Client`]; the API key never leaves it.
+
+mod client;
+mod error;
+mod retry;
+
+pub use client::{Client, UserInfo};
+pub use error::ApiError;
+pub use retry::{RetryPolicy, parse_retry_after};

@@ -1,0 +1,133 @@
+//! The command line: argument parsing, logging setup, and the one place where errors become
+//! output and exit statuses (wire-protocol.md §7.1):
+//!
+//! * 0: success, `--help`, `--version`, `start` after a graceful stop;
+//! * 1: a coded error, printed once as `error: CODE: message` and `hint: …` on stderr (with
+//!   `--json`: one JSON object on one line);
+//! * 2: a usage error (bad flag or value).
+
+mod config_check;
+mod login;
+mod output;
+mod plugins;
+mod start;
+mod whoami;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use output::Output;
+
+use crate::coded::CodedError;
+
+/// BlobHub Worker: attaches to BlobHub sessions and runs coding agents for their threads.
+#[derive(Debug, Parser)]
+#[command(name = "blobhub-worker", version, about, propagate_version = true)]
+struct Cli {
+    /// Machine-readable output: JSON on stdout, errors as one JSON line on stderr.
+    #[arg(long, global = true)]
+    json: bool,
+    /// More log output (repeat for more: -v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Store the API URL and key, validated against BlobHub, and record the user.
+    Login(login::LoginArgs),
+    /// Show the API URL, the user, the state tree and whether a worker is running.
+    Whoami,
+    /// Work with config.yaml.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Check everything, then run the configured sections until stopped.
+    Start(start::StartArgs),
+    /// List the bundled and installed job types, or check a component (`plugins check FILE`).
+    Plugins(plugins::PluginsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Report every problem of config.yaml at once, each with its field path and line.
+    Check {
+        /// The file to check (default: config.yaml of the state tree).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+}
+
+/// The whole program: parses the arguments, runs the command and reports its outcome.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Help and version go to stdout with status 0; usage errors to stderr with 2.
+            let _ = err.print();
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+        }
+    };
+    let output = Output {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    init_logging(&cli);
+    match try_run(cli, &output) {
+        Ok(code) => code,
+        Err(err) => {
+            output.report_error(&err);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_run(cli: Cli, output: &Output) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Login(args) => login::run(args, output).await,
+            Command::Whoami => whoami::run(output).await,
+            Command::Config(ConfigCommand::Check { file }) => config_check::run(file, output).await,
+            Command::Start(args) => start::run(args, output).await,
+            Command::Plugins(args) => plugins::run(args, output).await,
+        }
+    })
+}
+
+fn init_logging(cli: &Cli) {
+    let level = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    // BLOBHUB_WORKER_LOG takes a full filter (`blobhub_worker::api=trace`) for debugging.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BLOBHUB_WORKER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if cli.json {
+        builder.json().try_init()
+    } else {
+        builder.with_target(false).try_init()
+    };
+}
+
+/// The state tree of this invocation, or the coded error saying why there is none.
+fn state_tree() -> Result<crate::state_tree::StateTree, CodedError> {
+    Ok(crate::state_tree::StateTree::from_env()?)
+}

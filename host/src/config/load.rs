@@ -1,0 +1,759 @@
+//! Reading and validating `config.yaml`, collecting every problem at once.
+//!
+//! The text is parsed into a YAML tree, then walked field by field. A wrong field is recorded
+//! with its path and line and the walk goes on, so one `config check` shows every problem.
+//! (A derived `Deserialize` stops at the first type error, which is why the walk is by hand;
+//! unknown keys are found by comparing each mapping with the keys its block knows.)
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Map;
+use serde_yaml::{Mapping, Value};
+
+use super::lines::LineIndex;
+use super::model::{
+    AgentSettings, Concurrency, Config, JobTypeSettings, Permissions, Polling, Section,
+};
+
+/// Agent types the bundled harness knows (`test_double` is its internal test adapter).
+const KNOWN_AGENT_TYPES: [&str; 3] = ["claude_code", "codex", "test_double"];
+/// Portable effort values; anything else must look like a harness passthrough token.
+const PORTABLE_EFFORT: [&str; 3] = ["low", "medium", "high"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem of the config, located by field path and line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// A stable code: `INVALID_CONFIG` for errors of this module, `UNKNOWN_KEY` for warnings;
+    /// job types add their own (`MISSING_SESSION_KEYS`, …).
+    pub code: String,
+    /// `sections[1].job_type`; empty for the file as a whole.
+    pub path: String,
+    /// 1-based line in `config.yaml`, when known.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// The outcome of loading: a config when there was no error, and every diagnostic.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub config: Option<Config>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// For locating diagnostics that later checks (job types) produce.
+    pub lines: LineIndex,
+}
+
+impl LoadReport {
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+    }
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+    }
+}
+
+/// Loads `path`. A missing or unreadable file is one error diagnostic.
+pub fn load_file(path: &Path) -> LoadReport {
+    match std::fs::read_to_string(path) {
+        Ok(text) => load_str(&text),
+        Err(e) => LoadReport {
+            config: None,
+            diagnostics: vec![Diagnostic {
+                severity: Severity::Error,
+                code: "INVALID_CONFIG".into(),
+                path: String::new(),
+                line: None,
+                message: if e.kind() == std::io::ErrorKind::NotFound {
+                    format!("{} does not exist", path.display())
+                } else {
+                    format!("cannot read {}: {e}", path.display())
+                },
+            }],
+            lines: LineIndex::default(),
+        },
+    }
+}
+
+/// Parses and validates the text of a `config.yaml`.
+pub fn load_str(text: &str) -> LoadReport {
+    let lines = LineIndex::build(text);
+    let mut walk = Walk {
+        lines,
+        diagnostics: Vec::new(),
+    };
+    let config = match serde_yaml::from_str::<Value>(text) {
+        Ok(root) => walk.config(&root),
+        Err(e) => {
+            walk.diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                code: "INVALID_CONFIG".into(),
+                path: String::new(),
+                line: e.location().map(|l| l.line()),
+                message: format!("not valid YAML: {e}"),
+            });
+            None
+        }
+    };
+    let has_errors = walk
+        .diagnostics
+        .iter()
+        .any(|d| d.severity == Severity::Error);
+    LoadReport {
+        config: config.filter(|_| !has_errors),
+        diagnostics: walk.diagnostics,
+        lines: walk.lines,
+    }
+}
+
+struct Walk {
+    lines: LineIndex,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// Joins a parent path and a key.
+fn child(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+impl Walk {
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        self.push(Severity::Error, "INVALID_CONFIG", path, message.into());
+    }
+
+    fn warn(&mut self, path: &str, message: impl Into<String>) {
+        self.push(Severity::Warning, "UNKNOWN_KEY", path, message.into());
+    }
+
+    fn push(&mut self, severity: Severity, code: &str, path: &str, message: String) {
+        self.diagnostics.push(Diagnostic {
+            severity,
+            code: code.to_owned(),
+            path: path.to_owned(),
+            line: self.lines.line(path),
+            message,
+        });
+    }
+
+    /// The mapping at `path`; `null`/absent is an empty mapping. Keys must be strings.
+    fn mapping<'v>(
+        &mut self,
+        path: &str,
+        value: Option<&'v Value>,
+    ) -> Option<Vec<(String, &'v Value)>> {
+        match value {
+            None | Some(Value::Null) => Some(Vec::new()),
+            Some(Value::Mapping(map)) => Some(self.entries(path, map)),
+            Some(other) => {
+                self.error(
+                    path,
+                    format!("expected a mapping, found {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn entries<'v>(&mut self, path: &str, map: &'v Mapping) -> Vec<(String, &'v Value)> {
+        let mut out = Vec::new();
+        for (key, value) in map {
+            match key.as_str() {
+                Some(key) => out.push((key.to_owned(), value)),
+                None => self.error(
+                    path,
+                    format!("keys must be strings, found {}", type_name(key)),
+                ),
+            }
+        }
+        out
+    }
+
+    /// Warns about every key of `entries` that is not in `known`.
+    fn unknown_keys(&mut self, path: &str, entries: &[(String, &Value)], known: &[&str]) {
+        for (key, _) in entries {
+            if !known.contains(&key.as_str()) {
+                let mut message = format!("unknown key `{key}` is ignored");
+                if !known.is_empty() {
+                    message.push_str(&format!(" (known: {})", known.join(", ")));
+                }
+                self.warn(&child(path, key), message);
+            }
+        }
+    }
+
+    fn get<'v>(entries: &[(String, &'v Value)], key: &str) -> Option<&'v Value> {
+        entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| *v)
+            .filter(|v| !v.is_null())
+    }
+
+    /// A positive integer (> 0), or `default` when absent.
+    fn positive(&mut self, path: &str, value: Option<&Value>, default: u64) -> u64 {
+        match value {
+            None => default,
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(v) if v > 0 => v,
+                _ => {
+                    self.error(
+                        path,
+                        format!("must be an integer greater than 0, found {n}"),
+                    );
+                    default
+                }
+            },
+            Some(other) => {
+                self.error(
+                    path,
+                    format!("expected an integer, found {}", type_name(other)),
+                );
+                default
+            }
+        }
+    }
+
+    /// A non-empty string, or `None` when absent.
+    fn string(&mut self, path: &str, value: Option<&Value>) -> Option<String> {
+        match value {
+            None => None,
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+            Some(Value::String(_)) => {
+                self.error(
+                    path,
+                    "must not be empty (leave the key out for the default)",
+                );
+                None
+            }
+            Some(other) => {
+                self.error(
+                    path,
+                    format!("expected a string, found {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A list of non-empty strings, or `None` when absent.
+    fn string_list(&mut self, path: &str, value: Option<&Value>) -> Option<Vec<String>> {
+        let items = match value? {
+            Value::Sequence(items) => items,
+            other => {
+                self.error(
+                    path,
+                    format!("expected a list of strings, found {}", type_name(other)),
+                );
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            if let Some(s) = self.string(&format!("{path}[{i}]"), Some(item)) {
+                out.push(s);
+            } else if item.is_null() {
+                self.error(&format!("{path}[{i}]"), "expected a string, found null");
+            }
+        }
+        Some(out)
+    }
+
+    fn config(&mut self, root: &Value) -> Option<Config> {
+        let top = match root {
+            Value::Null => {
+                self.error("", "the file is empty; `sections` is required");
+                return None;
+            }
+            Value::Mapping(map) => self.entries("", map),
+            other => {
+                self.error(
+                    "",
+                    format!(
+                        "expected a mapping at the top level, found {}",
+                        type_name(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        self.unknown_keys(
+            "",
+            &top,
+            &["polling", "concurrency", "agents", "sections", "job_types"],
+        );
+        let polling = self.polling(Self::get(&top, "polling"));
+        let concurrency = self.concurrency(Self::get(&top, "concurrency"));
+        let agents = self.agents(Self::get(&top, "agents"));
+        let sections = self.sections(top.iter().find(|(k, _)| k == "sections").map(|(_, v)| *v));
+        let job_types = self.job_types(Self::get(&top, "job_types"));
+        Some(Config {
+            polling,
+            concurrency,
+            agents,
+            sections,
+            job_types,
+        })
+    }
+
+    fn polling(&mut self, value: Option<&Value>) -> Polling {
+        let defaults = Polling::default();
+        let Some(map) = self.mapping("polling", value) else {
+            return defaults;
+        };
+        self.unknown_keys(
+            "polling",
+            &map,
+            &["interval_idle_ms", "interval_active_ms", "backoff_max_ms"],
+        );
+        let polling = Polling {
+            interval_idle_ms: self.positive(
+                "polling.interval_idle_ms",
+                Self::get(&map, "interval_idle_ms"),
+                defaults.interval_idle_ms,
+            ),
+            interval_active_ms: self.positive(
+                "polling.interval_active_ms",
+                Self::get(&map, "interval_active_ms"),
+                defaults.interval_active_ms,
+            ),
+            backoff_max_ms: self.positive(
+                "polling.backoff_max_ms",
+                Self::get(&map, "backoff_max_ms"),
+                defaults.backoff_max_ms,
+            ),
+        };
+        let longest = polling.interval_idle_ms.max(polling.interval_active_ms);
+        if polling.backoff_max_ms < longest {
+            self.error(
+                "polling.backoff_max_ms",
+                format!(
+                    "must be at least the longest poll interval ({longest} ms), found {}",
+                    polling.backoff_max_ms
+                ),
+            );
+        }
+        polling
+    }
+
+    fn concurrency(&mut self, value: Option<&Value>) -> Concurrency {
+        let defaults = Concurrency::default();
+        let Some(map) = self.mapping("concurrency", value) else {
+            return defaults;
+        };
+        self.unknown_keys("concurrency", &map, &["max_agents"]);
+        let max_agents = self.positive(
+            "concurrency.max_agents",
+            Self::get(&map, "max_agents"),
+            defaults.max_agents.into(),
+        );
+        let max_agents = u32::try_from(max_agents).unwrap_or_else(|_| {
+            self.error(
+                "concurrency.max_agents",
+                format!("must be at most {}", u32::MAX),
+            );
+            defaults.max_agents
+        });
+        Concurrency { max_agents }
+    }
+
+    fn agents(&mut self, value: Option<&Value>) -> BTreeMap<String, AgentSettings> {
+        let mut agents = BTreeMap::new();
+        let Some(map) = self.mapping("agents", value) else {
+            return agents;
+        };
+        for (agent_type, value) in map {
+            let path = child("agents", &agent_type);
+            if !KNOWN_AGENT_TYPES.contains(&agent_type.as_str()) {
+                self.warn(&path, format!("unknown agent type `{agent_type}` (known: claude_code, codex); no job type will use it"));
+            }
+            let Some(fields) = self.mapping(&path, Some(value)) else {
+                continue;
+            };
+            self.unknown_keys(
+                &path,
+                &fields,
+                &[
+                    "executable",
+                    "model",
+                    "effort",
+                    "permissions",
+                    "allowed_executables",
+                ],
+            );
+            let effort = self.string(&child(&path, "effort"), Self::get(&fields, "effort"));
+            if let Some(effort) = &effort
+                && !PORTABLE_EFFORT.contains(&effort.as_str())
+                && !effort
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
+                self.error(&child(&path, "effort"), format!("`{effort}` is neither low, medium, high nor a passthrough token ([A-Za-z0-9_.-])"));
+            }
+            let permissions = match self.string(
+                &child(&path, "permissions"),
+                Self::get(&fields, "permissions"),
+            ) {
+                None => Permissions::default(),
+                Some(text) => Permissions::parse(&text).unwrap_or_else(|| {
+                    self.error(
+                        &child(&path, "permissions"),
+                        format!(
+                            "`{text}` is not one of {}",
+                            Permissions::VOCABULARY.join(", ")
+                        ),
+                    );
+                    Permissions::default()
+                }),
+            };
+            let settings = AgentSettings {
+                executable: self.string(
+                    &child(&path, "executable"),
+                    Self::get(&fields, "executable"),
+                ),
+                model: self.string(&child(&path, "model"), Self::get(&fields, "model")),
+                effort,
+                permissions,
+                allowed_executables: self
+                    .string_list(
+                        &child(&path, "allowed_executables"),
+                        Self::get(&fields, "allowed_executables"),
+                    )
+                    .unwrap_or_default(),
+            };
+            agents.insert(agent_type, settings);
+        }
+        agents
+    }
+
+    fn sections(&mut self, value: Option<&Value>) -> Vec<Section> {
+        let items = match value {
+            None => {
+                self.error(
+                    "sections",
+                    "is required (a list of sections; see docs/configuration.md)",
+                );
+                return Vec::new();
+            }
+            Some(Value::Sequence(items)) => items,
+            Some(other) => {
+                self.error(
+                    "sections",
+                    format!("expected a list, found {}", type_name(other)),
+                );
+                return Vec::new();
+            }
+        };
+        let mut sections = Vec::new();
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        for (index, item) in items.iter().enumerate() {
+            let path = format!("sections[{index}]");
+            let fields = match item {
+                Value::Mapping(map) => self.entries(&path, map),
+                other => {
+                    self.error(
+                        &path,
+                        format!(
+                            "expected a mapping with `job_type`, found {}",
+                            type_name(other)
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let name = self.string(&child(&path, "name"), Self::get(&fields, "name"));
+            if let Some(name) = &name {
+                if let Some(first) = names.get(name) {
+                    self.error(
+                        &child(&path, "name"),
+                        format!("duplicates the name of sections[{first}]"),
+                    );
+                } else {
+                    names.insert(name.clone(), index);
+                }
+            }
+            let job_type = match Self::get(&fields, "job_type") {
+                None => {
+                    self.error(&child(&path, "job_type"), "is required");
+                    None
+                }
+                value => self.string(&child(&path, "job_type"), value),
+            };
+            // Every other key belongs to the job type, which validates it at preflight.
+            let mut settings = Map::new();
+            for (key, value) in &fields {
+                if key == "name" || key == "job_type" {
+                    continue;
+                }
+                match serde_json::to_value(value) {
+                    Ok(json) => {
+                        settings.insert(key.clone(), json);
+                    }
+                    Err(e) => self.error(
+                        &child(&path, key),
+                        format!("cannot be represented as JSON: {e}"),
+                    ),
+                }
+            }
+            if let Some(job_type) = job_type {
+                sections.push(Section {
+                    index,
+                    name,
+                    job_type,
+                    settings,
+                    line: self.lines.line(&path),
+                });
+            }
+        }
+        sections
+    }
+
+    fn job_types(&mut self, value: Option<&Value>) -> BTreeMap<String, JobTypeSettings> {
+        let mut job_types = BTreeMap::new();
+        let Some(map) = self.mapping("job_types", value) else {
+            return job_types;
+        };
+        for (job_type, value) in map {
+            let path = child("job_types", &job_type);
+            let Some(fields) = self.mapping(&path, Some(value)) else {
+                continue;
+            };
+            self.unknown_keys(&path, &fields, &["allow_spawn", "memory_limit_mib"]);
+            let allow_spawn = self.string_list(
+                &child(&path, "allow_spawn"),
+                Self::get(&fields, "allow_spawn"),
+            );
+            if let Some(programs) = &allow_spawn {
+                let mut seen = BTreeSet::new();
+                for (i, program) in programs.iter().enumerate() {
+                    if !seen.insert(program) {
+                        self.warn(
+                            &format!("{path}.allow_spawn[{i}]"),
+                            format!("`{program}` is listed twice"),
+                        );
+                    }
+                }
+            }
+            let memory_limit_mib = self.positive(
+                &child(&path, "memory_limit_mib"),
+                Self::get(&fields, "memory_limit_mib"),
+                JobTypeSettings::default().memory_limit_mib,
+            );
+            job_types.insert(
+                job_type,
+                JobTypeSettings {
+                    allow_spawn,
+                    memory_limit_mib,
+                },
+            );
+        }
+        job_types
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = "\
+polling:
+  interval_idle_ms: 1000
+  interval_active_ms: 2000
+  backoff_max_ms: 20000
+concurrency:
+  max_agents: 2
+agents:
+  claude_code:
+    executable: claude
+    model: claude-sonnet-4-6
+    effort: high
+    permissions: autonomous
+    allowed_executables: [claude, /opt/claude/bin/claude]
+  codex: {}
+job_types:
+  session_agent_harness:
+    allow_spawn: [claude, codex]
+    memory_limit_mib: 128
+sections:
+  - name: backend-feature
+    job_type: session_agent_harness
+    session:
+      org_id: org_1
+      blob_id: blb_1
+      revision_id: rev_1
+      session_id: ses_1
+";
+
+    fn errors(report: &LoadReport) -> Vec<(String, Option<usize>)> {
+        report.errors().map(|d| (d.path.clone(), d.line)).collect()
+    }
+
+    #[test]
+    fn full_example_loads() {
+        let report = load_str(FULL);
+        assert_eq!(report.diagnostics, vec![]);
+        let config = report.config.unwrap();
+        assert_eq!(config.polling.interval_idle_ms, 1000);
+        assert_eq!(config.concurrency.max_agents, 2);
+        let claude = config.agent("claude_code");
+        assert_eq!(claude.permissions, Permissions::Autonomous);
+        assert_eq!(claude.allowed_executables.len(), 2);
+        assert_eq!(
+            config.agent("codex").executable_for("codex").as_deref(),
+            Some("codex")
+        );
+        assert_eq!(config.agent("codex").permissions, Permissions::Approval);
+        let section = &config.sections[0];
+        assert_eq!(section.name.as_deref(), Some("backend-feature"));
+        assert_eq!(section.job_type, "session_agent_harness");
+        assert_eq!(section.settings["session"]["org_id"], "org_1");
+        assert_eq!(section.line, Some(20));
+        let grants = config.job_type("session_agent_harness");
+        assert_eq!(grants.memory_limit_mib, 128);
+        assert_eq!(grants.allow_spawn.unwrap(), ["claude", "codex"]);
+        assert_eq!(config.job_type("other").memory_limit_mib, 256);
+        assert_eq!(config.retry_policy().cap.as_millis(), 20000);
+    }
+
+    #[test]
+    fn defaults_apply_to_a_minimal_file() {
+        let report = load_str("sections: []\n");
+        let config = report.config.unwrap();
+        assert_eq!(config.polling, Polling::default());
+        assert_eq!(config.concurrency.max_agents, 4);
+        assert!(config.sections.is_empty());
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once_with_path_and_line() {
+        let text = "\
+polling:
+  interval_idle_ms: 0
+  backoff_max_ms: 1000
+concurrency:
+  max_agents: 0
+agents:
+  claude_code:
+    permissions: yolo
+    effort: \"very high\"
+sections:
+  - name: a
+    job_type: session_agent_harness
+  - name: a
+  - 42
+";
+        let report = load_str(text);
+        assert!(report.config.is_none());
+        assert_eq!(
+            errors(&report),
+            vec![
+                ("polling.interval_idle_ms".to_owned(), Some(2)),
+                ("polling.backoff_max_ms".to_owned(), Some(3)),
+                ("concurrency.max_agents".to_owned(), Some(5)),
+                ("agents.claude_code.effort".to_owned(), Some(9)),
+                ("agents.claude_code.permissions".to_owned(), Some(8)),
+                ("sections[1].name".to_owned(), Some(13)),
+                ("sections[1].job_type".to_owned(), Some(13)),
+                ("sections[2]".to_owned(), Some(14)),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_warn_with_path_and_line() {
+        let text = "\
+pollin:
+  interval_idle_ms: 5
+concurrency:
+  max_agent: 3
+sections:
+  - job_type: session_agent_harness
+    whatever: 1
+";
+        let report = load_str(text);
+        let warnings: Vec<_> = report
+            .warnings()
+            .map(|d| (d.path.as_str(), d.line))
+            .collect();
+        assert_eq!(
+            warnings,
+            vec![("pollin", Some(1)), ("concurrency.max_agent", Some(4))]
+        );
+        // Keys under a section belong to its job type, not to us.
+        let config = report.config.unwrap();
+        assert_eq!(config.sections[0].settings["whatever"], 1);
+    }
+
+    #[test]
+    fn missing_sections_and_bad_yaml_are_errors() {
+        assert_eq!(
+            errors(&load_str("polling: {}\n")),
+            vec![("sections".to_owned(), None)]
+        );
+        let report = load_str("sections:\n  - job_type: [\n");
+        let errs: Vec<_> = report.errors().collect();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].line.is_some());
+        assert!(errors(&load_str("")).len() == 1);
+        assert_eq!(
+            errors(&load_str("sections: 3\n")),
+            vec![("sections".to_owned(), Some(1))]
+        );
+    }
+
+    #[test]
+    fn type_errors_name_the_expected_type() {
+        let report = load_str("polling: {interval_idle_ms: fast}\nsections: []\n");
+        let err = report.errors().next().unwrap();
+        assert_eq!(err.path, "polling.interval_idle_ms");
+        assert!(
+            err.message.contains("expected an integer"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("line 1: polling.interval_idle_ms: {}", err.message)
+        );
+    }
+}

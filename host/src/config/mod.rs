@@ -1,0 +1,12 @@
+//! `config.yaml`: the schema of seeds/001 plus our additions (docs/configuration.md).
+
+mod lines;
+mod load;
+mod model;
+
+pub use lines::LineIndex;
+pub use load::{Diagnostic, LoadReport, Severity, load_file, load_str};
+pub use model::{
+    AgentSettings, Concurrency, Config, JobTypeSettings, Permissions, Polling, Section,
+    default_executable,
+};

@@ -1,0 +1,182 @@
+//! The validated configuration (`config.yaml`, docs/configuration.md).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::api::RetryPolicy;
+
+/// The whole validated `config.yaml`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub polling: Polling,
+    pub concurrency: Concurrency,
+    /// `agents.<agent_type>`: per-agent-type settings; absent types use the defaults.
+    pub agents: BTreeMap<String, AgentSettings>,
+    pub sections: Vec<Section>,
+    /// Our addition: per-job-type grants of the operator.
+    pub job_types: BTreeMap<String, JobTypeSettings>,
+}
+
+impl Config {
+    /// The settings of `agent_type`, or its defaults when the config has no entry for it.
+    pub fn agent(&self, agent_type: &str) -> AgentSettings {
+        self.agents.get(agent_type).cloned().unwrap_or_default()
+    }
+
+    /// The grants of `job_type`, or its defaults (the runtime's spawn grant, 256 MiB).
+    pub fn job_type(&self, job_type: &str) -> JobTypeSettings {
+        self.job_types.get(job_type).cloned().unwrap_or_default()
+    }
+
+    /// The retry policy of API calls: the client's defaults with `polling.backoff_max_ms` as cap.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::with_cap_ms(self.polling.backoff_max_ms)
+    }
+}
+
+/// `polling`: the cadence of per-section poll loops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Polling {
+    pub interval_idle_ms: u64,
+    pub interval_active_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for Polling {
+    fn default() -> Self {
+        Self {
+            interval_idle_ms: 1500,
+            interval_active_ms: 3000,
+            backoff_max_ms: 30000,
+        }
+    }
+}
+
+impl Polling {
+    pub fn interval_idle(&self) -> Duration {
+        Duration::from_millis(self.interval_idle_ms)
+    }
+    pub fn interval_active(&self) -> Duration {
+        Duration::from_millis(self.interval_active_ms)
+    }
+    pub fn backoff_max(&self) -> Duration {
+        Duration::from_millis(self.backoff_max_ms)
+    }
+}
+
+/// `concurrency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Concurrency {
+    /// Agent processes running at once across all sections (≥ 1).
+    pub max_agents: u32,
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Self { max_agents: 4 }
+    }
+}
+
+/// `approval` routes sensitive actions to a human; `autonomous` runs without a gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permissions {
+    #[default]
+    Approval,
+    Autonomous,
+}
+
+impl Permissions {
+    pub const VOCABULARY: [&str; 2] = ["approval", "autonomous"];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "approval" => Some(Self::Approval),
+            "autonomous" => Some(Self::Autonomous),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approval => "approval",
+            Self::Autonomous => "autonomous",
+        }
+    }
+}
+
+/// `agents.<agent_type>`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct AgentSettings {
+    /// Command name resolved on PATH; `None` = the agent type's default.
+    pub executable: Option<String>,
+    pub model: Option<String>,
+    /// `low`, `medium`, `high`, or a harness-specific passthrough value.
+    pub effort: Option<String>,
+    pub permissions: Permissions,
+    /// Our addition: the only executables a thread's own `agent.executable` may name. Empty by
+    /// default, so a thread cannot choose the binary: in the reference a session author could
+    /// make the worker run any program on the operator's machine.
+    pub allowed_executables: Vec<String>,
+}
+
+impl AgentSettings {
+    /// The configured executable, else the agent type's default (`claude`, `codex`).
+    pub fn executable_for(&self, agent_type: &str) -> Option<String> {
+        self.executable
+            .clone()
+            .or_else(|| default_executable(agent_type).map(str::to_owned))
+    }
+}
+
+/// The default command of a known agent type.
+pub fn default_executable(agent_type: &str) -> Option<&'static str> {
+    match agent_type {
+        "claude_code" => Some("claude"),
+        "codex" => Some("codex"),
+        _ => None,
+    }
+}
+
+/// One entry of `sections`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Section {
+    /// Position in the `sections` list (0-based), for diagnostics (`sections[1]`).
+    pub index: usize,
+    pub name: Option<String>,
+    pub job_type: String,
+    /// Every other key of the section, as JSON, for its job type to validate and interpret.
+    pub settings: Map<String, Value>,
+    /// The line where the section starts in `config.yaml`.
+    pub line: Option<usize>,
+}
+
+impl Section {
+    /// `sections[<index>]`, the prefix of this section's field paths.
+    pub fn path(&self) -> String {
+        format!("sections[{}]", self.index)
+    }
+}
+
+/// `job_types.<job_type>`: what the operator grants a job type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobTypeSettings {
+    /// Program names the job type may spawn (both the job type and this list must allow one).
+    /// `None` when the config does not say: the runtime then applies its default grant (for the
+    /// bundled harness, the executables of the `agents` block).
+    pub allow_spawn: Option<Vec<String>>,
+    /// Linear memory limit of each instance of the job type.
+    pub memory_limit_mib: u64,
+}
+
+impl Default for JobTypeSettings {
+    fn default() -> Self {
+        Self {
+            allow_spawn: None,
+            memory_limit_mib: 256,
+        }
+    }
+}

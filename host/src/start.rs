@@ -1,0 +1,161 @@
+//! Preflight of `start` and the context handed to the runtime.
+//!
+//! The checks run in this order (docs/operations.md), each ending the process with its code
+//! and touching nothing on the server:
+//!
+//! 1. `CREDENTIALS_NOT_FOUND`: `credentials.yaml` missing or invalid.
+//! 2. `INSECURE_CREDENTIALS_PERMISSIONS`: `credentials.yaml` has a group/other bit (checked
+//!    before the file is parsed, so an exposed key is never used).
+//! 3. `IDENTITY_NOT_FOUND`: `identity.yaml` missing or invalid.
+//! 4. `INVALID_CONFIG`: `config.yaml` missing, not YAML, or failing the schema.
+//! 5. Job-type validation (`UNKNOWN_JOB_TYPE`, `MISSING_SESSION_KEYS`,
+//!    `DUPLICATE_SECTION_TARGET`, …): [`crate::job_type_check::validate_sections`].
+//! 6. `WORKER_ALREADY_RUNNING`: the instance lock.
+//! 7. `AUTH_INVALID` / `USER_IDENTITY_MISMATCH` (and `API_*` when BlobHub cannot be reached):
+//!    `GET /users/me`, the only network call of preflight.
+//!
+//! The local checks come first so that a broken setup is reported without a network round
+//! trip. The lock is taken before the network check so that a second start on the same tree is
+//! told `WORKER_ALREADY_RUNNING` even when BlobHub is unreachable, and so that the identity
+//! check and everything after it happen under the lock; a failed network check releases it.
+
+use std::fmt::Write as _;
+
+use crate::api::{Client, UserInfo};
+use crate::coded::CodedError;
+use crate::config::{self, Config, Diagnostic, Severity};
+use crate::instance_lock::{InstanceInfo, InstanceLock};
+use crate::state_tree::{Identity, StateTree};
+
+/// Everything the runtime needs to run the sections of a started worker.
+#[derive(Debug, Clone)]
+pub struct StartContext {
+    pub config: Config,
+    pub client: Client,
+    /// The identity recorded by `login` and confirmed by the server at preflight.
+    pub identity: Identity,
+    pub instance: InstanceInfo,
+    pub tree: StateTree,
+    /// `start --tui`: show the dashboard instead of log lines.
+    pub tui: bool,
+}
+
+/// A passed preflight: the context, the held lock (released by the caller after the runtime
+/// returns) and the config warnings to show.
+#[derive(Debug)]
+pub struct Started {
+    pub context: StartContext,
+    pub lock: InstanceLock,
+    pub warnings: Vec<Diagnostic>,
+    /// The user `GET /users/me` answered with.
+    pub user: UserInfo,
+}
+
+/// Runs the preflight checks in the documented order.
+pub async fn preflight(tree: StateTree, tui: bool) -> Result<Started, CodedError> {
+    // 1 and 2: `load_credentials` checks the mode before it parses.
+    let credentials = tree.load_credentials()?;
+    // 3.
+    let identity = tree.load_identity()?;
+    // 4.
+    let report = config::load_file(&tree.config_path());
+    let warnings: Vec<Diagnostic> = report.warnings().cloned().collect();
+    let Some(config) = report.config.clone() else {
+        let errors: Vec<&Diagnostic> = report.errors().collect();
+        return Err(diagnostics_error("INVALID_CONFIG", &tree, &errors));
+    };
+    // 5.
+    let job_type_diagnostics =
+        crate::job_type_check::validate_sections(&config, &tree, &report.lines).await;
+    let job_type_errors: Vec<&Diagnostic> = job_type_diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .collect();
+    if let Some(first) = job_type_errors.first() {
+        let code = known_code(&first.code);
+        return Err(diagnostics_error(code, &tree, &job_type_errors));
+    }
+    let mut warnings = warnings;
+    warnings.extend(job_type_diagnostics);
+    // 6.
+    tree.ensure_dirs().map_err(|e| {
+        CodedError::new(
+            "STATE_TREE_ERROR",
+            format!("cannot create {}: {e}", tree.root().display()),
+        )
+    })?;
+    let instance = InstanceInfo::for_this_process(env!("CARGO_PKG_VERSION"));
+    let lock = InstanceLock::acquire(&tree.instance_path(), instance.clone())?;
+    // 7. On failure the lock is dropped, which removes instance.yaml.
+    let client = Client::new(
+        &credentials.api.url,
+        credentials.api.key.expose(),
+        config.retry_policy(),
+    )?;
+    let user = client.users_me().await?;
+    if user.id != identity.user.user_id {
+        return Err(CodedError::new(
+            "USER_IDENTITY_MISMATCH",
+            format!(
+                "the API key belongs to {} but this state tree was recorded for {}",
+                user.id, identity.user.user_id
+            ),
+        )
+        .with_hint(
+            "run `blobhub-worker login` to switch users, or restore the previous identity.yaml",
+        ));
+    }
+    Ok(Started {
+        context: StartContext {
+            config,
+            client,
+            identity,
+            instance,
+            tree,
+            tui,
+        },
+        lock,
+        warnings,
+        user,
+    })
+}
+
+/// Job types report codes as strings; the process code must be `'static`. Codes outside the
+/// catalogue are reported as `INVALID_CONFIG` with the original code in the message.
+fn known_code(code: &str) -> &'static str {
+    const CATALOGUE: [&str; 5] = [
+        "INVALID_CONFIG",
+        "UNKNOWN_JOB_TYPE",
+        "MISSING_SESSION_KEYS",
+        "DUPLICATE_SECTION_TARGET",
+        "OVERLAPPING_SECTION_PREFIX",
+    ];
+    CATALOGUE
+        .into_iter()
+        .find(|c| *c == code)
+        .unwrap_or("INVALID_CONFIG")
+}
+
+/// One error naming the file and listing every problem, each on its own line.
+pub fn diagnostics_error(
+    code: &'static str,
+    tree: &StateTree,
+    errors: &[&Diagnostic],
+) -> CodedError {
+    let path = tree.config_path();
+    let mut message = match errors {
+        [one] => format!("{}: {one}", path.display()),
+        many => format!("{} has {} problems:", path.display(), many.len()),
+    };
+    if errors.len() > 1 {
+        for d in errors {
+            let _ = write!(message, "\n  {d}");
+            if d.code != code {
+                let _ = write!(message, " [{}]", d.code);
+            }
+        }
+    }
+    CodedError::new(code, message).with_hint(
+        "fix config.yaml (`blobhub-worker config check` lists every problem; see docs/configuration.md)",
+    )
+}
