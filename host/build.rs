@@ -43,7 +43,9 @@ fn main() {
             watch(&plugins.join(package));
             cmd.args(["-p", package]);
         }
-        let status = cmd.status().expect("cannot run cargo for the bundled job types");
+        let status = cmd
+            .status()
+            .expect("cannot run cargo for the bundled job types");
         assert!(
             status.success(),
             "building the bundled job types failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`)"

@@ -43,10 +43,15 @@ pub fn key(engine: &Engine, wasm: &[u8]) -> String {
 
 /// Load `wasm` compiled, from `cache_dir` when possible, else compile and store it there.
 /// Without a cache folder it just compiles. A broken or unreadable cache entry is recompiled.
-pub fn load(engine: &Engine, wasm: &[u8], cache_dir: Option<&Path>) -> wasmtime::Result<Component> {
+/// The flag says whether it came from the cache.
+pub fn load(
+    engine: &Engine,
+    wasm: &[u8],
+    cache_dir: Option<&Path>,
+) -> wasmtime::Result<(Component, bool)> {
     let Some(dir) = cache_dir else {
         MISSES.fetch_add(1, Ordering::Relaxed);
-        return Component::new(engine, wasm);
+        return Ok((Component::new(engine, wasm)?, false));
     };
     let key = key(engine, wasm);
     let path: PathBuf = dir.join(format!("{key}.cwasm"));
@@ -58,7 +63,7 @@ pub fn load(engine: &Engine, wasm: &[u8], cache_dir: Option<&Path>) -> wasmtime:
             Ok(component) => {
                 HITS.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(key = %key, "component_cache_hit");
-                return Ok(component);
+                return Ok((component, true));
             }
             Err(e) => tracing::warn!(key = %key, error = %e, "component_cache_unusable"),
         }
@@ -72,5 +77,5 @@ pub fn load(engine: &Engine, wasm: &[u8], cache_dir: Option<&Path>) -> wasmtime:
     {
         tracing::warn!(key = %key, error = %e, "component_cache_write_failed");
     }
-    Ok(component)
+    Ok((component, false))
 }

@@ -75,6 +75,8 @@ pub struct LoadedJobType {
     pub origin: Origin,
     pub descriptor: Descriptor,
     pub pre: JobTypePre<SectionHost>,
+    /// Whether the compiled code came from the on-disk cache.
+    pub from_cache: bool,
 }
 
 impl LoadedJobType {
@@ -94,7 +96,11 @@ pub fn capability_text(c: &Capability) -> String {
 
 /// Every `blobhub:worker/*@X.Y.Z` name the component imports or exports must carry a supported
 /// major/minor.
-pub fn check_wit_version(engine: &Engine, component: &Component, origin: &str) -> Result<(), LoadError> {
+pub fn check_wit_version(
+    engine: &Engine,
+    component: &Component,
+    origin: &str,
+) -> Result<(), LoadError> {
     let ty = component.component_type();
     let names: Vec<String> = ty
         .imports(engine)
@@ -143,16 +149,21 @@ pub async fn load_bytes(
         origin: label.clone(),
         detail,
     };
-    let component = super::cache::load(engine, wasm, cache_dir).map_err(|e| invalid(format!("{e:#}")))?;
+    let (component, from_cache) =
+        super::cache::load(engine, wasm, cache_dir).map_err(|e| invalid(format!("{e:#}")))?;
     check_wit_version(engine, &component, &label)?;
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| invalid(format!("{e:#}")))?;
     let pre = JobTypePre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
-    let mut store: Store<SectionHost> = scratch_store(engine).map_err(|e| invalid(format!("{e:#}")))?;
+    let mut store: Store<SectionHost> =
+        scratch_store(engine).map_err(|e| invalid(format!("{e:#}")))?;
     let describe = async {
         let instance = pre.instantiate_async(&mut store).await?;
-        instance.blobhub_worker_job().call_describe(&mut store).await
+        instance
+            .blobhub_worker_job()
+            .call_describe(&mut store)
+            .await
     };
     let descriptor = describe.await.map_err(|e| LoadError::Describe {
         origin: label.clone(),
@@ -162,6 +173,7 @@ pub async fn load_bytes(
         origin,
         descriptor,
         pre,
+        from_cache,
     })
 }
 
@@ -204,8 +216,20 @@ pub async fn load_all(
     }
     for path in plugins_dir.map(installed_files).unwrap_or_default() {
         let loaded = match std::fs::read(&path) {
-            Ok(wasm) => load_bytes(engine, linker, &wasm, Origin::Installed(path.clone()), cache_dir).await,
-            Err(source) => Err(LoadError::Unreadable { path: path.clone(), source }),
+            Ok(wasm) => {
+                load_bytes(
+                    engine,
+                    linker,
+                    &wasm,
+                    Origin::Installed(path.clone()),
+                    cache_dir,
+                )
+                .await
+            }
+            Err(source) => Err(LoadError::Unreadable {
+                path: path.clone(),
+                source,
+            }),
         };
         match loaded {
             Ok(jt) => {

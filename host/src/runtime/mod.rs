@@ -19,6 +19,6 @@ pub use loader::{JobTypes, LoadError, LoadedJobType, Origin};
 pub use preflight::PreflightError;
 pub use section::SectionEnd;
 pub use settings::RuntimeSettings;
-pub use supervisor::{Runtime, RuntimeInputs, RunReport};
 pub use start::run;
+pub use supervisor::{RunReport, Runtime, RuntimeInputs};
 pub use transport::{Channel, SessionTransport, TransportError};

@@ -17,14 +17,23 @@ fn describe_json(jt: &LoadedJobType) -> Value {
 }
 
 fn describe_text(jt: &LoadedJobType) -> String {
-    let caps: Vec<String> = jt.descriptor.capabilities.iter().map(capability_text).collect();
+    let caps: Vec<String> = jt
+        .descriptor
+        .capabilities
+        .iter()
+        .map(capability_text)
+        .collect();
     format!(
         "{} {} ({})\n    {}\n    capabilities: {}",
         jt.descriptor.name,
         jt.descriptor.version,
         jt.origin,
         jt.descriptor.summary,
-        if caps.is_empty() { "none".into() } else { caps.join(", ") }
+        if caps.is_empty() {
+            "none".into()
+        } else {
+            caps.join(", ")
+        }
     )
 }
 
@@ -67,7 +76,14 @@ pub async fn check(file: &Path) -> Result<(String, Value), LoadError> {
     };
     let engine = super::engine::new_engine().map_err(invalid)?;
     let linker = super::engine::new_linker(&engine).map_err(invalid)?;
-    let jt = loader::load_bytes(&engine, &linker, &wasm, Origin::Installed(file.to_path_buf()), None).await?;
+    let jt = loader::load_bytes(
+        &engine,
+        &linker,
+        &wasm,
+        Origin::Installed(file.to_path_buf()),
+        None,
+    )
+    .await?;
     Ok((
         format!("ok: {}", describe_text(&jt)),
         json!({"ok": true, "job_type": describe_json(&jt)}),

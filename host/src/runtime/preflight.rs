@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::bindings::types::Section;
-use super::capabilities::{Grants, SectionContext, Shared};
 use super::capabilities::session::SessionBinding;
+use super::capabilities::{Grants, SectionContext, Shared};
 use super::loader::{JobTypes, LoadedJobType};
 use super::section::{SectionPlan, scratch_store};
 
@@ -89,7 +89,10 @@ pub async fn check(
             });
             continue;
         }
-        by_type.entry(record.job_type.clone()).or_default().push(record);
+        by_type
+            .entry(record.job_type.clone())
+            .or_default()
+            .push(record);
     }
     let mut plans = Vec::new();
     for (name, sections) in by_type {
@@ -128,7 +131,9 @@ pub async fn check(
             let key = check.state_key.clone().unwrap_or_default();
             let key_ok = !key.is_empty()
                 && key.len() <= 128
-                && key.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
             if !key_ok {
                 errors.push(PreflightError {
                     code: "JOB_TYPE_INVALID".into(),
@@ -158,5 +163,9 @@ pub async fn check(
             ));
         }
     }
-    if errors.is_empty() { Ok(plans) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(plans)
+    } else {
+        Err(errors)
+    }
 }

@@ -18,7 +18,7 @@ use super::capabilities::{
     BusyMeter, MemoryCap, SectionContext, SectionHost, Shared, SlotPool, StatusBoard, WorkerInfo,
 };
 use super::loader::LoadedJobType;
-use super::transport::{Channel, CallFuture, SessionTransport, TransportError};
+use super::transport::{CallFuture, Channel, SessionTransport, TransportError};
 
 /// How a section ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,7 +190,10 @@ async fn run_inner(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> S
             let (code, what) = if data.limits.hit {
                 ("JOB_TYPE_OUT_OF_MEMORY", "exceeded its memory limit")
             } else if data.busy.tripped {
-                ("JOB_TYPE_UNRESPONSIVE", "ran too long without returning to the host")
+                (
+                    "JOB_TYPE_UNRESPONSIVE",
+                    "ran too long without returning to the host",
+                )
             } else {
                 ("JOB_TYPE_TRAPPED", "trapped")
             };
@@ -220,10 +223,17 @@ pub fn record_outcome(state_dir: &Path, end: &SectionEnd) -> std::io::Result<()>
         })
         .and_then(serde_yaml::Value::as_mapping_mut);
     if let Some(att) = attachment {
-        let status = if end.code.is_some() { "refused" } else { "stopped" };
+        let status = if end.code.is_some() {
+            "refused"
+        } else {
+            "stopped"
+        };
         att.insert("status".into(), status.into());
         let mut error = serde_yaml::Mapping::new();
-        error.insert("code".into(), end.code.clone().map(Into::into).unwrap_or_default());
+        error.insert(
+            "code".into(),
+            end.code.clone().map(Into::into).unwrap_or_default(),
+        );
         error.insert(
             "message".into(),
             if end.code.is_some() {

@@ -55,13 +55,21 @@ pub struct RuntimeSettings {
 }
 
 fn u64_at(config: &Value, pointer: &str, default: u64) -> u64 {
-    config.pointer(pointer).and_then(Value::as_u64).unwrap_or(default)
+    config
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or(default)
 }
 
 fn strings(value: Option<&Value>) -> Vec<String> {
     value
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -166,7 +174,10 @@ mod tests {
             "job_types": {"x": {"allow_spawn": ["git"], "memory_limit_mib": 64}},
             "sections": [{"job_type": "x"}],
         }));
-        assert_eq!(s.agent_programs, ["blobhub-test-agent", "claude", "codex", "node"]);
+        assert_eq!(
+            s.agent_programs,
+            ["blobhub-test-agent", "claude", "codex", "node"]
+        );
         assert_eq!(s.job_type("x").allow_spawn, ["git"]);
         assert_eq!(s.job_type("x").memory_limit_mib, 64);
         assert_eq!(s.job_type("y").memory_limit_mib, DEFAULT_MEMORY_LIMIT_MIB);

@@ -113,8 +113,16 @@ pub async fn run(ctx: StartContext) -> anyhow::Result<ExitCode> {
 /// The job-type step of preflight, for `job_type_check`: (code, field path, message) of every
 /// refusal. Loads the job types (bundled and installed) and calls their `validate` exports;
 /// contacts no server.
-pub async fn validate_config(config: &Config, tree_root: &std::path::Path) -> Vec<(String, String, String)> {
-    let runtime = match super::Runtime::load(Some(tree_root.join("plugins")), Some(tree_root.join("cache"))).await {
+pub async fn validate_config(
+    config: &Config,
+    tree_root: &std::path::Path,
+) -> Vec<(String, String, String)> {
+    let runtime = match super::Runtime::load(
+        Some(tree_root.join("plugins")),
+        Some(tree_root.join("cache")),
+    )
+    .await
+    {
         Ok(r) => Arc::new(r),
         Err(e) => return vec![("JOB_TYPE_INVALID".into(), String::new(), format!("{e:#}"))],
     };
@@ -128,7 +136,14 @@ pub async fn validate_config(config: &Config, tree_root: &std::path::Path) -> Ve
         secrets: Vec::new(),
     };
     let shared = super::supervisor::shared(&inputs, rx);
-    match super::preflight::check(&runtime.engine, &runtime.job_types, &shared, &shared.jobs_dir).await {
+    match super::preflight::check(
+        &runtime.engine,
+        &runtime.job_types,
+        &shared,
+        &shared.jobs_dir,
+    )
+    .await
+    {
         Ok(_) => Vec::new(),
         Err(errors) => errors
             .into_iter()

@@ -11,7 +11,9 @@ use tokio::task::JoinSet;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-use super::capabilities::{ProcessRegistry, SectionHost, Shared, SlotPool, StatusBoard, WorkerInfo};
+use super::capabilities::{
+    ProcessRegistry, SectionHost, Shared, SlotPool, StatusBoard, WorkerInfo,
+};
 use super::loader::{self, JobTypes};
 use super::preflight::{self, PreflightError};
 use super::section::{self, SectionEnd};
@@ -33,11 +35,24 @@ pub struct Runtime {
 impl Runtime {
     /// Load the bundled job types and those in `plugins_dir`, caching compiled code in
     /// `cache_dir`.
-    pub async fn load(plugins_dir: Option<PathBuf>, cache_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+    pub async fn load(
+        plugins_dir: Option<PathBuf>,
+        cache_dir: Option<PathBuf>,
+    ) -> anyhow::Result<Runtime> {
         let engine = super::engine::new_engine()?;
         let linker = super::engine::new_linker(&engine)?;
-        let job_types = loader::load_all(&engine, &linker, plugins_dir.as_deref(), cache_dir.as_deref()).await;
-        Ok(Runtime { engine, linker, job_types })
+        let job_types = loader::load_all(
+            &engine,
+            &linker,
+            plugins_dir.as_deref(),
+            cache_dir.as_deref(),
+        )
+        .await;
+        Ok(Runtime {
+            engine,
+            linker,
+            job_types,
+        })
     }
 }
 
@@ -108,15 +123,16 @@ pub async fn run_sections(
     mut force: watch::Receiver<bool>,
 ) -> RunReport {
     let jobs_dir = shared.jobs_dir.clone();
-    let plans = match preflight::check(&runtime.engine, &runtime.job_types, &shared, &jobs_dir).await {
-        Ok(plans) => plans,
-        Err(errors) => {
-            return RunReport {
-                preflight: errors,
-                sections: Vec::new(),
-            };
-        }
-    };
+    let plans =
+        match preflight::check(&runtime.engine, &runtime.job_types, &shared, &jobs_dir).await {
+            Ok(plans) => plans,
+            Err(errors) => {
+                return RunReport {
+                    preflight: errors,
+                    sections: Vec::new(),
+                };
+            }
+        };
     let mut set = JoinSet::new();
     for (job, plan) in plans {
         let runtime = Arc::clone(&runtime);
@@ -161,7 +177,8 @@ pub async fn run_sections(
 /// Load, preflight and run everything of `inputs`, stopping on SIGINT/SIGTERM (a second
 /// SIGINT forces).
 pub async fn run_with_signals(inputs: RuntimeInputs) -> anyhow::Result<RunReport> {
-    let runtime = Arc::new(Runtime::load(Some(inputs.plugins_dir()), Some(inputs.cache_dir())).await?);
+    let runtime =
+        Arc::new(Runtime::load(Some(inputs.plugins_dir()), Some(inputs.cache_dir())).await?);
     for failure in &runtime.job_types.failures {
         tracing::warn!(error = %failure, "job_type_not_loaded");
     }
@@ -170,7 +187,10 @@ pub async fn run_with_signals(inputs: RuntimeInputs) -> anyhow::Result<RunReport
     let shared = shared(&inputs, shutdown_rx.clone());
     let signals = tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
             return;
         };
         let mut interrupts = 0;

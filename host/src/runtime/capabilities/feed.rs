@@ -126,10 +126,7 @@ impl wit::HostSubscription for SectionHost {
     }
 }
 
-async fn list(
-    section: &SectionContext,
-    args: Map<String, Value>,
-) -> Result<Value, ApiError> {
+async fn list(section: &SectionContext, args: Map<String, Value>) -> Result<Value, ApiError> {
     super::session::call(
         section.shared.transport.as_ref(),
         &section.session,
@@ -170,11 +167,18 @@ async fn poll_once(section: &SectionContext, cursor: &Cursor) -> Result<Vec<Valu
             args.insert("cursor".into(), json!(c));
         }
         let answer = list(section, args).await?;
-        let events = answer["session_events"].as_array().cloned().unwrap_or_default();
+        let events = answer["session_events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let empty = events.is_empty();
         for event in events {
             let delivered = event_id(&event).is_some_and(|id| cursor.seen.contains_key(&id));
-            if !delivered && fresh.iter().all(|e: &Value| event_id(e) != event_id(&event)) {
+            if !delivered
+                && fresh
+                    .iter()
+                    .all(|e: &Value| event_id(e) != event_id(&event))
+            {
                 fresh.push(event);
             }
         }
@@ -191,7 +195,10 @@ async fn poll_once(section: &SectionContext, cursor: &Cursor) -> Result<Vec<Valu
 
 /// Failures a guest must decide on; everything else is retried here with backoff.
 fn needs_decision(e: &ApiError) -> bool {
-    matches!(e, ApiError::AuthInvalid | ApiError::CommandFailed(_) | ApiError::Refused(_))
+    matches!(
+        e,
+        ApiError::AuthInvalid | ApiError::CommandFailed(_) | ApiError::Refused(_)
+    )
 }
 
 fn backoff(failures: u32, section: &SectionContext) -> Duration {

@@ -16,10 +16,18 @@ impl wit::Host for SectionHost {
         let thread = thread.unwrap_or_default();
         // `tracing` needs the level at compile time, hence one macro call per level.
         match level {
-            Level::Debug => tracing::debug!(section = s.index, job_type = %s.job_type, thread = %thread, fields = %fields, "{event}"),
-            Level::Info => tracing::info!(section = s.index, job_type = %s.job_type, thread = %thread, fields = %fields, "{event}"),
-            Level::Warning => tracing::warn!(section = s.index, job_type = %s.job_type, thread = %thread, fields = %fields, "{event}"),
-            Level::Error => tracing::error!(section = s.index, job_type = %s.job_type, thread = %thread, fields = %fields, "{event}"),
+            Level::Debug => {
+                tracing::debug!(section = s.index, job_type = %s.job_type, thread = %thread, fields = %fields, "{event}")
+            }
+            Level::Info => {
+                tracing::info!(section = s.index, job_type = %s.job_type, thread = %thread, fields = %fields, "{event}")
+            }
+            Level::Warning => {
+                tracing::warn!(section = s.index, job_type = %s.job_type, thread = %thread, fields = %fields, "{event}")
+            }
+            Level::Error => {
+                tracing::error!(section = s.index, job_type = %s.job_type, thread = %thread, fields = %fields, "{event}")
+            }
         }
         Ok(())
     }

@@ -151,7 +151,10 @@ impl BusyMeter {
             _ => self.since = Some(now),
         }
         self.last_tick = Some(now);
-        let busy = self.since.map(|s| now.duration_since(s)).unwrap_or_default();
+        let busy = self
+            .since
+            .map(|s| now.duration_since(s))
+            .unwrap_or_default();
         if busy > self.max_busy {
             self.tripped = true;
         }

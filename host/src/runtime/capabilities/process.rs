@@ -19,7 +19,9 @@ use wasmtime_wasi::p2::DynPollable;
 
 use super::SectionHost;
 use crate::runtime::bindings::job::Capability;
-use crate::runtime::bindings::process::{self as wit, ExitStatus, Output, SpawnError, SpawnRequest};
+use crate::runtime::bindings::process::{
+    self as wit, ExitStatus, Output, SpawnError, SpawnRequest,
+};
 use crate::runtime::settings::RuntimeSettings;
 
 /// The programs one job type may run: the intersection of what it declared and what the
@@ -58,11 +60,17 @@ pub struct ProcessRegistry {
 
 impl ProcessRegistry {
     fn add(&self, pgid: i32) {
-        self.groups.lock().unwrap_or_else(|e| e.into_inner()).insert(pgid);
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pgid);
     }
 
     fn remove(&self, pgid: i32) {
-        self.groups.lock().unwrap_or_else(|e| e.into_inner()).remove(&pgid);
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pgid);
     }
 
     /// Signal every live group (SIGTERM or SIGKILL).
@@ -206,8 +214,7 @@ impl SectionHost {
         tokio::spawn(async move {
             while let Some(data) = in_rx.recv().await {
                 let Some(pipe) = stdin.as_mut() else { break };
-                if pipe.write_all(data.as_bytes()).await.is_err() || pipe.flush().await.is_err()
-                {
+                if pipe.write_all(data.as_bytes()).await.is_err() || pipe.flush().await.is_err() {
                     break;
                 }
             }
@@ -308,7 +315,10 @@ impl wit::HostChild for SectionHost {
         Ok(())
     }
 
-    fn subscribe(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<Resource<DynPollable>> {
+    fn subscribe(
+        &mut self,
+        child: Resource<ChildHandle>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
         wasmtime_wasi::p2::subscribe(&mut self.table, child)
     }
 

@@ -62,7 +62,9 @@ impl SessionBinding {
 pub type ReplyHandle = Pending<Result<String, ApiError>>;
 
 fn died(message: String) -> Result<String, ApiError> {
-    Err(ApiError::Transient(format!("the request task ended: {message}")))
+    Err(ApiError::Transient(format!(
+        "the request task ended: {message}"
+    )))
 }
 
 impl From<TransportError> for ApiError {
@@ -205,7 +207,8 @@ impl SectionHost {
                         )
                         .await?;
                         if command == "get_session"
-                            && let Some(id) = envelope.pointer("/session/id").and_then(Value::as_str)
+                            && let Some(id) =
+                                envelope.pointer("/session/id").and_then(Value::as_str)
                         {
                             *section
                                 .session
@@ -262,7 +265,11 @@ impl wit::Host for SectionHost {
     }
 
     fn download_object(&mut self, alias: String) -> wasmtime::Result<Resource<ReplyHandle>> {
-        self.start(Channel::Query, "download_session_object", with_alias(&alias))
+        self.start(
+            Channel::Query,
+            "download_session_object",
+            with_alias(&alias),
+        )
     }
 
     fn upload_object(
@@ -278,7 +285,11 @@ impl wit::Host for SectionHost {
     }
 
     fn delete_object(&mut self, alias: String) -> wasmtime::Result<Resource<ReplyHandle>> {
-        self.start(Channel::Command, "delete_session_object", with_alias(&alias))
+        self.start(
+            Channel::Command,
+            "delete_session_object",
+            with_alias(&alias),
+        )
     }
 
     fn post_item(
@@ -325,7 +336,10 @@ impl wit::Host for SectionHost {
 }
 
 impl wit::HostReply for SectionHost {
-    fn subscribe(&mut self, reply: Resource<ReplyHandle>) -> wasmtime::Result<Resource<DynPollable>> {
+    fn subscribe(
+        &mut self,
+        reply: Resource<ReplyHandle>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
         wasmtime_wasi::p2::subscribe(&mut self.table, reply)
     }
 
@@ -352,7 +366,16 @@ mod tests {
         for ok in ["t1", "tasks/t1", "a.b-c_d/e"] {
             assert!(check_alias(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "/x", "x/", "../x", "a/../b", "a//b", "a b", "ses_1/objects?x"] {
+        for bad in [
+            "",
+            "/x",
+            "x/",
+            "../x",
+            "a/../b",
+            "a//b",
+            "a b",
+            "ses_1/objects?x",
+        ] {
             assert!(check_alias(bad).is_err(), "{bad}");
         }
     }

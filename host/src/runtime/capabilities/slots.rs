@@ -81,7 +81,12 @@ impl wit::Host for SectionHost {
         // Poll once now so the waiter takes its place in the FIFO queue immediately.
         let mut cx = Context::from_waker(Waker::noop());
         let permit = match acquire.as_mut().poll(&mut cx) {
-            Poll::Ready(permit) => return Ok(self.table.push(WaiterHandle { acquire: None, permit })?),
+            Poll::Ready(permit) => {
+                return Ok(self.table.push(WaiterHandle {
+                    acquire: None,
+                    permit,
+                })?);
+            }
             Poll::Pending => None,
         };
         Ok(self.table.push(WaiterHandle {
@@ -96,11 +101,17 @@ impl wit::Host for SectionHost {
 }
 
 impl wit::HostWaiter for SectionHost {
-    fn subscribe(&mut self, waiter: Resource<WaiterHandle>) -> wasmtime::Result<Resource<DynPollable>> {
+    fn subscribe(
+        &mut self,
+        waiter: Resource<WaiterHandle>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
         wasmtime_wasi::p2::subscribe(&mut self.table, waiter)
     }
 
-    fn take(&mut self, waiter: Resource<WaiterHandle>) -> wasmtime::Result<Option<Resource<SlotHandle>>> {
+    fn take(
+        &mut self,
+        waiter: Resource<WaiterHandle>,
+    ) -> wasmtime::Result<Option<Resource<SlotHandle>>> {
         self.busy.reset();
         let handle = self.table.get_mut(&waiter)?;
         if handle.permit.is_none()

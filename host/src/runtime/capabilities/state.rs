@@ -46,7 +46,11 @@ pub fn write_atomic(target: &Path, contents: &[u8]) -> std::io::Result<()> {
 }
 
 impl wit::Host for SectionHost {
-    fn write_atomic(&mut self, path: String, contents: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+    fn write_atomic(
+        &mut self,
+        path: String,
+        contents: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), String>> {
         self.busy.reset();
         let result = inside(&self.section.state_dir, &path).and_then(|target| {
             write_atomic(&target, &contents).map_err(|e| format!("{path}: {e}"))
