@@ -27,7 +27,6 @@ pub mod session;
 pub mod wait;
 
 /// The raw bindings of `wit/` (world `job-type`), for anything the helpers do not cover.
-#[expect(clippy::all, missing_docs, reason = "generated code")]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
