@@ -1,0 +1,24 @@
+# Developer tasks. `just` is optional: each recipe is one or two plain commands (CI runs
+# .ci/run, not this file).
+
+# Build every guest in plugins/ (wasm32-wasip2, release) and copy the components to plugins/dist/.
+build-plugins:
+    cd plugins && cargo build --release --target wasm32-wasip2
+    mkdir -p plugins/dist
+    cp plugins/target/wasm32-wasip2/release/*.wasm plugins/dist/
+    @echo "components in plugins/dist/; install one with: cp plugins/dist/<job_type>.wasm ~/.blobhub-worker/plugins/"
+
+# The whole test suite (builds the guest fixtures itself).
+test:
+    cargo test --workspace
+
+# Format check and clippy for the host and the guests.
+lint:
+    cargo fmt --all -- --check
+    (cd plugins && cargo fmt --all -- --check)
+    cargo clippy --workspace --all-targets -- -D warnings
+    (cd plugins && cargo clippy --workspace --target wasm32-wasip2 -- -D warnings)
+
+# Runtime benchmarks and concurrency measurements (release; results go in docs/benchmarks.md).
+bench:
+    cargo bench -p blobhub-worker --bench runtime
