@@ -87,6 +87,35 @@ impl Admin {
         })
     }
 
+    /// Stores a session file as `as_user`, as `upload_session_file` would (4 MiB cap; emits
+    /// `session_object_modified` with `type: "file"`). Returns the object as the API shows it.
+    pub fn upload_file(
+        &self,
+        session_id: &str,
+        alias: &str,
+        name: &str,
+        content_type: &str,
+        bytes: &[u8],
+        as_user: &str,
+    ) -> Result<Value, ApiError> {
+        self.shared.mutate(|st| {
+            Ok((
+                st.upload_file(session_id, alias, name, content_type, bytes, as_user)?,
+                true,
+            ))
+        })
+    }
+
+    /// The bytes of a `file` object; `None` when absent or not a file.
+    pub fn file_bytes(&self, session_id: &str, alias: &str) -> Option<Vec<u8>> {
+        self.shared.read(|st| {
+            st.sessions
+                .get(session_id)
+                .and_then(|s| s.objects.get(alias))
+                .and_then(|o| o.file_bytes())
+        })
+    }
+
     /// A thread's items, ascending; empty when the session or object is absent.
     pub fn items(&self, session_id: &str, alias: &str) -> Vec<Value> {
         self.shared.read(|st| {

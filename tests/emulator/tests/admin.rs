@@ -240,3 +240,67 @@ async fn state_file_survives_a_restart() {
     assert_eq!(resp.status().as_u16(), 200);
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn admin_upload_file_is_served_by_download_session_file() {
+    let c = start().await;
+    let admin = c.emu.admin();
+    let sid = c.sid();
+    let obj = admin
+        .upload_file(
+            &sid,
+            "files/a.bin",
+            "a.bin",
+            "application/octet-stream",
+            b"\x00\x01abc",
+            "usr_alice",
+        )
+        .unwrap();
+    assert_eq!(obj["alias"], "files/a.bin");
+    assert_eq!(obj["value"]["file"]["size"], 5);
+    assert_eq!(
+        admin.file_bytes(&sid, "files/a.bin").as_deref(),
+        Some(&b"\x00\x01abc"[..])
+    );
+    assert_eq!(admin.file_bytes(&sid, "files/none"), None);
+    let modified = admin
+        .events(&sid)
+        .into_iter()
+        .filter(|e| {
+            e["type"] == "session_object_modified" && e["session_object"]["alias"] == "files/a.bin"
+        })
+        .count();
+    assert_eq!(modified, 1);
+    // The bytes come back through the API's binary channel, as the worker downloads inbound files.
+    let resp = c
+        .http
+        .post(format!(
+            "{}/revisions/{}/data/query",
+            c.emu.api_url(),
+            c.ids.revision_id
+        ))
+        .header("X-API-Key", KEY)
+        .header("Accept", "application/octet-stream")
+        .body(
+            json!({"command": "download_session_file", "session_id": sid, "alias": "files/a.bin"})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(&resp.bytes().await.unwrap()[..], b"\x00\x01abc");
+    // Over the 4 MiB cap: the API's limit applies to admin uploads too.
+    let big = vec![0u8; 4 * 1024 * 1024 + 1];
+    let err = admin
+        .upload_file(
+            &sid,
+            "files/big",
+            "big",
+            "application/octet-stream",
+            &big,
+            "usr_alice",
+        )
+        .unwrap_err();
+    assert_eq!(err.status, 400);
+}

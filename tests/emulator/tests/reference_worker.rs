@@ -20,6 +20,7 @@ const WORKER: &str = "usr_worker";
 const PERSON: &str = "usr_person";
 const THREAD: &str = "tasks/t1";
 const PROFILE: &str = "emu";
+const SESSION_ALIAS: &str = "main";
 
 fn user(id: &str, key: &str, name: &str) -> User {
     User {
@@ -81,6 +82,8 @@ impl Fixture {
         let home = dir.path().join("home");
         let work_folder = dir.path().join("work");
         std::fs::create_dir_all(&work_folder).unwrap();
+        // The section follows the blob's `default` revision and names the session by alias, so
+        // attach exercises revision resolution and `get_session` by alias; the prefix scopes it.
         // The shared credentials file (0600 or the reference refuses it): one profile, the
         // worker's own key. Its state tree is then ~/.blobhub-worker/profiles/<profile>/.
         write_private(
@@ -94,8 +97,9 @@ impl Fixture {
             &format!(
                 "polling:\n  interval_idle_ms: 100\n  interval_active_ms: 100\n  backoff_max_ms: 500\n\
                  sections:\n  - name: main\n    job_type: session_agent_harness\n    session:\n      \
-                 org_id: {}\n      blob_id: {}\n      revision_id: {}\n      session_id: {}\n",
-                ids.org_id, ids.blob_id, ids.revision_id, ids.session_id
+                 org_id: {}\n      blob_id: {}\n      revision_id: default\n      session_id: {SESSION_ALIAS}\n      \
+                 session_prefix: tasks/\n",
+                ids.org_id, ids.blob_id
             ),
         );
         // First match wins: "ask me" raises a held question, anything else gets a plain reply.
@@ -108,6 +112,8 @@ impl Fixture {
                      "question": "Which colour?", "header": "colour", "multiSelect": false,
                      "options": [{"label": "Red", "description": "warm"},
                                  {"label": "Blue", "description": "cool"}]}]}},
+                {"match": "publish", "text": "report written",
+                 "files": {".out/report.txt": "the report"}},
                 {"text": "scripted reply"}
             ]})
             .to_string(),
@@ -188,6 +194,7 @@ fn envelope(work_folder: &Path, state: &str) -> Value {
         "instance": {"state": state},
         "agent": {"type": "test_double", "permissions": "autonomous"},
         "workspace": {"work_folder": work_folder.to_str().unwrap()},
+        "artifacts": {"prefix": "runs/r1/", "outbox": ".out"},
     }}})
 }
 
@@ -268,7 +275,7 @@ async fn reference_worker_runs_a_thread_against_the_emulator() {
     let admin = emu.admin();
     let ids = admin
         .create_session(CreateSession {
-            alias: Some("main".into()),
+            alias: Some(SESSION_ALIAS.into()),
             ..Default::default()
         })
         .expect("session");
@@ -290,6 +297,16 @@ async fn reference_worker_runs_a_thread_against_the_emulator() {
         owner_ok && count(a, &sid, "worker", "attached") == 1
     })
     .await;
+
+    // A pending thread outside the section's `tasks/` prefix: the reference must leave it alone.
+    admin
+        .upload_object(
+            &sid,
+            "other/t9",
+            envelope(&fx.work_folder, "pending"),
+            PERSON,
+        )
+        .unwrap();
 
     // 2. Hand-off by the person: pending → active, with `thread_active` in the activity log.
     admin
@@ -327,6 +344,57 @@ async fn reference_worker_runs_a_thread_against_the_emulator() {
         "{turn_end}"
     );
 
+    // 3b. Files both ways: an inbound file block is downloaded into the work folder's inbox
+    //     (`download_session_file`), and the turn's outbox is published (`upload_session_file`).
+    admin
+        .upload_file(
+            &sid,
+            "files/in.txt",
+            "in.txt",
+            "text/plain",
+            b"inbound bytes",
+            PERSON,
+        )
+        .unwrap();
+    let posted = admin
+        .post_item(
+            &sid,
+            THREAD,
+            json!([{"type": "text", "text": "publish this"},
+                   {"type": "file", "file": {"alias": "files/in.txt", "name": "in.txt",
+                                             "content_type": "text/plain", "size": 13}}]),
+            None,
+            PERSON,
+        )
+        .unwrap();
+    run.step("file in, artifact out", |a| {
+        count(a, &sid, THREAD, "turn_end") == 2
+    })
+    .await;
+    let inbox = fx
+        .work_folder
+        .join(".blobhub/inbox")
+        .join(posted["id"].as_str().unwrap())
+        .join("in.txt");
+    assert_eq!(
+        std::fs::read(&inbox).ok().as_deref(),
+        Some(&b"inbound bytes"[..]),
+        "{}",
+        inbox.display()
+    );
+    let items = admin.items(&sid, THREAD);
+    let published = by_worker(&items, "artifacts_published");
+    let last = published.last().expect("artifacts_published");
+    assert_eq!(
+        last["metadata"]["counts"],
+        json!({"published": 1, "skipped": 0})
+    );
+    assert_eq!(last["content"][1]["file"]["alias"], "runs/r1/report.txt");
+    assert_eq!(
+        admin.file_bytes(&sid, "runs/r1/report.txt").as_deref(),
+        Some(&b"the report"[..])
+    );
+
     // 4. A held question: `pending_prompt`, answered by the person with "2" → `Blue`.
     run.post("please ask me something");
     run.step("prompt opened", |a| {
@@ -343,7 +411,7 @@ async fn reference_worker_runs_a_thread_against_the_emulator() {
     run.step("prompt answered, turn ended", |a| {
         let items = a.items(&sid, THREAD);
         by_worker(&items, "pending_prompt_resolved").len() == 1
-            && by_worker(&items, "turn_end").len() == 2
+            && by_worker(&items, "turn_end").len() == 3
     })
     .await;
     let items = admin.items(&sid, THREAD);
@@ -368,7 +436,7 @@ async fn reference_worker_runs_a_thread_against_the_emulator() {
         let items = a.items(&sid, THREAD);
         count(a, &sid, "worker", "thread_recovered") == 1
             && count(a, &sid, "worker", "attached") == 2
-            && by_worker(&items, "turn_end").len() == 3
+            && by_worker(&items, "turn_end").len() == 4
     })
     .await;
     assert_eq!(state(&admin, &sid), "active");
@@ -382,6 +450,10 @@ async fn reference_worker_runs_a_thread_against_the_emulator() {
     })
     .await;
     assert_eq!(state(&admin, &sid), "completed");
+
+    let decoy = admin.object(&sid, "other/t9").unwrap();
+    assert_eq!(decoy["thread"]["metadata"]["instance"]["state"], "pending");
+    assert!(admin.items(&sid, "other/t9").is_empty());
 
     // Every API call the reference made succeeded: no emulator answer surprised it.
     let failed: Vec<_> = admin
