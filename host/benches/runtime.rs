@@ -133,7 +133,9 @@ async fn latency(bench: &Bench, one: bool, threads: u64) {
     let t = &bench.transport;
     *t.slow.lock().unwrap() = Some(("t0".into(), Duration::from_millis(1000)));
     *t.fast.lock().unwrap() = Duration::from_millis(5);
-    t.max_in_flight.store(0, Ordering::SeqCst);
+    // Requests of earlier runs may still be in flight (a dropped reply does not cancel).
+    let base = t.in_flight.load(Ordering::SeqCst);
+    t.max_in_flight.store(base, Ordering::SeqCst);
     t.done.lock().unwrap().clear();
     let sections = if one {
         vec![section(threads, 0, 40)]
@@ -163,7 +165,7 @@ async fn latency(bench: &Bench, one: bool, threads: u64) {
         } else {
             "(2) instance per thread"
         },
-        t.max_in_flight.load(Ordering::SeqCst),
+        t.max_in_flight.load(Ordering::SeqCst) - base,
         t1.len(),
         started.elapsed(),
     );
@@ -260,27 +262,54 @@ async fn main() {
         start.elapsed().as_nanos() as f64 / n as f64
     );
 
+    // Each memory figure in a fresh process, so that pages freed by one run are not reused by
+    // the next and hide its cost.
+    match std::env::args().find_map(|a| a.strip_prefix("memory=").map(str::to_owned)) {
+        Some(which) => {
+            match which.as_str() {
+                "idle" => {
+                    let idle = json!({"job_type": "concurrency_probe", "idle": true});
+                    memory(&bench, "idle section", vec![idle; 200], 200).await;
+                }
+                "one" => {
+                    memory(
+                        &bench,
+                        "active thread, one instance",
+                        vec![section(1000, 0, 1)],
+                        1000,
+                    )
+                    .await
+                }
+                _ => {
+                    memory(
+                        &bench,
+                        "active thread, instance per thread",
+                        (0..200).map(|i| section(1, i, 1)).collect(),
+                        200,
+                    )
+                    .await
+                }
+            }
+            return;
+        }
+        None => {
+            for which in ["idle", "one", "per-thread"] {
+                let exe = std::env::current_exe().unwrap();
+                let out = std::process::Command::new(exe)
+                    .arg(format!("memory={which}"))
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout);
+                print!(
+                    "{}",
+                    text.lines()
+                        .filter(|l| l.starts_with("memory"))
+                        .map(|l| format!("{l}\n"))
+                        .collect::<String>()
+                );
+            }
+        }
+    }
     latency(&bench, true, 10).await;
     latency(&bench, false, 10).await;
-    memory(
-        &bench,
-        "idle section",
-        (0..200).map(|_| section(0, 0, 0)).collect(),
-        200,
-    )
-    .await;
-    memory(
-        &bench,
-        "active thread, one instance",
-        vec![section(1000, 0, 1)],
-        1000,
-    )
-    .await;
-    memory(
-        &bench,
-        "active thread, instance per thread",
-        (0..200).map(|i| section(1, i, 1)).collect(),
-        200,
-    )
-    .await;
 }

@@ -136,7 +136,11 @@ pub async fn run(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> Sec
         None => status.set_section(ctx.index, "stopped", &end.message),
         Some(code) => status.set_section(ctx.index, "stopped", &format!("{code}: {}", end.message)),
     }
-    if let Err(e) = record_outcome(&ctx.state_dir, &end) {
+    // A clean stop leaves section.yaml to the job type (its attachment survives a restart);
+    // a coded end is recorded.
+    if end.code.is_some()
+        && let Err(e) = record_outcome(&ctx.state_dir, &end)
+    {
         tracing::error!(section = ctx.index, error = %e, "section_yaml_write_failed");
     }
     tracing::info!(section = ctx.index, code = ?end.code, message = %end.message, "section_ended");
@@ -206,8 +210,8 @@ async fn run_inner(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> S
     }
 }
 
-/// Merge the outcome into `section.yaml` (the job type may keep its own keys there): sets
-/// `attachment.status` and `attachment.error`.
+/// Merge a coded end into `section.yaml` (the job type keeps its own keys there): sets
+/// `attachment.status: refused` and `attachment.error: {code, message}`.
 pub fn record_outcome(state_dir: &Path, end: &SectionEnd) -> std::io::Result<()> {
     let path = state_dir.join("section.yaml");
     let mut doc: serde_yaml::Value = std::fs::read_to_string(&path)

@@ -149,11 +149,12 @@ pub async fn run_sections(
                 Some(Err(e)) => tracing::error!(error = %e, "section_task_failed"),
                 None => break,
             },
-            _ = shutdown.wait_for(|d| *d), if draining.is_none() => {
+            Ok(_) = shutdown.wait_for(|d| *d), if draining.is_none() => {
                 tracing::info!("shutdown_started");
                 draining = Some(tokio::time::Instant::now());
             }
-            _ = force.wait_for(|f| *f) => {
+            // A dropped sender is not a request to force: the pattern disables the branch.
+            Ok(_) = force.wait_for(|f| *f) => {
                 tracing::warn!("shutdown_forced");
                 set.abort_all();
                 draining = Some(tokio::time::Instant::now() - DRAIN_BOUND);
@@ -206,7 +207,14 @@ pub async fn run_with_signals(inputs: RuntimeInputs) -> anyhow::Result<RunReport
             }
         }
     });
+    let mut waiting = shutdown_rx.clone();
     let report = run_sections(runtime, shared, shutdown_rx, force_rx).await;
+    // Sections that ended on their own stay ended (refused until restart) and a config without
+    // sections idles: the process itself runs until it is told to stop.
+    if report.preflight.is_empty() && !*waiting.borrow() {
+        tracing::info!("all_sections_ended");
+        let _ = waiting.wait_for(|d| *d).await;
+    }
     signals.abort();
     Ok(report)
 }

@@ -58,6 +58,14 @@ impl JobType for Probe {
                 message: format!("{down}"),
             };
         }
+        if settings["idle"].as_bool() == Some(true) {
+            // An idle section: waits for shutdown and nothing else.
+            sdk::shutdown().await;
+            return job::Outcome {
+                code: None,
+                message: "shutdown".into(),
+            };
+        }
         let threads = settings["threads"].as_u64().unwrap_or(1);
         let first = settings["first"].as_u64().unwrap_or(0);
         let rounds = settings["rounds"].as_u64().unwrap_or(1);
