@@ -210,15 +210,12 @@ async fn thread_mirror_installed_in_the_plugins_folder_runs_a_section() {
     let report = running.stop().await;
     assert!(report.preflight.is_empty());
     assert_eq!(report.sections[0].1.code, None, "{:?}", report.sections);
-    let yaml = std::fs::read_to_string(
-        file.parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("section.yaml"),
-    )
-    .unwrap();
-    assert!(yaml.contains("status: stopped"), "{yaml}");
+    // A clean stop leaves section.yaml to the job type; the mirror persisted its feed cursor.
+    let state_dir = file.parent().unwrap().parent().unwrap();
+    assert!(
+        state_dir.join("cursor").is_file(),
+        "the feed cursor was persisted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
