@@ -132,6 +132,14 @@ pub async fn run(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> Sec
     let status = &ctx.shared.status;
     status.register(ctx.index, &ctx.name, &ctx.job_type);
     let end = run_inner(engine, job, plan).await;
+    if let Some(code) = &end.code {
+        status.push_error(format!(
+            "{} section {}: {code}: {}",
+            super::capabilities::worker::now_utc(),
+            ctx.index,
+            end.message
+        ));
+    }
     match &end.code {
         None => status.set_section(ctx.index, "stopped", &end.message),
         Some(code) => status.set_section(ctx.index, "stopped", &format!("{code}: {}", end.message)),

@@ -14,6 +14,17 @@ impl wit::Host for SectionHost {
         self.busy.reset();
         let s = &self.section;
         let thread = thread.unwrap_or_default();
+        if matches!(level, Level::Warning | Level::Error) {
+            let at = super::worker::now_utc();
+            let who = if thread.is_empty() {
+                format!("section {}", s.index)
+            } else {
+                format!("section {} thread {thread}", s.index)
+            };
+            s.shared
+                .status
+                .push_error(format!("{at} {who}: {event} {fields}"));
+        }
         // `tracing` needs the level at compile time, hence one macro call per level.
         match level {
             Level::Debug => {

@@ -49,9 +49,13 @@ impl From<ThreadRow> for ThreadStatus {
     }
 }
 
+/// How many warnings and errors [`StatusBoard::recent_errors`] keeps.
+pub const RECENT_ERRORS: usize = 50;
+
 #[derive(Debug, Default)]
 pub struct StatusBoard {
     sections: RwLock<BTreeMap<u32, SectionStatus>>,
+    recent: RwLock<std::collections::VecDeque<String>>,
 }
 
 impl StatusBoard {
@@ -63,6 +67,25 @@ impl StatusBoard {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// The newest warnings and errors of every section (oldest first), for the dashboard's
+    /// recent-errors panel.
+    pub fn recent_errors(&self) -> Vec<String> {
+        self.recent
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn push_error(&self, line: String) {
+        let mut recent = self.recent.write().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_ERRORS {
+            recent.pop_front();
+        }
+        recent.push_back(line);
     }
 
     /// Register a section (or reset its line).
