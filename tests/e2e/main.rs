@@ -1,2 +1,3 @@
 mod runtime;
+mod runtime_cli;
 mod support;

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 /// Builds the guest fixtures once: `cargo build --release --target wasm32-wasip2` in plugins/.
-fn fixtures() -> &'static Path {
+pub(crate) fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
