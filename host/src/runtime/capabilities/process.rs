@@ -127,6 +127,25 @@ pub fn child_env(secrets: &[String], extra: &[(String, String)]) -> Vec<(String,
     env
 }
 
+/// Hand every line of `pipe` to `each`, without its line ending. Bytes that are not UTF-8 are
+/// replaced rather than ending the stream (an agent's output must not silently stop).
+async fn read_lines(pipe: impl tokio::io::AsyncRead + Unpin, mut each: impl FnMut(String)) {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                while matches!(buf.last(), Some(b'\n' | b'\r')) {
+                    buf.pop();
+                }
+                each(String::from_utf8_lossy(&buf).into_owned());
+            }
+        }
+    }
+}
+
 /// The guest's handle on a child.
 pub struct ChildHandle {
     pid: u32,
@@ -224,18 +243,18 @@ impl SectionHost {
         let (err_tx, out_tx2) = (out_tx.clone(), out_tx.clone());
         let out_task = tokio::spawn(async move {
             if let Some(pipe) = stdout {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                read_lines(pipe, |line| {
                     let _ = out_tx.send(Output::Stdout(line));
-                }
+                })
+                .await;
             }
         });
         let err_task = tokio::spawn(async move {
             if let Some(pipe) = stderr {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                read_lines(pipe, |line| {
                     let _ = err_tx.send(Output::Stderr(line));
-                }
+                })
+                .await;
             }
         });
         tokio::spawn(async move {
@@ -375,6 +394,13 @@ mod tests {
         let agents = Grants::compute("jt", &[Capability::Agents], &settings);
         assert!(agents.allows("claude") && agents.allows("codex"));
         assert!(!agents.allows("git"));
+    }
+
+    #[tokio::test]
+    async fn lines_survive_invalid_utf8_and_crlf() {
+        let mut lines = Vec::new();
+        read_lines(&b"a\r\nb\xff\nc"[..], |l| lines.push(l)).await;
+        assert_eq!(lines, ["a", "b\u{fffd}", "c"]);
     }
 
     #[test]
