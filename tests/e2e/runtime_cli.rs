@@ -29,19 +29,31 @@ async fn start_runs_an_installed_thread_mirror_and_fills_the_compile_cache() {
     let ids = admin.create_session(CreateSession::default()).unwrap();
     let user = demo_user();
     admin
-        .upload_object(&ids.session_id, "notes", json!({"type": "thread"}), &user.id)
+        .upload_object(
+            &ids.session_id,
+            "notes",
+            json!({"type": "thread"}),
+            &user.id,
+        )
         .unwrap();
     admin
-        .post_item(&ids.session_id, "notes", json!([{"type": "text", "text": "hello mirror"}]), None, &user.id)
+        .post_item(
+            &ids.session_id,
+            "notes",
+            json!([{"type": "text", "text": "hello mirror"}]),
+            None,
+            &user.id,
+        )
         .unwrap();
     home.write_config(&format!(
         "polling:\n  interval_idle_ms: 200\n  interval_active_ms: 200\nsections:\n  - name: mirror\n    job_type: thread_mirror\n    session:\n      org_id: {}\n      blob_id: {}\n      revision_id: {}\n      session_id: {}\n",
         ids.org_id, ids.blob_id, ids.revision_id, ids.session_id
     ));
     let running = home.spawn_start().await.expect("start passes preflight");
-    let file = home
-        .root()
-        .join(format!("jobs/thread_mirror-{}/threads/notes.md", ids.session_id));
+    let file = home.root().join(format!(
+        "jobs/thread_mirror-{}/threads/notes.md",
+        ids.session_id
+    ));
     let mut text = String::new();
     for _ in 0..300 {
         text = std::fs::read_to_string(&file).unwrap_or_default();
@@ -51,13 +63,19 @@ async fn start_runs_an_installed_thread_mirror_and_fills_the_compile_cache() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let out = running.terminate().await;
-    assert!(text.contains("hello mirror"), "mirror file: {text:?}; worker: {out:#?}");
+    assert!(
+        text.contains("hello mirror"),
+        "mirror file: {text:?}; worker: {out:#?}"
+    );
     out.assert_success();
 
     // The start compiled the components into the cache: the next load is a cache hit.
     let listing = home.run(&["-v", "plugins"], None).await;
     listing.assert_success();
-    assert!(listing.stderr.contains("component_cache_hit"), "{listing:#?}");
+    assert!(
+        listing.stderr.contains("component_cache_hit"),
+        "{listing:#?}"
+    );
     assert!(listing.stdout.contains("thread_mirror"), "{listing:#?}");
 }
 
@@ -76,7 +94,12 @@ async fn plugins_lists_bundled_and_installed_job_types() {
         .collect();
     assert!(names.contains(&"session_agent_harness"), "{names:?}");
     assert!(names.contains(&"thread_mirror"), "{names:?}");
-    let mirror = doc["job_types"].as_array().unwrap().iter().find(|j| j["name"] == "thread_mirror").unwrap();
+    let mirror = doc["job_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "thread_mirror")
+        .unwrap();
     assert_eq!(mirror["capabilities"], json!(["session"]));
 }
 
@@ -84,17 +107,23 @@ async fn plugins_lists_bundled_and_installed_job_types() {
 async fn plugins_check_validates_without_running() {
     let home = Home::new();
     let ok = fixtures().join("thread_mirror.wasm");
-    let out = home.run(&["plugins", "check", ok.to_str().unwrap()], None).await;
+    let out = home
+        .run(&["plugins", "check", ok.to_str().unwrap()], None)
+        .await;
     out.assert_success();
     assert!(out.stdout.contains("thread_mirror"), "{out:#?}");
 
     let future = fixtures().join("wit_future.wasm");
-    let out = home.run(&["plugins", "check", future.to_str().unwrap()], None).await;
+    let out = home
+        .run(&["plugins", "check", future.to_str().unwrap()], None)
+        .await;
     out.assert_code("JOB_TYPE_WIT_UNSUPPORTED");
 
     let not_wasm = home.root().join("junk.wasm");
     std::fs::create_dir_all(home.root()).unwrap();
     std::fs::write(&not_wasm, b"not a component").unwrap();
-    let out = home.run(&["plugins", "check", not_wasm.to_str().unwrap()], None).await;
+    let out = home
+        .run(&["plugins", "check", not_wasm.to_str().unwrap()], None)
+        .await;
     out.assert_code("JOB_TYPE_INVALID");
 }
