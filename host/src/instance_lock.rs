@@ -60,7 +60,10 @@ pub enum LockError {
         "another worker holds {path} (instance {}, pid {} on {})",
         holder.instance_id, holder.pid, holder.host
     )]
-    Held { path: PathBuf, holder: InstanceInfo },
+    Held {
+        path: PathBuf,
+        holder: Box<InstanceInfo>,
+    },
     /// Someone else is creating or reclaiming the lock right now: they win, we refuse.
     #[error("another worker is taking the lock {path} right now")]
     Contended { path: PathBuf },
@@ -102,7 +105,7 @@ impl InstanceLock {
                 Ok(Reclaim::Held(holder)) => {
                     return Err(LockError::Held {
                         path: path.to_owned(),
-                        holder,
+                        holder: Box::new(holder),
                     });
                 }
                 Ok(Reclaim::Busy) => {

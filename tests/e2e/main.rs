@@ -1,3 +1,9 @@
+mod client;
+mod harness;
+mod harness_crash;
+mod harness_support;
+mod login;
+mod preflight;
 mod runtime;
 mod runtime_cli;
 mod support;

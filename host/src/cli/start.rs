@@ -47,12 +47,31 @@ pub async fn run(args: StartArgs, output: &Output) -> anyhow::Result<ExitCode> {
     result
 }
 
-/// Runs the worker until it stops. The runtime handles SIGINT/SIGTERM itself; `stop` only had
-/// to be installed early so that a signal before this point is not the default action.
+/// Runs the worker until it stops. The runtime handles SIGINT/SIGTERM itself; `stop` was
+/// installed before the start line so that an early signal is not the default action.
+///
+/// tokio does not replay a signal to a listener registered after it arrived, so a signal that
+/// came before the runtime was listening would be lost and the worker would run on. When `stop`
+/// sees one, it is passed on as SIGTERM (a graceful stop; never counted as a second SIGINT)
+/// until the runtime returns.
 async fn hand_off(ctx: StartContext, stop: StopSignals) -> anyhow::Result<ExitCode> {
-    let result = crate::runtime::run(ctx).await;
-    drop(stop);
-    result
+    let run = crate::runtime::run(ctx);
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => return result,
+        () = stop.wait() => {}
+    }
+    let mut resend = tokio::time::interval(std::time::Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            result = &mut run => return result,
+            _ = resend.tick() => {
+                let pid = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+                // SAFETY: kill(2) on our own pid with a signal we handle.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
+    }
 }
 
 /// SIGINT and SIGTERM, merged: either one asks for a graceful stop.
@@ -70,10 +89,6 @@ impl StopSignals {
         })
     }
 
-    #[expect(
-        dead_code,
-        reason = "the runtime now handles the signals; kept for callers without a runtime"
-    )]
     async fn wait(mut self) {
         tokio::select! {
             _ = self.interrupt.recv() => {}
