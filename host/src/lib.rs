@@ -1,6 +1,9 @@
-// Force the heavy dependencies to build now so that later checks are incremental.
-pub use wasmtime as _wasmtime;
-pub use wasmtime_wasi as _wasmtime_wasi;
+//! blobhub-worker: the BlobHub Worker as a library; `main.rs` only calls [`cli::run`].
+//!
+//! `cli` parses commands and reports coded errors; `start` runs preflight and builds the
+//! context the `runtime` runs sections with; `api` is the BlobHub client; `config`,
+//! `state_tree` and `instance_lock` own the files of the state tree.
+
 pub mod api;
 pub mod cli;
 pub mod coded;
