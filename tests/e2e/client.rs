@@ -303,3 +303,33 @@ async fn a_post_that_was_not_stored_is_sent_again() {
     assert_eq!(items.len(), 1, "{items:#?}");
     assert_eq!(items[0]["metadata"]["post_id"], "pst_02TEST");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_read_back_runs_even_when_no_attempt_is_left() {
+    let emu = emulator().await;
+    let (_, ids) = thread_fixture(&emu).await;
+    let single = RetryPolicy {
+        max_attempts: 1,
+        ..fast()
+    };
+    let client = Client::new(&emu.api_url(), &demo_user().api_key, single).unwrap();
+    emu.admin().set_faults(
+        "post_session_thread_item",
+        Faults {
+            rate_5xx: 1.0,
+            after_apply: true,
+            times: Some(1),
+            ..Faults::default()
+        },
+    );
+    let posted = client
+        .command(
+            &ids.revision_id,
+            "post_session_thread_item",
+            post_args(&ids, Some("pst_03TEST")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(posted["item"]["metadata"]["post_id"], "pst_03TEST");
+    assert_eq!(emu.admin().items(&ids.session_id, "tasks/t1").len(), 1);
+}

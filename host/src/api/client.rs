@@ -244,9 +244,10 @@ impl Client {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
-            if !err.is_transient() || attempt >= retry.max_attempts {
+            if !err.is_transient() {
                 return Err(err);
             }
+            // Read back even after the last attempt: the post may have been stored.
             if !err.never_ran() {
                 // The listing is an eventually consistent index: give it a moment (2 s with
                 // the default 500 ms base, as the reference does).
@@ -263,6 +264,9 @@ impl Client {
                         return Err(err);
                     }
                 }
+            }
+            if attempt >= retry.max_attempts {
+                return Err(err);
             }
             self.back_off(attempt, path, &err).await?;
             attempt += 1;
