@@ -194,3 +194,46 @@ async fn usage_errors_exit_2_and_version_exits_0() {
     out.assert_success();
     assert!(out.stdout.starts_with("blobhub-worker "), "{out:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interactive_login_prompts_and_asks_before_switching_users() {
+    let emu = emulator().await;
+    let home = Home::new();
+    let url = emu.api_url();
+    // URL prompt answered with the URL, then the key (read without echo).
+    let out = home
+        .run_in_terminal(&["login"], &format!("{url}\n{}\n", demo_user().api_key))
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{out:#?}");
+    assert!(
+        out.stdout.contains("API URL [https://api.blobhub.io/v1]: "),
+        "{out:#?}"
+    );
+    assert!(out.stdout.contains("API key: "), "{out:#?}");
+    assert_eq!(home.tree.load_credentials().unwrap().api.url, url);
+
+    // Another user's key: declining keeps the recorded identity.
+    let out = home
+        .run_in_terminal(
+            &["login", "--api-url", &url],
+            &format!("{}\nn\n", other_user().api_key),
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{out:#?}");
+    assert!(out.stdout.contains("[y/N]"), "{out:#?}");
+    assert!(
+        out.stdout.contains("error: USER_IDENTITY_MISMATCH"),
+        "{out:#?}"
+    );
+    assert_eq!(home.tree.load_identity().unwrap().user.user_id, "usr_demo");
+
+    // Confirming switches.
+    let out = home
+        .run_in_terminal(
+            &["login", "--api-url", &url],
+            &format!("{}\ny\n", other_user().api_key),
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{out:#?}");
+    assert_eq!(home.tree.load_identity().unwrap().user.user_id, "usr_other");
+}

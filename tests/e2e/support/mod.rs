@@ -273,3 +273,33 @@ pub fn dead_pid() -> u32 {
 pub fn path_string(path: PathBuf) -> String {
     path.to_string_lossy().into_owned()
 }
+
+impl Home {
+    /// Runs the worker on a pseudo-terminal (through util-linux `script`) so that it prompts,
+    /// typing `input`. stdout and stderr arrive merged in `stdout`.
+    pub async fn run_in_terminal(&self, args: &[&str], input: &str) -> Outcome {
+        let command_line = std::iter::once(WORKER)
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = Command::new("script")
+            .args(["-qec", &command_line, "/dev/null"])
+            .env("BLOBHUB_WORKER_HOME", self.root())
+            .env_remove("BLOBHUB_WORKER_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("util-linux `script` is installed");
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).await.unwrap();
+        drop(pipe);
+        let out = child.wait_with_output().await.unwrap();
+        Outcome {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
