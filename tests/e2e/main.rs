@@ -1,7 +1,4 @@
 mod client;
-mod harness;
-mod harness_crash;
-mod harness_support;
 mod login;
 mod preflight;
 mod runtime;
