@@ -1,0 +1,301 @@
+//! session_agent_harness end to end: the real worker binary, the emulator over HTTP and the test
+//! agent as a real process (docs/session-agent-harness.md, docs/testing.md).
+
+use serde_json::json;
+
+use crate::harness_support::{Env, agent_processes, alice, envelope, eventually};
+use crate::support::demo_user;
+
+/// Completed turns on `tasks/t1`.
+fn turns(env: &Env, s: &blobhub_emulator::SessionIds) -> usize {
+    env.transcript(s, "tasks/t1")
+        .iter()
+        .filter(|(t, _)| t == "turn_end")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_conversation() {
+    let env = Env::new().await;
+    let s = env.session("ses_conv");
+    env.configure(&[&s], 4, "");
+    let worker = env.start().await;
+    env.wait("attached", |e| {
+        e.activity(&s).contains(&"attached".to_string())
+    })
+    .await;
+
+    env.handoff(&s, "tasks/t1");
+    env.wait("thread active", |e| e.state(&s, "tasks/t1") == "active")
+        .await;
+    env.say(&s, "tasks/t1", "hello");
+    env.wait("turn 1", |e| turns(e, &s) == 1).await;
+
+    // A person using the worker's own account is heard too.
+    env.say_as(&s, "tasks/t1", "same account", &demo_user().id);
+    env.wait("turn 2", |e| turns(e, &s) == 2).await;
+
+    env.say(&s, "tasks/t1", "ask: may I deploy?");
+    env.wait("prompt", |e| {
+        e.transcript(&s, "tasks/t1")
+            .iter()
+            .any(|(t, _)| t == "pending_prompt")
+    })
+    .await;
+    env.say(&s, "tasks/t1", "yes");
+    env.wait("turn 3", |e| turns(e, &s) == 3).await;
+
+    env.set_state(&s, "tasks/t1", "completed");
+    env.wait("completed", |e| {
+        e.activity(&s).contains(&"thread_completed".to_string())
+    })
+    .await;
+
+    let transcript: Vec<(String, String)> = env.transcript(&s, "tasks/t1");
+    let expected: Vec<(&str, &str)> = vec![
+        ("", "hello"),
+        ("text", "echo: hello"),
+        ("turn_end", "Turn complete"),
+        ("", "same account"),
+        ("text", "echo: same account"),
+        ("turn_end", "Turn complete"),
+        ("", "ask: may I deploy?"),
+        ("pending_prompt", "may I deploy?\n  1. Approve\n  2. Deny"),
+        ("", "yes"),
+        ("pending_prompt_resolved", "✓ Answered: Approve"),
+        ("text", "answered: Approve"),
+        ("turn_end", "Turn complete"),
+    ];
+    let got: Vec<(&str, &str)> = transcript
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        expected,
+        "{:#?}",
+        env.items(&s, "tasks/t1")
+            .iter()
+            .map(|i| (
+                i["id"].clone(),
+                i["created_at"].clone(),
+                i["metadata"].clone()
+            ))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        env.activity(&s),
+        [
+            "attached",
+            "thread_registered",
+            "thread_active",
+            "thread_completed"
+        ]
+    );
+    for (ty, text) in env.transcript(&s, "worker") {
+        assert!(!text.is_empty(), "{ty} has a readable text");
+    }
+    crate::harness_support::assert_no_duplicate_posts(&env, &s, "tasks/t1");
+    assert_eq!(env.state(&s, "tasks/t1"), "completed");
+    let thread_yaml = std::fs::read_to_string(
+        env.home
+            .root()
+            .join("jobs/session_agent_harness-ses_conv/threads/tasks/t1/thread.yaml"),
+    )
+    .unwrap();
+    assert!(thread_yaml.contains("state: completed"), "{thread_yaml}");
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_agent_slot_shared_by_two_sections() {
+    let env = Env::new().await;
+    let (a, b) = (env.session("ses_a"), env.session("ses_b"));
+    env.configure(&[&a, &b], 1, "");
+    let worker = env.start().await;
+    env.wait("both attached", |e| {
+        e.activity(&a).contains(&"attached".to_string())
+            && e.activity(&b).contains(&"attached".to_string())
+    })
+    .await;
+    env.handoff(&a, "t");
+    env.wait("first thread active", |e| e.state(&a, "t") == "active")
+        .await;
+    env.handoff(&b, "t");
+    env.wait("second thread registered", |e| {
+        e.activity(&b).contains(&"thread_registered".to_string())
+    })
+    .await;
+    env.say(&a, "t", "one");
+    env.wait("first thread works", |e| {
+        e.has(&a, "t", "text", "echo: one")
+    })
+    .await;
+    // The only slot is the first thread's: the second is still waiting.
+    assert_eq!(env.state(&b, "t"), "pending");
+    env.set_state(&a, "t", "completed");
+    env.wait("second thread active", |e| e.state(&b, "t") == "active")
+        .await;
+    env.say(&b, "t", "two");
+    env.wait("second thread works", |e| {
+        e.has(&b, "t", "text", "echo: two")
+    })
+    .await;
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_owned_by_another_user_is_refused() {
+    let env = Env::new().await;
+    let (taken, free) = (env.session("ses_taken"), env.session("ses_free"));
+    let foreign = json!({"type": "thread", "thread": {"metadata": {
+        "user": {"user_id": alice().id}, "instance": {"status": "attached"}}}});
+    env.set_envelope(&taken, "worker", foreign.clone());
+    env.configure(&[&taken, &free], 4, "");
+    let worker = env.start().await;
+    env.wait("the free session attaches", |e| {
+        e.activity(&free).contains(&"attached".to_string())
+    })
+    .await;
+    let path = env.section_yaml(&taken);
+    eventually("the refusal is recorded", || {
+        std::fs::read_to_string(&path).is_ok_and(|t| t.contains("SESSION_OWNED_BY_DIFFERENT_USER"))
+    })
+    .await;
+    assert_eq!(
+        env.admin.object(&taken.session_id, "worker").unwrap(),
+        foreign
+    );
+    assert!(env.activity(&taken).is_empty());
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_worker_object_detaches_only_that_section() {
+    let env = Env::new().await;
+    let (a, b) = (env.session("ses_a"), env.session("ses_b"));
+    env.configure(&[&a, &b], 4, "");
+    let worker = env.start().await;
+    env.handoff(&a, "t");
+    env.handoff(&b, "t");
+    env.wait("both active", |e| {
+        e.state(&a, "t") == "active" && e.state(&b, "t") == "active"
+    })
+    .await;
+    env.say(&a, "t", "sleep: 600000");
+    let wf = env.work_folder().to_path_buf();
+    eventually("the agent runs", || agent_processes(&wf) == 1).await;
+    env.admin.delete_object(&a.session_id, "worker").unwrap();
+    eventually("no agent left", || agent_processes(&wf) == 0).await;
+    let path = env.section_yaml(&a);
+    eventually("detach recorded", || {
+        std::fs::read_to_string(&path).is_ok_and(|t| t.contains("SESSION_DETACHED_EXTERNALLY"))
+    })
+    .await;
+    env.say(&b, "t", "still here");
+    env.wait("the other section carries on", |e| {
+        e.has(&b, "t", "text", "echo: still here")
+    })
+    .await;
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_envelopes_fail_with_a_code_or_are_ignored() {
+    let env = Env::new().await;
+    let s = env.session("ses_bad");
+    env.configure(&[&s], 4, "");
+    let worker = env.start().await;
+    env.wait("attached", |e| {
+        e.activity(&s).contains(&"attached".to_string())
+    })
+    .await;
+    let wf = env.work_folder().to_str().unwrap().to_string();
+    let thread = |meta: serde_json::Value| json!({"type": "thread", "thread": {"metadata": meta}});
+    let cases = [
+        (
+            "wrong-type",
+            thread(
+                json!({"instance": {"state": "pending"}, "agent": {"type": 5}, "workspace": {"work_folder": wf}}),
+            ),
+            Some("AGENT_TYPE_UNSUPPORTED"),
+        ),
+        (
+            "no-workspace",
+            thread(json!({"instance": {"state": "pending"}, "agent": {"type": "test_double"}})),
+            Some("WORK_FOLDER_NOT_ABSOLUTE"),
+        ),
+        (
+            "huge",
+            thread(
+                json!({"instance": {"state": "pending"}, "agent": {"type": "x".repeat(50_000)}, "workspace": {"work_folder": wf}}),
+            ),
+            Some("AGENT_TYPE_UNSUPPORTED"),
+        ),
+        (
+            "exe",
+            thread(
+                json!({"instance": {"state": "pending"}, "agent": {"type": "test_double", "executable": "/bin/sh"}, "workspace": {"work_folder": wf}}),
+            ),
+            Some("AGENT_EXECUTABLE_NOT_ALLOWED"),
+        ),
+        (
+            "perm",
+            thread(
+                json!({"instance": {"state": "pending"}, "agent": {"type": "test_double", "permissions": "yolo"}, "workspace": {"work_folder": wf}}),
+            ),
+            Some("PERMISSIONS_UNSUPPORTED"),
+        ),
+        (
+            "unknown-state",
+            thread(
+                json!({"instance": {"state": "banana"}, "agent": {"type": "test_double"}, "workspace": {"work_folder": wf}}),
+            ),
+            None,
+        ),
+        (
+            "state-list",
+            thread(json!({"instance": {"state": ["pending"]}})),
+            None,
+        ),
+        (
+            "not-a-thread",
+            json!({"type": "thread", "thread": "x"}),
+            None,
+        ),
+    ];
+    for (alias, value, _) in &cases {
+        env.set_envelope(&s, alias, value.clone());
+    }
+    env.handoff(&s, "good");
+    env.wait("the good thread runs", |e| e.state(&s, "good") == "active")
+        .await;
+    env.say(&s, "good", "fine");
+    env.wait("the good thread answers", |e| {
+        e.has(&s, "good", "text", "echo: fine")
+    })
+    .await;
+    for (alias, _, code) in &cases {
+        if let Some(code) = code {
+            env.wait(&format!("{alias} failed with {code}"), |e| {
+                e.state(&s, alias) == "failed"
+                    && e.transcript(&s, alias)
+                        .iter()
+                        .any(|(t, x)| t == "status" && x.starts_with(code))
+            })
+            .await;
+        }
+    }
+    for (alias, value, code) in &cases {
+        if code.is_none() {
+            assert_eq!(
+                env.admin.object(&s.session_id, alias).as_ref(),
+                Some(value),
+                "{alias} untouched"
+            );
+            assert!(env.items(&s, alias).is_empty(), "{alias} has no items");
+        }
+    }
+    let _ = envelope;
+    worker.terminate().await;
+}

@@ -1,0 +1,103 @@
+//! session_agent_harness under crashes and faults: a scripted conversation survives SIGKILL at
+//! random points and an unreliable platform, with every message echoed exactly once.
+
+use std::time::Duration;
+
+use blobhub_emulator::Faults;
+
+use crate::harness_support::{Env, assert_no_duplicate_posts, echo_counts};
+
+/// A tiny deterministic generator (xorshift), so a failing run can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_twenty_points_loses_and_repeats_nothing() {
+    const MESSAGES: usize = 20;
+    let env = Env::new().await;
+    let s = env.session("ses_crash");
+    env.configure(&[&s], 4, "");
+    let mut worker = env.start().await;
+    env.handoff(&s, "t");
+    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    for i in 0..MESSAGES {
+        env.say(&s, "t", &format!("m{i}"));
+        // The kill point: a seeded random moment during the turn this message starts.
+        tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
+        worker.child.kill().await.unwrap();
+        eprintln!("killed at m{i}");
+        worker = env.start().await;
+        eprintln!("restarted after m{i}");
+    }
+    env.wait("every message echoed", |e| {
+        echo_counts(e, &s, "t", MESSAGES).iter().all(|c| *c >= 1)
+    })
+    .await;
+    let counts = echo_counts(&env, &s, "t", MESSAGES);
+    assert!(
+        counts.iter().all(|c| *c == 1),
+        "echo counts {counts:?}\n{:#?}",
+        env.transcript(&s, "t")
+    );
+    assert_no_duplicate_posts(&env, &s, "t");
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_survives_an_unreliable_platform() {
+    const MESSAGES: usize = 8;
+    let env = Env::new().await;
+    let s = env.session("ses_faults");
+    env.configure(&[&s], 4, "");
+    env.admin.set_fault_seed(7);
+    env.admin.set_faults(
+        "*",
+        Faults {
+            rate_5xx: 0.10,
+            rate_429: 0.05,
+            retry_after_s: 0,
+            rate_drop: 0.02,
+            ..Faults::default()
+        },
+    );
+    let worker = env.start().await;
+    env.handoff(&s, "t");
+    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    for i in 0..MESSAGES {
+        env.say(&s, "t", &format!("m{i}"));
+        env.wait(&format!("m{i} echoed"), |e| {
+            echo_counts(e, &s, "t", MESSAGES)[i] >= 1
+        })
+        .await;
+    }
+    env.say(&s, "t", "ask: proceed?");
+    env.wait("prompt", |e| {
+        e.transcript(&s, "t")
+            .iter()
+            .any(|(t, _)| t == "pending_prompt")
+    })
+    .await;
+    env.say(&s, "t", "yes");
+    env.wait("answered", |e| e.has(&s, "t", "text", "answered: Approve"))
+        .await;
+    env.admin.clear_faults();
+    let counts = echo_counts(&env, &s, "t", MESSAGES);
+    assert!(counts.iter().all(|c| *c == 1), "echo counts {counts:?}");
+    assert_no_duplicate_posts(&env, &s, "t");
+    let activity = env.activity(&s);
+    assert_eq!(
+        activity.iter().filter(|t| *t == "thread_active").count(),
+        1,
+        "{activity:?}"
+    );
+    worker.terminate().await;
+}
