@@ -7,24 +7,53 @@
 //! `DUPLICATE_SECTION_TARGET` and the like. Each returned [`Diagnostic`] carries its own code,
 //! path and line; any error stops `start` (and fails `config check`) with that code.
 
-use crate::config::{Config, Diagnostic, LineIndex};
+use std::sync::Arc;
+
+use crate::config::{Config, Diagnostic, LineIndex, Severity};
+use crate::runtime::Runtime;
 use crate::state_tree::StateTree;
+
+/// The verdict of the job-type step, with the job types it loaded (none when loading failed),
+/// so that `start` runs sections with the very components it validated them with.
+pub struct JobTypeCheck {
+    pub runtime: Option<Arc<Runtime>>,
+    pub diagnostics: Vec<Diagnostic>,
+}
 
 /// Validates every section of `config` with its job type (through the plugin runtime).
 pub async fn validate_sections(
     config: &Config,
     tree: &StateTree,
     lines: &LineIndex,
-) -> Vec<Diagnostic> {
-    crate::runtime::start::validate_config(config, tree.root())
+) -> JobTypeCheck {
+    let runtime = match crate::runtime::start::load_job_types(tree.root()).await {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return JobTypeCheck {
+                runtime: None,
+                diagnostics: vec![Diagnostic {
+                    severity: Severity::Error,
+                    line: None,
+                    code: "JOB_TYPE_INVALID".into(),
+                    path: String::new(),
+                    message: format!("{e:#}"),
+                }],
+            };
+        }
+    };
+    let diagnostics = crate::runtime::start::validate_config(&runtime, config, tree.root())
         .await
         .into_iter()
         .map(|(code, path, message)| Diagnostic {
-            severity: crate::config::Severity::Error,
+            severity: Severity::Error,
             line: lines.line(&path),
             code,
             path,
             message,
         })
-        .collect()
+        .collect();
+    JobTypeCheck {
+        runtime: Some(runtime),
+        diagnostics,
+    }
 }

@@ -11,5 +11,6 @@ pub mod config;
 pub mod instance_lock;
 pub mod job_type_check;
 pub mod runtime;
+pub mod signals;
 pub mod start;
 pub mod state_tree;

@@ -40,11 +40,11 @@ pub struct StartContext {
     pub tui: bool,
 }
 
-/// A passed preflight: the context, the held lock (released by the caller after the runtime
-/// returns) and the config warnings to show.
-#[derive(Debug)]
+/// A passed preflight: the context, the job types the sections were validated with, the held
+/// lock (released by the caller after the runtime returns) and the config warnings to show.
 pub struct Started {
     pub context: StartContext,
+    pub runtime: std::sync::Arc<crate::runtime::Runtime>,
     pub lock: InstanceLock,
     pub warnings: Vec<Diagnostic>,
     /// The user `GET /users/me` answered with.
@@ -65,8 +65,8 @@ pub async fn preflight(tree: StateTree, tui: bool) -> Result<Started, CodedError
         return Err(diagnostics_error("INVALID_CONFIG", &tree, &errors));
     };
     // 5.
-    let job_type_diagnostics =
-        crate::job_type_check::validate_sections(&config, &tree, &report.lines).await;
+    let check = crate::job_type_check::validate_sections(&config, &tree, &report.lines).await;
+    let job_type_diagnostics = check.diagnostics;
     let job_type_errors: Vec<&Diagnostic> = job_type_diagnostics
         .iter()
         .filter(|d| d.severity == Severity::Error)
@@ -75,6 +75,13 @@ pub async fn preflight(tree: StateTree, tui: bool) -> Result<Started, CodedError
         let code = known_code(&first.code);
         return Err(diagnostics_error(code, &tree, &job_type_errors));
     }
+    let Some(runtime) = check.runtime else {
+        // Unreachable in practice: without a runtime the check reports an error above.
+        return Err(CodedError::new(
+            "JOB_TYPE_INVALID",
+            "the job types could not be loaded",
+        ));
+    };
     let mut warnings = warnings;
     warnings.extend(job_type_diagnostics);
     // 6.
@@ -114,6 +121,7 @@ pub async fn preflight(tree: StateTree, tui: bool) -> Result<Started, CodedError
             tree,
             tui,
         },
+        runtime,
         lock,
         warnings,
         user,

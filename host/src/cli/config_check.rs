@@ -15,8 +15,8 @@ pub async fn run(file: Option<PathBuf>, output: &Output) -> anyhow::Result<ExitC
     let report = config::load_file(&path);
     let mut diagnostics = report.diagnostics.clone();
     if let Some(config) = &report.config {
-        diagnostics
-            .extend(crate::job_type_check::validate_sections(config, &tree, &report.lines).await);
+        let check = crate::job_type_check::validate_sections(config, &tree, &report.lines).await;
+        diagnostics.extend(check.diagnostics);
     }
     let errors = diagnostics
         .iter()

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use super::{Output, state_tree};
-use crate::start::{StartContext, preflight};
+use crate::signals::StopRequests;
+use crate::start::preflight;
 
 #[derive(Debug, clap::Args)]
 pub struct StartArgs {
@@ -23,8 +24,9 @@ pub async fn run(args: StartArgs, output: &Output) -> anyhow::Result<ExitCode> {
         output.note(&format!("warning: {}: {warning}", warning.code));
     }
     // Installed before the start line, so that a SIGTERM sent as soon as the line appears is
-    // already a graceful stop rather than the default action (termination).
-    let stop = StopSignals::install()?;
+    // already a graceful stop rather than the default action (termination). The one place that
+    // handles signals: see `crate::signals`.
+    let stop = StopRequests::install()?;
     let ctx = &started.context;
     if !args.tui {
         // Printed even with --json/--quiet: it is the one signal that the worker runs.
@@ -39,60 +41,10 @@ pub async fn run(args: StartArgs, output: &Output) -> anyhow::Result<ExitCode> {
         );
     }
     let lock = started.lock;
-    let result = hand_off(started.context, stop).await;
+    let result = crate::runtime::run(started.context, started.runtime, stop).await;
     // Clean exit, whatever the runtime's outcome: the lock file goes away.
     if let Err(e) = lock.release() {
         tracing::warn!(error = %e, "could not remove instance.yaml");
     }
     result
-}
-
-/// Runs the worker until it stops. The runtime handles SIGINT/SIGTERM itself; `stop` was
-/// installed before the start line so that an early signal is not the default action.
-///
-/// tokio does not replay a signal to a listener registered after it arrived, so a signal that
-/// came before the runtime was listening would be lost and the worker would run on. When `stop`
-/// sees one, it is passed on as SIGTERM (a graceful stop; never counted as a second SIGINT)
-/// until the runtime returns.
-async fn hand_off(ctx: StartContext, stop: StopSignals) -> anyhow::Result<ExitCode> {
-    let run = crate::runtime::run(ctx);
-    tokio::pin!(run);
-    tokio::select! {
-        result = &mut run => return result,
-        () = stop.wait() => {}
-    }
-    let mut resend = tokio::time::interval(std::time::Duration::from_millis(200));
-    loop {
-        tokio::select! {
-            result = &mut run => return result,
-            _ = resend.tick() => {
-                let pid = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
-                // SAFETY: kill(2) on our own pid with a signal we handle.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-        }
-    }
-}
-
-/// SIGINT and SIGTERM, merged: either one asks for a graceful stop.
-struct StopSignals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl StopSignals {
-    fn install() -> std::io::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        })
-    }
-
-    async fn wait(mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-        }
-    }
 }

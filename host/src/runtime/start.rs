@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::supervisor::{RuntimeInputs, run_with_signals};
+use super::supervisor::{Runtime, RuntimeInputs, run_until_stopped};
 use super::transport::{CallFuture, Channel, SessionTransport, TransportError};
 use crate::api::{ApiError, Client};
 use crate::config::Config;
+use crate::signals::StopRequests;
 use crate::start::StartContext;
 
 impl From<ApiError> for TransportError {
@@ -85,8 +86,23 @@ pub fn config_json(config: &Config) -> Value {
     doc
 }
 
-/// Run the started worker until it is stopped (SIGINT/SIGTERM; a second SIGINT forces).
-pub async fn run(ctx: StartContext) -> anyhow::Result<ExitCode> {
+/// Load the bundled job types and those installed in the state tree's `plugins/` folder
+/// (compiled code cached in `cache/`). Done once per start, at preflight; `run` reuses it.
+pub async fn load_job_types(tree_root: &std::path::Path) -> anyhow::Result<Arc<Runtime>> {
+    let runtime = Runtime::load(
+        Some(tree_root.join("plugins")),
+        Some(tree_root.join("cache")),
+    )
+    .await?;
+    Ok(Arc::new(runtime))
+}
+
+/// Run the started worker with the job types loaded at preflight until `stop` asks for it.
+pub async fn run(
+    ctx: StartContext,
+    runtime: Arc<Runtime>,
+    stop: StopRequests,
+) -> anyhow::Result<ExitCode> {
     let api_key = ctx
         .tree
         .load_credentials()
@@ -100,7 +116,7 @@ pub async fn run(ctx: StartContext) -> anyhow::Result<ExitCode> {
         instance_id: ctx.instance.instance_id.clone(),
         secrets: vec![api_key],
     };
-    let report = run_with_signals(inputs).await?;
+    let report = run_until_stopped(runtime, inputs, stop).await;
     if !report.preflight.is_empty() {
         for e in &report.preflight {
             eprintln!("error: {e}");
@@ -111,21 +127,12 @@ pub async fn run(ctx: StartContext) -> anyhow::Result<ExitCode> {
 }
 
 /// The job-type step of preflight, for `job_type_check`: (code, field path, message) of every
-/// refusal. Loads the job types (bundled and installed) and calls their `validate` exports;
-/// contacts no server.
+/// refusal. Calls the `validate` exports of `runtime`'s job types; contacts no server.
 pub async fn validate_config(
+    runtime: &Arc<Runtime>,
     config: &Config,
     tree_root: &std::path::Path,
 ) -> Vec<(String, String, String)> {
-    let runtime = match super::Runtime::load(
-        Some(tree_root.join("plugins")),
-        Some(tree_root.join("cache")),
-    )
-    .await
-    {
-        Ok(r) => Arc::new(r),
-        Err(e) => return vec![("JOB_TYPE_INVALID".into(), String::new(), format!("{e:#}"))],
-    };
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let inputs = RuntimeInputs {
         config: config_json(config),

@@ -19,6 +19,7 @@ use super::preflight::{self, PreflightError};
 use super::section::{self, SectionEnd};
 use super::settings::RuntimeSettings;
 use super::transport::SessionTransport;
+use crate::signals::StopRequests;
 
 /// How long sections get to return after the shutdown signal before they are cancelled.
 pub const DRAIN_BOUND: Duration = Duration::from_secs(10);
@@ -175,46 +176,25 @@ pub async fn run_sections(
     report
 }
 
-/// Load, preflight and run everything of `inputs`, stopping on SIGINT/SIGTERM (a second
-/// SIGINT forces).
-pub async fn run_with_signals(inputs: RuntimeInputs) -> anyhow::Result<RunReport> {
-    let runtime =
-        Arc::new(Runtime::load(Some(inputs.plugins_dir()), Some(inputs.cache_dir())).await?);
+/// Preflight and run every section of `inputs` with the job types of `runtime`, until `stop`
+/// asks for it (graceful on the first signal, forced on a second SIGINT: see
+/// [`crate::signals`]). Sections that end on their own stay ended (refused until restart), and
+/// a worker whose sections have all ended, or that has none, idles until it is told to stop.
+pub async fn run_until_stopped(
+    runtime: Arc<Runtime>,
+    inputs: RuntimeInputs,
+    stop: StopRequests,
+) -> RunReport {
     for failure in &runtime.job_types.failures {
         tracing::warn!(error = %failure, "job_type_not_loaded");
     }
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (force_tx, force_rx) = watch::channel(false);
-    let shared = shared(&inputs, shutdown_rx.clone());
-    let signals = tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        let mut interrupts = 0;
-        loop {
-            tokio::select! {
-                _ = int.recv() => interrupts += 1,
-                _ = term.recv() => {}
-            }
-            let _ = shutdown_tx.send(true);
-            if interrupts >= 2 {
-                let _ = force_tx.send(true);
-                return;
-            }
-        }
-    });
-    let mut waiting = shutdown_rx.clone();
-    let report = run_sections(runtime, shared, shutdown_rx, force_rx).await;
-    // Sections that ended on their own stay ended (refused until restart) and a config without
-    // sections idles: the process itself runs until it is told to stop.
+    let StopRequests { shutdown, force } = stop;
+    let shared = shared(&inputs, shutdown.clone());
+    let mut waiting = shutdown.clone();
+    let report = run_sections(runtime, shared, shutdown, force).await;
     if report.preflight.is_empty() && !*waiting.borrow() {
         tracing::info!("all_sections_ended");
         let _ = waiting.wait_for(|d| *d).await;
     }
-    signals.abort();
-    Ok(report)
+    report
 }
