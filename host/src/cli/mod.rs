@@ -7,6 +7,7 @@
 //! * 2: a usage error (bad flag or value).
 
 mod config_check;
+mod demo;
 mod login;
 mod output;
 mod plugins;
@@ -52,6 +53,8 @@ enum Command {
     Start(start::StartArgs),
     /// List the bundled and installed job types, or check a component (`plugins check FILE`).
     Plugins(plugins::PluginsArgs),
+    /// Run the whole product offline: an in-process emulator, a worker and the test agent.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +102,7 @@ fn try_run(cli: Cli, output: &Output) -> anyhow::Result<ExitCode> {
             Command::Config(ConfigCommand::Check { file }) => config_check::run(file, output).await,
             Command::Start(args) => start::run(args, output).await,
             Command::Plugins(args) => plugins::run(args, output).await,
+            Command::Demo(args) => demo::run(args, output).await,
         }
     })
 }
