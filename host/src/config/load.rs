@@ -558,7 +558,11 @@ impl Walk {
             let Some(fields) = self.mapping(&path, Some(value)) else {
                 continue;
             };
-            self.unknown_keys(&path, &fields, &["allow_spawn", "memory_limit_mib"]);
+            self.unknown_keys(
+                &path,
+                &fields,
+                &["allow_spawn", "memory_limit_mib", "max_busy_ms"],
+            );
             let allow_spawn = self.string_list(
                 &child(&path, "allow_spawn"),
                 Self::get(&fields, "allow_spawn"),
@@ -579,11 +583,17 @@ impl Walk {
                 Self::get(&fields, "memory_limit_mib"),
                 JobTypeSettings::default().memory_limit_mib,
             );
+            let max_busy_ms = self.positive(
+                &child(&path, "max_busy_ms"),
+                Self::get(&fields, "max_busy_ms"),
+                JobTypeSettings::default().max_busy_ms,
+            );
             job_types.insert(
                 job_type,
                 JobTypeSettings {
                     allow_spawn,
                     memory_limit_mib,
+                    max_busy_ms,
                 },
             );
         }
@@ -614,6 +624,7 @@ job_types:
   session_agent_harness:
     allow_spawn: [claude, codex]
     memory_limit_mib: 128
+    max_busy_ms: 2000
 sections:
   - name: backend-feature
     job_type: session_agent_harness
@@ -647,9 +658,10 @@ sections:
         assert_eq!(section.name.as_deref(), Some("backend-feature"));
         assert_eq!(section.job_type, "session_agent_harness");
         assert_eq!(section.settings["session"]["org_id"], "org_1");
-        assert_eq!(section.line, Some(20));
+        assert_eq!(section.line, Some(21));
         let grants = config.job_type("session_agent_harness");
         assert_eq!(grants.memory_limit_mib, 128);
+        assert_eq!(grants.max_busy_ms, 2000);
         assert_eq!(grants.allow_spawn.unwrap(), ["claude", "codex"]);
         assert_eq!(config.job_type("other").memory_limit_mib, 256);
         assert_eq!(config.retry_policy().cap.as_millis(), 20000);

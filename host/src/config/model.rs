@@ -170,6 +170,9 @@ pub struct JobTypeSettings {
     pub allow_spawn: Option<Vec<String>>,
     /// Linear memory limit of each instance of the job type.
     pub memory_limit_mib: u64,
+    /// How long an instance may compute without returning to the host before it is stopped
+    /// as runaway (`JOB_TYPE_UNRESPONSIVE`).
+    pub max_busy_ms: u64,
 }
 
 impl Default for JobTypeSettings {
@@ -177,6 +180,7 @@ impl Default for JobTypeSettings {
         Self {
             allow_spawn: None,
             memory_limit_mib: 256,
+            max_busy_ms: 5000,
         }
     }
 }
