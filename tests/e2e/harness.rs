@@ -299,3 +299,87 @@ async fn bad_envelopes_fail_with_a_code_or_are_ignored() {
     let _ = envelope;
     worker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_prompt_survives_a_restart() {
+    let env = Env::new().await;
+    let s = env.session("ses_prompt");
+    env.configure(&[&s], 4, "");
+    let worker = env.start().await;
+    env.handoff(&s, "t");
+    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.say(&s, "t", "ask: ship it?");
+    env.wait("prompt", |e| {
+        e.transcript(&s, "t")
+            .iter()
+            .any(|(t, _)| t == "pending_prompt")
+    })
+    .await;
+    worker.terminate().await;
+    let worker = env.start().await;
+    env.wait("recovered", |e| {
+        e.activity(&s).contains(&"thread_recovered".to_string())
+    })
+    .await;
+    env.say(&s, "t", "no");
+    env.wait("the answer reaches the resumed session", |e| {
+        e.has(
+            &s,
+            "t",
+            "text",
+            "echo: Your earlier question \"ship it?\" was answered: Deny",
+        )
+    })
+    .await;
+    // The question was not asked again and the instruction was not replayed.
+    let prompts = env
+        .transcript(&s, "t")
+        .iter()
+        .filter(|(t, _)| t == "pending_prompt")
+        .count();
+    assert_eq!(prompts, 1);
+    assert!(env.has(&s, "t", "pending_prompt_resolved", "✓ Answered: Deny"));
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_deletion_and_session_lifecycle() {
+    let env = Env::new().await;
+    let s = env.session("ses_life");
+    env.configure(&[&s], 4, "");
+    let worker = env.start().await;
+    env.handoff(&s, "gone");
+    env.handoff(&s, "busy");
+    env.wait("active", |e| {
+        e.state(&s, "gone") == "active" && e.state(&s, "busy") == "active"
+    })
+    .await;
+    env.admin.delete_object(&s.session_id, "gone").unwrap();
+    env.wait("thread_removed", |e| {
+        e.activity(&s).contains(&"thread_removed".to_string())
+    })
+    .await;
+    env.say(&s, "busy", "sleep: 600000");
+    let wf = env.work_folder().to_path_buf();
+    eventually("the agent runs", || agent_processes(&wf) == 1).await;
+    env.admin
+        .set_session_status(&s.session_id, "closing")
+        .unwrap();
+    eventually("quiesced: the turn is stopped", || {
+        agent_processes(&wf) == 0
+    })
+    .await;
+    let path = env.section_yaml(&s);
+    eventually("quiescing recorded", || {
+        std::fs::read_to_string(&path).is_ok_and(|t| t.contains("SESSION_CLOSING"))
+    })
+    .await;
+    env.admin
+        .set_session_status(&s.session_id, "closed")
+        .unwrap();
+    eventually("closed recorded", || {
+        std::fs::read_to_string(&path).is_ok_and(|t| t.contains("code: SESSION_CLOSED"))
+    })
+    .await;
+    worker.terminate().await;
+}
