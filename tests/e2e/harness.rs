@@ -383,3 +383,90 @@ async fn thread_deletion_and_session_lifecycle() {
     .await;
     worker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_waiting_for_a_person_lends_its_slot() {
+    let env = Env::new().await;
+    let s = env.session("ses_lend");
+    env.configure(&[&s], 1, "");
+    let worker = env.start().await;
+    env.handoff(&s, "a");
+    env.wait("a active", |e| e.state(&s, "a") == "active").await;
+    env.say(&s, "a", "ask: wait for me?");
+    env.wait("a asks", |e| {
+        e.transcript(&s, "a")
+            .iter()
+            .any(|(t, _)| t == "pending_prompt")
+    })
+    .await;
+    // While `a` waits for its person, `b` gets the only slot and works.
+    env.handoff(&s, "b");
+    env.wait("b active", |e| e.state(&s, "b") == "active").await;
+    env.say(&s, "b", "meanwhile");
+    env.wait("b works", |e| e.has(&s, "b", "text", "echo: meanwhile"))
+        .await;
+    env.set_state(&s, "b", "completed");
+    env.say(&s, "a", "yes");
+    env.wait("a continues once the slot is free", |e| {
+        e.has(&s, "a", "text", "answered: Approve")
+    })
+    .await;
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_thread_without_local_state_is_recovered_from_the_wire() {
+    let env = Env::new().await;
+    let s = env.session("ses_wiped");
+    env.configure(&[&s], 4, "");
+    let worker = env.start().await;
+    env.handoff(&s, "t");
+    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.say(&s, "t", "m0");
+    env.wait("the first turn ends", |e| {
+        e.items(&s, "t")
+            .iter()
+            .any(|i| i.pointer("/metadata/type") == Some(&json!("turn_end")))
+    })
+    .await;
+    let session_before = env
+        .items(&s, "t")
+        .iter()
+        .rev()
+        .find_map(|i| i.pointer("/metadata/agent_session_id").cloned())
+        .unwrap();
+    worker.terminate().await;
+    // The worker's state for this session is gone (another machine, a wiped home).
+    std::fs::remove_dir_all(
+        env.home
+            .root()
+            .join("jobs/session_agent_harness-ses_wiped/threads"),
+    )
+    .unwrap();
+    env.say(&s, "t", "m1");
+    let worker = env.start().await;
+    env.wait("the second turn ends", |e| {
+        e.items(&s, "t")
+            .iter()
+            .filter(|i| i.pointer("/metadata/type") == Some(&json!("turn_end")))
+            .count()
+            == 2
+    })
+    .await;
+    assert_eq!(
+        crate::harness_support::echo_counts(&env, &s, "t", 2),
+        [1, 1]
+    );
+    let session_after = env
+        .items(&s, "t")
+        .iter()
+        .rev()
+        .find_map(|i| i.pointer("/metadata/agent_session_id").cloned())
+        .unwrap();
+    assert_eq!(
+        session_before, session_after,
+        "the agent session is resumed"
+    );
+    assert!(env.activity(&s).contains(&"thread_recovered".to_string()));
+    worker.terminate().await;
+}

@@ -29,18 +29,9 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
     };
     // A slot per active thread, from the worker-wide pool; the envelope stays `pending` while
     // the thread waits, and the dashboard says so.
-    let _slot = match slots::try_acquire() {
-        Some(s) => s,
-        None => {
-            t.row("waiting for slot");
-            log(
-                Level::Info,
-                "thread_awaiting_slot",
-                Some(&t.alias),
-                json!({}),
-            );
-            sdk::acquire_slot().await
-        }
+    let mut slot = match slots::try_acquire() {
+        Some(s) => Some(s),
+        None => Some(wait_for_slot(&t).await),
     };
     match mode {
         Mode::Activate => {
@@ -160,11 +151,26 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
             Some(&t.alias),
             json!({"items": ids}),
         );
-        if let Err(f) = turn(&t, &settings, &text, boundary).await {
+        if slot.is_none() {
+            slot = Some(wait_for_slot(&t).await);
+        }
+        if let Err(f) = turn(&t, &settings, &text, boundary, &mut slot).await {
             t.fail(f).await;
             return;
         }
     }
+}
+
+/// Queue for a slot from the worker-wide pool, showing the wait on the dashboard.
+async fn wait_for_slot(t: &Rc<Thread>) -> slots::Slot {
+    t.row("waiting for slot");
+    log(
+        Level::Info,
+        "thread_awaiting_slot",
+        Some(&t.alias),
+        json!({}),
+    );
+    sdk::acquire_slot().await
 }
 
 /// Read the whole thread once after a restart (or a crash mid-turn): adopt the newest open
@@ -261,6 +267,8 @@ struct TurnState {
     session_id: String,
     post_failure: Option<Failure>,
     ended: Option<(String, String)>,
+    /// The thread's agent slot; given back to the pool while a person is being asked.
+    slot: Option<slots::Slot>,
 }
 
 /// Run one turn: persist it as in flight, start the agent, relay both ways until it exits.
@@ -269,6 +277,7 @@ async fn turn(
     settings: &Settings,
     text: &str,
     boundary: ItemCursor,
+    slot: &mut Option<slots::Slot>,
 ) -> Result<(), Failure> {
     let Some(driver) = driver_for(&settings.agent_type) else {
         return Err(Failure::new(
@@ -324,6 +333,7 @@ async fn turn(
         session_id: resume,
         post_failure: None,
         ended: None,
+        slot: slot.take(),
     };
     let exit = loop {
         let seen = t.nudge.generation();
@@ -392,6 +402,7 @@ async fn turn(
             return Err(Failure::new("AGENT_CRASHED", how));
         }
     }
+    *slot = st.slot.take();
     let mut rec = t.rec.borrow_mut();
     rec.agent.agent_session_id = st.session_id;
     rec.items.last_consumed = st.boundary;
@@ -460,9 +471,11 @@ async fn on_event(
             }));
             t.answer.replace(None);
             // Held wait begins: what led to the question is consumed, so a restart does not
-            // replay it as the answer.
+            // replay it as the answer; and the slot goes back to the pool, since a person may
+            // take a long time and other threads should not wait for them.
             t.rec.borrow_mut().items.last_consumed = st.boundary.clone();
             let _ = t.save();
+            st.slot = None;
             t.row("active (prompt)");
             // A reply may already be on the thread.
             t.nudge.notify();
@@ -519,6 +532,10 @@ async fn deliver_answer(
     let Some((open, answers, _msg)) = t.resolve_prompt(Some(&st.turn_id)).await else {
         return;
     };
+    // Answered: the agent continues, so it needs its slot again (FIFO behind other threads).
+    if st.slot.is_none() {
+        st.slot = Some(wait_for_slot(t).await);
+    }
     let approved = prompt::approved(&answers);
     let answer = prompt::answer_for_agent(&answers);
     let request_id = open.request_id.unwrap_or_default();
