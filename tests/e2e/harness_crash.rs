@@ -101,3 +101,49 @@ async fn a_conversation_survives_an_unreliable_platform() {
     );
     worker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_and_unknown_writes_are_retried_without_duplicates() {
+    let env = Env::new().await;
+    let s = env.session("ses_unknown");
+    env.configure(&[&s], 4, "");
+    let worker = env.start().await;
+    env.wait("attached", |e| {
+        e.activity(&s).contains(&"attached".to_string())
+    })
+    .await;
+    // The next envelope writes fail outright; the next posts land but their answers are lost.
+    env.admin.set_faults(
+        "upload_session_object",
+        Faults {
+            rate_5xx: 1.0,
+            times: Some(3),
+            ..Faults::default()
+        },
+    );
+    env.admin.set_faults(
+        "post_session_thread_item",
+        Faults {
+            rate_drop: 1.0,
+            after_apply: true,
+            times: Some(3),
+            ..Faults::default()
+        },
+    );
+    env.handoff(&s, "t");
+    env.wait("active despite failed writes", |e| {
+        e.state(&s, "t") == "active"
+    })
+    .await;
+    env.say(&s, "t", "m0");
+    env.wait("m0 echoed", |e| echo_counts(e, &s, "t", 1)[0] >= 1)
+        .await;
+    env.wait("turn ended", |e| {
+        e.transcript(&s, "t").iter().any(|(t, _)| t == "turn_end")
+    })
+    .await;
+    assert_eq!(echo_counts(&env, &s, "t", 1), [1]);
+    assert_no_duplicate_posts(&env, &s, "t");
+    assert_no_duplicate_posts(&env, &s, "worker");
+    worker.terminate().await;
+}
