@@ -224,8 +224,9 @@ pub fn approved(answers: &[Value]) -> bool {
 }
 
 /// The newest `pending_prompt` whose id has no `pending_prompt_resolved`, among a thread's items
-/// (oldest first, any author) — the prompt a restarted worker adopts.
-pub fn adopt(items: &[Value]) -> Option<Prompt> {
+/// (oldest first, any author) — the prompt a restarted worker adopts — with the `created_at` of
+/// its item (only later messages can answer it).
+pub fn adopt(items: &[Value]) -> Option<(Prompt, String)> {
     let mut resolved = std::collections::HashSet::new();
     for item in items {
         if item.pointer("/metadata/type").and_then(Value::as_str) == Some("pending_prompt_resolved")
@@ -245,7 +246,12 @@ pub fn adopt(items: &[Value]) -> Option<Prompt> {
         if resolved.contains(id) {
             return None;
         }
-        Some(Prompt {
+        let asked_at = item
+            .get("created_at")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let prompt = Prompt {
             prompt_id: id.to_string(),
             kind: p
                 .get("kind")
@@ -257,7 +263,8 @@ pub fn adopt(items: &[Value]) -> Option<Prompt> {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default(),
-        })
+        };
+        Some((prompt, asked_at))
     })
 }
 
@@ -321,7 +328,7 @@ mod tests {
             item(p2.pending_metadata()),
             item(p2.answered_metadata(&[])),
         ];
-        assert_eq!(adopt(&items).unwrap().prompt_id, "prm_1");
+        assert_eq!(adopt(&items).unwrap().0.prompt_id, "prm_1");
         let items = vec![
             item(p1.pending_metadata()),
             item(p1.cancelled_metadata("x")),

@@ -41,6 +41,9 @@ pub struct Msg {
 pub struct OpenPrompt {
     pub prompt: Prompt,
     pub request_id: Option<String>,
+    /// `created_at` of the `pending_prompt` item: only messages after it answer the prompt (the
+    /// reference takes the first message after a restart even if it predates the question).
+    pub asked_at: String,
 }
 
 struct Live {
@@ -234,12 +237,16 @@ impl Thread {
                 None if answers.is_some() => String::new(),
                 None => continue,
             };
+            let answers_prompt = self.prompt.borrow().as_ref().is_some_and(|p| {
+                p.asked_at.is_empty()
+                    || crate::timestamp::cmp(&at, &p.asked_at) == std::cmp::Ordering::Greater
+            });
             let msg = Msg {
                 item_id: id,
                 text,
                 answers,
             };
-            if self.prompt.borrow().is_some() && self.answer.borrow().is_none() {
+            if answers_prompt && self.answer.borrow().is_none() {
                 self.answer.replace(Some(msg));
             } else {
                 self.inbox.borrow_mut().push_back(msg);

@@ -245,7 +245,7 @@ async fn recover_from_items(t: &Rc<Thread>) -> bool {
         );
     }
     drop(rec);
-    if let Some(p) = prompt::adopt(&all) {
+    if let Some((p, asked_at)) = prompt::adopt(&all) {
         log(
             Level::Info,
             "open_prompt_restored",
@@ -255,6 +255,7 @@ async fn recover_from_items(t: &Rc<Thread>) -> bool {
         t.prompt.replace(Some(OpenPrompt {
             prompt: p,
             request_id: None,
+            asked_at,
         }));
     }
     t.save().is_ok()
@@ -449,7 +450,11 @@ async fn on_event(
                 json!([{"type": "text", "text": p.text()}]),
                 p.pending_metadata(),
             );
-            if st.post_failure.is_some() || t.post(item, Some(&st.turn_id)).await.is_err() {
+            let posted = match st.post_failure {
+                Some(_) => None,
+                None => t.post(item, Some(&st.turn_id)).await.ok(),
+            };
+            let Some(stored) = posted else {
                 // Nobody can answer a question that was never shown: deny.
                 log(
                     Level::Warning,
@@ -463,11 +468,16 @@ async fn on_event(
                     "Denied: the question could not be delivered to a person; retry",
                 ));
                 return;
-            }
+            };
             t.cancel_prompt("superseded").await;
             t.prompt.replace(Some(OpenPrompt {
                 prompt: p,
                 request_id: Some(request_id),
+                asked_at: stored
+                    .get("created_at")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
             }));
             t.answer.replace(None);
             // Held wait begins: what led to the question is consumed, so a restart does not
