@@ -147,3 +147,77 @@ async fn failed_and_unknown_writes_are_retried_without_duplicates() {
     assert_no_duplicate_posts(&env, &s, "worker");
     worker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_around_questions_asks_and_answers_each_once() {
+    const ROUNDS: usize = 6;
+    let env = Env::new().await;
+    let s = env.session("ses_crash_ask");
+    env.configure(&[&s], 4, "");
+    let mut worker = env.start().await;
+    env.handoff(&s, "t");
+    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    let mut rng = Rng(0x5eed_0000_0000_0042);
+    let count = |e: &Env, ty: &str| {
+        e.transcript(&s, "t")
+            .iter()
+            .filter(|(t, _)| t == ty)
+            .count()
+    };
+    for i in 0..ROUNDS {
+        env.say(&s, "t", &format!("ask: q{i}"));
+        env.wait(&format!("q{i} asked"), |e| {
+            count(e, "pending_prompt") == i + 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.below(200))).await;
+        worker.child.kill().await.unwrap();
+        worker = env.start().await;
+        env.say(&s, "t", "yes");
+        tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
+        worker.child.kill().await.unwrap();
+        worker = env.start().await;
+        env.wait(&format!("q{i} answered"), |e| {
+            count(e, "pending_prompt_resolved") == i + 1
+                && e.transcript(&s, "t").iter().any(|(t, x)| {
+                    t == "text"
+                        && (x == "answered: Approve"
+                            || x.contains(&format!("\"q{i}\" was answered: Approve")))
+                        && count(e, "turn_end") >= i + 1
+                })
+        })
+        .await;
+    }
+    env.wait("every question settled", |e| {
+        let texts: Vec<String> = e
+            .transcript(&s, "t")
+            .into_iter()
+            .filter(|(t, _)| t == "text")
+            .map(|(_, x)| x)
+            .collect();
+        texts
+            .iter()
+            .filter(|x| *x == "answered: Approve" || x.contains("was answered: Approve"))
+            .count()
+            >= ROUNDS
+    })
+    .await;
+    let transcript = env.transcript(&s, "t");
+    let texts: Vec<&String> = transcript
+        .iter()
+        .filter(|(t, _)| t == "text")
+        .map(|(_, x)| x)
+        .collect();
+    assert_eq!(count(&env, "pending_prompt"), ROUNDS, "{transcript:#?}");
+    let answered = texts
+        .iter()
+        .filter(|x| **x == "answered: Approve" || x.contains("was answered: Approve"))
+        .count();
+    assert_eq!(answered, ROUNDS, "{transcript:#?}");
+    assert!(
+        !texts.iter().any(|x| x.as_str() == "echo: yes"),
+        "an answer was replayed as a message: {transcript:#?}"
+    );
+    assert_no_duplicate_posts(&env, &s, "t");
+    worker.terminate().await;
+}

@@ -211,6 +211,15 @@ pub fn answer_for_agent(answers: &[Value]) -> String {
     labels(answers).into_iter().next().unwrap_or_default()
 }
 
+/// The message a resumed agent session gets for a question answered after the process that
+/// asked it was gone.
+pub fn resume_text(question: &str, answers: &[Value]) -> String {
+    format!(
+        "Your earlier question \"{question}\" was answered: {}",
+        answer_for_agent(answers)
+    )
+}
+
 /// The verdict of an approval: the first label of the first answer is affirmative.
 pub fn approved(answers: &[Value]) -> bool {
     let first = answers

@@ -226,6 +226,7 @@ impl Thread {
             }
             self.fetch.borrow_mut().advance(&id, &at);
             if items::is_own(&item, self.ctx.user_id(), &self.own.borrow()) {
+                self.replay_answer(&item);
                 continue;
             }
             let answers = item
@@ -255,6 +256,41 @@ impl Thread {
         Ok(())
     }
 
+    /// A `pending_prompt_resolved` we posted, met again when items are replayed after a
+    /// restart: its answer message must not reach the agent as an ordinary message. Answered
+    /// inside a turn (`turn_id`), the agent already had it — drop it; answered while no agent was
+    /// waiting (an adopted prompt), it becomes the resume message it was before the restart.
+    fn replay_answer(&self, item: &Value) {
+        let meta = item.get("metadata").unwrap_or(&Value::Null);
+        if meta.get("type").and_then(Value::as_str) != Some("pending_prompt_resolved")
+            || meta.pointer("/prompt/prompt_state").and_then(Value::as_str) != Some("answered")
+        {
+            return;
+        }
+        let Some(answer_id) = meta.get("answer_item_id").and_then(Value::as_str) else {
+            return;
+        };
+        let mut inbox = self.inbox.borrow_mut();
+        let Some(pos) = inbox.iter().position(|m| m.item_id == answer_id) else {
+            return;
+        };
+        if meta.get("turn_id").and_then(Value::as_str).is_some() {
+            inbox.remove(pos);
+        } else {
+            let answers = meta
+                .pointer("/prompt/answers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let question = answers
+                .first()
+                .and_then(|a| a.get("question"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            inbox[pos].text = prompt::resume_text(question, &answers);
+        }
+    }
+
     /// Resolve the open prompt with the waiting answer: post `pending_prompt_resolved`, and only
     /// once that landed close the prompt. Returns the prompt and its answer set.
     pub async fn resolve_prompt(
@@ -264,9 +300,12 @@ impl Thread {
         let open = self.prompt.borrow().clone()?;
         let msg = self.answer.borrow().clone()?;
         let answers = open.prompt.answers(&msg.text, msg.answers.as_ref());
+        let mut metadata = open.prompt.answered_metadata(&answers);
+        // Extension: which message answered, so a restart can tell it from an ordinary one.
+        metadata["answer_item_id"] = json!(msg.item_id);
         let item = (
             json!([{"type": "text", "text": prompt::answered_text(&answers)}]),
-            open.prompt.answered_metadata(&answers),
+            metadata,
         );
         match self.post(item, turn_id).await {
             Ok(_) => {

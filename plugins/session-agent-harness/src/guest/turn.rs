@@ -113,11 +113,7 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
             && t.answer.borrow().is_some()
             && let Some((open, answers, msg)) = t.resolve_prompt(None).await
         {
-            let text = format!(
-                "Your earlier question \"{}\" was answered: {}",
-                open.prompt.summary(),
-                prompt::answer_for_agent(&answers)
-            );
+            let text = prompt::resume_text(&open.prompt.summary(), &answers);
             t.inbox
                 .borrow_mut()
                 .push_front(super::thread::Msg { text, ..msg });
