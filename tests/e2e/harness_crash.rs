@@ -183,7 +183,7 @@ async fn sigkill_around_questions_asks_and_answers_each_once() {
                     t == "text"
                         && (x == "answered: Approve"
                             || x.contains(&format!("\"q{i}\" was answered: Approve")))
-                        && count(e, "turn_end") >= i + 1
+                        && count(e, "turn_end") > i
                 })
         })
         .await;
