@@ -134,7 +134,9 @@ pub async fn run(args: DemoArgs, output: &Output) -> anyhow::Result<ExitCode> {
     let result = script.await;
     // Let the printer catch up with the last items.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    printer.abort();
+    if result.is_err() || !args.keep {
+        printer.abort();
+    }
     result?;
 
     if args.keep {
@@ -151,9 +153,12 @@ pub async fn run(args: DemoArgs, output: &Output) -> anyhow::Result<ExitCode> {
                 user.id
             ),
         );
-        let printer = tokio::spawn(print_conversation(admin.clone(), sid.clone(), output.json));
         tokio::signal::ctrl_c().await?;
         printer.abort();
+        say(
+            output,
+            &format!("(the worker home stays in {})", root.display()),
+        );
     }
     stop(&mut worker).await;
     emu.shutdown().await;
