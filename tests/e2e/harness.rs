@@ -470,3 +470,27 @@ async fn an_active_thread_without_local_state_is_recovered_from_the_wire() {
     assert!(env.activity(&s).contains(&"thread_recovered".to_string()));
     worker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_offline_and_exits_zero() {
+    let out = tokio::process::Command::new(crate::support::WORKER)
+        .arg("demo")
+        .env_remove("BLOBHUB_WORKER_HOME")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "[agent]      echo: Hello! What can you do?",
+        "[question]   May I run the test suite?",
+        "[agent]      answered: Approve",
+        "demo finished",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in\n{stdout}");
+    }
+}
