@@ -144,7 +144,7 @@ impl Section {
         loop {
             let refused = self.ctx.refused.borrow_mut().take();
             if let Some((code, message)) = refused {
-                return self.detach(leak(code), &message).await;
+                return self.detach(section_code(&code), &message).await;
             }
             let wait = next_beat.saturating_duration_since(std::time::Instant::now());
             let next = sdk::race(
@@ -419,8 +419,8 @@ impl Section {
 }
 
 /// Section codes are a small fixed set; map an owned code back to its static name.
-fn leak(code: String) -> &'static str {
-    match code.as_str() {
+fn section_code(code: &str) -> &'static str {
+    match code {
         "SESSION_CLOSED" => "SESSION_CLOSED",
         "REVISION_NOT_WRITABLE" => "REVISION_NOT_WRITABLE",
         _ => "SESSION_UNREACHABLE",
