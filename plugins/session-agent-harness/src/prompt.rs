@@ -220,6 +220,43 @@ pub fn resume_text(question: &str, answers: &[Value]) -> String {
     )
 }
 
+/// What to do with a person's message met again after a restart, given the metadata of a
+/// `pending_prompt_resolved` item the worker posted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replayed {
+    /// The item does not name an answer message.
+    Unrelated,
+    /// Message `0` answered a prompt inside a turn: the agent had it; drop it.
+    Drop(String),
+    /// Message `0` answered an adopted prompt: it becomes this resume message again.
+    Resume(String, String),
+}
+
+pub fn replayed(meta: &Value) -> Replayed {
+    if meta.get("type").and_then(Value::as_str) != Some("pending_prompt_resolved")
+        || meta.pointer("/prompt/prompt_state").and_then(Value::as_str) != Some("answered")
+    {
+        return Replayed::Unrelated;
+    }
+    let Some(answer_id) = meta.get("answer_item_id").and_then(Value::as_str) else {
+        return Replayed::Unrelated;
+    };
+    if meta.get("turn_id").and_then(Value::as_str).is_some() {
+        return Replayed::Drop(answer_id.to_string());
+    }
+    let answers = meta
+        .pointer("/prompt/answers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let question = answers
+        .first()
+        .and_then(|a| a.get("question"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Replayed::Resume(answer_id.to_string(), resume_text(question, &answers))
+}
+
 /// The verdict of an approval: the first label of the first answer is affirmative.
 pub fn approved(answers: &[Value]) -> bool {
     let first = answers
@@ -325,6 +362,25 @@ mod tests {
         assert_eq!(a[0]["answer"], json!(["a, 2"]));
         assert_eq!(a[1]["answer"], json!(["A", "B"]));
         assert_eq!(answered_text(&a), "✓ Answered: a, 2; A, B");
+    }
+
+    #[test]
+    fn replayed_answers() {
+        let p = Prompt::approval("prm_1".into(), "ask", "ship?");
+        let answers = p.answers("yes", None);
+        let mut m = p.answered_metadata(&answers);
+        assert_eq!(replayed(&m), Replayed::Unrelated);
+        m["answer_item_id"] = json!("itm_9");
+        assert_eq!(
+            replayed(&m),
+            Replayed::Resume(
+                "itm_9".into(),
+                "Your earlier question \"ship?\" was answered: Approve".into()
+            )
+        );
+        m["turn_id"] = json!("trn_1");
+        assert_eq!(replayed(&m), Replayed::Drop("itm_9".into()));
+        assert_eq!(replayed(&p.cancelled_metadata("x")), Replayed::Unrelated);
     }
 
     #[test]

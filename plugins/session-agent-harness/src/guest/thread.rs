@@ -262,32 +262,15 @@ impl Thread {
     /// waiting (an adopted prompt), it becomes the resume message it was before the restart.
     fn replay_answer(&self, item: &Value) {
         let meta = item.get("metadata").unwrap_or(&Value::Null);
-        if meta.get("type").and_then(Value::as_str) != Some("pending_prompt_resolved")
-            || meta.pointer("/prompt/prompt_state").and_then(Value::as_str) != Some("answered")
-        {
-            return;
-        }
-        let Some(answer_id) = meta.get("answer_item_id").and_then(Value::as_str) else {
-            return;
-        };
         let mut inbox = self.inbox.borrow_mut();
-        let Some(pos) = inbox.iter().position(|m| m.item_id == answer_id) else {
-            return;
-        };
-        if meta.get("turn_id").and_then(Value::as_str).is_some() {
-            inbox.remove(pos);
-        } else {
-            let answers = meta
-                .pointer("/prompt/answers")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let question = answers
-                .first()
-                .and_then(|a| a.get("question"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            inbox[pos].text = prompt::resume_text(question, &answers);
+        match prompt::replayed(meta) {
+            prompt::Replayed::Unrelated => {}
+            prompt::Replayed::Drop(id) => inbox.retain(|m| m.item_id != id),
+            prompt::Replayed::Resume(id, text) => {
+                if let Some(m) = inbox.iter_mut().find(|m| m.item_id == id) {
+                    m.text = text;
+                }
+            }
         }
     }
 
@@ -457,6 +440,20 @@ impl Thread {
                 return;
             }
         };
+        let wait = self
+            .ctx
+            .worker_config
+            .pointer(&format!("/agents/{}/wait", settings.agent_type))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if wait == "parked" {
+            log(
+                Level::Warning,
+                "parked_wait_unsupported",
+                Some(&self.alias),
+                json!({"detail": "agents.<type>.wait: parked is not supported yet; prompts are held"}),
+            );
+        }
         {
             let mut rec = self.rec.borrow_mut();
             rec.workspace.agent_type = settings.agent_type.clone();
