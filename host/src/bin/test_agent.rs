@@ -17,7 +17,8 @@
 //! Behaviour of a turn, decided by its text: `crash` exits with status 3 before answering;
 //! `sleep: <ms>` waits that long, then echoes; `ask: <question>` raises a permission request and
 //! replies `answered: <answer>`; `think: <t>` and `tool: <command>` emit a thinking item and a
-//! tool call with its result before the echo; anything else replies `echo: <text>`.
+//! tool call with its result before the echo; `stamp` replies `stamp: read=<µs> sent=<µs>` (wall
+//! clock when the turn was read and the reply written); anything else replies `echo: <text>`.
 //!
 //! The session survives restarts: a fresh session id is minted when `--session-id` is absent, and
 //! a small record under `<cwd>/.blobhub-test-agent/` counts its turns, so a resumed session reports
@@ -37,6 +38,9 @@ enum Action {
     Ask(String),
     Think(String),
     Tool(String),
+    /// Reply with the wall-clock times the turn was read and the reply written (for latency
+    /// measurements against the platform's `created_at`).
+    Stamp,
 }
 
 /// Reads the first line of the turn text; the rest of the text only matters to `echo`.
@@ -57,6 +61,9 @@ fn parse_action(text: &str) -> Action {
     }
     if let Some(rest) = first.strip_prefix("think:") {
         return Action::Think(rest.lines().next().unwrap_or("").trim().to_string());
+    }
+    if first == "stamp" || first.starts_with("stamp\n") {
+        return Action::Stamp;
     }
     if let Some(rest) = first.strip_prefix("tool:") {
         return Action::Tool(rest.lines().next().unwrap_or("").trim().to_string());
@@ -117,6 +124,13 @@ fn parse_input(line: &str) -> Result<Input, String> {
     }
 }
 
+fn epoch_micros() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
+}
+
 fn new_session_id() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -171,13 +185,17 @@ fn main() {
         }
     };
     let started = Instant::now();
+    let mut read_at = 0;
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     let mut out = Out(std::io::stdout().lock());
 
     let text = match lines.next() {
         Some(Ok(line)) => match parse_input(&line) {
-            Ok(Input::Turn(text)) => text,
+            Ok(Input::Turn(text)) => {
+                read_at = epoch_micros();
+                text
+            }
             Ok(other) => {
                 eprintln!("blobhub-test-agent: expected a turn, got {other:?}");
                 std::process::exit(2);
@@ -262,6 +280,7 @@ fn main() {
             }
         }
         Action::Echo => format!("echo: {text}"),
+        Action::Stamp => format!("stamp: read={read_at} sent={}", epoch_micros()),
     };
     out.send(json!({"type": "text", "text": reply}));
     let input_tokens = text.split_whitespace().count() as u64;
@@ -295,6 +314,7 @@ mod tests {
         );
         assert_eq!(parse_action("think: hmm"), Action::Think("hmm".into()));
         assert_eq!(parse_action("tool: ls -la"), Action::Tool("ls -la".into()));
+        assert_eq!(parse_action("stamp"), Action::Stamp);
     }
 
     #[test]
