@@ -185,17 +185,13 @@ fn main() {
         }
     };
     let started = Instant::now();
-    let mut read_at = 0;
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     let mut out = Out(std::io::stdout().lock());
 
-    let text = match lines.next() {
+    let (text, read_at) = match lines.next() {
         Some(Ok(line)) => match parse_input(&line) {
-            Ok(Input::Turn(text)) => {
-                read_at = epoch_micros();
-                text
-            }
+            Ok(Input::Turn(text)) => (text, epoch_micros()),
             Ok(other) => {
                 eprintln!("blobhub-test-agent: expected a turn, got {other:?}");
                 std::process::exit(2);
