@@ -165,6 +165,7 @@ impl Env {
                     }
                 }
             }
+            dump.push_str(&local_state(self.home.root()));
             panic!("timed out waiting for {what}\n{dump}");
         }
     }
@@ -190,6 +191,33 @@ impl Env {
             s.session_id
         ))
     }
+}
+
+/// Every `section.yaml` and `thread.yaml` under a worker home, for failure reports.
+fn local_state(root: &Path) -> String {
+    fn walk(dir: &Path, out: &mut String) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p
+                .file_name()
+                .is_some_and(|n| n == "thread.yaml" || n == "section.yaml")
+            {
+                out.push_str(&format!(
+                    "=== {}\n{}\n",
+                    p.display(),
+                    std::fs::read_to_string(&p).unwrap_or_default()
+                ));
+            }
+        }
+    }
+    let mut out = String::new();
+    walk(&root.join("jobs"), &mut out);
+    out
 }
 
 pub fn envelope(state: &str, work_folder: &Path) -> Value {
