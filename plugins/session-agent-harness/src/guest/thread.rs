@@ -81,10 +81,14 @@ pub enum Mode {
 
 impl Thread {
     pub fn new(ctx: Rc<Ctx>, alias: &str) -> Rc<Thread> {
-        let rec = store::load_thread(alias).unwrap_or_else(|| ThreadRecord {
-            alias: alias.to_string(),
-            session: ctx.session_block.clone(),
-            ..Default::default()
+        let rec = store::load_thread(alias).unwrap_or_else(|| {
+            let mut r = ThreadRecord {
+                alias: alias.to_string(),
+                session: ctx.session_block.clone(),
+                ..Default::default()
+            };
+            r.agent.usage_total = json!({});
+            r
         });
         Rc::new(Thread {
             alias: alias.to_string(),
