@@ -8,9 +8,10 @@ build-plugins:
     cp plugins/target/wasm32-wasip2/release/*.wasm plugins/dist/
     @echo "components in plugins/dist/; install one with: cp plugins/dist/<job_type>.wasm ~/.blobhub-worker/plugins/"
 
-# The whole test suite (builds the guest fixtures itself).
+# The whole test suite (builds the guest fixtures itself), then the job types' unit tests.
 test:
     cargo test --workspace
+    cargo test --workspace --manifest-path plugins/Cargo.toml
 
 # Format check and clippy for the host and the guests.
 lint:
