@@ -87,23 +87,25 @@ impl From<TransportError> for ApiError {
     }
 }
 
-/// The alias grammar: `seg(/seg)*`, each segment `[A-Za-z0-9._-]{1,128}` and not `.`/`..`.
+/// The platform's alias grammar (wire-protocol §1.5): 1–256 characters, `/`-joined segments of
+/// `[A-Za-z0-9._@-]+`, none of them `.` or `..`. Refusing anything else here gives the guest a
+/// precise error without a round trip; accepting less than the platform would refuse real aliases.
 pub fn check_alias(alias: &str) -> Result<(), String> {
     let ok = !alias.is_empty()
-        && alias.len() <= 512
+        && alias.len() <= 256
         && alias.split('/').all(|seg| {
             !seg.is_empty()
                 && seg != "."
                 && seg != ".."
                 && seg
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                    .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c))
         });
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "`{alias}` is not a session object alias (segments of [A-Za-z0-9._-] joined by `/`)"
+            "`{alias}` is not a session object alias (1-256 characters: segments of [A-Za-z0-9._@-] joined by `/`)"
         ))
     }
 }
@@ -363,7 +365,14 @@ mod tests {
 
     #[test]
     fn aliases() {
-        for ok in ["t1", "tasks/t1", "a.b-c_d/e"] {
+        let longest = "a".repeat(256);
+        for ok in [
+            "t1",
+            "tasks/t1",
+            "a.b-c_d/e",
+            "users/bob@example.com/t1",
+            &longest,
+        ] {
             assert!(check_alias(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -375,6 +384,7 @@ mod tests {
             "a//b",
             "a b",
             "ses_1/objects?x",
+            &"a".repeat(257),
         ] {
             assert!(check_alias(bad).is_err(), "{bad}");
         }
