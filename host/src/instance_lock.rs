@@ -252,7 +252,9 @@ fn is_alive(info: &InstanceInfo) -> bool {
     pid_alive(info.pid)
 }
 
-/// `kill(pid, 0)`: success or `EPERM` means a process with that pid exists.
+/// `kill(pid, 0)`: success or `EPERM` means a process with that pid exists, unless `/proc` says
+/// it is a zombie (killed, not yet reaped by its parent) or dead. Without `/proc` the signal
+/// check alone decides.
 pub fn pid_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
@@ -262,7 +264,23 @@ pub fn pid_alive(pid: u32) -> bool {
     }
     // SAFETY: signal 0 performs only the existence and permission check.
     let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !proc_says_dead(pid)
+}
+
+/// Whether `/proc/<pid>/stat` shows a zombie or dead process; false when it cannot be read.
+fn proc_says_dead(pid: libc::pid_t) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat_state(&stat))
+        .is_some_and(|state| matches!(state, 'Z' | 'X'))
+}
+
+/// The state field of a `/proc/<pid>/stat` line: the first field after the last `)` (the
+/// command name before it may itself contain `)` and spaces).
+fn stat_state(stat: &str) -> Option<char> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().next()?.chars().next()
 }
 
 fn try_flock(file: &File) -> io::Result<bool> {
@@ -387,6 +405,61 @@ mod tests {
         let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         let winners = results.iter().filter(|r| r.is_ok()).count();
         assert_eq!(winners, 1, "{results:?}");
+    }
+
+    #[test]
+    fn stat_state_is_read_after_the_last_paren() {
+        assert_eq!(stat_state("42 (sh) S 1 42 42 0"), Some('S'));
+        assert_eq!(stat_state("42 (a) b) Z 1 42"), Some('Z'));
+        assert_eq!(stat_state("42 (x y) X 0"), Some('X'));
+        assert_eq!(stat_state("garbage"), None);
+        assert_eq!(stat_state("42 (sh)"), None);
+    }
+
+    #[test]
+    fn unreaped_zombie_is_dead_and_its_lock_is_stale() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let stat = format!("/proc/{pid}/stat");
+        if !Path::new("/proc/self/stat").exists() {
+            // No /proc: the signal check alone decides (a zombie reads as alive there).
+            child.wait().unwrap();
+            return;
+        }
+        // Wait (bounded) until the child has exited and, unreaped, shows as a zombie.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let state = fs::read_to_string(&stat).ok().and_then(|s| stat_state(&s));
+            if state == Some('Z') {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child {pid} never became a zombie (state {state:?})"
+            );
+            std::thread::yield_now();
+        }
+        // SAFETY: signal 0 performs only the existence check.
+        assert_eq!(
+            unsafe { libc::kill(pid as libc::pid_t, 0) },
+            0,
+            "kill(0) sees it"
+        );
+        assert!(!pid_alive(pid), "a zombie is dead");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("instance.yaml");
+        fs::write(
+            &path,
+            serde_yaml::to_string(&InstanceRecord {
+                instance: info(pid),
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(current_holder(&path).is_none(), "the zombie holds nothing");
+        let lock = InstanceLock::acquire(&path, info(std::process::id())).unwrap();
+        lock.release().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]
