@@ -103,7 +103,7 @@ impl Bench {
         tokio::task::JoinHandle<supervisor::RunReport>,
     ) {
         let inputs = RuntimeInputs {
-            config: json!({"sections": sections}),
+            config: json!({"sections": sections}).try_into().unwrap(),
             transport: Arc::new(Fake(Arc::clone(&self.transport))),
             tree_root: self.tree.path().to_path_buf(),
             user_id: "usr_bench".into(),

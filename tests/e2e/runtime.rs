@@ -100,7 +100,7 @@ async fn start(emulator: &Emulator, tree: &Path, config: Value) -> Running {
     let user = User::demo();
     let client = Client::new(&emulator.api_url(), &user.api_key, RetryPolicy::default()).unwrap();
     let inputs = RuntimeInputs {
-        config,
+        config: config.try_into().unwrap(),
         transport: Arc::new(ClientTransport(client)),
         tree_root: tree.to_path_buf(),
         user_id: user.id.clone(),
@@ -293,7 +293,7 @@ async fn escape_attempts_fail_with_typed_errors_and_the_key_stays_hidden() {
     let user = User::demo();
     let client = Client::new(&emulator.api_url(), &user.api_key, RetryPolicy::default()).unwrap();
     let inputs = RuntimeInputs {
-        config,
+        config: config.try_into().unwrap(),
         transport: Arc::new(ClientTransport(client)),
         tree_root: tree.path().to_path_buf(),
         user_id: user.id.clone(),

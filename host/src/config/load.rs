@@ -131,6 +131,20 @@ pub fn load_str(text: &str) -> LoadReport {
     }
 }
 
+/// A config given as a JSON document (tests, tools): validated exactly as `config.yaml` is
+/// (JSON is YAML), so it takes the same defaults. Errors are every error diagnostic.
+impl TryFrom<serde_json::Value> for Config {
+    type Error = Vec<Diagnostic>;
+
+    fn try_from(value: serde_json::Value) -> Result<Config, Vec<Diagnostic>> {
+        let report = load_str(&value.to_string());
+        match report.config {
+            Some(config) => Ok(config),
+            None => Err(report.errors().cloned().collect()),
+        }
+    }
+}
+
 struct Walk {
     lines: LineIndex,
     diagnostics: Vec<Diagnostic>,

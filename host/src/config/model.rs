@@ -8,8 +8,9 @@ use serde_json::{Map, Value};
 
 use crate::api::RetryPolicy;
 
-/// The whole validated `config.yaml`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The whole validated `config.yaml`. `Default` is a config with every default and no
+/// sections (for stores that run none: describe, validate).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Config {
     pub polling: Polling,
     pub concurrency: Concurrency,

@@ -34,18 +34,13 @@ impl std::fmt::Display for PreflightError {
     }
 }
 
-/// The WIT `section` record of config.yaml's `sections[index]`.
-pub fn section_record(index: usize, raw: &Value, worker_config: &Value) -> Section {
-    let mut settings = raw.clone();
-    if let Some(map) = settings.as_object_mut() {
-        map.remove("name");
-        map.remove("job_type");
-    }
+/// The WIT `section` record of a config.yaml section.
+pub fn section_record(section: &crate::config::Section, worker_config: &Value) -> Section {
     Section {
-        index: u32::try_from(index).unwrap_or(u32::MAX),
-        name: raw["name"].as_str().unwrap_or_default().to_owned(),
-        job_type: raw["job_type"].as_str().unwrap_or_default().to_owned(),
-        settings: settings.to_string(),
+        index: u32::try_from(section.index).unwrap_or(u32::MAX),
+        name: section.name.clone().unwrap_or_default(),
+        job_type: section.job_type.clone(),
+        settings: Value::Object(section.settings.clone()).to_string(),
         worker_config: worker_config.to_string(),
     }
 }
@@ -74,8 +69,9 @@ pub async fn check(
     let settings = &shared.settings;
     let mut errors = Vec::new();
     let mut by_type: BTreeMap<String, Vec<Section>> = BTreeMap::new();
-    for (i, raw) in settings.sections.iter().enumerate() {
-        let record = section_record(i, raw, &settings.worker_config);
+    for section in &settings.sections {
+        let i = section.index;
+        let record = section_record(section, &settings.worker_config);
         if !job_types.by_name.contains_key(&record.job_type) {
             let known: Vec<&str> = job_types.by_name.keys().map(String::as_str).collect();
             errors.push(PreflightError {
@@ -142,13 +138,18 @@ pub async fn check(
                 });
                 continue;
             }
-            let raw = &settings.sections[record.index as usize];
+            let raw = settings
+                .sections
+                .iter()
+                .find(|s| s.index == record.index as usize)
+                .map(|s| Value::Object(s.settings.clone()))
+                .unwrap_or_default();
             let context = Arc::new(SectionContext {
                 index: record.index,
                 name: record.name.clone(),
                 job_type: name.clone(),
                 state_dir: jobs_dir.join(format!("{name}-{key}")),
-                session: SessionBinding::from_settings(raw),
+                session: SessionBinding::from_settings(&raw),
                 grants: grants.clone(),
                 shared: Arc::clone(shared),
             });

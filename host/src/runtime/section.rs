@@ -85,7 +85,7 @@ pub fn detached_shared() -> Arc<Shared> {
     let (_tx, rx) = tokio::sync::watch::channel(false);
     Arc::new(Shared {
         transport: Arc::new(NoTransport),
-        settings: super::settings::RuntimeSettings::from_config(&Value::Null),
+        settings: super::settings::RuntimeSettings::defaults(),
         status: Arc::new(StatusBoard::default()),
         slots: SlotPool::new(0),
         processes: Arc::default(),
@@ -103,6 +103,7 @@ pub fn detached_shared() -> Arc<Shared> {
 
 /// A store with no state folder and no grants, for `describe` and `validate`.
 pub fn scratch_store(engine: &Engine) -> wasmtime::Result<Store<SectionHost>> {
+    let defaults = crate::config::JobTypeSettings::default();
     let context = Arc::new(SectionContext {
         index: u32::MAX,
         name: String::new(),
@@ -116,10 +117,10 @@ pub fn scratch_store(engine: &Engine) -> wasmtime::Result<Store<SectionHost>> {
         wasi: wasi_for(None)?,
         table: ResourceTable::new(),
         limits: MemoryCap {
-            max_bytes: (super::settings::DEFAULT_MEMORY_LIMIT_MIB as usize) << 20,
+            max_bytes: (defaults.memory_limit_mib as usize) << 20,
             hit: false,
         },
-        busy: BusyMeter::new(Duration::from_millis(super::settings::DEFAULT_MAX_BUSY_MS)),
+        busy: BusyMeter::new(Duration::from_millis(defaults.max_busy_ms)),
         section: context,
         feed_task: None,
     };

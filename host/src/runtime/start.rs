@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::supervisor::{Runtime, RuntimeInputs, run_until_stopped};
+use super::supervisor::{RunView, Runtime, RuntimeInputs, run_until_stopped};
 use super::transport::{CallFuture, Channel, SessionTransport, TransportError};
 use crate::api::{ApiError, Client};
 use crate::config::Config;
@@ -64,28 +64,6 @@ impl SessionTransport for ClientTransport {
     }
 }
 
-/// config.yaml as the JSON document the runtime reads: the typed config with each section
-/// flattened back to its keys.
-pub fn config_json(config: &Config) -> Value {
-    let mut doc = serde_json::to_value(config).unwrap_or(Value::Null);
-    let sections: Vec<Value> = config
-        .sections
-        .iter()
-        .map(|s| {
-            let mut map = s.settings.clone();
-            map.insert("job_type".into(), Value::String(s.job_type.clone()));
-            if let Some(name) = &s.name {
-                map.insert("name".into(), Value::String(name.clone()));
-            }
-            Value::Object(map)
-        })
-        .collect();
-    if let Some(map) = doc.as_object_mut() {
-        map.insert("sections".into(), Value::Array(sections));
-    }
-    doc
-}
-
 /// Load the bundled job types and those installed in the state tree's `plugins/` folder
 /// (compiled code cached in `cache/`). Done once per start, at preflight; `run` reuses it.
 pub async fn load_job_types(tree_root: &std::path::Path) -> anyhow::Result<Arc<Runtime>> {
@@ -98,10 +76,12 @@ pub async fn load_job_types(tree_root: &std::path::Path) -> anyhow::Result<Arc<R
 }
 
 /// Run the started worker with the job types loaded at preflight until `stop` asks for it.
+/// `observe` gets the status board and slot pool as soon as they exist (the dashboard's view).
 pub async fn run(
     ctx: StartContext,
     runtime: Arc<Runtime>,
     stop: StopRequests,
+    observe: impl FnOnce(RunView),
 ) -> anyhow::Result<ExitCode> {
     let api_key = ctx
         .tree
@@ -109,14 +89,14 @@ pub async fn run(
         .map(|c| c.api.key.expose().to_owned())
         .unwrap_or_default();
     let inputs = RuntimeInputs {
-        config: config_json(&ctx.config),
+        config: ctx.config.clone(),
         transport: Arc::new(ClientTransport(ctx.client.clone())),
         tree_root: ctx.tree.root().to_path_buf(),
         user_id: ctx.identity.user.user_id.clone(),
         instance_id: ctx.instance.instance_id.clone(),
         secrets: vec![api_key],
     };
-    let report = run_until_stopped(runtime, inputs, stop).await;
+    let report = run_until_stopped(runtime, inputs, stop, observe).await;
     if !report.preflight.is_empty() {
         for e in &report.preflight {
             eprintln!("error: {e}");
@@ -135,7 +115,7 @@ pub async fn validate_config(
 ) -> Vec<(String, String, String)> {
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let inputs = RuntimeInputs {
-        config: config_json(config),
+        config: config.clone(),
         transport: Arc::new(super::section::NoTransport),
         tree_root: tree_root.to_path_buf(),
         user_id: String::new(),

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use wasmtime::Engine;
@@ -19,6 +18,7 @@ use super::preflight::{self, PreflightError};
 use super::section::{self, SectionEnd};
 use super::settings::RuntimeSettings;
 use super::transport::SessionTransport;
+use crate::config::Config;
 use crate::signals::StopRequests;
 
 /// How long sections get to return after the shutdown signal before they are cancelled.
@@ -59,8 +59,8 @@ impl Runtime {
 
 /// What a start hands the runtime.
 pub struct RuntimeInputs {
-    /// config.yaml as JSON.
-    pub config: Value,
+    /// The validated config.yaml.
+    pub config: Config,
     pub transport: Arc<dyn SessionTransport>,
     /// The state tree's root (`jobs/`, `plugins/`, `cache/` live under it).
     pub tree_root: PathBuf,
@@ -77,6 +77,14 @@ pub struct RunReport {
     pub preflight: Vec<PreflightError>,
     /// (section index, how it ended).
     pub sections: Vec<(u32, SectionEnd)>,
+}
+
+/// What the dashboard of `start --tui` reads of a running start: the status board and the
+/// agent slot pool (both shared, both cheap to clone).
+#[derive(Debug, Clone)]
+pub struct RunView {
+    pub status: Arc<StatusBoard>,
+    pub slots: SlotPool,
 }
 
 /// Handles for a running start, for the CLI and tests.
@@ -96,7 +104,7 @@ impl RuntimeInputs {
 
 /// Build the worker-wide state.
 pub fn shared(inputs: &RuntimeInputs, shutdown: watch::Receiver<bool>) -> Arc<Shared> {
-    let settings = RuntimeSettings::from_config(&inputs.config);
+    let settings = RuntimeSettings::from(&inputs.config);
     Arc::new(Shared {
         transport: Arc::clone(&inputs.transport),
         slots: SlotPool::new(settings.max_agents),
@@ -180,16 +188,22 @@ pub async fn run_sections(
 /// asks for it (graceful on the first signal, forced on a second SIGINT: see
 /// [`crate::signals`]). Sections that end on their own stay ended (refused until restart), and
 /// a worker whose sections have all ended, or that has none, idles until it is told to stop.
+/// `observe` gets the [`RunView`] once the worker-wide state exists, before any section runs.
 pub async fn run_until_stopped(
     runtime: Arc<Runtime>,
     inputs: RuntimeInputs,
     stop: StopRequests,
+    observe: impl FnOnce(RunView),
 ) -> RunReport {
     for failure in &runtime.job_types.failures {
         tracing::warn!(error = %failure, "job_type_not_loaded");
     }
     let StopRequests { shutdown, force } = stop;
     let shared = shared(&inputs, shutdown.clone());
+    observe(RunView {
+        status: Arc::clone(&shared.status),
+        slots: shared.slots.clone(),
+    });
     let mut waiting = shutdown.clone();
     let report = run_sections(runtime, shared, shutdown, force).await;
     if report.preflight.is_empty() && !*waiting.borrow() {

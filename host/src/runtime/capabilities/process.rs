@@ -34,7 +34,8 @@ pub struct Grants {
 impl Grants {
     pub fn compute(job_type: &str, declared: &[Capability], settings: &RuntimeSettings) -> Grants {
         let mut programs = BTreeSet::new();
-        let allow_spawn = settings.job_type(job_type).allow_spawn;
+        // No `allow_spawn` in config.yaml grants no program beyond the agents capability.
+        let allow_spawn = settings.job_type(job_type).allow_spawn.unwrap_or_default();
         for capability in declared {
             match capability {
                 Capability::Agents => programs.extend(settings.agent_programs.iter().cloned()),
@@ -219,6 +220,7 @@ impl SectionHost {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        die_with_the_worker(&mut command);
         let mut child = command
             .spawn()
             .map_err(|e| SpawnError::Failed(format!("{}: {e}", path.display())))?;
@@ -372,6 +374,33 @@ impl wit::HostChild for SectionHost {
     }
 }
 
+/// Children live in their own process group (so a signal to the worker's group does not reach
+/// them and the worker can stop each agent's whole group), which also means nothing kills them if
+/// the worker itself is killed with SIGKILL: `kill_on_drop` and the exit-time cleanup never run.
+/// An orphaned agent could go on editing a work folder while the restarted worker runs a new one
+/// there. So each child asks the kernel for SIGKILL when the worker dies.
+///
+/// The signal follows the thread that forked the child; spawns happen on the runtime's worker
+/// threads, which live as long as the process.
+fn die_with_the_worker(command: &mut tokio::process::Command) {
+    // SAFETY: getpid is async-signal-safe and runs before the fork.
+    let worker = unsafe { libc::getpid() };
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // calls (prctl, getppid).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The worker may have died between fork and prctl: then no signal will come.
+            if libc::getppid() != worker {
+                return Err(std::io::Error::other("the worker exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,9 +408,12 @@ mod tests {
 
     #[test]
     fn both_keys_are_needed() {
-        let settings = RuntimeSettings::from_config(&json!({
+        let config = crate::config::Config::try_from(json!({
             "job_types": {"jt": {"allow_spawn": ["git", "make"]}},
-        }));
+            "sections": [],
+        }))
+        .unwrap();
+        let settings = RuntimeSettings::from(&config);
         let declared = [
             Capability::Spawn("git".into()),
             Capability::Spawn("curl".into()),
