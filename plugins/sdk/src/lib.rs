@@ -23,6 +23,7 @@
 //! say) progress side by side inside the one instance the host gives each section.
 
 pub mod executor;
+pub mod follow;
 pub mod session;
 pub mod wait;
 
@@ -40,6 +41,7 @@ pub mod bindings {
 
 pub use bindings::blobhub::worker::{feed, log, process, slots, state, status, types, worker};
 pub use executor::{JoinHandle, block_on, spawn};
+pub use follow::Feed;
 pub use serde_json;
 pub use wait::{
     Either, acquire_slot, next_batch, next_output, race, reply, shutdown, sleep, wait_for,

@@ -5,6 +5,7 @@
 //! component itself (`guest`, wasm32 only) drives it through the `blobhub:worker` imports.
 //! Behaviour and deviations from the reference: docs/session-agent-harness.md.
 
+pub mod activity;
 pub mod agent;
 pub mod classify;
 pub mod cursor;

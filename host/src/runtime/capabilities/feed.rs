@@ -4,10 +4,17 @@
 //! poller asks from the newest `created_at` *before* the last one it delivered (`since`) and
 //! drops events whose `id` it has already delivered after `since` (`seen`). Both travel in the
 //! opaque cursor string the guest persists, so a restart neither skips nor repeats events.
+//!
+//! Cadence: `interval_active` between polls while the guest says its section is active
+//! (`set-active`), `interval_idle` otherwise; a switch to idle shortens the wait already under
+//! way ([`next_poll_at`]). Failures back off whatever the activity.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -18,6 +25,7 @@ use wasmtime_wasi::p2::DynPollable;
 use super::{SectionContext, SectionHost};
 use crate::runtime::bindings::feed::{self as wit, Batch};
 use crate::runtime::bindings::session::ApiError;
+use crate::runtime::settings::Polling;
 use crate::runtime::transport::Channel;
 
 /// Pages drained per poll at most (a runaway guard; the rest comes next poll).
@@ -29,6 +37,8 @@ type Item = Result<Batch, ApiError>;
 pub struct SubscriptionHandle {
     rx: mpsc::UnboundedReceiver<Item>,
     buffered: Option<Item>,
+    /// The guest's activity flag, read by the poller.
+    active: watch::Sender<bool>,
 }
 
 #[wasmtime_wasi::async_trait]
@@ -99,10 +109,15 @@ impl wit::Host for SectionHost {
             old.abort();
         }
         let (tx, rx) = mpsc::unbounded_channel();
+        let (active, active_rx) = watch::channel(false);
         let start = cursor.as_deref().and_then(Cursor::decode);
-        let task = tokio::spawn(poll_loop(Arc::clone(&self.section), start, tx));
+        let task = tokio::spawn(poll_loop(Arc::clone(&self.section), start, tx, active_rx));
         self.feed_task = Some(task.abort_handle());
-        Ok(self.table.push(SubscriptionHandle { rx, buffered: None })?)
+        Ok(self.table.push(SubscriptionHandle {
+            rx,
+            buffered: None,
+            active,
+        })?)
     }
 }
 
@@ -118,6 +133,22 @@ impl wit::HostSubscription for SectionHost {
         self.busy.reset();
         let handle = self.table.get_mut(&sub)?;
         Ok(handle.buffered.take().or_else(|| handle.rx.try_recv().ok()))
+    }
+
+    fn set_active(
+        &mut self,
+        sub: Resource<SubscriptionHandle>,
+        active: bool,
+    ) -> wasmtime::Result<()> {
+        self.busy.reset();
+        let handle = self.table.get_mut(&sub)?;
+        // `send_if_modified`: a repeated value does not wake the poller.
+        handle.active.send_if_modified(|current| {
+            let changed = *current != active;
+            *current = active;
+            changed
+        });
+        Ok(())
     }
 
     fn drop(&mut self, sub: Resource<SubscriptionHandle>) -> wasmtime::Result<()> {
@@ -202,19 +233,63 @@ fn needs_decision(e: &ApiError) -> bool {
 }
 
 fn backoff(failures: u32, section: &SectionContext) -> Duration {
-    let polling = &section.shared.settings.polling;
+    backoff_delay(failures, &section.shared.settings.polling, fastrand::f64())
+}
+
+/// The wait after the `failures`-th failure in a row; `unit` in `[0, 1)` picks the jitter
+/// (±20 %, so that many sections do not retry in lockstep).
+fn backoff_delay(failures: u32, polling: &Polling, unit: f64) -> Duration {
     let base = polling.interval_active.max(Duration::from_millis(100));
     let exp = base.saturating_mul(1u32 << failures.min(16));
     let capped = exp.min(polling.backoff_max);
-    // Jitter of ±20 % so that many sections do not retry in lockstep.
-    capped.mul_f64(0.8 + fastrand::f64() * 0.4)
+    capped.mul_f64(0.8 + unit * 0.4)
+}
+
+/// When the poll after the one that ended at `last` is due: `backoff` after a failure,
+/// otherwise the interval of the current activity. Re-evaluated whenever the activity changes,
+/// so a switch to idle shortens the wait at once (a due time in the past means now).
+fn next_poll_at(
+    last: Instant,
+    active: bool,
+    polling: &Polling,
+    backoff: Option<Duration>,
+) -> Instant {
+    let wait = match backoff {
+        Some(delay) => delay,
+        None if active => polling.interval_active,
+        None => polling.interval_idle,
+    };
+    last + wait
+}
+
+/// Wait until the next poll is due, following changes of the activity flag. False when the
+/// subscription is gone.
+async fn wait_next_poll(
+    last: Instant,
+    polling: &Polling,
+    backoff: Option<Duration>,
+    active: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        let due = next_poll_at(last, *active.borrow_and_update(), polling, backoff);
+        tokio::select! {
+            () = tokio::time::sleep_until(due) => return true,
+            changed = active.changed() => {
+                if changed.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 async fn poll_loop(
     section: Arc<SectionContext>,
     start: Option<Cursor>,
     tx: mpsc::UnboundedSender<Item>,
+    mut active: watch::Receiver<bool>,
 ) {
+    let polling = section.shared.settings.polling.clone();
     let mut failures = 0u32;
     let mut cursor = start;
     loop {
@@ -232,11 +307,11 @@ async fn poll_loop(
                 }
             },
         };
-        let wait = match poll_once(&section, &current).await {
+        let backoff_wait = match poll_once(&section, &current).await {
             Ok(events) if events.is_empty() => {
                 failures = 0;
                 cursor = Some(current);
-                section.shared.settings.polling.interval_idle
+                None
             }
             Ok(events) => {
                 failures = 0;
@@ -250,7 +325,7 @@ async fn poll_loop(
                 if tx.send(Ok(batch)).is_err() {
                     return;
                 }
-                section.shared.settings.polling.interval_active
+                None
             }
             Err(e) => {
                 failures += 1;
@@ -258,13 +333,16 @@ async fn poll_loop(
                 if needs_decision(&e) && tx.send(Err(e)).is_err() {
                     return;
                 }
-                backoff(failures, &section)
+                Some(backoff(failures, &section))
             }
         };
         if tx.is_closed() {
             return;
         }
-        tokio::time::sleep(wait).await;
+        let last = Instant::now();
+        if !wait_next_poll(last, &polling, backoff_wait, &mut active).await {
+            return;
+        }
     }
 }
 
@@ -274,6 +352,50 @@ mod tests {
 
     fn ev(id: &str, at: &str) -> Value {
         json!({"id": id, "created_at": at, "type": "x"})
+    }
+
+    fn polling() -> Polling {
+        Polling {
+            interval_idle: Duration::from_millis(1500),
+            interval_active: Duration::from_millis(3000),
+            backoff_max: Duration::from_millis(30000),
+        }
+    }
+
+    #[test]
+    fn next_poll_follows_the_activity() {
+        let p = polling();
+        let last = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(next_poll_at(last, false, &p, None), last + ms(1500));
+        assert_eq!(next_poll_at(last, true, &p, None), last + ms(3000));
+        // Active → idle re-evaluates against the same last poll: due earlier, and already due
+        // (in the past) once `interval_idle` has gone by.
+        let later = last + ms(2000);
+        assert!(next_poll_at(last, false, &p, None) <= later);
+        assert!(next_poll_at(last, true, &p, None) > later);
+        // A failure's backoff wins whatever the activity.
+        assert_eq!(
+            next_poll_at(last, false, &p, Some(ms(7000))),
+            last + ms(7000)
+        );
+        assert_eq!(
+            next_poll_at(last, true, &p, Some(ms(7000))),
+            last + ms(7000)
+        );
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let p = polling();
+        let ms = Duration::from_millis;
+        // unit 0.5 = no jitter.
+        assert_eq!(backoff_delay(1, &p, 0.5), ms(6000));
+        assert_eq!(backoff_delay(2, &p, 0.5), ms(12000));
+        assert_eq!(backoff_delay(5, &p, 0.5), ms(30000));
+        assert_eq!(backoff_delay(40, &p, 0.5), ms(30000));
+        assert_eq!(backoff_delay(1, &p, 0.0), ms(4800));
+        assert!(backoff_delay(1, &p, 0.999) < ms(7200));
     }
 
     #[test]

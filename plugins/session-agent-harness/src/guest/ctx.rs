@@ -2,12 +2,14 @@
 //! for logging and for writes that must be retried.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use blobhub_worker_sdk::serde_json::{Value, json};
 use blobhub_worker_sdk::session::{ApiError, Session};
 use blobhub_worker_sdk::{self as sdk, job, log::Level, worker};
 
+use crate::activity::Activity;
 use crate::items::Item;
 
 pub struct Ctx {
@@ -24,6 +26,10 @@ pub struct Ctx {
     /// Set when a write was refused because the session no longer accepts writes; the section
     /// loop then detaches with this code.
     pub refused: RefCell<Option<(String, String)>>,
+    /// Which threads keep the section active, for the feed's poll cadence.
+    activity: RefCell<Activity>,
+    /// The section's feed, once it follows one.
+    feed: RefCell<Option<Rc<sdk::Feed>>>,
 }
 
 impl Ctx {
@@ -53,6 +59,26 @@ impl Ctx {
             identity: worker::identity(),
             session: Session,
             refused: RefCell::new(None),
+            activity: RefCell::new(Activity::default()),
+            feed: RefCell::new(None),
+        }
+    }
+
+    /// Use `feed` for the section's activity from now on (it learns the current one).
+    pub fn set_feed(&self, feed: Rc<sdk::Feed>) {
+        feed.set_active(self.activity.borrow().is_active());
+        self.feed.replace(Some(feed));
+    }
+
+    /// Record whether `thread` has an agent turn running and whether it waits for a person;
+    /// tells the feed when the section's activity changes.
+    pub fn thread_activity(&self, thread: &str, turn_running: bool, prompt_open: bool) {
+        let changed = self
+            .activity
+            .borrow_mut()
+            .update(thread, turn_running, prompt_open);
+        if let (Some(active), Some(feed)) = (changed, self.feed.borrow().as_ref()) {
+            feed.set_active(active);
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use blobhub_worker_sdk::serde_json::{Value, json};
 use blobhub_worker_sdk::session::ApiError;
-use blobhub_worker_sdk::{self as sdk, Either, feed, job, log::Level, status, worker};
+use blobhub_worker_sdk::{self as sdk, Either, job, log::Level, status, worker};
 
 use super::attach::{self, Refusal};
 use super::ctx::{Ctx, download_retrying, log, retryable};
@@ -138,7 +138,8 @@ impl Section {
     async fn follow(&self) -> job::Outcome {
         let cursor = Some(self.record.borrow().events.cursor.clone()).filter(|c| !c.is_empty());
         // Follow before discovering, so nothing that happens during discovery is missed.
-        let sub = feed::follow(cursor.as_deref());
+        let sub = Rc::new(sdk::Feed::follow(cursor.as_deref()));
+        self.ctx.set_feed(Rc::clone(&sub));
         self.discover().await;
         let mut next_beat = std::time::Instant::now() + HEARTBEAT;
         loop {
@@ -147,11 +148,7 @@ impl Section {
                 return self.detach(section_code(&code), &message).await;
             }
             let wait = next_beat.saturating_duration_since(std::time::Instant::now());
-            let next = sdk::race(
-                sdk::next_batch(&sub),
-                sdk::race(sdk::sleep(wait), sdk::shutdown()),
-            )
-            .await;
+            let next = sdk::race(sub.next(), sdk::race(sdk::sleep(wait), sdk::shutdown())).await;
             match next {
                 Either::Right(Either::Right(())) => {
                     for t in self.all() {

@@ -68,6 +68,27 @@ pub struct Thread {
     /// Our `active` envelope write has landed for the current run.
     pub wire_active: Cell<bool>,
     failing: Cell<bool>,
+    /// An agent turn is running (see [`TurnRunning`]).
+    turn_running: Cell<bool>,
+}
+
+/// Marks a thread's agent turn as running for as long as it lives (every way out of a turn,
+/// including the task being cancelled, drops it).
+pub struct TurnRunning(Rc<Thread>);
+
+impl TurnRunning {
+    pub fn start(t: &Rc<Thread>) -> TurnRunning {
+        t.turn_running.set(true);
+        t.sync_activity();
+        TurnRunning(Rc::clone(t))
+    }
+}
+
+impl Drop for TurnRunning {
+    fn drop(&mut self) {
+        self.0.turn_running.set(false);
+        self.0.sync_activity();
+    }
 }
 
 /// How a thread's task starts.
@@ -103,8 +124,17 @@ impl Thread {
             live: RefCell::new(None),
             wire_active: Cell::new(false),
             failing: Cell::new(false),
+            turn_running: Cell::new(false),
             ctx,
         })
+    }
+
+    /// Tell the section whether this thread keeps it active: a turn running that is not held
+    /// on a prompt.
+    pub fn sync_activity(&self) {
+        let prompt_open = self.prompt.borrow().is_some();
+        self.ctx
+            .thread_activity(&self.alias, self.turn_running.get(), prompt_open);
     }
 
     pub fn is_live(&self) -> bool {
@@ -298,6 +328,7 @@ impl Thread {
             Ok(_) => {
                 self.prompt.replace(None);
                 self.answer.replace(None);
+                self.sync_activity();
                 Some((open, answers, msg))
             }
             Err(f) => {
@@ -319,6 +350,7 @@ impl Thread {
             return;
         };
         self.answer.replace(None);
+        self.sync_activity();
         let item = (
             json!([{"type": "text", "text": prompt::cancelled_text(reason)}]),
             open.prompt.cancelled_metadata(reason),

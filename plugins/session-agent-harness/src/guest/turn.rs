@@ -9,7 +9,7 @@ use blobhub_worker_sdk::{self as sdk, Either, log::Level, process, slots, worker
 
 use super::ctx::{list_items_since, log};
 use super::store;
-use super::thread::{Mode, OpenPrompt, Thread};
+use super::thread::{Mode, OpenPrompt, Thread, TurnRunning};
 use crate::agent::{AgentEvent, Driver, driver_for};
 use crate::cursor::ItemCursor;
 use crate::items;
@@ -337,6 +337,8 @@ async fn turn(
         )
     })?;
     t.row("active (turn)");
+    // The section polls at the active cadence until this turn ends (or waits for a person).
+    let _running = TurnRunning::start(t);
     let started = worker::now_utc();
     let clock = std::time::Instant::now();
     let child = process::spawn(&process::SpawnRequest {
@@ -520,6 +522,8 @@ async fn on_event(
                     .to_string(),
             }));
             t.answer.replace(None);
+            // A held prompt is idle: the answer must reach the agent quickly.
+            t.sync_activity();
             // Held wait begins: what led to the question is consumed, so a restart does not
             // replay it as the answer; and the slot goes back to the pool, since a person may
             // take a long time and other threads should not wait for them.
