@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use blobhub_emulator::Faults;
 
-use crate::harness_support::{Env, assert_no_duplicate_posts, echo_counts};
+use crate::harness_support::{
+    Env, agent_processes, assert_no_duplicate_posts, echo_counts, eventually,
+};
 
 /// A tiny deterministic generator (xorshift), so a failing run can be replayed.
 struct Rng(u64);
@@ -220,4 +222,24 @@ async fn sigkill_around_questions_asks_and_answers_each_once() {
     );
     assert_no_duplicate_posts(&env, &s, "t");
     worker.terminate().await;
+}
+
+/// An agent must not outlive a worker killed with SIGKILL: its cleanup never runs then, and an
+/// orphaned agent would go on working in the folder where the restarted worker starts another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_leaves_no_agent_running() {
+    let env = Env::new().await;
+    let s = env.session("ses_orphan");
+    env.configure(&[&s], 4, "");
+    let mut worker = env.start().await;
+    env.handoff(&s, "t");
+    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.say(&s, "t", "sleep: 600000");
+    let work_folder = env.work_folder().to_path_buf();
+    eventually("the agent runs", || agent_processes(&work_folder) == 1).await;
+    worker.child.kill().await.unwrap();
+    eventually("the agent died with the worker", || {
+        agent_processes(&work_folder) == 0
+    })
+    .await;
 }
