@@ -170,6 +170,38 @@ async fn a_session_owned_by_another_user_is_refused() {
     worker.terminate().await;
 }
 
+/// While attached, the worker restamps `last_seen_at` on its `worker` object (every 30 s), keeping
+/// the owner and status; nothing else in the session changes for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_object_heartbeat_keeps_it_fresh() {
+    let env = Env::new().await;
+    let s = env.session("ses_beat");
+    env.configure(&[&s], 4, "");
+    let worker = env.start().await;
+    env.wait("attached", |e| {
+        e.activity(&s).contains(&"attached".to_string())
+    })
+    .await;
+    let instance = |e: &Env| {
+        e.admin.object(&s.session_id, "worker").unwrap()["thread"]["metadata"]["instance"].clone()
+    };
+    let attached = instance(&env);
+    let first = attached["last_seen_at"].as_str().unwrap().to_owned();
+    env.wait("a heartbeat", |e| {
+        instance(e)["last_seen_at"]
+            .as_str()
+            .is_some_and(|seen| seen > first.as_str())
+    })
+    .await;
+    let beaten = instance(&env);
+    assert_eq!(beaten["status"], "attached");
+    assert_eq!(beaten["instance_id"], attached["instance_id"]);
+    let owner = &env.admin.object(&s.session_id, "worker").unwrap()["thread"]["metadata"]["user"];
+    assert_eq!(owner["user_id"], "usr_demo");
+    assert_eq!(env.activity(&s), ["attached"], "a heartbeat posts nothing");
+    worker.terminate().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_worker_object_detaches_only_that_section() {
     let env = Env::new().await;
