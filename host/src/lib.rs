@@ -2,12 +2,14 @@
 //!
 //! `cli` parses commands and reports coded errors; `start` runs preflight and builds the
 //! context the `runtime` runs sections with; `api` is the BlobHub client; `config`,
-//! `state_tree` and `instance_lock` own the files of the state tree.
+//! `state_tree` and `instance_lock` own the files of the state tree; `dashboard` is the live view
+//! of `start --tui`.
 
 pub mod api;
 pub mod cli;
 pub mod coded;
 pub mod config;
+pub mod dashboard;
 pub mod instance_lock;
 pub mod job_type_check;
 pub mod runtime;

@@ -14,8 +14,12 @@ mod plugins;
 mod start;
 mod whoami;
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Mutex, OnceLock};
 
 use clap::{Parser, Subcommand};
 
@@ -108,10 +112,14 @@ fn try_run(cli: Cli, output: &Output) -> anyhow::Result<ExitCode> {
 }
 
 fn init_logging(cli: &Cli) {
+    // The dashboard owns the terminal: its logs are JSON lines in a file (see `log_to_file`),
+    // at info by default since they disturb nobody there.
+    let tui = matches!(&cli.command, Command::Start(args) if args.tui);
     let level = if cli.quiet {
         "error"
     } else {
         match cli.verbose {
+            0 if tui => "info",
             0 => "warn",
             1 => "info",
             2 => "debug",
@@ -123,12 +131,99 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if cli.json {
+        .with_writer(LogSink { tui });
+    let _ = if cli.json || tui {
         builder.json().try_init()
     } else {
         builder.with_target(false).try_init()
     };
+}
+
+/// The log file, once [`log_to_file`] has been called.
+static LOG_FILE: OnceLock<Mutex<File>> = OnceLock::new();
+/// `start --tui`: the info and debug records written before the log file exists (preflight),
+/// moved into the file when it is opened.
+static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Where log records go: stderr; with `--tui` the log file once it is open, and before that
+/// warnings and errors to stderr (the dashboard is not up yet), the rest held for the file.
+struct LogSink {
+    tui: bool,
+}
+
+enum LogWriter {
+    Stderr,
+    File,
+    Pending,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogSink {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        self.pick(&tracing::Level::ERROR)
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> LogWriter {
+        self.pick(meta.level())
+    }
+}
+
+impl LogSink {
+    fn pick(&self, level: &tracing::Level) -> LogWriter {
+        if LOG_FILE.get().is_some() {
+            LogWriter::File
+        } else if self.tui && *level > tracing::Level::WARN {
+            LogWriter::Pending
+        } else {
+            LogWriter::Stderr
+        }
+    }
+}
+
+/// `tracing` formats a record into one buffer and writes it at once, so records never
+/// interleave.
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match (self, LOG_FILE.get()) {
+            (LogWriter::File, Some(file)) => file
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .write_all(buf)?,
+            (LogWriter::Pending, _) => PENDING
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf),
+            _ => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match (self, LOG_FILE.get()) {
+            (LogWriter::File, Some(file)) => file.lock().unwrap_or_else(|e| e.into_inner()).flush(),
+            (LogWriter::Pending, _) => Ok(()),
+            _ => std::io::stderr().flush(),
+        }
+    }
+}
+
+/// Send every log record from now on to `path` (appended; the file mode 0600, its folder
+/// 0700), for `start --tui`, whose dashboard owns the terminal.
+fn log_to_file(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        crate::state_tree::create_private_dir(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    let pending = std::mem::take(&mut *PENDING.lock().unwrap_or_else(|e| e.into_inner()));
+    (&file).write_all(&pending)?;
+    LOG_FILE
+        .set(Mutex::new(file))
+        .map_err(|_| std::io::Error::other("the log file is already set"))
 }
 
 /// The state tree of this invocation, or the coded error saying why there is none.

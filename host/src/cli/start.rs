@@ -1,16 +1,22 @@
-//! `start`: preflight, then hand the worker to the runtime.
+//! `start`: preflight, then hand the worker to the runtime (with `--tui`, under the dashboard).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 
 use super::{Output, state_tree};
+use crate::coded::CodedError;
+use crate::dashboard::model::{Identity, Snapshot};
+use crate::dashboard::terminal::Dashboard;
+use crate::runtime::supervisor::RunView;
 use crate::signals::StopRequests;
-use crate::start::preflight;
+use crate::start::{Started, preflight};
 
 #[derive(Debug, clap::Args)]
 pub struct StartArgs {
-    /// Show the live dashboard instead of log lines.
+    /// Show the live dashboard instead of log lines (logs go to <tree>/logs/<instance>/worker.jsonl).
     #[arg(long)]
-    tui: bool,
+    pub tui: bool,
 }
 
 /// The line printed (on stderr) once preflight has passed and the lock is held. Tests wait for
@@ -18,6 +24,15 @@ pub struct StartArgs {
 pub const STARTED_MARKER: &str = "worker started:";
 
 pub async fn run(args: StartArgs, output: &Output) -> anyhow::Result<ExitCode> {
+    // Before preflight touches anything: the dashboard needs a terminal to draw on.
+    if args.tui && !std::io::stdout().is_terminal() {
+        return Err(CodedError::new(
+            "TUI_NEEDS_TERMINAL",
+            "start --tui needs standard output to be a terminal",
+        )
+        .with_hint("run it in a terminal, or drop --tui to get log lines")
+        .into());
+    }
     let tree = state_tree()?;
     let started = preflight(tree, args.tui).await?;
     for warning in &started.warnings {
@@ -26,9 +41,20 @@ pub async fn run(args: StartArgs, output: &Output) -> anyhow::Result<ExitCode> {
     // Installed before the start line, so that a SIGTERM sent as soon as the line appears is
     // already a graceful stop rather than the default action (termination). The one place that
     // handles signals: see `crate::signals`.
-    let stop = StopRequests::install()?;
+    let (stop, stopper) = StopRequests::install()?;
     let ctx = &started.context;
-    if !args.tui {
+    let view: Arc<OnceLock<RunView>> = Arc::default();
+    let dashboard = if args.tui {
+        let log = ctx
+            .tree
+            .root()
+            .join("logs")
+            .join(&ctx.instance.instance_id)
+            .join("worker.jsonl");
+        super::log_to_file(&log)?;
+        let snapshot = snapshots(identity(&started), Arc::clone(&view), stop.clone());
+        Some(Dashboard::start(snapshot, stopper)?)
+    } else {
         // Printed even with --json/--quiet: it is the one signal that the worker runs.
         eprintln!(
             "{STARTED_MARKER} instance {} (pid {}) as {} ({}), {} section(s), state tree {}",
@@ -39,12 +65,63 @@ pub async fn run(args: StartArgs, output: &Output) -> anyhow::Result<ExitCode> {
             ctx.config.sections.len(),
             ctx.tree.root().display()
         );
-    }
+        None
+    };
+    // Startup touched far more memory than the running worker needs: give it back once settled.
+    super::memory::schedule_release();
     let lock = started.lock;
-    let result = crate::runtime::run(started.context, started.runtime, stop).await;
+    let result = crate::runtime::run(started.context, started.runtime, stop, move |v| {
+        let _ = view.set(v);
+    })
+    .await;
+    if let Some(dashboard) = dashboard
+        && let Err(e) = dashboard.close()
+    {
+        tracing::warn!(error = %e, "dashboard_failed");
+    }
     // Clean exit, whatever the runtime's outcome: the lock file goes away.
     if let Err(e) = lock.release() {
         tracing::warn!(error = %e, "could not remove instance.yaml");
     }
     result
+}
+
+fn identity(started: &Started) -> Identity {
+    let ctx = &started.context;
+    Identity {
+        version: env!("CARGO_PKG_VERSION").into(),
+        user: if started.user.name.is_empty() {
+            started.user.id.clone()
+        } else {
+            started.user.name.clone()
+        },
+        instance_id: ctx.instance.instance_id.clone(),
+        sections: ctx.config.sections.len(),
+    }
+}
+
+/// The dashboard's snapshot source: the runtime's board and slot pool once they exist.
+fn snapshots(
+    identity: Identity,
+    view: Arc<OnceLock<RunView>>,
+    stop: StopRequests,
+) -> impl FnMut() -> Snapshot + Send + 'static {
+    move || {
+        let (sections, errors, slots) = match view.get() {
+            Some(v) => (
+                v.status.snapshot(),
+                v.status.recent_errors(),
+                v.slots.usage(),
+            ),
+            None => Default::default(),
+        };
+        Snapshot {
+            identity: identity.clone(),
+            clock: crate::state_tree::utc_now_seconds(),
+            slots,
+            sections,
+            errors,
+            stopping: *stop.shutdown.borrow(),
+        }
+    }
 }
