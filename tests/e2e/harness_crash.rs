@@ -243,3 +243,49 @@ async fn a_killed_worker_leaves_no_agent_running() {
     })
     .await;
 }
+
+/// A message whose fetch fails even after the host's retries is fetched again shortly, without
+/// waiting for another event (the reference leaves it until someone posts again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_fetch_fails_is_fetched_again() {
+    let env = Env::new().await;
+    let s = env.session("ses_refetch");
+    env.configure(&[&s], 4, "");
+    let worker = env.start().await;
+    env.handoff(&s, "t");
+    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    let refused = |e: &Env| {
+        e.admin
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.command.as_deref() == Some("list_session_thread_items") && r.status == 503
+            })
+            .count()
+    };
+    env.admin.set_faults(
+        "list_session_thread_items",
+        Faults {
+            rate_5xx: 1.0,
+            ..Faults::default()
+        },
+    );
+    env.say(&s, "t", "hello");
+    // A thread fetches its items one read at a time, so twice the host's attempts in a row
+    // contain at least one whole read that failed for good. No event follows that would start
+    // another fetch: only the thread's own recheck can deliver the message now.
+    let attempts = blobhub_worker::api::RetryPolicy::default().max_attempts as usize;
+    env.wait("a fetch that fails for good", |e| {
+        refused(e) >= 2 * attempts
+    })
+    .await;
+    env.admin.clear_faults();
+    env.wait("the echo", |e| e.has(&s, "t", "text", "echo: hello"))
+        .await;
+    let outcome = worker.terminate().await;
+    assert!(
+        outcome.stderr.contains("ingest_failed"),
+        "a fetch should have failed for good: {}",
+        outcome.stderr
+    );
+}

@@ -136,6 +136,25 @@ async fn backoff(attempt: u32) {
     sdk::sleep(Duration::from_millis(500u64 << attempt.min(5))).await;
 }
 
+/// Run `op` until it succeeds, fails for good, or has been retried `retries` times after
+/// [`retryable`] failures (0.5 s, 1 s, 2 s, … apart).
+pub async fn retrying<T, F, Fut>(retries: u32, mut op: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(e) if retryable(&e) && attempt < retries => {
+                backoff(attempt).await;
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Post an item whose metadata carries a post id; retried on transient failures. Returns the
 /// stored item.
 pub async fn post_retrying(
@@ -144,17 +163,8 @@ pub async fn post_retrying(
     content: &Value,
     metadata: &Value,
 ) -> Result<Value, ApiError> {
-    let mut attempt = 0;
-    loop {
-        match session.post_item(alias, content, Some(metadata)).await {
-            Ok(envelope) => return Ok(envelope.get("item").cloned().unwrap_or(Value::Null)),
-            Err(e) if retryable(&e) && attempt < 4 => {
-                backoff(attempt).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let envelope = retrying(4, || session.post_item(alias, content, Some(metadata))).await?;
+    Ok(envelope.get("item").cloned().unwrap_or(Value::Null))
 }
 
 /// Overwrite an object, retrying transient failures (an overwrite is idempotent).
@@ -163,32 +173,13 @@ pub async fn upload_retrying(
     alias: &str,
     value: &Value,
 ) -> Result<(), ApiError> {
-    let mut attempt = 0;
-    loop {
-        match session.upload_object(alias, value).await {
-            Ok(_) => return Ok(()),
-            Err(e) if retryable(&e) && attempt < 6 => {
-                backoff(attempt).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    retrying(6, || session.upload_object(alias, value)).await?;
+    Ok(())
 }
 
 /// Download an object's value, retrying transient failures.
 pub async fn download_retrying(session: &Session, alias: &str) -> Result<Value, ApiError> {
-    let mut attempt = 0;
-    loop {
-        match session.download_value(alias).await {
-            Ok(v) => return Ok(v),
-            Err(e) if retryable(&e) && attempt < 4 => {
-                backoff(attempt).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    retrying(4, || session.download_value(alias)).await
 }
 
 /// Every item of a thread, oldest first (all pages), from `created_since` when given.
@@ -206,17 +197,9 @@ pub async fn list_items_since(
             cursor: cursor.clone(),
             limit: Some(1000),
         };
-        let mut attempt = 0;
-        let reply = loop {
-            match session.list_items(alias, &page).await {
-                Ok(v) => break v,
-                Err(e) if retryable(&e) && attempt < 4 => {
-                    backoff(attempt).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        // No retries of our own: the host retries reads, and a failed ingest is tried again by
+        // the thread's loop shortly after (turn.rs, `SHORT_RECHECK`).
+        let reply = session.list_items(alias, &page).await?;
         out.extend(
             reply
                 .get("items")

@@ -239,6 +239,23 @@ impl Thread {
         }
     }
 
+    /// [`Thread::ingest`], logging a failure; returns whether it succeeded. A failed fetch leaves
+    /// the fetch cursor where it was, so the next attempt asks for the same items again.
+    pub async fn try_ingest(&self) -> bool {
+        match self.ingest().await {
+            Ok(()) => true,
+            Err(e) => {
+                log(
+                    Level::Warning,
+                    "ingest_failed",
+                    Some(&self.alias),
+                    json!({"error": e.to_string()}),
+                );
+                false
+            }
+        }
+    }
+
     /// Fetch the items posted since the fetch cursor and route the people's messages: the first
     /// one after a prompt opened becomes its answer, the others are queued for the next turn.
     pub async fn ingest(&self) -> Result<(), ApiError> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use blobhub_worker_sdk::serde_json::{Value, json};
 use blobhub_worker_sdk::{self as sdk, Either, log::Level, process, slots, worker};
 
-use super::ctx::{list_items_since, log};
+use super::ctx::{list_items_since, log, retrying};
 use super::store;
 use super::thread::{Mode, OpenPrompt, Thread, TurnRunning};
 use crate::agent::{AgentEvent, Driver, driver_for};
@@ -20,8 +20,10 @@ use crate::settings::{Failure, Settings};
 /// How long an idle thread waits before looking at its items again without a nudge (a safety
 /// net for a missed event; events normally wake it at once).
 const IDLE_RECHECK: Duration = Duration::from_secs(60);
-/// While a person's answer is awaited, or a resolve post failed, look again this often.
-const PROMPT_RECHECK: Duration = Duration::from_secs(5);
+/// Look again this often while something is pending that no event may announce: a person's
+/// answer awaits its resolve post (which failed), or the items could not be fetched (the host
+/// already retried; without this a message would wait for the next event, as in the reference).
+const SHORT_RECHECK: Duration = Duration::from_secs(5);
 
 pub async fn run(t: Rc<Thread>, mode: Mode) {
     let Some(settings) = t.settings.borrow().clone() else {
@@ -96,14 +98,7 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
     t.fetch.replace(t.rec.borrow().items.last_consumed.clone());
     loop {
         let seen = t.nudge.generation();
-        if let Err(e) = t.ingest().await {
-            log(
-                Level::Warning,
-                "ingest_failed",
-                Some(&t.alias),
-                json!({"error": e.to_string()}),
-            );
-        }
+        let fetched = t.try_ingest().await;
         // An adopted prompt (its agent process is gone) answered: the answer becomes the next
         // turn's message.
         if t.prompt
@@ -125,8 +120,8 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
             } else {
                 "active (idle)"
             });
-            let recheck = if t.answer.borrow().is_some() {
-                PROMPT_RECHECK
+            let recheck = if !fetched || t.answer.borrow().is_some() {
+                SHORT_RECHECK
             } else {
                 IDLE_RECHECK
             };
@@ -173,7 +168,10 @@ async fn wait_for_slot(t: &Rc<Thread>) -> slots::Slot {
 /// prompt, settle the turn that was in flight, and rebuild lost local state from the items.
 /// Returns false when the thread failed.
 async fn recover_from_items(t: &Rc<Thread>) -> bool {
-    let all = match list_items_since(&t.ctx.session, &t.alias, None).await {
+    // Worth more patience than an ingest: without this scan an open prompt is not adopted and
+    // an interrupted turn is not settled.
+    let scan = retrying(4, || list_items_since(&t.ctx.session, &t.alias, None));
+    let all = match scan.await {
         Ok(v) => v,
         Err(e) => {
             log(
@@ -379,7 +377,7 @@ async fn turn(
     let exit = loop {
         let seen = t.nudge.generation();
         let recheck = if t.prompt.borrow().is_some() {
-            PROMPT_RECHECK
+            SHORT_RECHECK
         } else {
             IDLE_RECHECK
         };
@@ -408,14 +406,7 @@ async fn turn(
             }
             Either::Left(process::Output::Exited(status)) => break status,
             Either::Right(_) => {
-                if let Err(e) = t.ingest().await {
-                    log(
-                        Level::Warning,
-                        "ingest_failed",
-                        Some(&t.alias),
-                        json!({"error": e.to_string()}),
-                    );
-                }
+                t.try_ingest().await;
                 deliver_answer(t, driver.as_ref(), &child, &mut st).await;
             }
         }
