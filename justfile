@@ -20,6 +20,9 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     (cd plugins && cargo clippy --workspace --target wasm32-wasip2 -- -D warnings)
 
-# Runtime benchmarks and concurrency measurements (release; results go in docs/benchmarks.md).
+# Runtime benchmarks and concurrency measurements, then our worker against the reference worker
+# (installed once under target/reference-worker; the bench itself talks only to 127.0.0.1).
+# Release; results go in docs/benchmarks.md.
 bench:
     cargo bench -p blobhub-worker --bench runtime
+    BLOBHUB_REFERENCE_WORKER=$(tests/emulator/reference/install.sh target/reference-worker) cargo bench -p blobhub-worker --bench harness

@@ -9,6 +9,7 @@
 mod config_check;
 mod demo;
 mod login;
+mod memory;
 mod output;
 mod plugins;
 mod start;

@@ -130,6 +130,9 @@ fn route(method: &Method, path: &str) -> Route {
 }
 
 async fn api(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, Dropped> {
+    let received_at_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let key = req
@@ -169,6 +172,7 @@ async fn api(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, 
         command: command.clone(),
         status: 0,
         user_id: user.as_ref().map(|u| u.id.clone()),
+        received_at_us,
     };
     let finish = |rec: &mut RequestRecord, resp: Response<Body>| {
         rec.status = resp.status().as_u16();

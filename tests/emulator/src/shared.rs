@@ -22,6 +22,10 @@ pub struct RequestRecord {
     /// 0 when the connection was dropped without an answer.
     pub status: u16,
     pub user_id: Option<String>,
+    /// When the request arrived (its headers were read): microseconds since 1970. For latency
+    /// measurements (`host/benches/harness.rs`); 0 in logs written before the field existed.
+    #[serde(default)]
+    pub received_at_us: u64,
 }
 
 pub struct Shared {

@@ -1,0 +1,990 @@
+//! Worker vs reference (issue 4, "Benchmarks"): `just bench` (release; not in CI). Results go in
+//! docs/benchmarks.md.
+//!
+//! In one run, against the in-process emulator on 127.0.0.1 and with the default polling
+//! (interval_idle 1500 ms, interval_active 3000 ms), this measures our worker (the release
+//! `blobhub-worker` next to this bench) and the reference worker (Python `blobhub-worker` 0.11.0,
+//! found through `BLOBHUB_REFERENCE_WORKER`; `tests/emulator/reference/install.sh DIR` installs it
+//! and prints the path — without it only our figures are printed):
+//!
+//! 1. launch → first `list_session_events` request the emulator receives (ours cold: no compile
+//!    cache; ours warm: second start on the same tree);
+//! 2. a person's item → the reply item posted (both), and ours split: item → the test agent's
+//!    stdin, the agent's line → the posted item; p50/p99 with the thread idle (posted at a random
+//!    moment) and right after a turn (posted as soon as the previous `turn_end` lands);
+//! 3. idle RSS (VmRSS summed over the worker's process tree) and CPU (utime+stime over a fixed
+//!    window, % of one core) with 1 and 10 sections, each on its own session, no threads.
+//!
+//! Arguments (after `--`): any of `launch`, `latency`, `idle` to run only those parts.
+//! `BENCH_TURNS` (default 30 per condition) and `BENCH_IDLE_WINDOW_S` (default 20) shorten it.
+//! Every loop is bounded; every wait has a deadline; only 127.0.0.1 is contacted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use blobhub_emulator::{Admin, CreateSession, Emulator, EmulatorConfig, SessionIds, User};
+use blobhub_worker::state_tree::{
+    ApiCredentials, ApiKey, Credentials, Identity, IdentityUser, StateTree,
+};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+const OURS_EXE: &str = env!("CARGO_BIN_EXE_blobhub-worker");
+const TEST_AGENT: &str = env!("CARGO_BIN_EXE_blobhub-test-agent");
+const REFERENCE_VAR: &str = "BLOBHUB_REFERENCE_WORKER";
+/// Any single wait (a start, a reply, an attach) fails the bench after this long.
+const PATIENCE: Duration = Duration::from_secs(60);
+/// Idle measurements start this long after every section attached: past the worker's first
+/// release of startup memory (5 s after its start line; `host/src/cli/memory.rs`).
+const SETTLE: Duration = Duration::from_secs(10);
+const PERSON: &str = "usr_person";
+const OURS_USER: &str = "usr_ours";
+const REF_USER: &str = "usr_reference";
+const REF_PROFILE: &str = "emu";
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Microseconds since 1970 of `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` (the emulator's `created_at`).
+fn epoch_micros(ts: &str) -> i64 {
+    let (date, time) = ts.trim_end_matches('Z').split_once('T').unwrap();
+    let mut d = date.split('-').map(|x| x.parse::<i64>().unwrap());
+    let (y, m, day) = (d.next().unwrap(), d.next().unwrap(), d.next().unwrap());
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>().unwrap());
+    let (h, mi, s) = (t.next().unwrap(), t.next().unwrap(), t.next().unwrap());
+    let frac: i64 = format!("{frac:0<6}")[..6].parse().unwrap();
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    ((days * 86_400 + h * 3600 + mi * 60 + s) * 1_000_000) + frac
+}
+
+/// Nearest-rank quantile of µs samples, in ms.
+fn quantile(v: &[i64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v[((v.len() as f64 - 1.0) * q).round() as usize] as f64 / 1000.0
+}
+
+fn describe(v: &[i64]) -> String {
+    format!(
+        "p50 {:8.2} ms  p99 {:8.2} ms  min {:8.2}  max {:8.2}  (n={})",
+        quantile(v, 0.5),
+        quantile(v, 0.99),
+        quantile(v, 0.0),
+        quantile(v, 1.0),
+        v.len()
+    )
+}
+
+fn user(id: &str, key: &str) -> User {
+    User {
+        id: id.into(),
+        name: id.into(),
+        email: format!("{id}@example.com"),
+        api_key: key.into(),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Ours,
+    Reference,
+}
+
+impl Kind {
+    fn user(self) -> &'static str {
+        match self {
+            Kind::Ours => OURS_USER,
+            Kind::Reference => REF_USER,
+        }
+    }
+    /// The thread alias (the reference's sections scope threads by a prefix).
+    fn thread(self) -> &'static str {
+        match self {
+            Kind::Ours => "t",
+            Kind::Reference => "tasks/t1",
+        }
+    }
+}
+
+/// An emulator, `n` sessions and a home for one worker of `kind`.
+struct Rig {
+    kind: Kind,
+    reference: Option<PathBuf>,
+    emu: Emulator,
+    admin: Admin,
+    sessions: Vec<SessionIds>,
+    dir: tempfile::TempDir,
+}
+
+fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+impl Rig {
+    async fn new(kind: Kind, reference: Option<&Path>, sections: usize) -> Rig {
+        let emu = Emulator::start(EmulatorConfig {
+            users: vec![
+                user(OURS_USER, "bhk_ours"),
+                user(REF_USER, "bhk_reference"),
+                user(PERSON, "bhk_person"),
+            ],
+            state_file: None,
+        })
+        .await
+        .expect("emulator starts");
+        let admin = emu.admin();
+        let sessions = (0..sections)
+            .map(|i| {
+                admin
+                    .create_session(CreateSession {
+                        // One blob per session: the alias `main` is unique per revision.
+                        org_id: Some("org_bench".into()),
+                        blob_id: Some(format!("blb_bench{i}")),
+                        alias: Some("main".into()),
+                        session_id: Some(format!("ses_bench{i}")),
+                        ..Default::default()
+                    })
+                    .expect("session")
+            })
+            .collect();
+        let rig = Rig {
+            kind,
+            reference: reference.map(Path::to_path_buf),
+            emu,
+            admin,
+            sessions,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir_all(rig.work_folder()).unwrap();
+        rig.write_home();
+        rig
+    }
+
+    fn work_folder(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    fn our_tree(&self) -> StateTree {
+        StateTree::at(self.dir.path().join("worker-home"))
+    }
+
+    fn ref_home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// Credentials, identity and config with one section per session, default polling.
+    fn write_home(&self) {
+        let api_url = self.emu.api_url();
+        match self.kind {
+            Kind::Ours => {
+                let tree = self.our_tree();
+                tree.save_credentials(&Credentials {
+                    api: ApiCredentials {
+                        url: api_url,
+                        key: ApiKey::new("bhk_ours"),
+                    },
+                })
+                .unwrap();
+                tree.save_identity(&Identity {
+                    user: IdentityUser {
+                        user_id: OURS_USER.into(),
+                        name: String::new(),
+                        email: String::new(),
+                        recorded_at: "2026-01-01T00:00:00Z".into(),
+                    },
+                })
+                .unwrap();
+                let mut text =
+                    format!("agents:\n  test_double:\n    executable: {TEST_AGENT}\nsections:\n");
+                for (i, s) in self.sessions.iter().enumerate() {
+                    text.push_str(&format!(
+                        "  - name: s{i}\n    job_type: session_agent_harness\n    session: {{org_id: {}, blob_id: {}, revision_id: {}, session_id: {}}}\n",
+                        s.org_id, s.blob_id, s.revision_id, s.session_id
+                    ));
+                }
+                std::fs::write(tree.config_path(), text).unwrap();
+            }
+            Kind::Reference => {
+                let home = self.ref_home();
+                write_private(
+                    &home.join(".blobhub/credentials.yaml"),
+                    &format!(
+                        "profiles:\n  {REF_PROFILE}:\n    key: bhk_reference\n    url: {api_url}\ndefault: {REF_PROFILE}\n"
+                    ),
+                );
+                let mut text = String::from("sections:\n");
+                for (i, s) in self.sessions.iter().enumerate() {
+                    text.push_str(&format!(
+                        "  - name: main{i}\n    job_type: session_agent_harness\n    session:\n      \
+                         org_id: {}\n      blob_id: {}\n      revision_id: default\n      session_id: main\n      \
+                         session_prefix: tasks/\n",
+                        s.org_id, s.blob_id
+                    ));
+                }
+                write_private(
+                    &home.join(format!(
+                        ".blobhub-worker/profiles/{REF_PROFILE}/config.yaml"
+                    )),
+                    &text,
+                );
+                std::fs::write(
+                    self.dir.path().join("script.json"),
+                    json!({"turns": [{"text": "scripted reply"}]}).to_string(),
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("worker.log"))
+            .unwrap();
+        let mut cmd = match self.kind {
+            Kind::Ours => {
+                let mut c = Command::new(OURS_EXE);
+                c.arg("start")
+                    .env("BLOBHUB_WORKER_HOME", self.our_tree().root())
+                    .env_remove("BLOBHUB_WORKER_LOG")
+                    .env_remove("RUST_LOG");
+                c
+            }
+            Kind::Reference => {
+                let mut c = Command::new(self.reference.as_ref().unwrap());
+                c.args(["start", "--profile", REF_PROFILE])
+                    .env("HOME", self.ref_home())
+                    .env("TEST_DOUBLE_SCRIPT", self.dir.path().join("script.json"))
+                    .env_remove("BLOBHUB_API_KEY")
+                    .env_remove("BLOBHUB_API_URL")
+                    .env_remove("BLOBHUB_PROFILE")
+                    .env_remove("TEST_DOUBLE_AUTO_PROMPT");
+                c
+            }
+        };
+        cmd.env("NO_PROXY", "127.0.0.1,localhost")
+            .env("no_proxy", "127.0.0.1,localhost")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true);
+        cmd.spawn().expect("spawn the worker")
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("worker.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    async fn wait(&self, what: &str, pred: impl FnMut(&Admin) -> bool) {
+        if !self.admin.wait_for(PATIENCE, pred).await {
+            panic!(
+                "{:?}: timed out waiting for {what}\nworker log:\n{}",
+                self.kind,
+                self.log_tail()
+            );
+        }
+    }
+
+    fn items(&self, s: &SessionIds, alias: &str) -> Vec<Value> {
+        self.admin.items(&s.session_id, alias)
+    }
+
+    fn count(&self, s: &SessionIds, alias: &str, ty: &str) -> usize {
+        self.items(s, alias)
+            .iter()
+            .filter(|i| i["user_id"] == self.kind.user() && i["metadata"]["type"] == ty)
+            .count()
+    }
+
+    fn envelope(&self, state: &str) -> Value {
+        let mut agent = json!({"type": "test_double"});
+        if self.kind == Kind::Reference {
+            agent["permissions"] = json!("autonomous");
+        }
+        json!({"type": "thread", "thread": {"attributes": {"name": "bench"}, "metadata": {
+            "instance": {"state": state},
+            "agent": agent,
+            "workspace": {"work_folder": self.work_folder().to_str().unwrap()}}}})
+    }
+
+    fn state(&self, s: &SessionIds) -> String {
+        self.admin
+            .object(&s.session_id, self.kind.thread())
+            .and_then(|v| {
+                v.pointer("/thread/metadata/instance/state")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every section attached (its `attached` activity item posted).
+    async fn wait_attached(&self) {
+        let sessions = self.sessions.clone();
+        self.wait("attached on every session", |_| {
+            sessions
+                .iter()
+                .all(|s| self.count(s, "worker", "attached") >= 1)
+        })
+        .await;
+    }
+}
+
+impl Rig {
+    /// One start until every section is attached, and a stop: the steady state of a machine
+    /// (compile cache filled, sections known) for the idle measurements.
+    async fn warm_up(&self) {
+        let mut child = self.spawn();
+        self.wait_attached().await;
+        stop(&mut child).await;
+    }
+}
+
+/// SIGTERM, then reap (SIGKILL after 15 s).
+async fn stop(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: signalling a child we spawned and have not reaped.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    if tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Launch to first event poll.
+
+/// µs from spawning `start` to the first `list_session_events` request.
+async fn first_poll(rig: &Rig) -> i64 {
+    rig.admin.clear_requests();
+    let t0 = now_us();
+    let mut child = rig.spawn();
+    let mut at = 0;
+    rig.wait("the first list_session_events", |a| {
+        match a
+            .requests()
+            .iter()
+            .find(|r| r.command.as_deref() == Some("list_session_events"))
+        {
+            Some(r) => {
+                at = r.received_at_us as i64;
+                true
+            }
+            None => false,
+        }
+    })
+    .await;
+    stop(&mut child).await;
+    at - t0
+}
+
+async fn launch(kind: Kind, reference: Option<&Path>, out: &mut Figures) {
+    match kind {
+        Kind::Ours => {
+            // Cold: a new tree each time (no compile cache); warm: later starts on one tree.
+            let mut cold = Vec::new();
+            for _ in 0..5 {
+                let rig = Rig::new(kind, None, 1).await;
+                cold.push(first_poll(&rig).await);
+            }
+            let rig = Rig::new(kind, None, 1).await;
+            first_poll(&rig).await;
+            let mut warm = Vec::new();
+            for _ in 0..10 {
+                warm.push(first_poll(&rig).await);
+            }
+            println!(
+                "ours   launch -> first event poll, cold: {}",
+                describe(&cold)
+            );
+            println!(
+                "ours   launch -> first event poll, warm: {}",
+                describe(&warm)
+            );
+            out.put("launch_cold", kind, quantile(&cold, 0.5));
+            out.put("launch_warm", kind, quantile(&warm, 0.5));
+        }
+        Kind::Reference => {
+            let rig = Rig::new(kind, reference, 1).await;
+            // The first start also compiles the venv's bytecode; like ours "warm", report later ones.
+            let first = first_poll(&rig).await;
+            let mut warm = Vec::new();
+            for _ in 0..5 {
+                warm.push(first_poll(&rig).await);
+            }
+            println!(
+                "ref    launch -> first event poll, first start {:.1} ms, later: {}",
+                first as f64 / 1000.0,
+                describe(&warm)
+            );
+            out.put("launch_cold", kind, first as f64 / 1000.0);
+            out.put("launch_warm", kind, quantile(&warm, 0.5));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Person's item -> agent -> posted item.
+
+#[derive(Default)]
+struct Latency {
+    /// Person's item accepted → reply item accepted.
+    round_trip: Vec<i64>,
+    /// Ours only: person's item accepted → agent read the turn.
+    to_agent: Vec<i64>,
+    /// Ours only: agent wrote the line → reply item accepted.
+    to_post: Vec<i64>,
+    /// Person's item accepted → the next `list_session_events` request arrives.
+    to_poll: Vec<i64>,
+    /// The gap between the event polls before and after the person's item.
+    poll_gap: Vec<i64>,
+}
+
+async fn latency(kind: Kind, reference: Option<&Path>, turns: usize, out: &mut Figures) {
+    let rig = Rig::new(kind, reference, 1).await;
+    let s = rig.sessions[0].clone();
+    let alias = kind.thread();
+    let mut child = rig.spawn();
+    rig.wait_attached().await;
+    rig.admin
+        .upload_object(&s.session_id, alias, rig.envelope("pending"), PERSON)
+        .unwrap();
+    rig.wait("the thread active", |_| rig.state(&s) == "active")
+        .await;
+    let text = if kind == Kind::Ours { "stamp" } else { "hello" };
+    // The idle turns' posting moments: uniform over 3 s (two idle poll periods) after a 0.5 s
+    // pause, stratified (one draw in each of `turns` equal slices, in random order) so that 30
+    // samples cover the poll cycle evenly; plain independent draws leave the median ±100 ms.
+    let mut rng = fastrand::Rng::with_seed(4);
+    let mut slices: Vec<usize> = (0..turns).collect();
+    rng.shuffle(&mut slices);
+    let slice_us = 3_000_000 / turns as u64;
+    let (mut idle, mut after) = (Latency::default(), Latency::default());
+    for i in 0..2 * turns {
+        // Odd turns: the thread idles, the message lands at a random moment of the poll cycle.
+        // Even turns: posted as soon as the previous reply's turn_end has landed.
+        let is_idle = i % 2 == 1;
+        if is_idle {
+            let slice = slices[i / 2] as u64;
+            let pause = 500_000 + slice * slice_us + rng.u64(0..slice_us.max(1));
+            tokio::time::sleep(Duration::from_micros(pause)).await;
+        }
+        let asked = rig
+            .admin
+            .post_item(
+                &s.session_id,
+                alias,
+                json!([{"type": "text", "text": text}]),
+                None,
+                PERSON,
+            )
+            .expect("person posts");
+        let asked_at = epoch_micros(asked["created_at"].as_str().unwrap());
+        rig.wait("the reply's turn_end", |_| {
+            rig.count(&s, alias, "turn_end") > i
+        })
+        .await;
+        let items = rig.items(&s, alias);
+        let reply = items
+            .iter()
+            .rev()
+            .find(|x| x["user_id"] == kind.user() && x["metadata"]["type"] == "text")
+            .expect("a reply");
+        let posted_at = epoch_micros(reply["created_at"].as_str().unwrap());
+        let sample = if is_idle { &mut idle } else { &mut after };
+        sample.round_trip.push(posted_at - asked_at);
+        let polls: Vec<i64> = rig
+            .admin
+            .requests()
+            .iter()
+            .filter(|r| r.command.as_deref() == Some("list_session_events"))
+            .map(|r| r.received_at_us as i64)
+            .collect();
+        let next = polls.iter().position(|&t| t >= asked_at);
+        if let Some(n) = next.filter(|&n| n > 0) {
+            sample.to_poll.push(polls[n] - asked_at);
+            sample.poll_gap.push(polls[n] - polls[n - 1]);
+        }
+        if kind == Kind::Ours {
+            let body = reply["content"][0]["text"].as_str().unwrap();
+            let field = |k: &str| -> i64 {
+                body.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .unwrap_or_else(|| panic!("no {k} in {body}"))
+                    .parse()
+                    .unwrap()
+            };
+            sample.to_agent.push(field("read=") - asked_at);
+            sample.to_post.push(posted_at - field("sent="));
+        }
+    }
+    stop(&mut child).await;
+    let who = if kind == Kind::Ours { "ours" } else { "ref " };
+    for (cond, l) in [("idle", &idle), ("after a turn", &after)] {
+        println!(
+            "{who}   person's item -> reply posted, {cond:12}: {}",
+            describe(&l.round_trip)
+        );
+        if !l.to_poll.is_empty() {
+            println!(
+                "{who}     person's item -> next event poll, {cond:12}: {}",
+                describe(&l.to_poll)
+            );
+            println!(
+                "{who}     gap between the polls around it, {cond:12}: {}",
+                describe(&l.poll_gap)
+            );
+        }
+        let key = if cond == "idle" { "idle" } else { "after" };
+        out.put(&format!("rt_{key}_p50"), kind, quantile(&l.round_trip, 0.5));
+        out.put(
+            &format!("rt_{key}_p99"),
+            kind,
+            quantile(&l.round_trip, 0.99),
+        );
+        if kind == Kind::Ours {
+            println!(
+                "{who}     person's item -> agent stdin, {cond:12}: {}",
+                describe(&l.to_agent)
+            );
+            out.put(&format!("ta_{key}_p50"), kind, quantile(&l.to_agent, 0.5));
+            out.put(&format!("ta_{key}_p99"), kind, quantile(&l.to_agent, 0.99));
+        }
+    }
+    if kind == Kind::Ours {
+        let to_post: Vec<i64> = idle.to_post.iter().chain(&after.to_post).copied().collect();
+        println!(
+            "{who}     agent's line -> item posted:            {}",
+            describe(&to_post)
+        );
+        out.put("tp_p50", kind, quantile(&to_post, 0.5));
+        out.put("tp_p99", kind, quantile(&to_post, 0.99));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Idle RSS and CPU.
+
+/// The worker and its descendants.
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    for e in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        if let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+        {
+            parent.insert(pid, ppid);
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parent.iter().filter(|(_, pp)| **pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    tree
+}
+
+/// VmRSS in KiB, summed over the tree.
+fn rss_kib(root: u32) -> u64 {
+    process_tree(root)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// (utime+stime in clock ticks, on-CPU ns from every thread's schedstat), summed over the tree.
+fn cpu(root: u32) -> (u64, u64) {
+    let (mut ticks, mut ns) = (0, 0);
+    for p in process_tree(root) {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        if let Some((_, rest)) = stat.rsplit_once(')') {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // Fields 14 and 15 of stat; `rest` starts at field 3.
+            ticks += f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+            ticks += f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.filter_map(Result::ok) {
+                ns += std::fs::read_to_string(t.path().join("schedstat"))
+                    .ok()
+                    .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    (ticks, ns)
+}
+
+async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut Figures) {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    for sections in [1, 10] {
+        let rig = Rig::new(kind, reference, sections).await;
+        rig.warm_up().await;
+        let mut child = rig.spawn();
+        rig.wait_attached().await;
+        tokio::time::sleep(SETTLE).await;
+        let pid = child.id().expect("running");
+        let rss0 = rss_kib(pid);
+        rig.admin.clear_requests();
+        let (t0, n0) = cpu(pid);
+        tokio::time::sleep(window).await;
+        let (t1, n1) = cpu(pid);
+        let rss1 = rss_kib(pid);
+        let mut calls: BTreeMap<String, usize> = BTreeMap::new();
+        for r in rig.admin.requests() {
+            *calls
+                .entry(r.command.unwrap_or_else(|| r.path.clone()))
+                .or_default() += 1;
+        }
+        let procs = process_tree(pid).len();
+        stop(&mut child).await;
+        let secs = window.as_secs_f64();
+        let tick_pct = (t1 - t0) as f64 / hz / secs * 100.0;
+        let ns_pct = (n1 - n0) as f64 / 1e9 / secs * 100.0;
+        let rss = rss0.max(rss1) as f64 / 1024.0;
+        let who = if kind == Kind::Ours { "ours" } else { "ref " };
+        println!(
+            "{who}   idle, {sections:2} section(s): RSS {rss:6.1} MiB ({procs} process(es)), CPU {ns_pct:.4} % \
+             of a core (schedstat; utime+stime {tick_pct:.3} %) over {secs:.0} s"
+        );
+        println!("         requests in the window: {calls:?}");
+        out.put(&format!("rss{sections}"), kind, rss);
+        out.put(&format!("cpu{sections}"), kind, ns_pct);
+    }
+}
+
+/// `inspect`: where our idle worker's memory and CPU go (not part of the default run): the
+/// `smaps_rollup`, the largest mappings by RSS, and CPU per thread over the window.
+async fn inspect(window: Duration) {
+    let rig = Rig::new(Kind::Ours, None, 1).await;
+    rig.warm_up().await;
+    let mut child = rig.spawn();
+    rig.wait_attached().await;
+    tokio::time::sleep(SETTLE).await;
+    let pid = child.id().expect("running");
+    println!(
+        "{}",
+        std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default()
+    );
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut maps: Vec<(u64, String)> = Vec::new();
+    let mut head = String::new();
+    for line in smaps.lines() {
+        if let Some(v) = line.strip_prefix("Rss:") {
+            let kib = v
+                .split_whitespace()
+                .next()
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(0);
+            maps.push((kib, head.clone()));
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|w| w.contains('-') && !w.ends_with(':'))
+        {
+            head = line.to_owned();
+        }
+    }
+    maps.sort_by_key(|m| std::cmp::Reverse(m.0));
+    for (kib, m) in maps.iter().take(15) {
+        println!("{kib:8} KiB  {m}");
+    }
+    let threads = |pid: u32| -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            let ns = std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            let name = format!("{} {}", t.file_name().to_string_lossy(), comm.trim());
+            out.insert(name, ns);
+        }
+        out
+    };
+    let before = threads(pid);
+    tokio::time::sleep(window).await;
+    for (name, ns) in threads(pid) {
+        let d = ns - before.get(&name).copied().unwrap_or(0);
+        println!(
+            "thread {name:30} {:.4} % of a core",
+            d as f64 / 1e9 / window.as_secs_f64() * 100.0
+        );
+    }
+    stop(&mut child).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// figure → (ours, reference).
+#[derive(Default)]
+struct Figures(BTreeMap<String, (Option<f64>, Option<f64>)>);
+
+impl Figures {
+    fn put(&mut self, key: &str, kind: Kind, v: f64) {
+        let e = self.0.entry(key.to_owned()).or_default();
+        match kind {
+            Kind::Ours => e.0 = Some(v),
+            Kind::Reference => e.1 = Some(v),
+        }
+    }
+
+    fn table(&self) {
+        // (key, label, unit, target, meets)
+        type Check = fn(f64) -> bool;
+        let rows: &[(&str, &str, &str, &str, Option<Check>)] = &[
+            (
+                "launch_cold",
+                "launch → first event poll, cold (median)",
+                "ms",
+                "≤ 50",
+                Some(|v| v <= 50.0),
+            ),
+            (
+                "launch_warm",
+                "launch → first event poll, warm (median)",
+                "ms",
+                "≤ 50",
+                Some(|v| v <= 50.0),
+            ),
+            (
+                "rt_idle_p50",
+                "person item → reply posted, idle, p50",
+                "ms",
+                "",
+                None,
+            ),
+            (
+                "rt_idle_p99",
+                "person item → reply posted, idle, p99",
+                "ms",
+                "",
+                None,
+            ),
+            (
+                "rt_after_p50",
+                "person item → reply posted, after a turn, p50",
+                "ms",
+                "",
+                None,
+            ),
+            (
+                "rt_after_p99",
+                "person item → reply posted, after a turn, p99",
+                "ms",
+                "",
+                None,
+            ),
+            (
+                "ta_idle_p50",
+                "person item → agent stdin, idle, p50",
+                "ms",
+                "≤ 770",
+                Some(|v| v <= 770.0),
+            ),
+            (
+                "ta_idle_p99",
+                "person item → agent stdin, idle, p99",
+                "ms",
+                "",
+                None,
+            ),
+            (
+                "ta_after_p50",
+                "person item → agent stdin, after a turn, p50",
+                "ms",
+                "≤ 770, ≤ idle",
+                Some(|v| v <= 770.0),
+            ),
+            (
+                "ta_after_p99",
+                "person item → agent stdin, after a turn, p99",
+                "ms",
+                "",
+                None,
+            ),
+            (
+                "tp_p50",
+                "agent line → item posted, p50",
+                "ms",
+                "≤ 2",
+                Some(|v| v <= 2.0),
+            ),
+            ("tp_p99", "agent line → item posted, p99", "ms", "", None),
+            (
+                "rss1",
+                "idle RSS, 1 section",
+                "MiB",
+                "≤ 12",
+                Some(|v| v <= 12.0),
+            ),
+            (
+                "cpu1",
+                "idle CPU, 1 section",
+                "% core",
+                "≤ 0.02",
+                Some(|v| v <= 0.02),
+            ),
+            (
+                "rss10",
+                "idle RSS, 10 sections",
+                "MiB",
+                "≤ 20",
+                Some(|v| v <= 20.0),
+            ),
+            (
+                "cpu10",
+                "idle CPU, 10 sections",
+                "% core",
+                "≤ 0.15",
+                Some(|v| v <= 0.15),
+            ),
+        ];
+        println!();
+        println!("| figure | unit | ours | reference | ours/ref | target | met? |");
+        println!("|---|---|---|---|---|---|---|");
+        for (key, label, unit, target, check) in rows {
+            let Some((ours, reference)) = self.0.get(*key) else {
+                continue;
+            };
+            let fmt = |v: &Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.3}"));
+            let ratio = match (ours, reference) {
+                (Some(o), Some(r)) if *r != 0.0 => format!("{:.3}", o / r),
+                _ => "–".to_owned(),
+            };
+            let met = match (check, ours) {
+                (Some(c), Some(o)) => {
+                    if c(*o) {
+                        "yes"
+                    } else {
+                        "**no**"
+                    }
+                }
+                _ => "",
+            };
+            println!(
+                "| {label} | {unit} | {} | {} | {ratio} | {target} | {met} |",
+                fmt(ours),
+                fmt(reference)
+            );
+        }
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{} CPU(s) ({cpu}), Linux {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel.trim()
+    )
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let parts: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |p: &str| parts.is_empty() || parts.iter().any(|a| a == p);
+    // `inspect` alone runs only the inspection.
+    let turns: usize = std::env::var("BENCH_TURNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30)
+        .clamp(1, 1000);
+    let window = Duration::from_secs(
+        std::env::var("BENCH_IDLE_WINDOW_S")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20)
+            .clamp(1, 600),
+    );
+    let reference = std::env::var_os(REFERENCE_VAR)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    if let Some(r) = &reference {
+        assert!(r.is_file(), "{REFERENCE_VAR}={} is not a file", r.display());
+    } else {
+        eprintln!(
+            "harness bench: {REFERENCE_VAR} unset, measuring only ours (install the reference with \
+             tests/emulator/reference/install.sh DIR, which prints the path)"
+        );
+    }
+    println!("machine: {}", machine());
+    println!(
+        "ours: {OURS_EXE}\nreference: {}\ndefault polling (idle 1500 ms, active 3000 ms), emulator in-process on 127.0.0.1",
+        reference
+            .as_ref()
+            .map_or("(not measured)".to_owned(), |r| r.display().to_string())
+    );
+    let mut kinds = vec![Kind::Ours];
+    if reference.is_some() {
+        kinds.push(Kind::Reference);
+    }
+    let mut out = Figures::default();
+    let r = reference.as_deref();
+    for &kind in &kinds {
+        if wants("launch") {
+            launch(kind, r, &mut out).await;
+        }
+    }
+    for &kind in &kinds {
+        if wants("latency") {
+            latency(kind, r, turns, &mut out).await;
+        }
+    }
+    for &kind in &kinds {
+        if wants("idle") {
+            idle(kind, r, window, &mut out).await;
+        }
+    }
+    if parts.iter().any(|a| a == "inspect") {
+        inspect(window).await;
+    }
+    out.table();
+}
