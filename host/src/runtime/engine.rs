@@ -6,7 +6,11 @@
 //!   (so a busy guest cannot starve other sections) and its [`BusyMeter`] decides whether it has
 //!   run too long without returning to the host (then it traps: `JOB_TYPE_UNRESPONSIVE`). The
 //!   ticker holds a weak engine handle and ends with the engine.
+//! - The ticker only ticks while some guest is executing wasm ([`WasmActivity`]). An idle worker
+//!   has every guest waiting in a host call, and a ticker waking 100 times a second for nobody
+//!   was most of its idle CPU (docs/benchmarks.md).
 
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::Linker;
@@ -36,10 +40,80 @@ pub fn new_engine() -> wasmtime::Result<Engine> {
                 engine.increment_epoch();
                 drop(engine);
                 std::thread::sleep(TICK);
+                RUNNING_WASM.wait_while_idle(LIVENESS_CHECK);
             }
         })
         .map_err(|e| wasmtime::format_err!("cannot start the epoch ticker: {e}"))?;
     Ok(engine)
+}
+
+/// How often a parked ticker wakes to see whether its engine still exists (so the thread ends
+/// with the engine even when no guest ever runs again).
+const LIVENESS_CHECK: Duration = Duration::from_secs(30);
+
+/// How many stores of this process are executing wasm right now (not waiting in a host call).
+static RUNNING_WASM: Gauge = Gauge::new();
+
+/// A count with a condition variable, for the ticker to sleep on while it is zero.
+struct Gauge {
+    count: Mutex<usize>,
+    nonzero: Condvar,
+}
+
+impl Gauge {
+    const fn new() -> Self {
+        Self {
+            count: Mutex::new(0),
+            nonzero: Condvar::new(),
+        }
+    }
+
+    fn add(&self, n: usize) {
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        let was_idle = *count == 0;
+        *count += n;
+        if was_idle && *count > 0 {
+            self.nonzero.notify_all();
+        }
+    }
+
+    fn sub(&self, n: usize) {
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        *count = count.saturating_sub(n);
+    }
+
+    /// Blocks while the count is zero, at most `timeout`.
+    fn wait_while_idle(&self, timeout: Duration) {
+        let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.nonzero.wait_timeout_while(count, timeout, |c| *c == 0);
+    }
+}
+
+/// One store's share of [`RUNNING_WASM`], kept by the store's call hook: up when control enters
+/// wasm (a call from the host, or a host call returning), down when it leaves. Dropping the store
+/// gives back what is left, e.g. when a section is cancelled while its guest was computing.
+#[derive(Debug, Default)]
+pub struct WasmActivity {
+    inside: usize,
+}
+
+impl WasmActivity {
+    /// Follow one transition between host and wasm.
+    pub fn on_call_hook(&mut self, hook: wasmtime::CallHook) {
+        if hook.exiting_host() {
+            self.inside += 1;
+            RUNNING_WASM.add(1);
+        } else if self.inside > 0 {
+            self.inside -= 1;
+            RUNNING_WASM.sub(1);
+        }
+    }
+}
+
+impl Drop for WasmActivity {
+    fn drop(&mut self) {
+        RUNNING_WASM.sub(self.inside);
+    }
 }
 
 /// The linker: WASI p2 (for std: the preopened state folder, stderr, clocks, poll) and our
@@ -64,4 +138,54 @@ impl wit::types::Host for SectionHost {}
 
 fn same(h: &mut SectionHost) -> &mut SectionHost {
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use wasmtime::CallHook;
+
+    use super::*;
+
+    #[test]
+    fn a_store_is_inside_wasm_between_entering_and_leaving_it() {
+        let mut activity = WasmActivity::default();
+        activity.on_call_hook(CallHook::CallingWasm);
+        assert_eq!(activity.inside, 1);
+        // Waiting in a host call (e.g. wasi:io/poll) is not running wasm.
+        activity.on_call_hook(CallHook::CallingHost);
+        assert_eq!(activity.inside, 0);
+        activity.on_call_hook(CallHook::ReturningFromHost);
+        assert_eq!(activity.inside, 1);
+        activity.on_call_hook(CallHook::ReturningFromWasm);
+        assert_eq!(activity.inside, 0);
+        // A stray exit never goes below zero.
+        activity.on_call_hook(CallHook::ReturningFromWasm);
+        assert_eq!(activity.inside, 0);
+    }
+
+    #[test]
+    fn the_gauge_wakes_a_waiter_when_it_leaves_zero() {
+        let gauge = Arc::new(Gauge::new());
+        let waiter = {
+            let gauge = Arc::clone(&gauge);
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                gauge.wait_while_idle(Duration::from_secs(60));
+                start.elapsed()
+            })
+        };
+        gauge.add(1);
+        // Woken by the change, long before the timeout (joining is the synchronisation).
+        assert!(waiter.join().unwrap() < Duration::from_secs(60));
+        gauge.sub(1);
+        let start = Instant::now();
+        gauge.wait_while_idle(Duration::from_millis(1));
+        assert!(
+            start.elapsed() >= Duration::from_millis(1),
+            "idle: waits out the timeout"
+        );
+    }
 }

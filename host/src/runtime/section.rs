@@ -39,6 +39,10 @@ pub struct SectionPlan {
 fn store_for(engine: &Engine, host: SectionHost) -> Store<SectionHost> {
     let mut store = Store::new(engine, host);
     store.limiter(|h| &mut h.limits);
+    store.call_hook(|mut ctx, hook| {
+        ctx.data_mut().activity.on_call_hook(hook);
+        Ok(())
+    });
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
         if ctx.data_mut().busy.tick(Instant::now()) {
@@ -123,6 +127,7 @@ pub fn scratch_store(engine: &Engine) -> wasmtime::Result<Store<SectionHost>> {
         busy: BusyMeter::new(Duration::from_millis(defaults.max_busy_ms)),
         section: context,
         feed_task: None,
+        activity: Default::default(),
     };
     Ok(store_for(engine, host))
 }
@@ -183,6 +188,7 @@ async fn run_inner(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> S
         busy: BusyMeter::new(plan.max_busy),
         section: Arc::clone(&ctx),
         feed_task: None,
+        activity: Default::default(),
     };
     let mut store = store_for(engine, host);
     let result = async {

@@ -60,6 +60,8 @@ pub struct SectionHost {
     pub section: Arc<SectionContext>,
     /// The current feed subscription's poller, aborted when replaced or when the store drops.
     pub feed_task: Option<tokio::task::AbortHandle>,
+    /// Whether this store's guest is executing wasm, for the epoch ticker.
+    pub activity: crate::runtime::engine::WasmActivity,
 }
 
 impl Drop for SectionHost {
