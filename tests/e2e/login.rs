@@ -237,3 +237,20 @@ async fn interactive_login_prompts_and_asks_before_switching_users() {
     assert_eq!(out.status.code(), Some(0), "{out:#?}");
     assert_eq!(home.tree.load_identity().unwrap().user.user_id, "usr_other");
 }
+
+/// Login compiles the job types into the cache, so the first `start` loads them without
+/// compiling (observed through the cache-hit log of the next load, not through timing).
+#[tokio::test(flavor = "multi_thread")]
+async fn login_fills_the_compile_cache_for_the_first_start() {
+    let emu = emulator().await;
+    let home = Home::new();
+    login(&home, &emu.api_url(), &demo_user().api_key, &[])
+        .await
+        .assert_success();
+    let listing = home.run(&["-v", "plugins"], None).await;
+    listing.assert_success();
+    assert!(
+        listing.stderr.contains("component_cache_hit"),
+        "{listing:#?}"
+    );
+}
