@@ -1,7 +1,6 @@
 mod client;
 mod harness;
 mod harness_crash;
-mod harness_latency;
 mod harness_support;
 mod login;
 mod preflight;
