@@ -135,18 +135,8 @@ impl Home {
         if stdin.is_some() {
             cmd.stdin(Stdio::piped());
         }
-        let mut child = cmd.spawn().expect("worker spawns");
-        if let Some(text) = stdin {
-            let mut pipe = child.stdin.take().unwrap();
-            pipe.write_all(text.as_bytes()).await.unwrap();
-            drop(pipe);
-        }
-        let out = child.wait_with_output().await.unwrap();
-        Outcome {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let child = cmd.spawn().expect("worker spawns");
+        finish(child, stdin).await
     }
 
     /// Spawns `start` and returns it once it has printed the start line, or the outcome when
@@ -282,7 +272,7 @@ impl Home {
             .chain(args.iter().copied())
             .collect::<Vec<_>>()
             .join(" ");
-        let mut child = Command::new("script")
+        let child = Command::new("script")
             .args(["-qec", &command_line, "/dev/null"])
             .env("BLOBHUB_WORKER_HOME", self.root())
             .env_remove("BLOBHUB_WORKER_LOG")
@@ -292,14 +282,21 @@ impl Home {
             .kill_on_drop(true)
             .spawn()
             .expect("util-linux `script` is installed");
+        finish(child, Some(input)).await
+    }
+}
+
+/// Writes `input` (if any) to the child's stdin, closes it, and waits for the outcome.
+async fn finish(mut child: Child, input: Option<&str>) -> Outcome {
+    if let Some(text) = input {
         let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(input.as_bytes()).await.unwrap();
+        pipe.write_all(text.as_bytes()).await.unwrap();
         drop(pipe);
-        let out = child.wait_with_output().await.unwrap();
-        Outcome {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+    }
+    let out = child.wait_with_output().await.unwrap();
+    Outcome {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
