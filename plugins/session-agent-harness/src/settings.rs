@@ -5,25 +5,10 @@
 //! `agents.<type>.allowed_executables`. The reference runs whatever binary the session names, which
 //! lets anyone who can write to the session choose a program to run on the worker's machine.
 
+use blobhub_agent_types as agent_types;
 use serde_json::Value;
 
 use crate::classify::Envelope;
-
-/// Agent types the envelope may name.
-pub const AGENT_TYPES: &[&str] = &["claude_code", "codex", "antigravity", "test_double"];
-
-/// Types this build has a driver for (the others fail with `AGENT_TYPE_UNSUPPORTED`).
-pub const DRIVEN_TYPES: &[&str] = &["test_double"];
-
-/// The executable used when no tier sets one.
-pub fn default_executable(agent_type: &str) -> &'static str {
-    match agent_type {
-        "claude_code" => "claude",
-        "codex" => "codex",
-        "antigravity" => "agy",
-        _ => "blobhub-test-agent",
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -104,27 +89,30 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
         ));
     }
     let t = env.agent_type.as_str();
-    if !AGENT_TYPES.contains(&t) {
+    let Some(agent_type) = agent_types::find(t) else {
         return Err(Failure::new(
             "AGENT_TYPE_UNSUPPORTED",
             format!(
                 "agent.type {:?} is not one of {}",
                 abridge(t),
-                AGENT_TYPES.join(", ")
+                agent_types::names()
             ),
         ));
-    }
+    };
     let block = worker_config.pointer(&format!("/agents/{t}"));
-    if t == "test_double" && !block.is_some_and(Value::is_object) {
+    if agent_type.needs_config_block && !block.is_some_and(Value::is_object) {
         return Err(Failure::new(
             "AGENT_TYPE_UNSUPPORTED",
-            "agent.type test_double is only honoured when config.yaml has an agents.test_double block",
+            format!("agent.type {t} is only honoured when config.yaml has an agents.{t} block"),
         ));
     }
-    if !DRIVEN_TYPES.contains(&t) {
+    if agent_type.driver.is_none() {
         return Err(Failure::new(
             "AGENT_TYPE_UNSUPPORTED",
-            format!("this worker build has no driver for agent.type {t}"),
+            format!(
+                "this worker build has no driver for agent.type {t} (it drives {})",
+                agent_types::driven_names()
+            ),
         ));
     }
     let permissions = first_set(&[
@@ -164,7 +152,7 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
     }
     let configured = tier2(worker_config, t, "executable");
     let executable = if env.executable.is_empty() {
-        first_set(&[configured, default_executable(t)])
+        first_set(&[configured, agent_type.default_executable])
     } else {
         let allowed = block
             .and_then(|b| b.get("allowed_executables"))
