@@ -35,15 +35,25 @@ pub struct AgentType {
     pub inherited_env_removed: &'static [&'static str],
 }
 
-/// The keys every `agents.<type>` block accepts.
+/// The keys every `agents.<type>` block accepts (docs/configuration.md describes each).
 pub const SETTINGS: &[&str] = &[
     "executable",
     "model",
     "effort",
     "permissions",
     "allowed_executables",
+    // Variables for the agent's process (a proxy's base URL, the model API key the agent needs).
     "env",
+    // How many times a turn cut short by a transient model-API failure is resumed.
+    "turn_retries",
+    // The waits before those resumes; the last one repeats.
+    "turn_retry_delays_ms",
 ];
+
+/// `turn_retries` when the config does not set it.
+pub const DEFAULT_TURN_RETRIES: u32 = 3;
+/// `turn_retry_delays_ms` when the config does not set it: 15 s, 60 s, then 180 s.
+pub const DEFAULT_TURN_RETRY_DELAYS_MS: &[u64] = &[15_000, 60_000, 180_000];
 
 /// Every agent type, in the order messages list them.
 pub const AGENT_TYPES: &[AgentType] = &[
