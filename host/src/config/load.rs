@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
+use blobhub_agent_types as agent_types;
 use serde::Serialize;
 use serde_json::Map;
 use serde_yaml::{Mapping, Value};
@@ -18,8 +19,6 @@ use super::model::{
     AgentSettings, Concurrency, Config, JobTypeSettings, Permissions, Polling, Section,
 };
 
-/// Agent types the bundled harness knows (`test_double` is its internal test adapter).
-const KNOWN_AGENT_TYPES: [&str; 3] = ["claude_code", "codex", "test_double"];
 /// Portable effort values; anything else must look like a harness passthrough token.
 const PORTABLE_EFFORT: [&str; 3] = ["low", "medium", "high"];
 
@@ -178,6 +177,11 @@ impl Walk {
 
     fn warn(&mut self, path: &str, message: impl Into<String>) {
         self.push(Severity::Warning, "UNKNOWN_KEY", path, message.into());
+    }
+
+    /// A warning with its own code: valid config that will not do what it seems to.
+    fn warn_coded(&mut self, code: &str, path: &str, message: impl Into<String>) {
+        self.push(Severity::Warning, code, path, message.into());
     }
 
     fn push(&mut self, severity: Severity, code: &str, path: &str, message: String) {
@@ -418,23 +422,28 @@ impl Walk {
         };
         for (agent_type, value) in map {
             let path = child("agents", &agent_type);
-            if !KNOWN_AGENT_TYPES.contains(&agent_type.as_str()) {
-                self.warn(&path, format!("unknown agent type `{agent_type}` (known: claude_code, codex); no job type will use it"));
+            match agent_types::find(&agent_type) {
+                None => self.warn(
+                    &path,
+                    format!(
+                        "unknown agent type `{agent_type}` (known: {}); no job type will use it",
+                        agent_types::names()
+                    ),
+                ),
+                Some(known) if known.driver.is_none() => self.warn_coded(
+                    "AGENT_TYPE_UNSUPPORTED",
+                    &path,
+                    format!(
+                        "this worker build cannot drive `{agent_type}` (it drives {}); its threads fail with AGENT_TYPE_UNSUPPORTED",
+                        agent_types::driven_names()
+                    ),
+                ),
+                Some(_) => {}
             }
             let Some(fields) = self.mapping(&path, Some(value)) else {
                 continue;
             };
-            self.unknown_keys(
-                &path,
-                &fields,
-                &[
-                    "executable",
-                    "model",
-                    "effort",
-                    "permissions",
-                    "allowed_executables",
-                ],
-            );
+            self.unknown_keys(&path, &fields, agent_types::SETTINGS);
             let effort = self.string(&child(&path, "effort"), Self::get(&fields, "effort"));
             if let Some(effort) = &effort
                 && !PORTABLE_EFFORT.contains(&effort.as_str())
@@ -474,10 +483,110 @@ impl Walk {
                         Self::get(&fields, "allowed_executables"),
                     )
                     .unwrap_or_default(),
+                env: self.agent_env(&child(&path, "env"), Self::get(&fields, "env")),
+                turn_retries: self
+                    .count(
+                        &child(&path, "turn_retries"),
+                        Self::get(&fields, "turn_retries"),
+                    )
+                    .unwrap_or(agent_types::DEFAULT_TURN_RETRIES),
+                turn_retry_delays_ms: self
+                    .delays(
+                        &child(&path, "turn_retry_delays_ms"),
+                        Self::get(&fields, "turn_retry_delays_ms"),
+                    )
+                    .unwrap_or_else(|| agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec()),
             };
             agents.insert(agent_type, settings);
         }
         agents
+    }
+
+    /// `agents.<type>.env`: a mapping of variable names to strings. A name the worker keeps to
+    /// itself (`BLOBHUB_*`) or that the operating system cannot carry is an error.
+    fn agent_env(&mut self, path: &str, value: Option<&Value>) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        let Some(map) = self.mapping(path, value) else {
+            return env;
+        };
+        for (name, value) in map {
+            let at = child(path, &name);
+            if name.starts_with("BLOBHUB_") {
+                self.error(
+                    &at,
+                    "variables named BLOBHUB_* belong to the worker and never reach an agent",
+                );
+                continue;
+            }
+            if name.is_empty() || name.contains(['=', '\0']) {
+                self.error(&at, "is not a valid environment variable name");
+                continue;
+            }
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => {
+                    self.error(
+                        &at,
+                        format!("expected a string, found {}", type_name(other)),
+                    );
+                    continue;
+                }
+            };
+            if text.contains('\0') {
+                self.error(&at, "contains a NUL character");
+                continue;
+            }
+            env.insert(name, text);
+        }
+        env
+    }
+
+    /// An integer ≥ 0, or `None` when absent or wrong (the error is recorded).
+    fn count(&mut self, path: &str, value: Option<&Value>) -> Option<u32> {
+        match value? {
+            Value::Number(n) => match n.as_u64().and_then(|v| u32::try_from(v).ok()) {
+                Some(v) => Some(v),
+                None => {
+                    self.error(path, format!("must be an integer of at least 0, found {n}"));
+                    None
+                }
+            },
+            other => {
+                self.error(
+                    path,
+                    format!("expected an integer, found {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A non-empty list of millisecond waits.
+    fn delays(&mut self, path: &str, value: Option<&Value>) -> Option<Vec<u64>> {
+        let Value::Sequence(items) = value? else {
+            self.error(path, "expected a list of milliseconds, e.g. [15000, 60000]");
+            return None;
+        };
+        if items.is_empty() {
+            self.error(path, "must list at least one wait (the last one repeats)");
+            return None;
+        }
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match item.as_u64() {
+                Some(ms) => out.push(ms),
+                None => {
+                    self.error(
+                        &format!("{path}[{i}]"),
+                        "expected an integer of milliseconds",
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(out)
     }
 
     fn sections(&mut self, value: Option<&Value>) -> Vec<Section> {
@@ -656,7 +765,16 @@ sections:
     #[test]
     fn full_example_loads() {
         let report = load_str(FULL);
-        assert_eq!(report.diagnostics, vec![]);
+        // The only remark: this build has no codex driver yet.
+        let remarks: Vec<_> = report
+            .diagnostics
+            .iter()
+            .map(|d| (d.severity, d.code.as_str(), d.path.as_str()))
+            .collect();
+        assert_eq!(
+            remarks,
+            [(Severity::Warning, "AGENT_TYPE_UNSUPPORTED", "agents.codex")]
+        );
         let config = report.config.unwrap();
         assert_eq!(config.polling.interval_idle_ms, 1000);
         assert_eq!(config.concurrency.max_agents, 2);
@@ -780,6 +898,44 @@ sections:
         assert_eq!(
             err.to_string(),
             format!("line 1: polling.interval_idle_ms: {}", err.message)
+        );
+    }
+
+    #[test]
+    fn agent_env_and_turn_retries() {
+        let report = load_str(
+            "agents:\n  claude_code:\n    env: {ANTHROPIC_BASE_URL: http://127.0.0.1:9, DEBUG: 1}\n    turn_retries: 0\n    turn_retry_delays_ms: [10, 20]\n  test_double: {}\nsections: []\n",
+        );
+        assert_eq!(report.diagnostics, vec![]);
+        let config = report.config.unwrap();
+        let claude = config.agent("claude_code");
+        assert_eq!(claude.env["ANTHROPIC_BASE_URL"], "http://127.0.0.1:9");
+        assert_eq!(claude.env["DEBUG"], "1");
+        assert_eq!(claude.turn_retries, 0);
+        assert_eq!(claude.turn_retry_delays_ms, [10, 20]);
+        let test = config.agent("test_double");
+        assert_eq!(test.turn_retries, agent_types::DEFAULT_TURN_RETRIES);
+        assert_eq!(
+            test.executable_for("test_double").as_deref(),
+            Some("blobhub-test-agent")
+        );
+    }
+
+    #[test]
+    fn the_worker_key_never_reaches_an_agent_environment() {
+        let report = load_str(
+            "agents:\n  claude_code:\n    env: {BLOBHUB_API_KEY: x, \"A=B\": y, OK: [1]}\n    turn_retries: -1\n    turn_retry_delays_ms: []\nsections: []\n",
+        );
+        let paths: Vec<_> = errors(&report).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(
+            paths,
+            [
+                "agents.claude_code.env.BLOBHUB_API_KEY",
+                "agents.claude_code.env.A=B",
+                "agents.claude_code.env.OK",
+                "agents.claude_code.turn_retries",
+                "agents.claude_code.turn_retry_delays_ms",
+            ]
         );
     }
 }

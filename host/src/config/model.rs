@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use blobhub_agent_types as agent_types;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -110,7 +111,7 @@ impl Permissions {
 }
 
 /// `agents.<agent_type>`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AgentSettings {
     /// Command name resolved on PATH; `None` = the agent type's default.
     pub executable: Option<String>,
@@ -122,6 +123,28 @@ pub struct AgentSettings {
     /// default, so a thread cannot choose the binary: in the reference a session author could
     /// make the worker run any program on the operator's machine.
     pub allowed_executables: Vec<String>,
+    /// Variables set in the agent's environment (a proxy's base URL, the model API key the
+    /// agent needs). Never `BLOBHUB_*`: the worker's own key stays in the worker.
+    pub env: BTreeMap<String, String>,
+    /// How many times a turn cut short by a transient model-API failure is resumed.
+    pub turn_retries: u32,
+    /// The waits before those resumes, in milliseconds; the last one repeats.
+    pub turn_retry_delays_ms: Vec<u64>,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            executable: None,
+            model: None,
+            effort: None,
+            permissions: Permissions::default(),
+            allowed_executables: Vec::new(),
+            env: BTreeMap::new(),
+            turn_retries: agent_types::DEFAULT_TURN_RETRIES,
+            turn_retry_delays_ms: agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec(),
+        }
+    }
 }
 
 impl AgentSettings {
@@ -135,11 +158,7 @@ impl AgentSettings {
 
 /// The default command of a known agent type.
 pub fn default_executable(agent_type: &str) -> Option<&'static str> {
-    match agent_type {
-        "claude_code" => Some("claude"),
-        "codex" => Some("codex"),
-        _ => None,
-    }
+    agent_types::find(agent_type).map(|t| t.default_executable)
 }
 
 /// One entry of `sections`.

@@ -114,11 +114,16 @@ pub fn resolve(program: &str) -> Option<PathBuf> {
         .find(|p| is_exec(p))
 }
 
-/// The worker's environment minus `BLOBHUB_*` and anything holding a secret, plus `extra`.
+/// The worker's environment minus `BLOBHUB_*`, anything holding a secret and the variables an
+/// agent must not inherit (`CLAUDECODE`, `CLAUDE_CODE_*`, … from the agent-type table: a worker
+/// started inside an agent session would otherwise make its own agents think they are nested),
+/// plus `extra`, which may set those again on purpose.
 pub fn child_env(secrets: &[String], extra: &[(String, String)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, v)| {
-            !k.starts_with("BLOBHUB_") && !secrets.iter().any(|s| !s.is_empty() && v.contains(s))
+            !k.starts_with("BLOBHUB_")
+                && !blobhub_agent_types::inherited_env_removed(k)
+                && !secrets.iter().any(|s| !s.is_empty() && v.contains(s))
         })
         .collect();
     for (k, v) in extra {
