@@ -3,7 +3,7 @@
 //! `cli` parses commands and reports coded errors; `start` runs preflight and builds the
 //! context the `runtime` runs sections with; `api` is the BlobHub client; `config`,
 //! `state_tree` and `instance_lock` own the files of the state tree; `dashboard` is the live view
-//! of `start --tui`.
+//! of `start --tui`; `test_agent` is the scripted agent of the demo and the tests.
 
 pub mod api;
 pub mod cli;
@@ -16,3 +16,4 @@ pub mod runtime;
 pub mod signals;
 pub mod start;
 pub mod state_tree;
+pub mod test_agent;

@@ -28,7 +28,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const STARTED_MARKER: &str = "worker started:";
 
 pub async fn run(args: DemoArgs, output: &Output) -> anyhow::Result<ExitCode> {
-    let agent = test_agent()?;
+    let root = std::env::temp_dir().join(format!("blobhub-worker-demo-{}", std::process::id()));
+    let agent = test_agent(&root)?;
     let user = User::demo();
     let emu = Emulator::start(EmulatorConfig::default())
         .await
@@ -40,7 +41,6 @@ pub async fn run(args: DemoArgs, output: &Output) -> anyhow::Result<ExitCode> {
             ..Default::default()
         })
         .map_err(|e| anyhow::anyhow!("creating the demo session: {e:?}"))?;
-    let root = std::env::temp_dir().join(format!("blobhub-worker-demo-{}", std::process::id()));
     let work = root.join("work");
     std::fs::create_dir_all(&work)?;
     let tree = StateTree::at(root.join("home"));
@@ -169,17 +169,22 @@ pub async fn run(args: DemoArgs, output: &Output) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `blobhub-test-agent` next to this binary (both are built together).
-fn test_agent() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().unwrap_or(Path::new("."));
-    let agent = dir.join("blobhub-test-agent");
-    if !agent.is_file() {
-        bail!(
-            "the demo needs blobhub-test-agent next to this binary ({}); build it with `cargo build --bins`",
-            agent.display()
-        );
-    }
+/// The scripted agent: this very executable under the name `blobhub-test-agent` (a link in the
+/// demo's own folder), so a plain `cargo run` or an installed worker has it without a second
+/// binary.
+fn test_agent(root: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let bin = root.join("bin");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&bin)
+        .with_context(|| format!("creating {}", bin.display()))?;
+    let agent = bin.join("blobhub-test-agent");
+    let _ = std::fs::remove_file(&agent);
+    std::os::unix::fs::symlink(&exe, &agent)
+        .with_context(|| format!("linking {} to {}", agent.display(), exe.display()))?;
     Ok(agent)
 }
 

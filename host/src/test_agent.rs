@@ -1,0 +1,361 @@
+//! `blobhub-test-agent`: the scripted agent of docs/testing.md.
+//!
+//! It lives in the library so that the one `blobhub-worker` executable can be it: invoked under
+//! the name `blobhub-test-agent` (a link to it), `main.rs` runs [`main`] here. That is how
+//! `demo` works after a plain `cargo run`, which builds only the worker's executable.
+//!
+//! A real process, spawned by the `session_agent_harness` job type exactly like a real agent CLI,
+//! so tests exercise the same path (process capability, line protocol, exit codes) that the
+//! `claude_code` and `codex` drivers use. One process runs one turn:
+//!
+//! ```text
+//! blobhub-test-agent [--session-id <id>] [--model <m>] [--effort <e>] [--permissions <p>]
+//!   stdin  <- {"type":"turn","text":"..."}
+//!   stdout -> {"type":"session","session_id":"td_...","resumed":bool,"turn":n}
+//!   stdout -> {"type":"permission_request","request_id":"req_1","tool":"ask","question":"..."}
+//!   stdin  <- {"type":"permission_response","request_id":"req_1","approved":bool,"answer":"..."}
+//!   stdout -> {"type":"text","text":"..."}
+//!   stdout -> {"type":"turn_end","status":"completed","usage":{...},"duration_ms":n}
+//! ```
+//!
+//! Behaviour of a turn, decided by its text: `crash` exits with status 3 before answering;
+//! `sleep: <ms>` waits that long, then echoes; `ask: <question>` raises a permission request and
+//! replies `answered: <answer>`; `think: <t>` and `tool: <command>` emit a thinking item and a
+//! tool call with its result before the echo; `stamp` replies `stamp: read=<µs> sent=<µs>` (wall
+//! clock when the turn was read and the reply written); anything else replies `echo: <text>`.
+//!
+//! The session survives restarts: a fresh session id is minted when `--session-id` is absent, and
+//! a small record under `<cwd>/.blobhub-test-agent/` counts its turns, so a resumed session reports
+//! `resumed: true` and the next turn number.
+
+use std::io::{BufRead, Write};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+/// What a turn's text asks the agent to do.
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    Echo,
+    Crash,
+    Sleep(u64),
+    Ask(String),
+    Think(String),
+    Tool(String),
+    /// Reply with the wall-clock times the turn was read and the reply written (for latency
+    /// measurements against the platform's `created_at`).
+    Stamp,
+}
+
+/// Reads the first line of the turn text; the rest of the text only matters to `echo`.
+fn parse_action(text: &str) -> Action {
+    let first = text.trim_start();
+    if first == "crash" || first.starts_with("crash\n") {
+        return Action::Crash;
+    }
+    if let Some(rest) = first.strip_prefix("sleep:") {
+        let ms = rest.split_whitespace().next().unwrap_or("");
+        if let Ok(ms) = ms.parse::<u64>() {
+            return Action::Sleep(ms);
+        }
+    }
+    if let Some(rest) = first.strip_prefix("ask:") {
+        let question = rest.lines().next().unwrap_or("").trim();
+        return Action::Ask(question.to_string());
+    }
+    if let Some(rest) = first.strip_prefix("think:") {
+        return Action::Think(rest.lines().next().unwrap_or("").trim().to_string());
+    }
+    if first == "stamp" || first.starts_with("stamp\n") {
+        return Action::Stamp;
+    }
+    if let Some(rest) = first.strip_prefix("tool:") {
+        return Action::Tool(rest.lines().next().unwrap_or("").trim().to_string());
+    }
+    Action::Echo
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Args {
+    session_id: Option<String>,
+    model: String,
+    effort: String,
+    permissions: String,
+}
+
+fn parse_args(args: &[String]) -> Result<Args, String> {
+    let mut out = Args::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "--session-id" => out.session_id = Some(value("--session-id")?),
+            "--model" => out.model = value("--model")?,
+            "--effort" => out.effort = value("--effort")?,
+            "--permissions" => out.permissions = value("--permissions")?,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(out)
+}
+
+/// A message from the worker on stdin.
+#[derive(Debug, PartialEq)]
+enum Input {
+    Turn(String),
+    PermissionResponse {
+        request_id: String,
+        approved: bool,
+        answer: String,
+    },
+}
+
+fn parse_input(line: &str) -> Result<Input, String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    match v.get("type").and_then(Value::as_str) {
+        Some("turn") => Ok(Input::Turn(text("text"))),
+        Some("permission_response") => Ok(Input::PermissionResponse {
+            request_id: text("request_id"),
+            approved: v.get("approved").and_then(Value::as_bool).unwrap_or(false),
+            answer: text("answer"),
+        }),
+        other => Err(format!("unexpected input type {other:?}")),
+    }
+}
+
+fn epoch_micros() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
+}
+
+fn new_session_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("td_{:x}{:05x}", nanos, std::process::id() & 0xfffff)
+}
+
+/// Session ids become file names; anything else is refused rather than sanitised.
+fn safe_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Counts the turns of a session in `<cwd>/.blobhub-test-agent/<id>`; best effort, since the
+/// agent must still answer in a read-only work folder.
+fn bump_turn(id: &str) -> (bool, u64) {
+    let dir = std::path::Path::new(".blobhub-test-agent");
+    let path = dir.join(id);
+    let previous = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let turn = previous.unwrap_or(0) + 1;
+    let _ = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, turn.to_string()));
+    (previous.is_some(), turn)
+}
+
+struct Out<W: Write>(W);
+
+impl<W: Write> Out<W> {
+    fn send(&mut self, v: Value) {
+        // A closed stdout means the worker is gone; nothing useful is left to do.
+        if writeln!(self.0, "{v}")
+            .and_then(|_| self.0.flush())
+            .is_err()
+        {
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The test agent's whole life: one turn on stdin and stdout, then exit.
+pub fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse_args(&argv) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("blobhub-test-agent: {e}");
+            std::process::exit(2);
+        }
+    };
+    let started = Instant::now();
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut out = Out(std::io::stdout().lock());
+
+    let (text, read_at) = match lines.next() {
+        Some(Ok(line)) => match parse_input(&line) {
+            Ok(Input::Turn(text)) => (text, epoch_micros()),
+            Ok(other) => {
+                eprintln!("blobhub-test-agent: expected a turn, got {other:?}");
+                std::process::exit(2);
+            }
+            Err(e) => {
+                eprintln!("blobhub-test-agent: {e}");
+                std::process::exit(2);
+            }
+        },
+        _ => {
+            eprintln!("blobhub-test-agent: no turn on stdin");
+            std::process::exit(2);
+        }
+    };
+
+    let session_id = match args.session_id.as_deref() {
+        Some(id) if safe_session_id(id) => id.to_string(),
+        Some(id) => {
+            eprintln!("blobhub-test-agent: unusable session id {id:?}");
+            std::process::exit(2);
+        }
+        None => new_session_id(),
+    };
+    let (resumed, turn) = bump_turn(&session_id);
+    out.send(
+        json!({"type": "session", "session_id": session_id, "resumed": resumed, "turn": turn}),
+    );
+
+    let reply = match parse_action(&text) {
+        Action::Crash => {
+            eprintln!("blobhub-test-agent: crashing as asked");
+            std::process::exit(3);
+        }
+        Action::Sleep(ms) => {
+            std::thread::sleep(Duration::from_millis(ms));
+            format!("echo: {text}")
+        }
+        Action::Think(t) => {
+            out.send(json!({"type": "thinking", "text": t}));
+            format!("echo: {text}")
+        }
+        Action::Tool(command) => {
+            out.send(json!({"type": "tool_call", "id": "call_1", "name": "Bash",
+                            "input": {"command": command}}));
+            out.send(
+                json!({"type": "tool_result", "id": "call_1", "is_error": false,
+                            "output": format!("ran {command}")}),
+            );
+            format!("echo: {text}")
+        }
+        Action::Ask(question) => {
+            let request_id = "req_1";
+            out.send(
+                json!({"type": "permission_request", "request_id": request_id,
+                            "tool": "ask", "question": question}),
+            );
+            loop {
+                match lines.next() {
+                    Some(Ok(line)) => match parse_input(&line) {
+                        Ok(Input::PermissionResponse {
+                            request_id: id,
+                            answer,
+                            approved,
+                        }) if id == request_id => {
+                            let answer = if answer.is_empty() {
+                                if approved { "Approve" } else { "Deny" }.to_string()
+                            } else {
+                                answer
+                            };
+                            break format!("answered: {answer}");
+                        }
+                        Ok(_) => continue,
+                        Err(e) => eprintln!("blobhub-test-agent: ignoring input: {e}"),
+                    },
+                    // stdin closed while waiting: the worker withdrew the question.
+                    _ => {
+                        out.send(json!({"type": "turn_end", "status": "cancelled",
+                                        "error": "permission request withdrawn"}));
+                        std::process::exit(0);
+                    }
+                }
+            }
+        }
+        Action::Echo => format!("echo: {text}"),
+        Action::Stamp => format!("stamp: read={read_at} sent={}", epoch_micros()),
+    };
+    out.send(json!({"type": "text", "text": reply}));
+    let input_tokens = text.split_whitespace().count() as u64;
+    let output_tokens = reply.split_whitespace().count() as u64;
+    out.send(json!({
+        "type": "turn_end",
+        "status": "completed",
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
+                  "cache_read_tokens": 0, "cache_write_tokens": 0},
+        "duration_ms": started.elapsed().as_millis() as u64,
+        "model": args.model,
+        "effort": args.effort,
+        "permissions": args.permissions,
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_come_from_the_first_line() {
+        assert_eq!(parse_action("hello"), Action::Echo);
+        assert_eq!(parse_action("crash"), Action::Crash);
+        assert_eq!(parse_action("crashing is fun"), Action::Echo);
+        assert_eq!(parse_action("sleep: 250"), Action::Sleep(250));
+        assert_eq!(parse_action("sleep: soon"), Action::Echo);
+        assert_eq!(
+            parse_action("ask: may I?\n\nmore"),
+            Action::Ask("may I?".into())
+        );
+        assert_eq!(parse_action("think: hmm"), Action::Think("hmm".into()));
+        assert_eq!(parse_action("tool: ls -la"), Action::Tool("ls -la".into()));
+        assert_eq!(parse_action("stamp"), Action::Stamp);
+    }
+
+    #[test]
+    fn arguments() {
+        let a = parse_args(&[
+            "--session-id".into(),
+            "td_1".into(),
+            "--model".into(),
+            "m".into(),
+        ])
+        .unwrap();
+        assert_eq!(a.session_id.as_deref(), Some("td_1"));
+        assert_eq!(a.model, "m");
+        assert!(parse_args(&["--session-id".into()]).is_err());
+        assert!(parse_args(&["--bogus".into()]).is_err());
+    }
+
+    #[test]
+    fn inputs() {
+        assert_eq!(
+            parse_input(r#"{"type":"turn","text":"hi"}"#).unwrap(),
+            Input::Turn("hi".into())
+        );
+        assert_eq!(
+            parse_input(r#"{"type":"permission_response","request_id":"req_1","approved":true,"answer":"Approve"}"#)
+                .unwrap(),
+            Input::PermissionResponse {
+                request_id: "req_1".into(),
+                approved: true,
+                answer: "Approve".into()
+            }
+        );
+        assert!(parse_input("nope").is_err());
+        assert!(parse_input(r#"{"type":"other"}"#).is_err());
+    }
+
+    #[test]
+    fn session_ids() {
+        assert!(safe_session_id(&new_session_id()));
+        assert!(!safe_session_id("../x"));
+        assert!(!safe_session_id(""));
+    }
+}
