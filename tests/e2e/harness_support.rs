@@ -242,8 +242,13 @@ pub fn brief(item: &Value) -> (String, String) {
 
 /// Live test-agent processes whose working directory is `work_folder`.
 pub fn agent_processes(work_folder: &Path) -> usize {
+    agent_pids(work_folder).len()
+}
+
+/// The process ids of the live test-agent processes whose working directory is `work_folder`.
+pub fn agent_pids(work_folder: &Path) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
+        return Vec::new();
     };
     let want = std::fs::canonicalize(work_folder).unwrap_or_else(|_| work_folder.to_path_buf());
     dir.filter_map(Result::ok)
@@ -264,7 +269,8 @@ pub fn agent_processes(work_folder: &Path) -> usize {
                 && String::from_utf8_lossy(&cmd).contains("blobhub-test-agent")
                 && std::fs::read_link(e.path().join("cwd")).is_ok_and(|c| c == want)
         })
-        .count()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
 }
 
 /// Polls a local condition (a file, the process table) until it holds.

@@ -1,3 +1,4 @@
+mod agent_env;
 mod client;
 mod harness;
 mod harness_crash;

@@ -19,6 +19,9 @@ pub struct Settings {
     /// `autonomous` or `approval`.
     pub permissions: String,
     pub work_folder: String,
+    /// config.yaml's `agents.<type>.env`: set in the agent's environment (config tier only; a
+    /// session cannot choose an agent's variables). The host has refused `BLOBHUB_*` names.
+    pub env: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -179,6 +182,15 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
         effort: first_set(&[&env.effort, tier2(worker_config, t, "effort")]),
         permissions,
         work_folder: wf.clone(),
+        env: block
+            .and_then(|b| b.get("env"))
+            .and_then(Value::as_object)
+            .map(|vars| {
+                vars.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -207,8 +219,12 @@ mod tests {
 
     #[test]
     fn three_tiers() {
-        let cfg = json!({"agents": {"test_double": {"model": "cfg-model", "effort": "low", "permissions": "autonomous"}}});
+        let cfg = json!({"agents": {"test_double": {"model": "cfg-model", "effort": "low", "permissions": "autonomous", "env": {"PROXY": "http://127.0.0.1:9"}}}});
         let s = resolve(&env("test_double"), &cfg).unwrap();
+        assert_eq!(
+            s.env,
+            [("PROXY".to_string(), "http://127.0.0.1:9".to_string())]
+        );
         assert_eq!(s.model, "cfg-model");
         assert_eq!(s.effort, "low");
         assert_eq!(s.permissions, "autonomous");

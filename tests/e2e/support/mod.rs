@@ -142,7 +142,14 @@ impl Home {
     /// Spawns `start` and returns it once it has printed the start line, or the outcome when
     /// it exited instead.
     pub async fn spawn_start(&self) -> Result<Running, Outcome> {
-        let mut child = self.command(&["start"]).spawn().expect("worker spawns");
+        self.spawn_start_with_env(&[]).await
+    }
+
+    /// [`Home::spawn_start`] with variables added to the worker's own environment.
+    pub async fn spawn_start_with_env(&self, vars: &[(&str, &str)]) -> Result<Running, Outcome> {
+        let mut command = self.command(&["start"]);
+        command.envs(vars.iter().copied());
+        let mut child = command.spawn().expect("worker spawns");
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
         let mut seen = String::new();

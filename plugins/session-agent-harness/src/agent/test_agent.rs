@@ -107,6 +107,7 @@ mod tests {
             effort: String::new(),
             permissions: "approval".into(),
             work_folder: "/tmp".into(),
+            env: Vec::new(),
         }
     }
 

@@ -343,7 +343,7 @@ async fn turn(
         program: settings.executable.clone(),
         args: driver.args(settings, &resume),
         cwd: settings.work_folder.clone(),
-        env: Vec::new(),
+        env: settings.env.clone(),
     })
     .map_err(|e| match e {
         process::SpawnError::BadDirectory(m) => Failure::new("WORK_FOLDER_NOT_FOUND", m),
