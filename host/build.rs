@@ -25,6 +25,7 @@ fn main() {
     watch(&plugins.join("Cargo.toml"));
     watch(&plugins.join("Cargo.lock"));
     watch(&plugins.join("sdk"));
+    watch(&plugins.join("agent-types"));
     println!("cargo::rerun-if-env-changed=BLOBHUB_NO_BUNDLED");
 
     let mut entries = Vec::new();
@@ -43,6 +44,15 @@ fn main() {
             watch(&plugins.join(package));
             cmd.args(["-p", package]);
         }
+        // Cargo hides a build script's output; say what takes the time on a first build.
+        println!(
+            "cargo::warning=building the bundled job types ({}) for wasm32-wasip2 in release mode; a first build takes a minute or two",
+            BUNDLED
+                .iter()
+                .map(|(p, _)| *p)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let status = cmd
             .status()
             .expect("cannot run cargo for the bundled job types");

@@ -81,7 +81,19 @@ struct Args {
     model: String,
     effort: String,
     permissions: String,
+    help: bool,
 }
+
+/// What `--help` prints.
+const USAGE: &str =
+    "blobhub-test-agent: the scripted stand-in for a coding-agent CLI that the BlobHub worker's
+tests and demo drive (docs/testing.md). One process runs one turn, JSON lines on stdin and stdout.
+
+usage: blobhub-test-agent [--session-id <id>] [--model <m>] [--effort <e>] [--permissions <p>]
+
+A turn's text decides what it does: `crash`, `sleep: <ms>`, `ask: <question>`, `think: <t>`,
+`tool: <command>`, `stamp`; anything else is echoed.
+";
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut out = Args::default();
@@ -97,7 +109,8 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--model" => out.model = value("--model")?,
             "--effort" => out.effort = value("--effort")?,
             "--permissions" => out.permissions = value("--permissions")?,
-            other => return Err(format!("unknown argument {other:?}")),
+            "-h" | "--help" => out.help = true,
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
     Ok(out)
@@ -189,6 +202,10 @@ pub fn main() {
             std::process::exit(2);
         }
     };
+    if args.help {
+        print!("{USAGE}");
+        return;
+    }
     let started = Instant::now();
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
@@ -331,6 +348,7 @@ mod tests {
         assert_eq!(a.model, "m");
         assert!(parse_args(&["--session-id".into()]).is_err());
         assert!(parse_args(&["--bogus".into()]).is_err());
+        assert!(parse_args(&["--help".into()]).unwrap().help);
     }
 
     #[test]

@@ -8,3 +8,4 @@ mod preflight;
 mod runtime;
 mod runtime_cli;
 mod support;
+mod test_agent_cli;

@@ -16,6 +16,7 @@ mod start;
 mod whoami;
 
 use std::fs::File;
+use std::io::IsTerminal;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -133,10 +134,12 @@ fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(LogSink { tui });
+    // Colour only for a person at a terminal: redirected logs (a file, journald) get none.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = if cli.json || tui {
         builder.json().try_init()
     } else {
-        builder.with_target(false).try_init()
+        builder.with_target(false).with_ansi(colour).try_init()
     };
 }
 
