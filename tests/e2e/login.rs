@@ -185,6 +185,36 @@ async fn config_check_passes_a_valid_file_with_warnings() {
     assert!(out.stdout.contains("0 error(s), 1 warning(s)"), "{out:#?}");
 }
 
+/// What a thread would meet later is said now: an agent type this build cannot drive, an
+/// executable that is not on PATH, one the harness's grant leaves out.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_warns_about_agents_threads_could_not_run() {
+    let home = Home::new();
+    home.write_config(
+        "agents:
+  claude_code:
+    executable: no-such-agent-cli-4c1f
+  codex: {}
+  test_double:
+    executable: /bin/true
+job_types:
+  session_agent_harness:
+    allow_spawn: [no-such-agent-cli-4c1f]
+sections: []
+",
+    );
+    let out = home.run(&["config", "check"], None).await;
+    out.assert_success();
+    for needle in [
+        "warning: AGENT_EXECUTABLE_NOT_FOUND: line 3: agents.claude_code.executable: `no-such-agent-cli-4c1f` is not on PATH",
+        "warning: AGENT_TYPE_UNSUPPORTED: line 4: agents.codex: this worker build cannot drive `codex`",
+        "warning: AGENT_EXECUTABLE_NOT_FOUND: line 6: agents.test_double.executable: `/bin/true` is not in job_types.session_agent_harness.allow_spawn",
+        "0 error(s), 3 warning(s)",
+    ] {
+        assert!(out.stdout.contains(needle), "{needle}: {out:#?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn usage_errors_exit_2_and_version_exits_0() {
     let home = Home::new();
