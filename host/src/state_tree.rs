@@ -237,7 +237,8 @@ pub fn utc_now_seconds() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-/// Creates `dir` (and missing parents) and gives the leaf mode 0700.
+/// Creates `dir` and its missing parents, each with mode 0700 (the worker's folders hold
+/// credentials, transcripts and compiled code: nobody else reads them).
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     match fs::DirBuilder::new()
         .recursive(true)

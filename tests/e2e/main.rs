@@ -9,3 +9,4 @@ mod runtime;
 mod runtime_cli;
 mod support;
 mod test_agent_cli;
+mod tree_modes;

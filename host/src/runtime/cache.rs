@@ -72,7 +72,7 @@ pub fn load(
     let component = Component::new(engine, wasm)?;
     tracing::info!(key = %key, "component_cache_miss");
     if let Ok(bytes) = component.serialize()
-        && std::fs::create_dir_all(dir).is_ok()
+        && crate::state_tree::create_private_dir(dir).is_ok()
         && let Err(e) = crate::runtime::capabilities::state::write_atomic(&path, &bytes)
     {
         tracing::warn!(key = %key, error = %e, "component_cache_write_failed");

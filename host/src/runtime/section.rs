@@ -163,7 +163,7 @@ pub async fn run(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> Sec
 
 async fn run_inner(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> SectionEnd {
     let ctx = plan.context;
-    if let Err(e) = std::fs::create_dir_all(&ctx.state_dir) {
+    if let Err(e) = crate::state_tree::create_private_dir(&ctx.state_dir) {
         return SectionEnd {
             code: Some("STATE_DIR_UNWRITABLE".into()),
             message: format!("{}: {e}", ctx.state_dir.display()),

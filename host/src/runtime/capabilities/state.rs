@@ -23,7 +23,7 @@ pub fn inside(root: &Path, path: &str) -> Result<PathBuf, String> {
 pub fn write_atomic(target: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let parent = target.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
+    crate::state_tree::create_private_dir(parent)?;
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -64,7 +64,7 @@ impl wit::Host for SectionHost {
             (|| {
                 use std::os::unix::fs::OpenOptionsExt;
                 if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent)?;
+                    crate::state_tree::create_private_dir(parent)?;
                 }
                 let mut file = std::fs::OpenOptions::new()
                     .append(true)
