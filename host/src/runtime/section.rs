@@ -155,9 +155,9 @@ pub async fn run(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> Sec
     if end.code.is_some()
         && let Err(e) = record_outcome(&ctx.state_dir, &end)
     {
-        tracing::error!(section = ctx.index, error = %e, "section_yaml_write_failed");
+        tracing::error!(section = %ctx.label(), error = %e, "section_yaml_write_failed");
     }
-    tracing::info!(section = ctx.index, code = ?end.code, message = %end.message, "section_ended");
+    tracing::info!(section = %ctx.label(), code = ?end.code, message = %end.message, "section_ended");
     end
 }
 
@@ -216,7 +216,7 @@ async fn run_inner(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> S
             } else {
                 ("JOB_TYPE_TRAPPED", "trapped")
             };
-            tracing::error!(section = ctx.index, code, error = %format!("{e:#}"), "job_type_failed");
+            tracing::error!(section = %ctx.label(), code, error = %format!("{e:#}"), "job_type_failed");
             SectionEnd {
                 code: Some(code.into()),
                 message: format!("job type `{}` {what}: {e:#}", ctx.job_type),

@@ -28,16 +28,16 @@ impl wit::Host for SectionHost {
         // `tracing` needs the level at compile time, hence one macro call per level.
         match level {
             Level::Debug => {
-                tracing::debug!(section = s.index, job_type = %s.job_type, thread = %thread, fields = %fields, "{event}")
+                tracing::debug!(section = %s.label(), job_type = %s.job_type, thread = %thread, fields = %fields, "{event}")
             }
             Level::Info => {
-                tracing::info!(section = s.index, job_type = %s.job_type, thread = %thread, fields = %fields, "{event}")
+                tracing::info!(section = %s.label(), job_type = %s.job_type, thread = %thread, fields = %fields, "{event}")
             }
             Level::Warning => {
-                tracing::warn!(section = s.index, job_type = %s.job_type, thread = %thread, fields = %fields, "{event}")
+                tracing::warn!(section = %s.label(), job_type = %s.job_type, thread = %thread, fields = %fields, "{event}")
             }
             Level::Error => {
-                tracing::error!(section = s.index, job_type = %s.job_type, thread = %thread, fields = %fields, "{event}")
+                tracing::error!(section = %s.label(), job_type = %s.job_type, thread = %thread, fields = %fields, "{event}")
             }
         }
         Ok(())

@@ -51,6 +51,17 @@ pub struct SectionContext {
     pub shared: Arc<Shared>,
 }
 
+impl SectionContext {
+    /// How log lines name the section: its `name`, else its place in config.yaml.
+    pub fn label(&self) -> String {
+        if self.name.is_empty() {
+            format!("sections[{}]", self.index)
+        } else {
+            self.name.clone()
+        }
+    }
+}
+
 /// The data of one section's store.
 pub struct SectionHost {
     pub wasi: WasiCtx,

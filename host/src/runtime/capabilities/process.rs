@@ -304,7 +304,7 @@ impl wit::Host for SectionHost {
         match self.spawn_child(request) {
             Ok(child) => Ok(Ok(self.table.push(child)?)),
             Err(e) => {
-                tracing::warn!(section = self.section.index, error = ?e, "spawn_refused");
+                tracing::warn!(section = %self.section.label(), error = ?e, "spawn_refused");
                 Ok(Err(e))
             }
         }
