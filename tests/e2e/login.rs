@@ -160,10 +160,11 @@ sections:
         "line 9: agents.claude_code.permissions",
         "line 11: sections[0].job_type",
         "warning: UNKNOWN_KEY: line 6: concurrency.spare",
+        "warning: AGENT_TYPE_UNSUPPORTED: line 8: agents.claude_code",
     ] {
         assert!(out.stdout.contains(needle), "{needle}: {out:#?}");
     }
-    assert!(out.stdout.contains("5 error(s), 1 warning(s)"), "{out:#?}");
+    assert!(out.stdout.contains("5 error(s), 2 warning(s)"), "{out:#?}");
 
     let out = home.run(&["--json", "config", "check"], None).await;
     assert_eq!(out.status.code(), Some(1));
@@ -192,23 +193,21 @@ async fn config_check_warns_about_agents_threads_could_not_run() {
     let home = Home::new();
     home.write_config(
         "agents:
-  claude_code:
-    executable: no-such-agent-cli-4c1f
   codex: {}
   test_double:
-    executable: /bin/true
+    executable: no-such-agent-cli-4c1f
 job_types:
   session_agent_harness:
-    allow_spawn: [no-such-agent-cli-4c1f]
+    allow_spawn: [claude]
 sections: []
 ",
     );
     let out = home.run(&["config", "check"], None).await;
     out.assert_success();
     for needle in [
-        "warning: AGENT_EXECUTABLE_NOT_FOUND: line 3: agents.claude_code.executable: `no-such-agent-cli-4c1f` is not on PATH",
-        "warning: AGENT_TYPE_UNSUPPORTED: line 4: agents.codex: this worker build cannot drive `codex`",
-        "warning: AGENT_EXECUTABLE_NOT_FOUND: line 6: agents.test_double.executable: `/bin/true` is not in job_types.session_agent_harness.allow_spawn",
+        "warning: AGENT_TYPE_UNSUPPORTED: line 2: agents.codex: this worker build cannot drive `codex`",
+        "warning: AGENT_EXECUTABLE_NOT_FOUND: line 4: agents.test_double.executable: `no-such-agent-cli-4c1f` is not on PATH",
+        "warning: AGENT_EXECUTABLE_NOT_FOUND: line 4: agents.test_double.executable: `no-such-agent-cli-4c1f` is not in job_types.session_agent_harness.allow_spawn",
         "0 error(s), 3 warning(s)",
     ] {
         assert!(out.stdout.contains(needle), "{needle}: {out:#?}");
