@@ -71,7 +71,8 @@ pub const AGENT_TYPES: &[AgentType] = &[
         default_executable: "codex",
         driver: None,
         needs_config_block: false,
-        inherited_env_removed: &["CODEX_*"],
+        // `CODEX_HOME` and the like are the operator's settings for codex, not a nesting marker.
+        inherited_env_removed: &[],
     },
     AgentType {
         name: "antigravity",
