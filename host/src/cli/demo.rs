@@ -173,13 +173,9 @@ pub async fn run(args: DemoArgs, output: &Output) -> anyhow::Result<ExitCode> {
 /// demo's own folder), so a plain `cargo run` or an installed worker has it without a second
 /// binary.
 fn test_agent(root: &Path) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
     let exe = std::env::current_exe().context("finding this executable")?;
     let bin = root.join("bin");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&bin)
+    crate::state_tree::create_private_dir(&bin)
         .with_context(|| format!("creating {}", bin.display()))?;
     let agent = bin.join("blobhub-test-agent");
     let _ = std::fs::remove_file(&agent);
