@@ -48,7 +48,7 @@ pub fn agent_item(event: &AgentEvent) -> Option<Item> {
     Some(match event {
         AgentEvent::Session(_)
         | AgentEvent::PermissionRequest { .. }
-        | AgentEvent::TurnEnd { .. } => {
+        | AgentEvent::Question { .. } => {
             return None;
         }
         AgentEvent::Text(t) => (text_block(t), json!({"type": "text"})),

@@ -206,6 +206,26 @@ pub fn cancelled_text(reason: &str) -> String {
     }
 }
 
+/// Replies that deny an approval and say nothing more.
+const BARE_DENIALS: &[&str] = &[
+    "deny", "denied", "no", "n", "nope", "reject", "rejected", "0", "2",
+];
+
+/// The message a tool use is denied with: the person's own words when they gave reasons.
+pub fn denial_for_agent(reply: &str) -> String {
+    let reply = reply.trim();
+    if reply.is_empty() || BARE_DENIALS.contains(&reply.to_lowercase().as_str()) {
+        "The person denied this tool use. Do not retry it; choose another approach.".into()
+    } else {
+        format!("The person denied this tool use and said: {reply}")
+    }
+}
+
+/// The turn an agent gets when it is resumed after a transient model-API failure cut its
+/// previous attempt short.
+pub const CONTINUE_AFTER_TRANSIENT_ERROR: &str = "Your previous attempt at this turn was cut \
+short by a transient error of the model API. Continue where you left off.";
+
 /// What the agent is told: the first question's labels, joined.
 pub fn answer_for_agent(answers: &[Value]) -> String {
     labels(answers).into_iter().next().unwrap_or_default()

@@ -5,7 +5,7 @@
 //! `agents.<type>.allowed_executables`. The reference runs whatever binary the session names, which
 //! lets anyone who can write to the session choose a program to run on the worker's machine.
 
-use blobhub_agent_types as agent_types;
+use blobhub_agent_types::{self as agent_types, DriverKind};
 use serde_json::Value;
 
 use crate::classify::Envelope;
@@ -13,6 +13,8 @@ use crate::classify::Envelope;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub agent_type: String,
+    /// The driver of `agent_type` (only driven types resolve).
+    pub driver: DriverKind,
     pub executable: String,
     pub model: String,
     pub effort: String,
@@ -22,9 +24,39 @@ pub struct Settings {
     /// config.yaml's `agents.<type>.env`: set in the agent's environment (config tier only; a
     /// session cannot choose an agent's variables). The host has refused `BLOBHUB_*` names.
     pub env: Vec<(String, String)>,
+    /// How many times a turn cut short by a transient model-API failure is resumed (config
+    /// tier only).
+    pub turn_retries: u32,
+    /// The waits before those resumes; the last one repeats. Never empty.
+    pub turn_retry_delays_ms: Vec<u64>,
 }
 
 impl Settings {
+    /// The wait before resume number `attempt` (1-based).
+    pub fn retry_delay_ms(&self, attempt: u32) -> u64 {
+        let i =
+            (attempt.max(1) as usize - 1).min(self.turn_retry_delays_ms.len().saturating_sub(1));
+        self.turn_retry_delays_ms.get(i).copied().unwrap_or(0)
+    }
+
+    #[cfg(test)]
+    pub fn for_tests(agent_type: &str) -> Settings {
+        Settings {
+            agent_type: agent_type.into(),
+            driver: agent_types::find(agent_type)
+                .and_then(|t| t.driver)
+                .unwrap_or(DriverKind::TestAgent),
+            executable: "agent".into(),
+            model: String::new(),
+            effort: String::new(),
+            permissions: "approval".into(),
+            work_folder: "/work".into(),
+            env: Vec::new(),
+            turn_retries: agent_types::DEFAULT_TURN_RETRIES,
+            turn_retry_delays_ms: agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec(),
+        }
+    }
+
     /// The dashboard's detail line.
     pub fn detail(&self) -> String {
         let or_default = |s: &str| {
@@ -109,7 +141,7 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
             format!("agent.type {t} is only honoured when config.yaml has an agents.{t} block"),
         ));
     }
-    if agent_type.driver.is_none() {
+    let Some(driver) = agent_type.driver else {
         return Err(Failure::new(
             "AGENT_TYPE_UNSUPPORTED",
             format!(
@@ -117,7 +149,7 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
                 agent_types::driven_names()
             ),
         ));
-    }
+    };
     let permissions = first_set(&[
         &env.permissions,
         tier2(worker_config, t, "permissions"),
@@ -175,8 +207,23 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
         }
         env.executable.clone()
     };
+    let turn_retries = block
+        .and_then(|b| b.get("turn_retries"))
+        .and_then(Value::as_u64)
+        .map_or(agent_types::DEFAULT_TURN_RETRIES, |n| {
+            n.min(u32::MAX as u64) as u32
+        });
+    let turn_retry_delays_ms: Vec<u64> = block
+        .and_then(|b| b.get("turn_retry_delays_ms"))
+        .and_then(Value::as_array)
+        .map(|l| l.iter().filter_map(Value::as_u64).collect())
+        .filter(|l: &Vec<u64>| !l.is_empty())
+        .unwrap_or_else(|| agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec());
     Ok(Settings {
         agent_type: t.to_string(),
+        driver,
+        turn_retries,
+        turn_retry_delays_ms,
         executable,
         model: first_set(&[&env.model, tier2(worker_config, t, "model")]),
         effort: first_set(&[&env.effort, tier2(worker_config, t, "effort")]),

@@ -1,13 +1,20 @@
 //! Agent drivers: how the harness talks to an agent CLI.
 //!
-//! Every driver is the same shape — a child process per turn, speaking lines — and differs only in
-//! its command line and in how lines map to [`AgentEvent`]s. The turn loop (guest side) spawns the
-//! process through the host's process capability, feeds stdout lines to [`Driver::parse_line`] and
-//! writes whatever the driver encodes to stdin. That keeps the drivers pure and unit-testable; the
-//! `claude_code` and `codex` drivers will implement the same trait.
+//! A driver is a small state machine over **one** child process (one attempt of a turn). It says
+//! how to start the process ([`Driver::launch`]: arguments, environment, the first lines to
+//! write), turns every stdout line into events for the thread *and* the lines to write back
+//! ([`Driver::on_stdout`]: control responses, JSON-RPC replies), encodes a person's answer to a
+//! request it raised ([`Driver::answer`]), asks the agent to stop ([`Driver::interrupt`]) and
+//! decides the attempt's outcome when the process has exited ([`Driver::on_exit`]).
+//!
+//! Drivers are pure: no capability calls, no clock, no I/O. The turn loop (guest/turn.rs) owns the
+//! process, the posting and the waiting, so every driver is unit-tested on recorded lines.
 
+pub mod ask_user;
+pub mod claude_code;
 pub mod test_agent;
 
+use blobhub_agent_types::DriverKind;
 use serde_json::Value;
 
 use crate::settings::Settings;
@@ -29,23 +36,25 @@ pub enum AgentEvent {
         is_error: bool,
         output: Value,
     },
-    /// A status word (`init`, `api_retry`, …) with optional detail; `error` for agent errors.
+    /// A status word (`api_retry`, …) with optional detail; `error` for agent errors.
     Status {
         status: String,
         detail: String,
     },
-    /// The agent asks permission to do something and waits for the answer on stdin.
+    /// The agent asks permission to use a tool and waits for [`Answer::Approve`] or
+    /// [`Answer::Deny`].
     PermissionRequest {
         request_id: String,
+        /// The tool's name (the prompt's subject).
         tool: String,
+        /// The question for the person.
         question: String,
     },
-    /// The turn is over.
-    TurnEnd {
-        status: String,
-        usage: Usage,
-        duration_ms: Option<u64>,
-        error: String,
+    /// The agent asks the person questions (AskUserQuestion-shaped objects: `question`,
+    /// `header`, `options`, `multiSelect`) and waits for [`Answer::Answers`].
+    Question {
+        request_id: String,
+        questions: Vec<Value>,
     },
 }
 
@@ -57,22 +66,154 @@ pub struct Usage {
     pub output_tokens: u64,
 }
 
-/// An agent CLI driven one process per turn.
-pub trait Driver {
-    /// Arguments for the process of one turn, resuming `session_id` when not empty.
-    fn args(&self, settings: &Settings, session_id: &str) -> Vec<String>;
-    /// What to write on stdin to start the turn.
-    fn encode_turn(&self, text: &str) -> String;
-    /// What to write on stdin to answer a permission request.
-    fn encode_permission(&self, request_id: &str, approved: bool, answer: &str) -> String;
-    /// One stdout line; `None` for lines that carry nothing for the thread.
-    fn parse_line(&self, line: &str) -> Option<AgentEvent>;
+impl Usage {
+    pub fn add(&mut self, other: &Usage) {
+        self.input_tokens += other.input_tokens;
+        self.input_tokens_cached += other.input_tokens_cached;
+        self.output_tokens += other.output_tokens;
+    }
 }
 
-/// The driver for an agent type, if this build has one.
-pub fn driver_for(agent_type: &str) -> Option<Box<dyn Driver>> {
-    match agent_type {
-        "test_double" => Some(Box::new(test_agent::TestAgent)),
-        _ => None,
+/// What one attempt is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnInput<'a> {
+    /// The person's messages of the turn, joined (or the continuation after a transient error).
+    pub text: &'a str,
+    /// The agent session to resume; empty for a new one.
+    pub resume: &'a str,
+    pub settings: &'a Settings,
+}
+
+/// How to start the process of an attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Launch {
+    pub args: Vec<String>,
+    /// Set in the child's environment on top of the operator's `agents.<type>.env`.
+    pub env: Vec<(String, String)>,
+    /// Written to stdin at once, in order (each a whole line with its newline).
+    pub stdin: Vec<String>,
+}
+
+/// What one stdout line produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Step {
+    /// For the thread, in order.
+    pub events: Vec<AgentEvent>,
+    /// Written back to stdin at once (each a whole line with its newline).
+    pub replies: Vec<String>,
+    /// The agent ended its turn: stdin is closed so the process exits.
+    pub finished: bool,
+    /// A line that is not the agent's protocol, for the thread's agent log (never fatal).
+    pub log: Option<String>,
+}
+
+impl Step {
+    pub fn event(event: AgentEvent) -> Step {
+        Step {
+            events: vec![event],
+            ..Step::default()
+        }
     }
+}
+
+/// A person's answer to a request the driver raised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Answer<'a> {
+    Approve,
+    /// Denied, with the reason the agent is told.
+    Deny(&'a str),
+    /// One `{question, answer: [labels]}` per question.
+    Answers(&'a [Value]),
+    /// The question could not be put to a person (or was withdrawn); the agent is told why.
+    Unanswered(&'a str),
+}
+
+/// How an attempt's process ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Completed,
+    /// The agent ended the turn because it was asked to.
+    Interrupted,
+    /// The model API failed in a way worth resuming later (overloaded, rate limited, 5xx).
+    TransientError,
+    Failed,
+}
+
+impl Status {
+    /// The word of the `turn_end` item.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Status::Completed => "completed",
+            Status::Interrupted => "interrupted",
+            Status::TransientError | Status::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: Status,
+    /// Why, for people, when not completed.
+    pub error: String,
+    pub usage: Usage,
+    /// As the agent measured it.
+    pub duration_ms: Option<u64>,
+    /// The agent's own end-of-turn line was seen (false: it exited without one).
+    pub ended_by_agent: bool,
+}
+
+impl Outcome {
+    /// An attempt whose process ended without the agent's end-of-turn line.
+    pub fn without_end(exit: Exit) -> Outcome {
+        let error = match (exit.code, exit.signal) {
+            (Some(c), _) => format!("agent exited with status {c} before ending its turn"),
+            (None, Some(s)) => format!("agent was killed by signal {s} before ending its turn"),
+            _ => "agent ended without finishing its turn".to_string(),
+        };
+        Outcome {
+            status: Status::Failed,
+            error,
+            usage: Usage::default(),
+            duration_ms: None,
+            ended_by_agent: false,
+        }
+    }
+}
+
+/// An agent CLI driven one process per attempt.
+pub trait Driver {
+    fn launch(&mut self, turn: &TurnInput<'_>) -> Launch;
+    /// One stdout line (without its line ending). Lines that are not the agent's protocol are
+    /// reported as a `log` status by the driver's caller, never fatal.
+    fn on_stdout(&mut self, line: &str) -> Step;
+    /// The lines that carry `answer` to the request `request_id`.
+    fn answer(&mut self, request_id: &str, answer: Answer<'_>) -> Vec<String>;
+    /// The lines that ask the agent to end the turn now; empty when it has no such request (the
+    /// caller then terminates the process).
+    fn interrupt(&mut self) -> Vec<String>;
+    /// The attempt's outcome once the process has exited.
+    fn on_exit(&mut self, exit: Exit) -> Outcome;
+}
+
+/// A fresh driver for an agent type's driver kind.
+pub fn driver_for(kind: DriverKind) -> Box<dyn Driver> {
+    match kind {
+        DriverKind::TestAgent => Box::new(test_agent::TestAgent::default()),
+        DriverKind::ClaudeCode => Box::new(claude_code::ClaudeCode::default()),
+    }
+}
+
+pub(crate) fn str_of(v: &Value, k: &str) -> String {
+    v.get(k).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+pub(crate) fn u64_of(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or(0)
 }

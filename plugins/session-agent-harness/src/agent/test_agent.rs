@@ -1,26 +1,25 @@
-//! The driver for `blobhub-test-agent` (host/src/bin/test_agent.rs, protocol in docs/testing.md):
-//! JSON lines both ways, `--session-id` to resume. It is the template for the other drivers.
+//! The driver for `blobhub-test-agent` (host/src/test_agent.rs, protocol in docs/testing.md):
+//! JSON lines both ways, `--session-id` to resume, one `turn_end` line per turn.
 
 use serde_json::{Value, json};
 
-use super::{AgentEvent, Driver, Usage};
-use crate::settings::Settings;
+use super::{
+    AgentEvent, Answer, Driver, Exit, Launch, Outcome, Status, Step, TurnInput, Usage, str_of as s,
+    u64_of as n,
+};
 
-pub struct TestAgent;
-
-fn s(v: &Value, k: &str) -> String {
-    v.get(k).and_then(Value::as_str).unwrap_or("").to_string()
-}
-
-fn n(v: &Value, k: &str) -> u64 {
-    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+/// One attempt's state: the outcome its `turn_end` line announced.
+#[derive(Debug, Default)]
+pub struct TestAgent {
+    ended: Option<Outcome>,
 }
 
 impl Driver for TestAgent {
-    fn args(&self, settings: &Settings, session_id: &str) -> Vec<String> {
+    fn launch(&mut self, turn: &TurnInput<'_>) -> Launch {
+        let settings = turn.settings;
         let mut args = Vec::new();
-        if !session_id.is_empty() {
-            args.extend(["--session-id".to_string(), session_id.to_string()]);
+        if !turn.resume.is_empty() {
+            args.extend(["--session-id".to_string(), turn.resume.to_string()]);
         }
         for (flag, value) in [("--model", &settings.model), ("--effort", &settings.effort)] {
             if !value.is_empty() {
@@ -28,24 +27,21 @@ impl Driver for TestAgent {
             }
         }
         args.extend(["--permissions".to_string(), settings.permissions.clone()]);
-        args
+        Launch {
+            args,
+            env: Vec::new(),
+            stdin: vec![format!("{}\n", json!({"type": "turn", "text": turn.text}))],
+        }
     }
 
-    fn encode_turn(&self, text: &str) -> String {
-        format!("{}\n", json!({"type": "turn", "text": text}))
-    }
-
-    fn encode_permission(&self, request_id: &str, approved: bool, answer: &str) -> String {
-        format!(
-            "{}\n",
-            json!({"type": "permission_response", "request_id": request_id,
-                   "approved": approved, "answer": answer})
-        )
-    }
-
-    fn parse_line(&self, line: &str) -> Option<AgentEvent> {
-        let v: Value = serde_json::from_str(line).ok()?;
-        Some(match v.get("type")?.as_str()? {
+    fn on_stdout(&mut self, line: &str) -> Step {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            return Step {
+                log: Some(line.to_string()),
+                ..Step::default()
+            };
+        };
+        let event = match v.get("type").and_then(Value::as_str).unwrap_or("") {
             "session" => AgentEvent::Session(s(&v, "session_id")),
             "text" => AgentEvent::Text(s(&v, "text")),
             "thinking" => AgentEvent::Thinking(s(&v, "text")),
@@ -75,94 +71,163 @@ impl Driver for TestAgent {
             "turn_end" => {
                 let u = v.get("usage").cloned().unwrap_or(Value::Null);
                 let cached = n(&u, "cache_read_tokens");
-                AgentEvent::TurnEnd {
-                    status: v
-                        .get("status")
-                        .and_then(Value::as_str)
-                        .unwrap_or("completed")
-                        .to_string(),
+                let status = match v.get("status").and_then(Value::as_str) {
+                    None | Some("completed") => Status::Completed,
+                    Some("interrupted") => Status::Interrupted,
+                    Some(_) => Status::Failed,
+                };
+                let error = match (&status, s(&v, "error")) {
+                    (Status::Failed, e) if e.is_empty() => {
+                        format!("agent turn {}", s(&v, "status"))
+                    }
+                    (_, e) => e,
+                };
+                self.ended = Some(Outcome {
+                    status,
+                    error,
                     usage: Usage {
                         input_tokens: n(&u, "input_tokens") + cached + n(&u, "cache_write_tokens"),
                         input_tokens_cached: cached,
                         output_tokens: n(&u, "output_tokens"),
                     },
                     duration_ms: v.get("duration_ms").and_then(Value::as_u64),
-                    error: s(&v, "error"),
-                }
+                    ended_by_agent: true,
+                });
+                return Step {
+                    finished: true,
+                    ..Step::default()
+                };
             }
-            _ => return None,
-        })
+            _ => return Step::default(),
+        };
+        Step::event(event)
+    }
+
+    fn answer(&mut self, request_id: &str, answer: Answer<'_>) -> Vec<String> {
+        let (approved, text) = match answer {
+            Answer::Approve => (true, "Approve".to_string()),
+            Answer::Deny(why) | Answer::Unanswered(why) => (false, why.to_string()),
+            Answer::Answers(answers) => (
+                crate::prompt::approved(answers),
+                crate::prompt::answer_for_agent(answers),
+            ),
+        };
+        vec![format!(
+            "{}\n",
+            json!({"type": "permission_response", "request_id": request_id,
+                   "approved": approved, "answer": text})
+        )]
+    }
+
+    /// The test agent has no interrupt request: the turn loop terminates it.
+    fn interrupt(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn on_exit(&mut self, exit: Exit) -> Outcome {
+        self.ended
+            .take()
+            .unwrap_or_else(|| Outcome::without_end(exit))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::Settings;
 
     fn settings() -> Settings {
         Settings {
-            agent_type: "test_double".into(),
-            executable: "blobhub-test-agent".into(),
             model: "m".into(),
-            effort: String::new(),
-            permissions: "approval".into(),
-            work_folder: "/tmp".into(),
-            env: Vec::new(),
+            ..Settings::for_tests("test_double")
+        }
+    }
+
+    fn turn<'a>(settings: &'a Settings, resume: &'a str) -> TurnInput<'a> {
+        TurnInput {
+            text: "a\nb",
+            resume,
+            settings,
         }
     }
 
     #[test]
-    fn command_line_resumes_the_session() {
-        let d = TestAgent;
-        assert_eq!(
-            d.args(&settings(), ""),
-            ["--model", "m", "--permissions", "approval"]
-        );
-        assert_eq!(d.args(&settings(), "td_1")[..2], ["--session-id", "td_1"]);
+    fn launch_resumes_the_session_and_writes_the_turn() {
+        let s = settings();
+        let l = TestAgent::default().launch(&turn(&s, ""));
+        assert_eq!(l.args, ["--model", "m", "--permissions", "approval"]);
+        assert_eq!(l.stdin, ["{\"text\":\"a\\nb\",\"type\":\"turn\"}\n"]);
+        let l = TestAgent::default().launch(&turn(&s, "td_1"));
+        assert_eq!(l.args[..2], ["--session-id", "td_1"]);
     }
 
     #[test]
     fn parses_every_line_kind() {
-        let d = TestAgent;
+        let mut d = TestAgent::default();
         assert_eq!(
-            d.parse_line(r#"{"type":"session","session_id":"td_1"}"#),
-            Some(AgentEvent::Session("td_1".into()))
+            d.on_stdout(r#"{"type":"session","session_id":"td_1"}"#),
+            Step::event(AgentEvent::Session("td_1".into()))
         );
         assert_eq!(
-            d.parse_line(r#"{"type":"text","text":"echo: hi"}"#),
-            Some(AgentEvent::Text("echo: hi".into()))
+            d.on_stdout(r#"{"type":"text","text":"echo: hi"}"#),
+            Step::event(AgentEvent::Text("echo: hi".into()))
         );
         assert!(matches!(
-            d.parse_line(r#"{"type":"permission_request","request_id":"req_1","tool":"ask","question":"q?"}"#),
-            Some(AgentEvent::PermissionRequest { ref question, .. }) if question == "q?"
+            &d.on_stdout(r#"{"type":"permission_request","request_id":"req_1","tool":"ask","question":"q?"}"#).events[..],
+            [AgentEvent::PermissionRequest { question, .. }] if question == "q?"
         ));
-        let end = d.parse_line(r#"{"type":"turn_end","status":"completed","usage":{"input_tokens":2,"output_tokens":3,"cache_read_tokens":1},"duration_ms":5}"#);
+        let end = d.on_stdout(r#"{"type":"turn_end","status":"completed","usage":{"input_tokens":2,"output_tokens":3,"cache_read_tokens":1},"duration_ms":5}"#);
+        assert!(end.finished && end.events.is_empty());
         assert_eq!(
-            end,
-            Some(AgentEvent::TurnEnd {
-                status: "completed".into(),
+            d.on_exit(Exit {
+                code: Some(0),
+                signal: None
+            }),
+            Outcome {
+                status: Status::Completed,
+                error: String::new(),
                 usage: Usage {
                     input_tokens: 3,
                     input_tokens_cached: 1,
                     output_tokens: 3
                 },
                 duration_ms: Some(5),
-                error: String::new()
-            })
+                ended_by_agent: true,
+            }
         );
-        assert_eq!(d.parse_line("not json"), None);
-        assert_eq!(d.parse_line(r#"{"type":"mystery"}"#), None);
+        assert_eq!(d.on_stdout("not json").log.as_deref(), Some("not json"));
+        assert_eq!(d.on_stdout(r#"{"type":"mystery"}"#), Step::default());
     }
 
     #[test]
-    fn encodes_lines() {
-        let d = TestAgent;
+    fn an_exit_without_turn_end_fails_the_attempt() {
+        let mut d = TestAgent::default();
+        let o = d.on_exit(Exit {
+            code: Some(3),
+            signal: None,
+        });
+        assert_eq!(o.status, Status::Failed);
+        assert!(!o.ended_by_agent);
+        assert!(o.error.contains("status 3"), "{}", o.error);
+        d.on_stdout(r#"{"type":"turn_end","status":"cancelled"}"#);
+        let o = d.on_exit(Exit::default());
         assert_eq!(
-            d.encode_turn("a\nb"),
-            "{\"text\":\"a\\nb\",\"type\":\"turn\"}\n"
+            (o.status, o.error.as_str()),
+            (Status::Failed, "agent turn cancelled")
         );
-        let p: Value =
-            serde_json::from_str(d.encode_permission("req_1", true, "Approve").trim()).unwrap();
+    }
+
+    #[test]
+    fn answers_are_permission_responses() {
+        let mut d = TestAgent::default();
+        let lines = d.answer("req_1", Answer::Approve);
+        let p: Value = serde_json::from_str(lines[0].trim()).unwrap();
         assert_eq!(p["approved"], json!(true));
+        let lines = d.answer("req_1", Answer::Deny("no"));
+        let p: Value = serde_json::from_str(lines[0].trim()).unwrap();
+        assert_eq!(
+            (p["approved"].clone(), p["answer"].clone()),
+            (json!(false), json!("no"))
+        );
     }
 }

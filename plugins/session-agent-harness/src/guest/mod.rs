@@ -1,6 +1,7 @@
 //! The component: `describe`, `validate` and `run` over the `blobhub:worker` imports.
 
 mod attach;
+mod attempt;
 mod ctx;
 mod section;
 mod store;

@@ -151,9 +151,7 @@ impl Section {
             let next = sdk::race(sub.next(), sdk::race(sdk::sleep(wait), sdk::shutdown())).await;
             match next {
                 Either::Right(Either::Right(())) => {
-                    for t in self.all() {
-                        t.teardown().await;
-                    }
+                    thread::teardown_all(&self.all()).await;
                     return outcome(None, "shutdown");
                 }
                 Either::Right(Either::Left(())) => {
@@ -208,8 +206,9 @@ impl Section {
         match kind {
             "session_closing" => {
                 if !self.quiesced.replace(true) {
-                    for t in self.all() {
-                        t.teardown().await;
+                    let threads = self.all();
+                    thread::teardown_all(&threads).await;
+                    for t in &threads {
                         t.row("quiesced");
                     }
                     self.set_attachment("quiescing", "SESSION_CLOSING", "the session is closing");
@@ -399,8 +398,9 @@ impl Section {
 
     /// End the section: every thread's task and agent stops (prompts stay open on the thread).
     async fn detach(&self, code: &'static str, message: &str) -> job::Outcome {
-        for t in self.all() {
-            t.teardown().await;
+        let threads = self.all();
+        thread::teardown_all(&threads).await;
+        for t in &threads {
             status::remove_thread(&t.alias);
         }
         self.set_attachment("refused", code, message);

@@ -47,7 +47,8 @@ pub struct OpenPrompt {
 }
 
 struct Live {
-    cancel: Notify,
+    /// Asks the task to stop: a running turn interrupts its agent and closes the turn first.
+    stop: Notify,
     handle: JoinHandle<()>,
 }
 
@@ -70,6 +71,8 @@ pub struct Thread {
     failing: Cell<bool>,
     /// An agent turn is running (see [`TurnRunning`]).
     turn_running: Cell<bool>,
+    /// Moves whenever `turn_running` does.
+    turn_changes: Notify,
 }
 
 /// Marks a thread's agent turn as running for as long as it lives (every way out of a turn,
@@ -79,6 +82,7 @@ pub struct TurnRunning(Rc<Thread>);
 impl TurnRunning {
     pub fn start(t: &Rc<Thread>) -> TurnRunning {
         t.turn_running.set(true);
+        t.turn_changes.notify();
         t.sync_activity();
         TurnRunning(Rc::clone(t))
     }
@@ -87,6 +91,7 @@ impl TurnRunning {
 impl Drop for TurnRunning {
     fn drop(&mut self) {
         self.0.turn_running.set(false);
+        self.0.turn_changes.notify();
         self.0.sync_activity();
     }
 }
@@ -125,6 +130,7 @@ impl Thread {
             wire_active: Cell::new(false),
             failing: Cell::new(false),
             turn_running: Cell::new(false),
+            turn_changes: Notify::default(),
             ctx,
         })
     }
@@ -159,6 +165,58 @@ impl Thread {
         r
     }
 
+    /// A prompt is open on the thread.
+    pub fn has_prompt(&self) -> bool {
+        self.prompt.borrow().is_some()
+    }
+
+    /// The agent named its session: persisted at once, so a restart resumes it.
+    pub fn set_agent_session(&self, id: &str) {
+        self.rec.borrow_mut().agent.agent_session_id = id.to_string();
+        let _ = self.save();
+    }
+
+    /// A live agent waits on `open`: record it, with everything up to `boundary` consumed (so a
+    /// restart does not replay what led to the question as its answer).
+    pub fn hold_prompt(&self, open: OpenPrompt, boundary: &ItemCursor) {
+        self.prompt.replace(Some(open));
+        self.answer.replace(None);
+        // A held prompt is idle: the answer must reach the agent quickly.
+        self.sync_activity();
+        self.rec.borrow_mut().items.last_consumed = boundary.clone();
+        let _ = self.save();
+    }
+
+    /// A held prompt (its agent is waiting) has an answer waiting to be delivered.
+    pub fn held_prompt_answered(&self) -> bool {
+        self.prompt
+            .borrow()
+            .as_ref()
+            .is_some_and(|p| p.request_id.is_some())
+            && self.answer.borrow().is_some()
+    }
+
+    /// After a delivered answer: with nothing else queued, the turn has consumed everything
+    /// fetched so far, and this is its new boundary.
+    pub fn consumed_through_answer(&self) -> Option<ItemCursor> {
+        self.inbox
+            .borrow()
+            .is_empty()
+            .then(|| self.fetch.borrow().clone())
+    }
+
+    /// A turn ended (completed or interrupted): its messages are consumed and it is no longer in
+    /// flight.
+    pub fn finish_turn(&self, session_id: &str, boundary: &ItemCursor) -> Result<(), String> {
+        {
+            let mut rec = self.rec.borrow_mut();
+            rec.agent.agent_session_id = session_id.to_string();
+            rec.items.last_consumed = boundary.clone();
+            rec.turn = None;
+        }
+        self.save()
+    }
+
     /// Update the dashboard row.
     pub fn row(&self, state: &str) {
         let rec = self.rec.borrow();
@@ -187,6 +245,22 @@ impl Thread {
     /// Post an item on this thread with the posting discipline: post id, full copy in the local
     /// log first, truncation to the budget, idempotent post. Returns the stored item.
     pub async fn post(&self, item: Item, turn_id: Option<&str>) -> Result<Value, Failure> {
+        self.post_reporting(item, turn_id, true).await
+    }
+
+    /// [`Thread::post`] for the last words of a stopped turn: a refusal is not reported to the
+    /// section (the session refusing writes is often why the turn stopped, and the section
+    /// decides about that itself).
+    pub async fn post_quietly(&self, item: Item, turn_id: Option<&str>) -> Result<Value, Failure> {
+        self.post_reporting(item, turn_id, false).await
+    }
+
+    async fn post_reporting(
+        &self,
+        item: Item,
+        turn_id: Option<&str>,
+        report_refusal: bool,
+    ) -> Result<Value, Failure> {
         let (mut content, mut metadata) = item;
         let post_id = new_post_id();
         metadata["post_id"] = json!(post_id);
@@ -230,7 +304,9 @@ impl Thread {
                 Ok(stored)
             }
             Err(e) => {
-                self.ctx.check_refusal(&e);
+                if report_refusal {
+                    self.ctx.check_refusal(&e);
+                }
                 Err(Failure::new(
                     "THREAD_POST_FAILED",
                     format!("could not post an item: {e}"),
@@ -382,12 +458,26 @@ impl Thread {
         }
     }
 
-    /// Stop the thread's task (its agent process dies with it) and wait until it is gone. Keeps
-    /// the open prompt: a restarted worker adopts it.
+    /// The signal a running turn watches to interrupt its agent; `None` when no task runs.
+    pub fn stop_signal(&self) -> Option<Notify> {
+        self.live.borrow().as_ref().map(|l| l.stop.clone())
+    }
+
+    /// Ask the thread's task to stop without waiting for it (see [`Thread::teardown`]).
+    pub fn request_stop(&self) {
+        if let Some(live) = self.live.borrow().as_ref() {
+            live.stop.notify();
+        }
+    }
+
+    /// Stop the thread's task and wait until it is gone. A running turn interrupts its agent
+    /// (the agent's own interrupt, then SIGTERM, then SIGKILL) and posts its `turn_end`
+    /// (`interrupted`); an idle task is dropped at once. Keeps the open prompt: a restarted
+    /// worker adopts it.
     pub async fn teardown(&self) {
         let live = self.live.borrow_mut().take();
         if let Some(live) = live {
-            live.cancel.notify();
+            live.stop.notify();
             live.handle.await;
         }
     }
@@ -448,15 +538,26 @@ impl Thread {
         }
     }
 
-    /// Start the thread's task.
+    /// Start the thread's task. A stop request drops it at once when no turn runs; a running
+    /// turn sees the same request, ends itself and then the task is dropped.
     fn start(self: &Rc<Self>, mode: Mode) {
-        let cancel = Notify::default();
+        let stop = Notify::default();
         let t = Rc::clone(self);
-        let c = cancel.clone();
+        let s = stop.clone();
         let handle = sdk::spawn(async move {
-            let _ = sdk::race(turn::run(Rc::clone(&t), mode), c.changed_since(0)).await;
+            let stopped_outside_a_turn = async {
+                s.changed_since(0).await;
+                loop {
+                    let seen = t.turn_changes.generation();
+                    if !t.turn_running.get() {
+                        return;
+                    }
+                    t.turn_changes.changed_since(seen).await;
+                }
+            };
+            let _ = sdk::race(turn::run(Rc::clone(&t), mode), stopped_outside_a_turn).await;
         });
-        self.live.replace(Some(Live { cancel, handle }));
+        self.live.replace(Some(Live { stop, handle }));
     }
 
     /// Check the settings and the agent program; a failure fails the thread.
@@ -588,4 +689,15 @@ pub async fn stop(t: &Rc<Thread>, state: &str) {
         json!({"state": state}),
     );
     t.row(if state.is_empty() { "stopped" } else { state });
+}
+
+/// Tear down many threads at once: every running turn is asked to stop before any is awaited,
+/// so their interrupts overlap instead of adding up.
+pub async fn teardown_all(threads: &[Rc<Thread>]) {
+    for t in threads {
+        t.request_stop();
+    }
+    for t in threads {
+        t.teardown().await;
+    }
 }

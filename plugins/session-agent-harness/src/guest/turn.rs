@@ -5,15 +5,15 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use blobhub_worker_sdk::serde_json::{Value, json};
-use blobhub_worker_sdk::{self as sdk, Either, log::Level, process, slots, worker};
+use blobhub_worker_sdk::{self as sdk, Either, log::Level, slots, worker};
 
+use super::attempt::{self, TurnState};
 use super::ctx::{list_items_since, log, retrying};
-use super::store;
 use super::thread::{Mode, OpenPrompt, Thread, TurnRunning};
-use crate::agent::{AgentEvent, Driver, driver_for};
+use crate::agent::{Outcome, Status, Usage};
 use crate::cursor::ItemCursor;
 use crate::items;
-use crate::prompt::{self, Prompt};
+use crate::prompt;
 use crate::records::TurnRecord;
 use crate::settings::{Failure, Settings};
 
@@ -145,15 +145,19 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
         if slot.is_none() {
             slot = Some(wait_for_slot(&t).await);
         }
-        if let Err(f) = turn(&t, &settings, &text, boundary, &mut slot).await {
-            t.fail(f).await;
-            return;
+        match turn(&t, &settings, &text, boundary, &mut slot).await {
+            Ok(TurnEnded::Completed) => {}
+            Ok(TurnEnded::Stopped) => return,
+            Err(f) => {
+                t.fail(f).await;
+                return;
+            }
         }
     }
 }
 
 /// Queue for a slot from the worker-wide pool, showing the wait on the dashboard.
-async fn wait_for_slot(t: &Rc<Thread>) -> slots::Slot {
+pub async fn wait_for_slot(t: &Rc<Thread>) -> slots::Slot {
     t.row("waiting for slot");
     log(
         Level::Info,
@@ -297,31 +301,24 @@ async fn recover_from_items(t: &Rc<Thread>) -> bool {
     t.save().is_ok()
 }
 
-/// What a turn has produced so far.
-struct TurnState {
-    turn_id: String,
-    boundary: ItemCursor,
-    session_id: String,
-    post_failure: Option<Failure>,
-    ended: Option<(String, String)>,
-    /// The thread's agent slot; given back to the pool while a person is being asked.
-    slot: Option<slots::Slot>,
+/// A turn that did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnEnded {
+    Completed,
+    /// A stop was requested during the turn; the thread's task ends.
+    Stopped,
 }
 
-/// Run one turn: persist it as in flight, start the agent, relay both ways until it exits.
+/// Run one turn: persist it as in flight, run attempts of the agent until one is not a transient
+/// model-API failure (resuming the same agent session after each, with backoff), then post its
+/// `turn_end`.
 async fn turn(
     t: &Rc<Thread>,
     settings: &Settings,
     text: &str,
     boundary: ItemCursor,
     slot: &mut Option<slots::Slot>,
-) -> Result<(), Failure> {
-    let Some(driver) = driver_for(&settings.agent_type) else {
-        return Err(Failure::new(
-            "AGENT_TYPE_UNSUPPORTED",
-            format!("no driver for {}", settings.agent_type),
-        ));
-    };
+) -> Result<TurnEnded, Failure> {
     let turn_id = format!("trn_{}", worker::new_ulid());
     let resume = t.rec.borrow().agent.agent_session_id.clone();
     t.rec.borrow_mut().turn = Some(TurnRecord {
@@ -337,264 +334,146 @@ async fn turn(
     t.row("active (turn)");
     // The section polls at the active cadence until this turn ends (or waits for a person).
     let _running = TurnRunning::start(t);
-    let started = worker::now_utc();
     let clock = std::time::Instant::now();
-    let child = process::spawn(&process::SpawnRequest {
-        program: settings.executable.clone(),
-        args: driver.args(settings, &resume),
-        cwd: settings.work_folder.clone(),
-        env: settings.env.clone(),
-    })
-    .map_err(|e| match e {
-        process::SpawnError::BadDirectory(m) => Failure::new("WORK_FOLDER_NOT_FOUND", m),
-        process::SpawnError::NotGranted(m) | process::SpawnError::NotFound(m) => {
-            Failure::new("AGENT_EXECUTABLE_NOT_FOUND", m)
+    let mut st = TurnState::new(t, turn_id, boundary, resume, slot.take());
+    let mut usage = Usage::default();
+    let mut resumes = 0u32;
+    let mut input = text.to_string();
+    let outcome = loop {
+        let outcome = attempt::run(t, settings, &input, &mut st).await?;
+        usage.add(&outcome.usage);
+        if outcome.status != Status::TransientError
+            || resumes >= settings.turn_retries
+            || st.check_stop()
+        {
+            break outcome;
         }
-        process::SpawnError::BadEnvironment(m) | process::SpawnError::Failed(m) => {
-            Failure::new("AGENT_CRASHED", format!("agent could not start: {m}"))
-        }
-    })?;
-    log(
-        Level::Info,
-        "turn_started",
-        Some(&t.alias),
-        json!({"turn_id": turn_id, "pid": child.pid(), "resume": resume, "started_at": started}),
-    );
-    if let Err(e) = child.write_stdin(&driver.encode_turn(text)) {
-        return Err(Failure::new(
-            "AGENT_CRASHED",
-            format!("agent did not take the turn: {e}"),
-        ));
-    }
-    let mut st = TurnState {
-        turn_id,
-        boundary,
-        session_id: resume,
-        post_failure: None,
-        ended: None,
-        slot: slot.take(),
-    };
-    let exit = loop {
-        let seen = t.nudge.generation();
-        let recheck = if t.prompt.borrow().is_some() {
-            SHORT_RECHECK
-        } else {
-            IDLE_RECHECK
-        };
-        match sdk::race(
-            sdk::next_output(&child),
-            sdk::race(t.nudge.changed_since(seen), sdk::sleep(recheck)),
+        resumes += 1;
+        let delay = settings.retry_delay_ms(resumes);
+        let first_line = outcome.error.lines().next().unwrap_or("").to_string();
+        let line = format!(
+            "transient API error, resuming (attempt {resumes}/{} in {}s): {first_line}",
+            settings.turn_retries,
+            delay as f64 / 1000.0
+        );
+        log(
+            Level::Warning,
+            "turn_retrying",
+            Some(&t.alias),
+            json!({"turn_id": st.turn_id, "attempt": resumes, "delay_ms": delay, "error": outcome.error}),
+        );
+        attempt::emit(t, &mut st, items::status("retrying", &line)).await;
+        t.row("active (retrying)");
+        if let Either::Right(()) = sdk::race(
+            sdk::sleep(std::time::Duration::from_millis(delay)),
+            st.stop_requested(),
         )
         .await
         {
-            Either::Left(process::Output::Stdout(line)) => {
-                if let Some(event) = driver.parse_line(&line) {
-                    on_event(
-                        t,
-                        settings,
-                        driver.as_ref(),
-                        &child,
-                        &mut st,
-                        event,
-                        clock.elapsed().as_millis() as u64,
-                    )
-                    .await;
-                }
-            }
-            Either::Left(process::Output::Stderr(line)) => {
-                let _ = store::append(&store::stderr_log(&t.alias), &line);
-            }
-            Either::Left(process::Output::Exited(status)) => break status,
-            Either::Right(_) => {
-                t.try_ingest().await;
-                deliver_answer(t, driver.as_ref(), &child, &mut st).await;
-            }
+            st.stopping = true;
+            break Outcome {
+                status: Status::Interrupted,
+                error: "stopped while waiting to resume".into(),
+                ..outcome
+            };
         }
+        t.row("active (turn)");
+        input = prompt::CONTINUE_AFTER_TRANSIENT_ERROR.to_string();
     };
-    // Answers cannot reach an agent that is gone; the prompt is cancelled by the failure path.
-    if let Some(f) = st.post_failure {
+    let status = outcome.status.clone();
+    *slot = st.slot.take();
+    let elapsed = clock.elapsed().as_millis() as u64;
+    if st.stopping && outcome.status != Status::Completed {
+        return stopped(t, &mut st, &usage, elapsed).await;
+    }
+    // Post failures first: the thread fails with them, and nothing more is posted this turn.
+    if let Some(f) = st.post_failure.take() {
         return Err(f);
     }
-    match st.ended {
-        Some((status, _)) if status == "completed" => {}
-        Some((status, error)) => {
-            let msg = if error.is_empty() {
-                format!("agent turn {status}")
+    if !outcome.ended_by_agent && status != Status::Interrupted {
+        // It crashed (or could not be reached): no `turn_end`; the failure says why.
+        return Err(Failure::new("AGENT_CRASHED", outcome.error));
+    }
+    let duration = match outcome.duration_ms {
+        Some(d) if resumes == 0 => d,
+        _ => elapsed,
+    };
+    let (content, mut metadata) = items::turn_end(status.word(), &usage, duration, &outcome.error);
+    // Extensions: enough to rebuild local state from the thread if it is ever lost.
+    metadata["agent_session_id"] = json!(st.session_id);
+    metadata["consumed_item_id"] = json!(st.boundary.item_id);
+    attempt::emit(t, &mut st, (content, metadata)).await;
+    if let Some(f) = st.post_failure.take() {
+        return Err(f);
+    }
+    log(
+        Level::Info,
+        "turn_ended",
+        Some(&t.alias),
+        json!({"turn_id": st.turn_id, "status": status.word(), "resumes": resumes,
+               "duration_ms": duration}),
+    );
+    match status {
+        Status::Completed => {}
+        // The agent ended the turn this way without being asked: it gave up on it.
+        Status::Interrupted => {
+            return Err(Failure::new(
+                "AGENT_CRASHED",
+                "the agent interrupted its own turn",
+            ));
+        }
+        Status::TransientError => {
+            return Err(Failure::new(
+                "AGENT_API_ERROR",
+                format!(
+                    "the model API kept failing ({} resume(s) tried): {}",
+                    resumes, outcome.error
+                ),
+            ));
+        }
+        Status::Failed => {
+            let msg = if outcome.error.is_empty() {
+                "agent turn failed".to_string()
             } else {
-                error
+                outcome.error
             };
             return Err(Failure::new("AGENT_CRASHED", msg));
         }
-        None => {
-            let how = match (exit.code, exit.signal) {
-                (Some(c), _) => format!("agent exited with status {c} before ending its turn"),
-                (None, Some(s)) => format!("agent was killed by signal {s} before ending its turn"),
-                _ => "agent ended without finishing its turn".to_string(),
-            };
-            return Err(Failure::new("AGENT_CRASHED", how));
-        }
     }
-    *slot = st.slot.take();
-    let mut rec = t.rec.borrow_mut();
-    rec.agent.agent_session_id = st.session_id;
-    rec.items.last_consumed = st.boundary;
-    rec.turn = None;
-    drop(rec);
-    t.save().map_err(|e| {
+    t.finish_turn(&st.session_id, &st.boundary).map_err(|e| {
         Failure::new(
             "THREAD_POST_FAILED",
             format!("local state could not be written: {e}"),
         )
     })?;
-    Ok(())
+    Ok(TurnEnded::Completed)
 }
 
-async fn on_event(
+/// A turn stopped by a person, a restart or a shutdown: closed `interrupted` on the thread (best
+/// effort: the session may be refusing writes by now), and its messages count as consumed, so a
+/// later run does not redo what the person stopped. A stop never fails the thread.
+async fn stopped(
     t: &Rc<Thread>,
-    settings: &Settings,
-    driver: &dyn Driver,
-    child: &process::Child,
     st: &mut TurnState,
-    event: AgentEvent,
+    usage: &Usage,
     elapsed_ms: u64,
-) {
-    match event {
-        AgentEvent::Session(id) => {
-            if !id.is_empty() && id != st.session_id {
-                st.session_id = id.clone();
-                t.rec.borrow_mut().agent.agent_session_id = id;
-                // Persist at once: a restart mid-turn must resume this session, not start anew.
-                let _ = t.save();
-                t.row("active (turn)");
-            }
-        }
-        AgentEvent::PermissionRequest {
-            request_id,
-            tool,
-            question,
-        } => {
-            if settings.permissions == "autonomous" {
-                // Autonomous runs never ask: approve on the person's behalf.
-                let _ = child.write_stdin(&driver.encode_permission(&request_id, true, "Approve"));
-                return;
-            }
-            let p = Prompt::approval(format!("prm_{}", worker::new_ulid()), &tool, &question);
-            let item = (
-                json!([{"type": "text", "text": p.text()}]),
-                p.pending_metadata(),
-            );
-            let posted = match st.post_failure {
-                Some(_) => None,
-                None => t.post(item, Some(&st.turn_id)).await.ok(),
-            };
-            let Some(stored) = posted else {
-                // Nobody can answer a question that was never shown: deny.
-                log(
-                    Level::Warning,
-                    "pending_prompt_post_failed",
-                    Some(&t.alias),
-                    json!({}),
-                );
-                let _ = child.write_stdin(&driver.encode_permission(
-                    &request_id,
-                    false,
-                    "Denied: the question could not be delivered to a person; retry",
-                ));
-                return;
-            };
-            t.cancel_prompt("superseded").await;
-            t.prompt.replace(Some(OpenPrompt {
-                prompt: p,
-                request_id: Some(request_id),
-                asked_at: stored
-                    .get("created_at")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-            }));
-            t.answer.replace(None);
-            // A held prompt is idle: the answer must reach the agent quickly.
-            t.sync_activity();
-            // Held wait begins: what led to the question is consumed, so a restart does not
-            // replay it as the answer; and the slot goes back to the pool, since a person may
-            // take a long time and other threads should not wait for them.
-            t.rec.borrow_mut().items.last_consumed = st.boundary.clone();
-            let _ = t.save();
-            st.slot = None;
-            t.row("active (prompt)");
-            // A reply may already be on the thread.
-            t.nudge.notify();
-        }
-        AgentEvent::TurnEnd {
-            status,
-            usage,
-            duration_ms,
-            error,
-        } => {
-            let (content, mut metadata) =
-                items::turn_end(&status, &usage, duration_ms.unwrap_or(elapsed_ms), &error);
-            // Extensions: enough to rebuild local state from the thread if it is ever lost.
-            metadata["agent_session_id"] = json!(st.session_id);
-            metadata["consumed_item_id"] = json!(st.boundary.item_id);
-            emit(t, st, (content, metadata)).await;
-            st.ended = Some((status, error));
-            child.close_stdin();
-        }
-        other => {
-            if let Some(item) = items::agent_item(&other) {
-                emit(t, st, item).await;
-            }
+) -> Result<TurnEnded, Failure> {
+    if st.post_failure.is_none() {
+        let (content, mut metadata) =
+            items::turn_end("interrupted", usage, elapsed_ms, "the turn was stopped");
+        metadata["agent_session_id"] = json!(st.session_id);
+        metadata["consumed_item_id"] = json!(st.boundary.item_id);
+        if let Err(f) = t.post_quietly((content, metadata), Some(&st.turn_id)).await {
+            st.post_failure = Some(f);
         }
     }
-}
-
-/// Post one emission of the turn; after the first failure the rest of the turn is dropped and
-/// the turn fails at its end.
-async fn emit(t: &Rc<Thread>, st: &mut TurnState, item: items::Item) {
-    if st.post_failure.is_some() {
-        return;
-    }
-    if let Err(f) = t.post(item, Some(&st.turn_id)).await {
-        st.post_failure = Some(f);
-    }
-}
-
-/// Hand a person's answer to the agent blocked on the open prompt.
-async fn deliver_answer(
-    t: &Rc<Thread>,
-    driver: &dyn Driver,
-    child: &process::Child,
-    st: &mut TurnState,
-) {
-    let held = t
-        .prompt
-        .borrow()
-        .as_ref()
-        .is_some_and(|p| p.request_id.is_some());
-    if !held || t.answer.borrow().is_none() {
-        return;
-    }
-    let Some((open, answers, _msg)) = t.resolve_prompt(Some(&st.turn_id)).await else {
-        return;
-    };
-    // Answered: the agent continues, so it needs its slot again (FIFO behind other threads).
-    if st.slot.is_none() {
-        st.slot = Some(wait_for_slot(t).await);
-    }
-    let approved = prompt::approved(&answers);
-    let answer = prompt::answer_for_agent(&answers);
-    let request_id = open.request_id.unwrap_or_default();
-    if let Err(e) = child.write_stdin(&driver.encode_permission(&request_id, approved, &answer)) {
-        log(
-            Level::Warning,
-            "answer_not_delivered",
-            Some(&t.alias),
-            json!({"error": e}),
-        );
-    }
-    // The answer was read; with nothing else queued, the turn has consumed up to it.
-    if t.inbox.borrow().is_empty() {
-        st.boundary = t.fetch.borrow().clone();
-    }
-    t.row("active (turn)");
+    log(
+        Level::Info,
+        "turn_ended",
+        Some(&t.alias),
+        json!({"turn_id": st.turn_id, "status": "interrupted",
+               "posted": st.post_failure.is_none()}),
+    );
+    let _ = t.finish_turn(&st.session_id, &st.boundary);
+    Ok(TurnEnded::Stopped)
 }

@@ -1,0 +1,424 @@
+//! The Claude Code driver: `claude -p` with stream-json both ways and the control protocol on
+//! stdin (docs/session-agent-harness.md, "Claude Code").
+//!
+//! One process per attempt, in the thread's work folder, resuming the thread's Claude session
+//! (`--resume`). The driver writes the `initialize` control request and the turn's `user` message
+//! first, then maps every stdout line: assistant content blocks to items as they arrive,
+//! `tool_result` blocks (with their `is_error`), `api_retry` to a status, `can_use_tool` control
+//! requests to permission prompts, `mcp_message` control requests to the in-process `ask_user`
+//! server, and `result` to the turn's outcome.
+//!
+//! Permissions: every mode runs with `--permission-prompt-tool stdio`, so each tool use Claude's
+//! own rules do not already allow comes to the harness. `approval` asks the person;
+//! `autonomous` allows at once. (Claude's bypass mode refuses to run as root unless told it is
+//! sandboxed, and a worker must not claim a sandbox it does not have, so it is not used.)
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::ask_user::{self, Handled};
+use super::{
+    AgentEvent, Answer, Driver, Exit, Launch, Outcome, Status, Step, TurnInput, Usage, str_of,
+    u64_of,
+};
+
+/// Appended to Claude Code's own system prompt (never replacing it).
+pub const INSTRUCTIONS: &str = "You are working on a task handed to you in a BlobHub thread. \
+The person reads everything you write there, asynchronously. When you need a decision or \
+information only they have, call the mcp__blobhub__ask_user tool with your questions and wait \
+for its answer; do not end your turn just to ask. The AskUserQuestion tool is not available here.";
+
+/// What was asked of the person and how to answer it.
+#[derive(Debug, Clone)]
+enum Pending {
+    /// `can_use_tool`: allow carries the tool's input back unchanged.
+    Permission { input: Value },
+    /// `tools/call` of `ask_user`, carried by an `mcp_message` control request.
+    Question { rpc_id: Value },
+}
+
+#[derive(Debug, Default)]
+pub struct ClaudeCode {
+    session_id: String,
+    pending: HashMap<String, Pending>,
+    interrupts: u32,
+    result: Option<Outcome>,
+}
+
+fn line(v: &Value) -> String {
+    format!("{v}\n")
+}
+
+fn control_response(request_id: &str, response: Value) -> String {
+    line(&json!({"type": "control_response", "response": {
+        "subtype": "success", "request_id": request_id, "response": response}}))
+}
+
+fn control_error(request_id: &str, error: &str) -> String {
+    line(&json!({"type": "control_response", "response": {
+        "subtype": "error", "request_id": request_id, "error": error}}))
+}
+
+/// A tool result's content as text: a string as is, text blocks joined, other blocks named.
+fn flatten(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .map(|b| match b.get("type").and_then(Value::as_str) {
+                Some("text") => str_of(b, "text"),
+                Some(other) => format!("[{other}]"),
+                None => b.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// The question of a permission prompt: the tool, then what it would run or touch.
+fn permission_question(tool: &str, input: &Value) -> String {
+    let detail = ["command", "file_path", "path", "url", "pattern"]
+        .iter()
+        .find_map(|k| {
+            input
+                .get(*k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        });
+    match detail {
+        Some(d) => format!("Allow Claude to use `{tool}`?\n\n`{d}`"),
+        None => format!("Allow Claude to use `{tool}`?"),
+    }
+}
+
+/// Model-API failures worth resuming later: rate limits, overload and server errors.
+fn transient(status: Option<u64>) -> bool {
+    matches!(status, Some(429 | 500..=599))
+}
+
+impl ClaudeCode {
+    fn assistant(&mut self, v: &Value) -> Step {
+        let blocks = v
+            .pointer("/message/content")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        // A line the CLI made up itself to report a failed request ("API Error: 529 …") is not
+        // the model speaking: it becomes an error status, and the `result` decides the turn.
+        let synthetic = v.get("error").is_some_and(|e| !e.is_null())
+            || v.pointer("/message/model").and_then(Value::as_str) == Some("<synthetic>");
+        let mut events = Vec::new();
+        for b in &blocks {
+            match b.get("type").and_then(Value::as_str).unwrap_or("") {
+                "text" if synthetic => events.push(AgentEvent::Status {
+                    status: "error".into(),
+                    detail: str_of(b, "text"),
+                }),
+                "text" => {
+                    let text = str_of(b, "text");
+                    if !text.is_empty() {
+                        events.push(AgentEvent::Text(text));
+                    }
+                }
+                "thinking" => {
+                    let text = str_of(b, "thinking");
+                    if !text.is_empty() {
+                        events.push(AgentEvent::Thinking(text));
+                    }
+                }
+                "tool_use" | "server_tool_use" => events.push(AgentEvent::ToolCall {
+                    id: str_of(b, "id"),
+                    name: str_of(b, "name"),
+                    input: b.get("input").cloned().unwrap_or(Value::Null),
+                }),
+                _ => {}
+            }
+        }
+        Step {
+            events,
+            ..Step::default()
+        }
+    }
+
+    fn user(&mut self, v: &Value) -> Step {
+        let events = v
+            .pointer("/message/content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+            .map(|b| AgentEvent::ToolResult {
+                id: str_of(b, "tool_use_id"),
+                is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+                output: Value::String(flatten(b.get("content").unwrap_or(&Value::Null))),
+            })
+            .collect();
+        Step {
+            events,
+            ..Step::default()
+        }
+    }
+
+    fn system(&mut self, v: &Value) -> Step {
+        match v.get("subtype").and_then(Value::as_str).unwrap_or("") {
+            "init" => self.session(v),
+            "api_retry" => {
+                let delay_s = u64_of(v, "retry_delay_ms") as f64 / 1000.0;
+                let error = match v.get("error") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => match v.get("error_status").and_then(Value::as_u64)
+                    {
+                        Some(s) => format!("HTTP {s}"),
+                        None => "error".into(),
+                    },
+                    Some(other) => other.to_string(),
+                };
+                Step::event(AgentEvent::Status {
+                    status: "api_retry".into(),
+                    detail: format!(
+                        "API retry {}/{}, next attempt in {delay_s:.1}s ({error})",
+                        u64_of(v, "attempt"),
+                        u64_of(v, "max_retries"),
+                    ),
+                })
+            }
+            _ => Step::default(),
+        }
+    }
+
+    /// A line naming the session: the thread resumes it next time.
+    fn session(&mut self, v: &Value) -> Step {
+        let id = str_of(v, "session_id");
+        if id.is_empty() || id == self.session_id {
+            return Step::default();
+        }
+        self.session_id = id.clone();
+        Step::event(AgentEvent::Session(id))
+    }
+
+    fn result(&mut self, v: &Value) -> Step {
+        let mut step = self.session(v);
+        let u = v.get("usage").cloned().unwrap_or(Value::Null);
+        let cached = u64_of(&u, "cache_read_input_tokens");
+        let usage = Usage {
+            input_tokens: u64_of(&u, "input_tokens")
+                + cached
+                + u64_of(&u, "cache_creation_input_tokens"),
+            input_tokens_cached: cached,
+            output_tokens: u64_of(&u, "output_tokens"),
+        };
+        let is_error = v.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+        let subtype = str_of(v, "subtype");
+        // `is_error` decides, not `subtype`: an API failure reports `subtype: success`.
+        let status = if !is_error && subtype == "success" {
+            Status::Completed
+        } else if self.interrupts > 0 {
+            Status::Interrupted
+        } else if transient(v.get("api_error_status").and_then(Value::as_u64)) {
+            Status::TransientError
+        } else {
+            Status::Failed
+        };
+        let error = if status == Status::Completed {
+            String::new()
+        } else {
+            match v.get("result") {
+                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                _ => v
+                    .get("errors")
+                    .and_then(Value::as_array)
+                    .map(|e| e.iter().map(flatten).collect::<Vec<_>>().join("; "))
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| format!("claude ended the turn with {subtype}")),
+            }
+        };
+        self.result = Some(Outcome {
+            status,
+            error,
+            usage,
+            duration_ms: v.get("duration_ms").and_then(Value::as_u64),
+            ended_by_agent: true,
+        });
+        step.finished = true;
+        step
+    }
+
+    fn control_request(&mut self, v: &Value) -> Step {
+        let request_id = str_of(v, "request_id");
+        let request = v.get("request").cloned().unwrap_or(Value::Null);
+        match request.get("subtype").and_then(Value::as_str).unwrap_or("") {
+            "can_use_tool" => {
+                let tool = str_of(&request, "tool_name");
+                let input = request.get("input").cloned().unwrap_or(json!({}));
+                let question = permission_question(&tool, &input);
+                self.pending
+                    .insert(request_id.clone(), Pending::Permission { input });
+                Step::event(AgentEvent::PermissionRequest {
+                    request_id,
+                    tool,
+                    question,
+                })
+            }
+            "mcp_message" => {
+                let message = request.get("message").cloned().unwrap_or(Value::Null);
+                if str_of(&request, "server_name") != ask_user::SERVER {
+                    let reply = json!({"jsonrpc": "2.0", "id": message.get("id"),
+                        "error": {"code": -32601, "message": "no such server"}});
+                    return Step {
+                        replies: vec![control_response(
+                            &request_id,
+                            json!({"mcp_response": reply}),
+                        )],
+                        ..Step::default()
+                    };
+                }
+                match ask_user::handle(&message) {
+                    Handled::Reply(reply) => Step {
+                        replies: vec![control_response(
+                            &request_id,
+                            json!({"mcp_response": reply}),
+                        )],
+                        ..Step::default()
+                    },
+                    Handled::Ask { rpc_id, questions } => {
+                        self.pending
+                            .insert(request_id.clone(), Pending::Question { rpc_id });
+                        Step::event(AgentEvent::Question {
+                            request_id,
+                            questions,
+                        })
+                    }
+                }
+            }
+            other => Step {
+                replies: vec![control_error(
+                    &request_id,
+                    &format!("unsupported control request {other:?}"),
+                )],
+                ..Step::default()
+            },
+        }
+    }
+}
+
+impl Driver for ClaudeCode {
+    fn launch(&mut self, turn: &TurnInput<'_>) -> Launch {
+        let s = turn.settings;
+        self.session_id = turn.resume.to_string();
+        let mut args: Vec<String> = [
+            "-p",
+            "--input-format",
+            "stream-json",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--permission-mode",
+            "default",
+            "--permission-prompt-tool",
+            "stdio",
+            "--mcp-config",
+            r#"{"mcpServers":{"blobhub":{"type":"sdk","name":"blobhub"}}}"#,
+            "--allowedTools",
+            ask_user::QUALIFIED_TOOL,
+            "--disallowedTools",
+            "AskUserQuestion",
+            "--append-system-prompt",
+            INSTRUCTIONS,
+        ]
+        .map(String::from)
+        .to_vec();
+        for (flag, value) in [("--model", &s.model), ("--effort", &s.effort)] {
+            if !value.is_empty() {
+                args.extend([flag.to_string(), value.clone()]);
+            }
+        }
+        if !turn.resume.is_empty() {
+            args.extend(["--resume".to_string(), turn.resume.to_string()]);
+        }
+        let initialize = json!({"type": "control_request", "request_id": "blobhub_init",
+            "request": {"subtype": "initialize", "hooks": null}});
+        let user = json!({"type": "user", "message": {"role": "user", "content": turn.text},
+            "parent_tool_use_id": null, "session_id": ""});
+        Launch {
+            args,
+            env: Vec::new(),
+            stdin: vec![line(&initialize), line(&user)],
+        }
+    }
+
+    fn on_stdout(&mut self, raw: &str) -> Step {
+        let Ok(v) = serde_json::from_str::<Value>(raw) else {
+            return Step {
+                log: Some(raw.to_string()),
+                ..Step::default()
+            };
+        };
+        match v.get("type").and_then(Value::as_str).unwrap_or("") {
+            "system" => self.system(&v),
+            "assistant" => self.assistant(&v),
+            "user" => self.user(&v),
+            "result" => self.result(&v),
+            "control_request" => self.control_request(&v),
+            "control_cancel_request" => {
+                // The CLI gave up on a request (its turn was interrupted): forget it.
+                self.pending.remove(&str_of(&v, "request_id"));
+                Step::default()
+            }
+            // Answers to our own requests, stream events, rate-limit notices: nothing for the
+            // thread.
+            _ => Step::default(),
+        }
+    }
+
+    fn answer(&mut self, request_id: &str, answer: Answer<'_>) -> Vec<String> {
+        let Some(pending) = self.pending.remove(request_id) else {
+            return Vec::new();
+        };
+        let response = match (pending, answer) {
+            (Pending::Permission { input }, Answer::Approve) => {
+                json!({"behavior": "allow", "updatedInput": input})
+            }
+            (Pending::Permission { input }, Answer::Answers(a)) if crate::prompt::approved(a) => {
+                json!({"behavior": "allow", "updatedInput": input})
+            }
+            (Pending::Permission { .. }, Answer::Deny(why) | Answer::Unanswered(why)) => {
+                json!({"behavior": "deny", "message": why})
+            }
+            (Pending::Permission { .. }, _) => {
+                json!({"behavior": "deny", "message": "The person denied this tool use."})
+            }
+            (Pending::Question { rpc_id }, Answer::Answers(a)) => {
+                json!({"mcp_response": ask_user::answered(&rpc_id, a)})
+            }
+            (Pending::Question { rpc_id }, Answer::Unanswered(why) | Answer::Deny(why)) => {
+                json!({"mcp_response": ask_user::unanswered(&rpc_id, why)})
+            }
+            (Pending::Question { rpc_id }, Answer::Approve) => {
+                let yes = [json!({"question": "", "answer": ["Approve"]})];
+                json!({"mcp_response": ask_user::answered(&rpc_id, &yes)})
+            }
+        };
+        vec![control_response(request_id, response)]
+    }
+
+    fn interrupt(&mut self) -> Vec<String> {
+        self.interrupts += 1;
+        vec![line(&json!({"type": "control_request",
+            "request_id": format!("blobhub_interrupt_{}", self.interrupts),
+            "request": {"subtype": "interrupt"}}))]
+    }
+
+    fn on_exit(&mut self, exit: Exit) -> Outcome {
+        match self.result.take() {
+            Some(outcome) => outcome,
+            None if self.interrupts > 0 => Outcome {
+                status: Status::Interrupted,
+                ..Outcome::without_end(exit)
+            },
+            None => Outcome::without_end(exit),
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! One attempt of a turn: one agent process, driven by its [`Driver`], relayed both ways until it
+//! exits. The turn (turn.rs) runs attempts until one is not a transient failure.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use blobhub_worker_sdk::serde_json::{Value, json};
+use blobhub_worker_sdk::{self as sdk, Either, log::Level, process, slots, worker};
+
+use super::ctx::log;
+use super::store;
+use super::sync::Notify;
+use super::thread::{OpenPrompt, Thread};
+use crate::agent::{AgentEvent, Answer, Driver, Exit, Outcome, TurnInput, driver_for};
+use crate::cursor::ItemCursor;
+use crate::items;
+use crate::prompt::{self, Prompt};
+use crate::settings::{Failure, Settings};
+
+/// How long an agent has to end its turn after it was asked to (its own interrupt request, or
+/// stdin closed after its last line), before it gets SIGTERM.
+const END_GRACE: Duration = Duration::from_secs(5);
+/// Between SIGTERM and SIGKILL.
+const KILL_GRACE_MS: u32 = 5_000;
+/// A safety net for a missed nudge while nothing else is due.
+const IDLE_RECHECK: Duration = Duration::from_secs(60);
+/// Look again this often while a person's answer may be waiting on its resolve post.
+const SHORT_RECHECK: Duration = Duration::from_secs(5);
+
+/// What a turn has produced so far, across its attempts.
+pub struct TurnState {
+    pub turn_id: String,
+    pub boundary: ItemCursor,
+    /// The agent session to resume (updated as soon as the agent names one).
+    pub session_id: String,
+    pub post_failure: Option<Failure>,
+    /// The thread's agent slot; given back to the pool while a person is being asked.
+    pub slot: Option<slots::Slot>,
+    /// A stop was requested (a person's stop, a restart, a shutdown): the turn ends
+    /// `interrupted`.
+    pub stopping: bool,
+    pub stop: Option<Notify>,
+    stop_seen: u64,
+}
+
+impl TurnState {
+    pub fn new(
+        t: &Thread,
+        turn_id: String,
+        boundary: ItemCursor,
+        session_id: String,
+        slot: Option<slots::Slot>,
+    ) -> TurnState {
+        let stop = t.stop_signal();
+        let stop_seen = stop.as_ref().map_or(0, Notify::generation);
+        TurnState {
+            turn_id,
+            boundary,
+            session_id,
+            post_failure: None,
+            slot,
+            stopping: false,
+            stop,
+            stop_seen,
+        }
+    }
+
+    /// Completes when a stop is requested (never, when nothing can request one).
+    pub async fn stop_requested(&self) {
+        match &self.stop {
+            Some(n) => n.changed_since(self.stop_seen).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Notice a stop that was requested while nothing was waiting for it.
+    pub fn check_stop(&mut self) -> bool {
+        if let Some(n) = &self.stop
+            && n.generation() != self.stop_seen
+        {
+            self.stopping = true;
+        }
+        self.stopping
+    }
+}
+
+fn spawn_failure(e: process::SpawnError) -> Failure {
+    match e {
+        process::SpawnError::BadDirectory(m) => Failure::new("WORK_FOLDER_NOT_FOUND", m),
+        process::SpawnError::NotGranted(m) | process::SpawnError::NotFound(m) => {
+            Failure::new("AGENT_EXECUTABLE_NOT_FOUND", m)
+        }
+        process::SpawnError::BadEnvironment(m) | process::SpawnError::Failed(m) => {
+            Failure::new("AGENT_CRASHED", format!("agent could not start: {m}"))
+        }
+    }
+}
+
+/// Run one attempt: start the agent, relay until it exits, and return its outcome.
+pub async fn run(
+    t: &Rc<Thread>,
+    settings: &Settings,
+    text: &str,
+    st: &mut TurnState,
+) -> Result<Outcome, Failure> {
+    let mut driver = driver_for(settings.driver);
+    let launch = driver.launch(&TurnInput {
+        text,
+        resume: &st.session_id,
+        settings,
+    });
+    // The operator's variables first, the driver's on top: the driver's are what make the
+    // protocol work.
+    let mut env = settings.env.clone();
+    for (k, v) in launch.env {
+        env.retain(|(name, _)| *name != k);
+        env.push((k, v));
+    }
+    let child = process::spawn(&process::SpawnRequest {
+        program: settings.executable.clone(),
+        args: launch.args,
+        cwd: settings.work_folder.clone(),
+        env,
+    })
+    .map_err(spawn_failure)?;
+    log(
+        Level::Info,
+        "turn_started",
+        Some(&t.alias),
+        json!({"turn_id": st.turn_id, "pid": child.pid(), "resume": st.session_id,
+               "started_at": worker::now_utc()}),
+    );
+    let agent_log = store::stderr_log(&t.alias);
+    for line in &launch.stdin {
+        if let Err(e) = child.write_stdin(line) {
+            return Err(Failure::new(
+                "AGENT_CRASHED",
+                format!("agent did not take the turn: {e}"),
+            ));
+        }
+    }
+    // Once set, the agent must have exited by then or it is terminated.
+    let mut end_by: Option<Instant> = None;
+    let mut interrupted = false;
+    let mut terminated = false;
+    if st.check_stop() {
+        end_by = Some(ask_to_end(driver.as_mut(), &child));
+        interrupted = true;
+    }
+    loop {
+        let seen = t.nudge.generation();
+        let mut wait = if t.has_prompt() {
+            SHORT_RECHECK
+        } else {
+            IDLE_RECHECK
+        };
+        if let Some(by) = end_by {
+            wait = wait.min(by.saturating_duration_since(Instant::now()));
+        }
+        let woke = sdk::race(
+            sdk::next_output(&child),
+            sdk::race(
+                st.stop_requested(),
+                sdk::race(t.nudge.changed_since(seen), sdk::sleep(wait)),
+            ),
+        )
+        .await;
+        match woke {
+            Either::Left(process::Output::Stdout(line)) => {
+                let step = driver.on_stdout(&line);
+                for reply in &step.replies {
+                    let _ = child.write_stdin(reply);
+                }
+                if let Some(raw) = step.log {
+                    let _ = store::append(&agent_log, &format!("stdout: {raw}"));
+                }
+                for event in step.events {
+                    on_event(t, settings, driver.as_mut(), &child, st, event).await;
+                }
+                if step.finished && end_by.is_none() {
+                    child.close_stdin();
+                    end_by = Some(Instant::now() + END_GRACE);
+                }
+            }
+            Either::Left(process::Output::Stderr(line)) => {
+                let _ = store::append(&agent_log, &line);
+            }
+            Either::Left(process::Output::Exited(status)) => {
+                return Ok(driver.on_exit(Exit {
+                    code: status.code,
+                    signal: status.signal,
+                }));
+            }
+            Either::Right(Either::Left(())) => {
+                st.stopping = true;
+                st.stop_seen = st.stop.as_ref().map_or(0, Notify::generation);
+                if !interrupted {
+                    interrupted = true;
+                    log(
+                        Level::Info,
+                        "turn_interrupting",
+                        Some(&t.alias),
+                        json!({"turn_id": st.turn_id}),
+                    );
+                    end_by = Some(ask_to_end(driver.as_mut(), &child));
+                }
+            }
+            Either::Right(Either::Right(_)) => {
+                if let Some(by) = end_by
+                    && Instant::now() >= by
+                    && !terminated
+                {
+                    log(
+                        Level::Warning,
+                        "agent_terminated",
+                        Some(&t.alias),
+                        json!({"turn_id": st.turn_id, "pid": child.pid()}),
+                    );
+                    child.terminate(KILL_GRACE_MS);
+                    terminated = true;
+                    end_by = None;
+                    continue;
+                }
+                t.try_ingest().await;
+                deliver_answer(t, driver.as_mut(), &child, st).await;
+            }
+        }
+    }
+}
+
+/// Ask the agent to end its turn now: its own interrupt request when it has one, else SIGTERM.
+/// Returns when it must be gone.
+fn ask_to_end(driver: &mut dyn Driver, child: &process::Child) -> Instant {
+    let lines = driver.interrupt();
+    if lines.is_empty() {
+        child.terminate(KILL_GRACE_MS);
+    }
+    for l in &lines {
+        let _ = child.write_stdin(l);
+    }
+    Instant::now() + END_GRACE
+}
+
+async fn on_event(
+    t: &Rc<Thread>,
+    settings: &Settings,
+    driver: &mut dyn Driver,
+    child: &process::Child,
+    st: &mut TurnState,
+    event: AgentEvent,
+) {
+    match event {
+        AgentEvent::Session(id) => {
+            if !id.is_empty() && id != st.session_id {
+                st.session_id = id.clone();
+                // Persisted at once: a restart mid-turn must resume this session, not start anew.
+                t.set_agent_session(&id);
+                t.row("active (turn)");
+            }
+        }
+        AgentEvent::PermissionRequest {
+            request_id,
+            tool,
+            question,
+        } => {
+            if settings.permissions == "autonomous" {
+                // Autonomous runs never ask: allowed on the person's behalf.
+                write(child, driver.answer(&request_id, Answer::Approve));
+                return;
+            }
+            let p = Prompt::approval(format!("prm_{}", worker::new_ulid()), &tool, &question);
+            ask(t, driver, child, st, request_id, p).await;
+        }
+        AgentEvent::Question {
+            request_id,
+            questions,
+        } => {
+            let p = Prompt {
+                prompt_id: format!("prm_{}", worker::new_ulid()),
+                kind: "ask_user_question".into(),
+                questions,
+            };
+            ask(t, driver, child, st, request_id, p).await;
+        }
+        other => {
+            if let Some(item) = items::agent_item(&other) {
+                emit(t, st, item).await;
+            }
+        }
+    }
+}
+
+fn write(child: &process::Child, lines: Vec<String>) {
+    for l in &lines {
+        let _ = child.write_stdin(l);
+    }
+}
+
+/// Put a prompt to the person: post it, and hold the agent's request open until the answer.
+async fn ask(
+    t: &Rc<Thread>,
+    driver: &mut dyn Driver,
+    child: &process::Child,
+    st: &mut TurnState,
+    request_id: String,
+    p: Prompt,
+) {
+    let item = (
+        json!([{"type": "text", "text": p.text()}]),
+        p.pending_metadata(),
+    );
+    let posted = match st.post_failure {
+        Some(_) => None,
+        None => t.post(item, Some(&st.turn_id)).await.ok(),
+    };
+    let Some(stored) = posted else {
+        // Nobody can answer a question that was never shown.
+        log(
+            Level::Warning,
+            "pending_prompt_post_failed",
+            Some(&t.alias),
+            json!({}),
+        );
+        let why = "the question could not be delivered to a person (nobody refused); retry";
+        write(child, driver.answer(&request_id, Answer::Unanswered(why)));
+        return;
+    };
+    t.cancel_prompt("superseded").await;
+    let asked_at = stored
+        .get("created_at")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    // Held wait begins: what led to the question is consumed, so a restart does not replay it
+    // as the answer; and the slot goes back to the pool, since a person may take a long time
+    // and other threads should not wait for them.
+    t.hold_prompt(
+        OpenPrompt {
+            prompt: p,
+            request_id: Some(request_id),
+            asked_at,
+        },
+        &st.boundary,
+    );
+    st.slot = None;
+    t.row("active (prompt)");
+    // A reply may already be on the thread.
+    t.nudge.notify();
+}
+
+/// Post one emission of the turn; after the first failure the rest of the turn is dropped and
+/// the turn fails at its end.
+pub async fn emit(t: &Rc<Thread>, st: &mut TurnState, item: items::Item) {
+    if st.post_failure.is_some() {
+        return;
+    }
+    if let Err(f) = t.post(item, Some(&st.turn_id)).await {
+        st.post_failure = Some(f);
+    }
+}
+
+/// Hand a person's answer to the agent blocked on the open prompt.
+async fn deliver_answer(
+    t: &Rc<Thread>,
+    driver: &mut dyn Driver,
+    child: &process::Child,
+    st: &mut TurnState,
+) {
+    if !t.held_prompt_answered() {
+        return;
+    }
+    let Some((open, answers, msg)) = t.resolve_prompt(Some(&st.turn_id)).await else {
+        return;
+    };
+    // Answered: the agent continues, so it needs its slot again (FIFO behind other threads).
+    if st.slot.is_none() {
+        st.slot = Some(super::turn::wait_for_slot(t).await);
+    }
+    let request_id = open.request_id.unwrap_or_default();
+    let denial;
+    let answer = if open.prompt.kind == "approval" {
+        if prompt::approved(&answers) {
+            Answer::Approve
+        } else {
+            denial = prompt::denial_for_agent(&msg.text);
+            Answer::Deny(&denial)
+        }
+    } else {
+        Answer::Answers(&answers)
+    };
+    write(child, driver.answer(&request_id, answer));
+    // The answer was read; with nothing else queued, the turn has consumed up to it.
+    if let Some(b) = t.consumed_through_answer() {
+        st.boundary = b;
+    }
+    t.row("active (turn)");
+}
