@@ -1,0 +1,154 @@
+//! The fake over plain HTTP/1.1, without the CLI: the cases the CLI can't show cheaply
+//! (a stall, a failure that happens once, non-streaming, other paths).
+
+use std::time::Duration;
+
+use blobhub_fake_anthropic::FakeAnthropic;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn body(prompt: &str, stream: bool) -> Value {
+    json!({"model": "claude-test", "stream": stream, "max_tokens": 100, "messages": [
+        {"role": "user", "content": [
+            {"type": "text", "text": "<system-reminder>\nctx\n</system-reminder>"},
+            {"type": "text", "text": prompt}]},
+        {"role": "system", "content": "env"},
+    ]})
+}
+
+/// Sends one request on a new connection (closed after the response) and returns the stream.
+async fn send(fake: &FakeAnthropic, method: &str, path: &str, body: &Value) -> TcpStream {
+    let mut conn = TcpStream::connect(fake.addr()).await.unwrap();
+    let body = body.to_string();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: fake\r\nx-api-key: dummy\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(body.as_bytes()).await.unwrap();
+    conn
+}
+
+/// The whole response, for requests that finish.
+async fn call(fake: &FakeAnthropic, method: &str, path: &str, body: &Value) -> (u16, String) {
+    let mut conn = send(fake, method, path, body).await;
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, conn.read_to_string(&mut out))
+        .await
+        .expect("the response ends")
+        .unwrap();
+    let status = out[9..12].parse().unwrap();
+    (status, out)
+}
+
+fn data_lines(response: &str) -> Vec<Value> {
+    response
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stream_is_the_messages_event_sequence() {
+    let fake = FakeAnthropic::start().await.unwrap();
+    let (status, out) = call(&fake, "POST", "/v1/messages?beta=true", &body("hi", true)).await;
+    assert_eq!(status, 200);
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("content-type: text/event-stream")
+    );
+    let events = data_lines(&out);
+    assert_eq!(events.first().unwrap()["type"], "message_start");
+    assert_eq!(events.last().unwrap()["type"], "message_stop");
+    let text: String = events
+        .iter()
+        .filter_map(|e| e["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, "Hello from fake Anthropic (2 msgs).");
+    let requests = fake.wait_for_requests(1, WAIT).await.unwrap();
+    assert_eq!(requests[0].path, "/v1/messages");
+    assert_eq!(requests[0].query.as_deref(), Some("beta=true"));
+    assert_eq!(requests[0].header("X-Api-Key"), Some("dummy"));
+    assert_eq!(requests[0].last_user_text().as_deref(), Some("hi"));
+}
+
+#[tokio::test]
+async fn without_stream_the_reply_is_one_message() {
+    let fake = FakeAnthropic::start().await.unwrap();
+    let (status, out) = call(&fake, "POST", "/v1/messages", &body("TOOL:Bash ls", false)).await;
+    assert_eq!(status, 200);
+    let message: Value = serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(message["stop_reason"], "tool_use");
+    assert_eq!(message["content"][0]["input"]["command"], "ls");
+}
+
+#[tokio::test]
+async fn fail_once_fails_then_answers() {
+    let fake = FakeAnthropic::start().await.unwrap();
+    let prompt = body("FAIL_ONCE:529 THINK again", true);
+    let (status, out) = call(&fake, "POST", "/v1/messages", &prompt).await;
+    assert_eq!(status, 529);
+    let error: Value = serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["error"]["type"], "overloaded_error");
+    assert_eq!(error["error"]["message"], "fake failure 529");
+    let (status, out) = call(&fake, "POST", "/v1/messages", &prompt).await;
+    assert_eq!(status, 200);
+    assert!(
+        data_lines(&out)
+            .iter()
+            .any(|e| e["delta"]["type"] == "signature_delta")
+    );
+}
+
+#[tokio::test]
+async fn a_stall_holds_the_stream_without_blocking_others_until_released() {
+    let fake = FakeAnthropic::start().await.unwrap();
+    let conn = send(&fake, "POST", "/v1/messages", &body("STALL", true)).await;
+    let mut stalled = BufReader::new(conn);
+    let mut line = String::new();
+    let saw_start = async {
+        loop {
+            line.clear();
+            stalled.read_line(&mut line).await.unwrap();
+            if let Some(data) = line.strip_prefix("data: ") {
+                return serde_json::from_str::<Value>(data).unwrap();
+            }
+        }
+    };
+    let first = tokio::time::timeout(WAIT, saw_start).await.unwrap();
+    assert_eq!(first["type"], "message_start");
+
+    // Another request is answered while the stall holds.
+    let (status, _) = call(&fake, "POST", "/v1/messages", &body("hi", true)).await;
+    assert_eq!(status, 200);
+
+    fake.release_stalls();
+    let mut rest = String::new();
+    tokio::time::timeout(WAIT, stalled.read_to_string(&mut rest))
+        .await
+        .expect("a released stall ends its stream")
+        .unwrap();
+    assert!(!rest.contains("message_stop"), "{rest}");
+}
+
+#[tokio::test]
+async fn other_paths_are_harmless() {
+    let fake = FakeAnthropic::start().await.unwrap();
+    assert_eq!(call(&fake, "HEAD", "/api/hello", &json!(null)).await.0, 200);
+    assert_eq!(call(&fake, "GET", "/api/hello", &json!(null)).await.0, 200);
+    assert_eq!(call(&fake, "GET", "/v1/models", &json!(null)).await.0, 404);
+    let requests = fake.wait_for_requests(3, WAIT).await.unwrap();
+    assert!(requests.iter().all(|r| !r.is_messages_call()));
+    assert!(fake.messages_calls().is_empty());
+    let err = fake
+        .wait_for_requests(4, Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("got 3"), "{err}");
+}
