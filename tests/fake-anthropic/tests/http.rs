@@ -152,3 +152,41 @@ async fn other_paths_are_harmless() {
         .unwrap_err();
     assert!(err.to_string().contains("got 3"), "{err}");
 }
+
+#[tokio::test]
+async fn dropping_the_fake_ends_a_stalled_stream() {
+    let fake = FakeAnthropic::start().await.unwrap();
+    let mut conn = send(&fake, "POST", "/v1/messages", &body("STALL", true)).await;
+    fake.wait_for_requests(1, WAIT).await.unwrap();
+    drop(fake);
+    let mut rest = Vec::new();
+    // Ends (or resets) instead of hanging: either way the read returns.
+    let _ = tokio::time::timeout(WAIT, conn.read_to_end(&mut rest))
+        .await
+        .expect("the connection ends with the fake");
+}
+
+#[tokio::test]
+async fn record_appends_each_request_as_a_json_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("requests.jsonl");
+    let fake = FakeAnthropic::start_with(blobhub_fake_anthropic::Options {
+        port: 0,
+        record: Some(file.clone()),
+    })
+    .await
+    .unwrap();
+    call(&fake, "POST", "/v1/messages?beta=true", &body("hi", true)).await;
+    call(&fake, "HEAD", "/api/hello", &json!(null)).await;
+    let lines: Vec<Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["path"], "/v1/messages");
+    assert_eq!(lines[0]["query"], "beta=true");
+    assert_eq!(lines[0]["headers"]["x-api-key"], "dummy");
+    assert_eq!(lines[0]["body"]["messages"][0]["role"], "user");
+    assert_eq!(lines[1]["method"], "HEAD");
+}
