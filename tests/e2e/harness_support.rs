@@ -247,6 +247,12 @@ pub fn agent_processes(work_folder: &Path) -> usize {
 
 /// The process ids of the live test-agent processes whose working directory is `work_folder`.
 pub fn agent_pids(work_folder: &Path) -> Vec<u32> {
+    pids_running("blobhub-test-agent", work_folder)
+}
+
+/// The process ids of live processes whose command line contains `program` and whose working
+/// directory is `work_folder`.
+pub fn pids_running(program: &str, work_folder: &Path) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -266,7 +272,7 @@ pub fn agent_pids(work_folder: &Path) -> Vec<u32> {
                 .next()
                 .is_some_and(|r| r.trim_start().starts_with('Z'));
             !zombie
-                && String::from_utf8_lossy(&cmd).contains("blobhub-test-agent")
+                && String::from_utf8_lossy(&cmd).contains(program)
                 && std::fs::read_link(e.path().join("cwd")).is_ok_and(|c| c == want)
         })
         .filter_map(|e| e.file_name().to_string_lossy().parse().ok())

@@ -160,11 +160,10 @@ sections:
         "line 9: agents.claude_code.permissions",
         "line 11: sections[0].job_type",
         "warning: UNKNOWN_KEY: line 6: concurrency.spare",
-        "warning: AGENT_TYPE_UNSUPPORTED: line 8: agents.claude_code",
     ] {
         assert!(out.stdout.contains(needle), "{needle}: {out:#?}");
     }
-    assert!(out.stdout.contains("5 error(s), 2 warning(s)"), "{out:#?}");
+    assert!(out.stdout.contains("5 error(s), 1 warning(s)"), "{out:#?}");
 
     let out = home.run(&["--json", "config", "check"], None).await;
     assert_eq!(out.status.code(), Some(1));

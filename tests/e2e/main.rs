@@ -1,4 +1,5 @@
 mod agent_env;
+mod claude;
 mod client;
 mod harness;
 mod harness_crash;

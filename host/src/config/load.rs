@@ -765,7 +765,7 @@ sections:
     #[test]
     fn full_example_loads() {
         let report = load_str(FULL);
-        // The only remarks: this build has no claude_code or codex driver yet.
+        // The only remark: this build has no codex driver yet.
         let remarks: Vec<_> = report
             .diagnostics
             .iter()
@@ -773,14 +773,7 @@ sections:
             .collect();
         assert_eq!(
             remarks,
-            [
-                (
-                    Severity::Warning,
-                    "AGENT_TYPE_UNSUPPORTED",
-                    "agents.claude_code"
-                ),
-                (Severity::Warning, "AGENT_TYPE_UNSUPPORTED", "agents.codex")
-            ]
+            [(Severity::Warning, "AGENT_TYPE_UNSUPPORTED", "agents.codex")]
         );
         let config = report.config.unwrap();
         assert_eq!(config.polling.interval_idle_ms, 1000);
@@ -913,8 +906,7 @@ sections:
         let report = load_str(
             "agents:\n  claude_code:\n    env: {ANTHROPIC_BASE_URL: http://127.0.0.1:9, DEBUG: 1}\n    turn_retries: 0\n    turn_retry_delays_ms: [10, 20]\n  test_double: {}\nsections: []\n",
         );
-        // Valid; the one remark is that this build has no claude_code driver yet.
-        assert_eq!(report.errors().count(), 0);
+        assert_eq!(report.diagnostics, []);
         let config = report.config.unwrap();
         let claude = config.agent("claude_code");
         assert_eq!(claude.env["ANTHROPIC_BASE_URL"], "http://127.0.0.1:9");

@@ -60,9 +60,7 @@ pub const AGENT_TYPES: &[AgentType] = &[
     AgentType {
         name: "claude_code",
         default_executable: "claude",
-        // The driver is being written (`DriverKind::ClaudeCode`); until it lands, saying this
-        // build drives Claude Code would let `config check` pass configs whose threads fail.
-        driver: None,
+        driver: Some(DriverKind::ClaudeCode),
         needs_config_block: false,
         inherited_env_removed: &["CLAUDECODE", "CLAUDE_CODE_*"],
     },
@@ -150,7 +148,7 @@ mod tests {
 
     #[test]
     fn driven_names_list_only_drivable_types() {
-        assert_eq!(driven_names(), "test_double");
+        assert_eq!(driven_names(), "claude_code, test_double");
         assert_eq!(names(), "claude_code, codex, antigravity, test_double");
     }
 }

@@ -77,6 +77,10 @@ pub struct TurnRecord {
     pub turn_id: String,
     /// Where `last_consumed` moves once the turn has been read by the agent.
     pub boundary: ItemCursor,
+    /// The agent answered after it was given the turn: it has the person's messages (in its
+    /// own session too), so a restart must not hand them over again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent_started: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -164,7 +164,11 @@ impl ClaudeCode {
 
     fn system(&mut self, v: &Value) -> Step {
         match v.get("subtype").and_then(Value::as_str).unwrap_or("") {
-            "init" => self.session(v),
+            // Always reported: it also says the CLI has begun on the turn.
+            "init" => {
+                self.session(v);
+                Step::event(AgentEvent::Session(self.session_id.clone()))
+            }
             "api_retry" => {
                 let delay_s = u64_of(v, "retry_delay_ms") as f64 / 1000.0;
                 let error = match v.get("error") {
@@ -420,5 +424,328 @@ impl Driver for ClaudeCode {
             },
             None => Outcome::without_end(exit),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+    use blobhub_agent_types::DriverKind;
+
+    /// Everything the driver made of a recorded stdout, answering every request it raised with
+    /// `answer`.
+    struct Run {
+        events: Vec<AgentEvent>,
+        replies: Vec<Value>,
+        finished: bool,
+        logged: Vec<String>,
+        outcome: Outcome,
+    }
+
+    fn replay<'a>(fixture: &str, answer: impl Fn(&AgentEvent) -> Option<Answer<'a>>) -> Run {
+        let mut d = ClaudeCode::default();
+        let mut run = Run {
+            events: Vec::new(),
+            replies: Vec::new(),
+            finished: false,
+            logged: Vec::new(),
+            outcome: Outcome::without_end(Exit::default()),
+        };
+        for line in fixture.lines() {
+            let step = d.on_stdout(line);
+            run.replies.extend(
+                step.replies
+                    .iter()
+                    .map(|r| serde_json::from_str::<Value>(r).unwrap()),
+            );
+            run.logged.extend(step.log);
+            run.finished |= step.finished;
+            for e in step.events {
+                let request = match &e {
+                    AgentEvent::PermissionRequest { request_id, .. }
+                    | AgentEvent::Question { request_id, .. } => Some(request_id.clone()),
+                    _ => None,
+                };
+                if let (Some(id), Some(a)) = (request, answer(&e)) {
+                    run.replies.extend(
+                        d.answer(&id, a)
+                            .iter()
+                            .map(|r| serde_json::from_str::<Value>(r).unwrap()),
+                    );
+                }
+                run.events.push(e);
+            }
+        }
+        run.outcome = d.on_exit(Exit {
+            code: Some(0),
+            signal: None,
+        });
+        run
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            driver: DriverKind::ClaudeCode,
+            executable: "claude".into(),
+            model: "sonnet".into(),
+            ..Settings::for_tests("claude_code")
+        }
+    }
+
+    #[test]
+    fn launch_speaks_stream_json_appends_instructions_and_resumes() {
+        let s = settings();
+        let mut d = ClaudeCode::default();
+        let l = d.launch(&TurnInput {
+            text: "hi",
+            resume: "",
+            settings: &s,
+        });
+        let args = l.args.join(" ");
+        for flag in [
+            "-p --input-format stream-json --output-format stream-json --verbose",
+            "--permission-prompt-tool stdio",
+            "--allowedTools mcp__blobhub__ask_user",
+            "--disallowedTools AskUserQuestion",
+            "--model sonnet",
+        ] {
+            assert!(args.contains(flag), "{flag} missing from {args}");
+        }
+        assert!(l.args.contains(&"--append-system-prompt".to_string()));
+        assert!(!l.args.contains(&"--system-prompt".to_string()));
+        assert!(!args.contains("--resume"));
+        let first: Value = serde_json::from_str(&l.stdin[0]).unwrap();
+        assert_eq!(first["request"]["subtype"], "initialize");
+        let user: Value = serde_json::from_str(&l.stdin[1]).unwrap();
+        assert_eq!(user["message"]["content"], "hi");
+        let l = ClaudeCode::default().launch(&TurnInput {
+            text: "again",
+            resume: "c536",
+            settings: &s,
+        });
+        assert!(l.args.join(" ").ends_with("--resume c536"));
+    }
+
+    #[test]
+    fn a_plain_turn() {
+        let run = replay(
+            include_str!("../../fixtures/claude_code/plain.jsonl"),
+            |_| None,
+        );
+        assert!(
+            matches!(&run.events[..], [AgentEvent::Session(_), AgentEvent::Text(t)] if t.starts_with("reply: hello"))
+        );
+        assert!(run.finished);
+        assert_eq!(run.outcome.status, Status::Completed);
+        assert!(run.outcome.ended_by_agent);
+        assert_eq!(
+            run.outcome.usage,
+            Usage {
+                input_tokens: 16,
+                input_tokens_cached: 4,
+                output_tokens: 7
+            }
+        );
+        // The sdk MCP server's handshake was answered: initialize, the notification, tools/list.
+        let answered: Vec<&Value> = run
+            .replies
+            .iter()
+            .map(|r| &r["response"]["response"]["mcp_response"])
+            .collect();
+        assert_eq!(answered.len(), 3);
+        assert!(answered[0]["result"]["protocolVersion"].is_string());
+        assert_eq!(answered[2]["result"]["tools"][0]["name"], "ask_user");
+    }
+
+    #[test]
+    fn thinking_then_text() {
+        let run = replay(
+            include_str!("../../fixtures/claude_code/thinking.jsonl"),
+            |_| None,
+        );
+        assert!(matches!(
+            &run.events[1..],
+            [AgentEvent::Thinking(t), AgentEvent::Text(_)] if t == "about it"
+        ));
+    }
+
+    #[test]
+    fn an_approved_tool_call_allows_with_the_original_input() {
+        let run = replay(
+            include_str!("../../fixtures/claude_code/bash_approved.jsonl"),
+            |_| Some(Answer::Approve),
+        );
+        let kinds: Vec<&str> = run
+            .events
+            .iter()
+            .map(|e| match e {
+                AgentEvent::Session(_) => "session",
+                AgentEvent::ToolCall { .. } => "tool_call",
+                AgentEvent::PermissionRequest { .. } => "permission",
+                AgentEvent::ToolResult { .. } => "tool_result",
+                AgentEvent::Text(_) => "text",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["session", "tool_call", "permission", "tool_result", "text"]
+        );
+        let AgentEvent::PermissionRequest { tool, question, .. } = &run.events[2] else {
+            unreachable!()
+        };
+        assert_eq!(tool, "Bash");
+        assert_eq!(
+            question,
+            "Allow Claude to use `Bash`?\n\n`echo hi > out.txt`"
+        );
+        let allow = run
+            .replies
+            .iter()
+            .find(|r| r["response"]["response"]["behavior"] == "allow")
+            .expect("an allow went back");
+        assert_eq!(
+            allow["response"]["response"]["updatedInput"]["command"],
+            "echo hi > out.txt"
+        );
+        assert!(matches!(
+            &run.events[3],
+            AgentEvent::ToolResult {
+                is_error: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_denied_tool_call_is_an_error_result() {
+        let run = replay(
+            include_str!("../../fixtures/claude_code/bash_denied.jsonl"),
+            |_| Some(Answer::Deny("no")),
+        );
+        assert!(run.events.iter().any(|e| matches!(e,
+            AgentEvent::ToolResult { is_error: true, output, .. } if output == "The person said no")));
+        assert!(
+            run.replies
+                .iter()
+                .any(|r| r["response"]["response"]["behavior"] == "deny"
+                    && r["response"]["response"]["message"] == "no")
+        );
+    }
+
+    #[test]
+    fn ask_user_becomes_a_question_and_the_answer_its_tool_result() {
+        let answers = [json!({"question": "Which colour?", "answer": ["blue"]})];
+        let run = replay(
+            include_str!("../../fixtures/claude_code/ask_user.jsonl"),
+            |e| matches!(e, AgentEvent::Question { .. }).then_some(Answer::Answers(&answers)),
+        );
+        let q = run
+            .events
+            .iter()
+            .find_map(|e| match e {
+                AgentEvent::Question { questions, .. } => Some(questions.clone()),
+                _ => None,
+            })
+            .expect("a question");
+        assert_eq!(q[0]["question"], "Which colour?");
+        let reply = run
+            .replies
+            .iter()
+            .find(|r| r["response"]["response"]["mcp_response"]["id"] == 2)
+            .expect("the tools/call was answered");
+        let text = reply["response"]["response"]["mcp_response"]["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap();
+        assert!(text.contains("blue"), "{text}");
+        assert_eq!(run.outcome.status, Status::Completed);
+    }
+
+    #[test]
+    fn an_overloaded_api_is_a_transient_failure_not_model_text() {
+        let run = replay(
+            include_str!("../../fixtures/claude_code/api_error_529.jsonl"),
+            |_| None,
+        );
+        assert!(
+            !run.events.iter().any(|e| matches!(e, AgentEvent::Text(_))),
+            "the CLI's error line is not the model speaking"
+        );
+        assert!(run.events.iter().any(|e| matches!(e,
+            AgentEvent::Status { status, detail } if status == "error" && detail.contains("529"))));
+        assert_eq!(run.outcome.status, Status::TransientError);
+        assert!(run.outcome.error.contains("529"));
+    }
+
+    #[test]
+    fn an_interrupted_turn() {
+        let mut d = ClaudeCode::default();
+        let lines = d.interrupt();
+        let v: Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(v["request"]["subtype"], "interrupt");
+        for line in include_str!("../../fixtures/claude_code/interrupted.jsonl").lines() {
+            d.on_stdout(line);
+        }
+        assert_eq!(d.on_exit(Exit::default()).status, Status::Interrupted);
+    }
+
+    #[test]
+    fn malformed_lines_are_logged_and_an_exit_without_result_fails() {
+        let mut d = ClaudeCode::default();
+        assert_eq!(
+            d.on_stdout("Error: oops").log.as_deref(),
+            Some("Error: oops")
+        );
+        assert_eq!(d.on_stdout("{\"type\":").log.as_deref(), Some("{\"type\":"));
+        assert_eq!(d.on_stdout(r#"{"type":"assistant"}"#), Step::default());
+        assert_eq!(
+            d.on_stdout(r#"{"type":"assistant","message":{"content":"x"}}"#),
+            Step::default()
+        );
+        assert_eq!(d.on_stdout(r#"[1,2]"#), Step::default());
+        let unknown = d.on_stdout(
+            r#"{"type":"control_request","request_id":"r1","request":{"subtype":"hook_callback"}}"#,
+        );
+        let v: Value = serde_json::from_str(&unknown.replies[0]).unwrap();
+        assert_eq!(v["response"]["subtype"], "error");
+        assert_eq!(
+            d.answer("never-asked", Answer::Approve),
+            Vec::<String>::new()
+        );
+        let o = d.on_exit(Exit {
+            code: Some(1),
+            signal: None,
+        });
+        assert_eq!(o.status, Status::Failed);
+        assert!(!o.ended_by_agent);
+    }
+
+    #[test]
+    fn a_failed_result_fails_whatever_its_subtype() {
+        let mut d = ClaudeCode::default();
+        let step = d.on_stdout(r#"{"type":"result","subtype":"success","is_error":true,"result":"Credit balance too low","session_id":"s1"}"#);
+        assert!(step.finished);
+        let o = d.on_exit(Exit::default());
+        assert_eq!(
+            (o.status, o.error.as_str()),
+            (Status::Failed, "Credit balance too low")
+        );
+        let mut d = ClaudeCode::default();
+        d.on_stdout(r#"{"type":"result","subtype":"error_max_turns","is_error":false}"#);
+        assert_eq!(d.on_exit(Exit::default()).status, Status::Failed);
+    }
+
+    #[test]
+    fn api_retry_is_a_status() {
+        let mut d = ClaudeCode::default();
+        let step = d.on_stdout(r#"{"type":"system","subtype":"api_retry","attempt":1,"max_retries":10,"retry_delay_ms":1500,"error_status":529,"error":"overloaded"}"#);
+        assert_eq!(
+            step.events,
+            [AgentEvent::Status {
+                status: "api_retry".into(),
+                detail: "API retry 1/10, next attempt in 1.5s (overloaded)".into()
+            }]
+        );
     }
 }

@@ -168,6 +168,10 @@ pub async fn run(
         match woke {
             Either::Left(process::Output::Stdout(line)) => {
                 let step = driver.on_stdout(&line);
+                if !step.events.is_empty() {
+                    // The agent has begun on the turn (a handshake line says nothing yet).
+                    t.mark_turn_started();
+                }
                 for reply in &step.replies {
                     let _ = child.write_stdin(reply);
                 }

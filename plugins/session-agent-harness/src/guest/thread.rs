@@ -170,6 +170,21 @@ impl Thread {
         self.prompt.borrow().is_some()
     }
 
+    /// The agent answered after it was given the turn (persisted once: see
+    /// [`crate::records::TurnRecord::agent_started`]).
+    pub fn mark_turn_started(&self) {
+        let changed = match self.rec.borrow_mut().turn.as_mut() {
+            Some(turn) if !turn.agent_started => {
+                turn.agent_started = true;
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            let _ = self.save();
+        }
+    }
+
     /// The agent named its session: persisted at once, so a restart resumes it.
     pub fn set_agent_session(&self, id: &str) {
         self.rec.borrow_mut().agent.agent_session_id = id.to_string();

@@ -241,7 +241,7 @@ async fn recover_from_items(t: &Rc<Thread>) -> bool {
                         == Some(turn.turn_id.as_str())
                 })
                 .collect();
-            let posted = !of_turn.is_empty();
+            let posted = !of_turn.is_empty() || turn.agent_started;
             if posted {
                 rec.items.last_consumed = turn.boundary.clone();
                 let ended = of_turn.iter().any(|i| {
@@ -324,6 +324,7 @@ async fn turn(
     t.rec.borrow_mut().turn = Some(TurnRecord {
         turn_id: turn_id.clone(),
         boundary: boundary.clone(),
+        agent_started: false,
     });
     t.save().map_err(|e| {
         Failure::new(

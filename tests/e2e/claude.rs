@@ -1,0 +1,559 @@
+//! `claude_code` end to end: the whole worker, the emulator over HTTP, the real `claude` CLI
+//! (tests/agents, pinned) and the fake Anthropic API (tests/fake-anthropic), scripted by what the
+//! person writes.
+//!
+//! The CLI is found through `BLOBHUB_CLAUDE` or in tests/agents/node_modules. Without it these
+//! tests say so and pass locally; under CI (`CI` set) they fail, since `.ci/run` installs it.
+
+use std::path::{Path, PathBuf};
+
+use blobhub_emulator::SessionIds;
+use blobhub_fake_anthropic::{FakeAnthropic, RecordedRequest};
+use serde_json::{Value, json};
+
+use crate::harness_support::{Env, PATIENCE, assert_no_duplicate_posts, eventually, pids_running};
+use crate::support::{Running, demo_user};
+
+/// The real CLI, or `None` (with a note) when it is not installed outside CI.
+fn claude() -> Option<PathBuf> {
+    let path = std::env::var_os("BLOBHUB_CLAUDE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/agents/node_modules/.bin/claude")
+        });
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the claude CLI is missing at {} (run: npm ci --prefix tests/agents)",
+        path.display()
+    );
+    eprintln!(
+        "skipped: no claude CLI at {} (npm ci --prefix tests/agents)",
+        path.display()
+    );
+    None
+}
+
+/// A worker wired to the emulator and a fake model API, with a `claude_code` agents block.
+struct Claude {
+    env: Env,
+    fake: FakeAnthropic,
+    s: SessionIds,
+    /// The CLI's own config folder (transcripts live there).
+    _config: tempfile::TempDir,
+}
+
+impl Claude {
+    async fn new(session: &str, extra: &str) -> Option<Claude> {
+        let cli = claude()?;
+        let env = Env::new().await;
+        let fake = FakeAnthropic::start().await.expect("fake model API starts");
+        let config = tempfile::tempdir().unwrap();
+        let s = env.session(session);
+        let block = format!(
+            "  claude_code:\n    executable: {cli}\n{extra}    env:\n      ANTHROPIC_BASE_URL: {url}\n      \
+             ANTHROPIC_API_KEY: dummy\n      CLAUDE_CONFIG_DIR: {dir}\n      DISABLE_TELEMETRY: \"1\"\n      \
+             DISABLE_AUTOUPDATER: \"1\"\n      DISABLE_ERROR_REPORTING: \"1\"\n      DISABLE_BUG_COMMAND: \"1\"\n      \
+             CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: \"1\"\n      CLAUDE_CODE_MAX_RETRIES: \"0\"\n",
+            cli = cli.display(),
+            url = fake.base_url(),
+            dir = config.path().display(),
+        );
+        env.configure(&[&s], 4, &block);
+        Some(Claude {
+            env,
+            fake,
+            s,
+            _config: config,
+        })
+    }
+
+    fn handoff(&self, alias: &str) {
+        self.env
+            .set_envelope(&self.s, alias, self.envelope("pending"));
+    }
+
+    fn envelope(&self, state: &str) -> Value {
+        json!({"type": "thread", "thread": {"attributes": {"name": "task"}, "metadata": {
+            "instance": {"state": state},
+            "agent": {"type": "claude_code"},
+            "workspace": {"work_folder": self.env.work_folder().to_str().unwrap()}}}})
+    }
+
+    async fn active(&self, alias: &str) {
+        self.env
+            .wait("active", |e| e.state(&self.s, alias) == "active")
+            .await;
+    }
+
+    fn items(&self, alias: &str) -> Vec<Value> {
+        self.env.items(&self.s, alias)
+    }
+
+    /// The worker's items of the thread (the person's messages left out).
+    fn agent_items(&self, alias: &str) -> Vec<Value> {
+        self.items(alias)
+            .into_iter()
+            .filter(|i| i.pointer("/metadata/post_id").is_some())
+            .collect()
+    }
+
+    fn count(&self, alias: &str, ty: &str) -> usize {
+        self.items(alias)
+            .iter()
+            .filter(|i| i.pointer("/metadata/type").and_then(Value::as_str) == Some(ty))
+            .count()
+    }
+
+    async fn wait_count(&self, alias: &str, ty: &str, n: usize) {
+        self.env
+            .wait(&format!("{n} {ty} item(s)"), |_| self.count(alias, ty) >= n)
+            .await;
+    }
+
+    async fn wait_text(&self, alias: &str, needle: &str) -> Value {
+        let found = |c: &Claude| {
+            c.items(alias).into_iter().find(|i| {
+                i.pointer("/metadata/type").and_then(Value::as_str) == Some("text")
+                    && i.pointer("/content/0/text")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| t.contains(needle))
+            })
+        };
+        self.env
+            .wait(&format!("a text item with {needle:?}"), |_| {
+                found(self).is_some()
+            })
+            .await;
+        found(self).unwrap()
+    }
+
+    fn claude_pids(&self) -> Vec<u32> {
+        pids_running("claude", self.env.work_folder())
+    }
+
+    /// Wait until the fake has been asked with `prompt` as the last user text.
+    async fn wait_for_prompt(&self, prompt: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let n = self.fake.requests().len();
+            if self
+                .fake
+                .messages_calls()
+                .iter()
+                .any(|r| r.last_user_text().as_deref() == Some(prompt))
+            {
+                return;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(!left.is_zero(), "the model was never asked {prompt:?}");
+            let _ = self.fake.wait_for_requests(n + 1, left).await;
+        }
+    }
+}
+
+/// Every text a model request carries (text blocks and tool results): what the model was shown.
+fn shown(r: &RecordedRequest) -> String {
+    fn walk(v: &Value, out: &mut String) {
+        match v {
+            Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Object(o) => {
+                for key in ["text", "content"] {
+                    if let Some(inner) = o.get(key) {
+                        walk(inner, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    for m in r.body["messages"].as_array().into_iter().flatten() {
+        walk(&m["content"], &mut out);
+    }
+    out
+}
+
+fn session_header(r: &RecordedRequest) -> String {
+    r.header("x-claude-code-session-id")
+        .unwrap_or("")
+        .to_string()
+}
+
+fn meta<'a>(item: &'a Value, pointer: &str) -> &'a Value {
+    item.pointer(pointer).unwrap_or(&Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_turn_conversation_keeps_one_claude_session() {
+    let Some(c) = Claude::new("ses_claude_two", "").await else {
+        return;
+    };
+    let worker = c.env.start().await;
+    c.handoff("t");
+    c.active("t").await;
+    c.env.say(&c.s, "t", "hello");
+    c.wait_text("t", "Hello from fake Anthropic").await;
+    c.wait_count("t", "turn_end", 1).await;
+    c.env.say(&c.s, "t", "THINK how to go on");
+    c.wait_text("t", "Thought about: how to go on").await;
+    c.wait_count("t", "turn_end", 2).await;
+
+    let kinds: Vec<String> = c
+        .agent_items("t")
+        .iter()
+        .map(|i| meta(i, "/metadata/type").as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(kinds, ["text", "turn_end", "thinking", "text", "turn_end"]);
+    let items = c.agent_items("t");
+    assert_eq!(meta(&items[2], "/metadata/text"), "how to go on");
+    assert_eq!(
+        meta(&items[2], "/content/0/text"),
+        "[thinking] how to go on"
+    );
+    let ends: Vec<&Value> = items
+        .iter()
+        .filter(|i| meta(i, "/metadata/type") == "turn_end")
+        .collect();
+    for end in &ends {
+        assert_eq!(meta(end, "/metadata/status"), "completed");
+        assert_eq!(meta(end, "/content/0/text"), "Turn complete");
+        assert!(meta(end, "/metadata/stats/output_tokens").as_u64().unwrap() > 0);
+        assert!(meta(end, "/metadata/stats/duration_ms").is_u64());
+    }
+    let session = meta(ends[0], "/metadata/agent_session_id")
+        .as_str()
+        .unwrap();
+    assert!(!session.is_empty());
+    assert_eq!(meta(ends[1], "/metadata/agent_session_id"), session);
+
+    // The second model request carries the first turn: one Claude session throughout.
+    let requests = c.fake.messages_calls();
+    assert_eq!(requests.len(), 2, "one model request per turn");
+    let second = shown(&requests[1]);
+    assert!(
+        second.contains("hello") && second.contains("Hello from fake Anthropic"),
+        "{second}"
+    );
+    for r in &requests {
+        assert_eq!(session_header(r), session);
+    }
+    // Claude's own system prompt is kept, the worker's instructions appended to it.
+    let system = requests[0].body["system"].to_string();
+    assert!(system.contains("mcp__blobhub__ask_user"), "{system}");
+    assert!(
+        system.contains("Claude Code"),
+        "the default system prompt is kept"
+    );
+    assert_no_duplicate_posts(&c.env, &c.s, "t");
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bash_approved_runs_and_bash_denied_does_not() {
+    let Some(c) = Claude::new("ses_claude_bash", "").await else {
+        return;
+    };
+    let worker = c.env.start().await;
+    let work = c.env.work_folder().to_path_buf();
+    c.handoff("t");
+    c.active("t").await;
+    c.env.say(&c.s, "t", "TOOL:Bash touch approved.txt");
+    c.wait_count("t", "pending_prompt", 1).await;
+    let prompt = c
+        .items("t")
+        .into_iter()
+        .find(|i| meta(i, "/metadata/type") == "pending_prompt")
+        .unwrap();
+    assert_eq!(
+        meta(&prompt, "/content/0/text"),
+        "Allow Claude to use `Bash`?\n\n`touch approved.txt`\n  1. Approve\n  2. Deny"
+    );
+    assert_eq!(meta(&prompt, "/metadata/prompt/kind"), "approval");
+    assert!(
+        !work.join("approved.txt").exists(),
+        "nothing runs before the answer"
+    );
+    c.env.say(&c.s, "t", "approve");
+    c.wait_text("t", "Tool result seen").await;
+    c.wait_count("t", "turn_end", 1).await;
+    assert!(
+        work.join("approved.txt").exists(),
+        "the approved command ran"
+    );
+
+    c.env.say(&c.s, "t", "TOOL:Bash touch denied.txt");
+    c.wait_count("t", "pending_prompt", 2).await;
+    c.env.say(&c.s, "t", "no, not in this folder");
+    let seen = c.wait_text("t", "Tool error seen").await;
+    c.wait_count("t", "turn_end", 2).await;
+    assert!(
+        !work.join("denied.txt").exists(),
+        "the denied command did not run"
+    );
+    let said = meta(&seen, "/content/0/text").as_str().unwrap();
+    assert!(said.contains("not in this folder"), "{said}");
+    // The tool results carry their error flag.
+    let results: Vec<bool> = c
+        .items("t")
+        .iter()
+        .filter(|i| meta(i, "/metadata/type") == "tool_result")
+        .map(|i| meta(i, "/metadata/tool/is_error").as_bool().unwrap())
+        .collect();
+    assert_eq!(results, [false, true]);
+    let resolved: Vec<String> = c
+        .items("t")
+        .iter()
+        .filter(|i| meta(i, "/metadata/type") == "pending_prompt_resolved")
+        .map(|i| meta(i, "/content/0/text").as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(resolved, ["✓ Answered: Approve", "✓ Answered: Deny"]);
+    let last = shown(c.fake.messages_calls().last().unwrap());
+    assert!(
+        last.contains("not in this folder"),
+        "the denial reached the model"
+    );
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_from_the_model_is_answered_by_the_person() {
+    let Some(c) = Claude::new("ses_claude_ask", "").await else {
+        return;
+    };
+    let worker = c.env.start().await;
+    c.handoff("t");
+    c.active("t").await;
+    c.env
+        .say(&c.s, "t", "ASK Which colour should the button be?");
+    c.wait_count("t", "pending_prompt", 1).await;
+    let prompt = c
+        .items("t")
+        .into_iter()
+        .find(|i| meta(i, "/metadata/type") == "pending_prompt")
+        .unwrap();
+    assert_eq!(meta(&prompt, "/metadata/prompt/kind"), "ask_user_question");
+    assert_eq!(
+        meta(&prompt, "/metadata/prompt/questions/0/question"),
+        "Which colour should the button be?"
+    );
+    c.env.say(&c.s, "t", "teal, please");
+    c.wait_text("t", "Tool result seen").await;
+    c.wait_count("t", "turn_end", 1).await;
+    let last = shown(c.fake.messages_calls().last().unwrap());
+    assert!(
+        last.contains("teal, please"),
+        "the answer reached the model: {last}"
+    );
+    // No permission was asked for the question tool itself.
+    assert_eq!(c.count("t", "pending_prompt"), 1);
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_model_is_resumed_after_a_backoff() {
+    let Some(c) = Claude::new(
+        "ses_claude_529",
+        "    turn_retries: 1\n    turn_retry_delays_ms: [50]\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let worker = c.env.start().await;
+    c.handoff("t");
+    c.active("t").await;
+    c.env.say(&c.s, "t", "FAIL:529");
+    c.wait_count("t", "turn_end", 1).await;
+    let items = c.agent_items("t");
+    let kinds: Vec<(String, String)> = items
+        .iter()
+        .map(|i| {
+            (
+                meta(i, "/metadata/type").as_str().unwrap_or("").to_string(),
+                meta(i, "/metadata/status")
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("status".into(), "error".into()),
+            ("status".into(), "retrying".into()),
+            ("text".into(), String::new()),
+            ("turn_end".into(), "completed".into()),
+        ],
+        "{items:#?}"
+    );
+    let retrying = meta(&items[1], "/content/0/text").as_str().unwrap();
+    assert!(
+        retrying
+            .starts_with("transient API error, resuming (attempt 1/1 in 0.05s): API Error: 529"),
+        "{retrying}"
+    );
+    // The resume continued the same session with the continuation prompt.
+    let requests = c.fake.messages_calls();
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests[1]
+            .last_user_text()
+            .is_some_and(|t| t.contains("transient error"))
+    );
+    assert_eq!(session_header(&requests[0]), session_header(&requests[1]));
+    assert_eq!(c.env.state(&c.s, "t"), "active");
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_model_fails_the_thread_once_retries_are_spent() {
+    let Some(c) = Claude::new("ses_claude_spent", "    turn_retries: 0\n").await else {
+        return;
+    };
+    let worker = c.env.start().await;
+    c.handoff("t");
+    c.active("t").await;
+    c.env.say(&c.s, "t", "FAIL:529");
+    c.env
+        .wait("failed", |e| e.state(&c.s, "t") == "failed")
+        .await;
+    let end = c
+        .items("t")
+        .into_iter()
+        .find(|i| meta(i, "/metadata/type") == "turn_end")
+        .expect("the turn was closed");
+    assert_eq!(meta(&end, "/metadata/status"), "failed");
+    let reason = c
+        .items("t")
+        .into_iter()
+        .find(|i| meta(i, "/metadata/code") == "AGENT_API_ERROR")
+        .expect("the failure says why");
+    assert!(
+        meta(&reason, "/content/0/text")
+            .as_str()
+            .unwrap()
+            .contains("529")
+    );
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_turn_resumes_the_same_claude_session() {
+    let Some(c) = Claude::new("ses_claude_kill", "").await else {
+        return;
+    };
+    let mut worker = c.env.start().await;
+    c.handoff("t");
+    c.active("t").await;
+    c.env.say(&c.s, "t", "hello");
+    c.wait_count("t", "turn_end", 1).await;
+    c.env.say(&c.s, "t", "STALL");
+    c.wait_for_prompt("STALL").await;
+    worker.child.kill().await.unwrap();
+    eventually("claude died with the worker", || c.claude_pids().is_empty()).await;
+
+    let worker = c.env.start().await;
+    // The cut turn is closed, once, and the next message goes to the same session.
+    c.wait_count("t", "turn_end", 2).await;
+    c.env.say(&c.s, "t", "again");
+    c.wait_count("t", "turn_end", 3).await;
+    assert_eq!(c.count("t", "text"), 2, "one reply per completed turn");
+    let ends: Vec<Value> = c
+        .items("t")
+        .into_iter()
+        .filter(|i| meta(i, "/metadata/type") == "turn_end")
+        .collect();
+    let statuses: Vec<&str> = ends
+        .iter()
+        .map(|e| meta(e, "/metadata/status").as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["completed", "interrupted", "completed"]);
+    let session = meta(&ends[0], "/metadata/agent_session_id");
+    assert_eq!(meta(&ends[2], "/metadata/agent_session_id"), session);
+    let requests = c.fake.messages_calls();
+    let last = requests.last().unwrap();
+    assert_eq!(session_header(last), session.as_str().unwrap());
+    assert!(
+        shown(last).contains("Hello from fake Anthropic"),
+        "the history came along"
+    );
+    // Each person's message reached the model once (the cut one was not replayed).
+    let asked: Vec<String> = requests.iter().filter_map(|r| r.last_user_text()).collect();
+    assert_eq!(
+        asked.iter().filter(|t| *t == "STALL").count(),
+        1,
+        "{asked:?}"
+    );
+    assert_eq!(
+        asked.iter().filter(|t| *t == "hello").count(),
+        1,
+        "{asked:?}"
+    );
+    assert_no_duplicate_posts(&c.env, &c.s, "t");
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_mid_turn_interrupts_claude_and_closes_the_turn() {
+    let Some(c) = Claude::new("ses_claude_stop", "").await else {
+        return;
+    };
+    let worker: Running = match c
+        .env
+        .home
+        .spawn_start_with_env(&[("CLAUDECODE", "1"), ("CLAUDE_CODE_ENTRYPOINT", "cli")])
+        .await
+    {
+        Ok(w) => w,
+        Err(o) => panic!("worker did not start: {o:?}"),
+    };
+    c.handoff("t");
+    c.active("t").await;
+    c.env.say(&c.s, "t", "STALL");
+    c.wait_for_prompt("STALL").await;
+    let pids = c.claude_pids();
+    assert_eq!(pids.len(), 1, "one claude process for the turn");
+
+    // The running CLI's environment: the operator's variables, never the worker's key.
+    let raw = std::fs::read(format!("/proc/{}/environ", pids[0])).unwrap();
+    let environ = String::from_utf8_lossy(&raw).replace('\0', "\n");
+    assert!(
+        !environ.contains(&demo_user().api_key),
+        "the BlobHub key leaked"
+    );
+    assert!(
+        !environ.lines().any(|l| l.starts_with("BLOBHUB_")),
+        "{environ}"
+    );
+    assert!(!environ.lines().any(|l| l.starts_with("CLAUDECODE=")));
+    assert!(
+        !environ
+            .lines()
+            .any(|l| l.starts_with("CLAUDE_CODE_ENTRYPOINT="))
+    );
+    assert!(environ.contains(&format!("ANTHROPIC_BASE_URL={}", c.fake.base_url())));
+
+    c.env.set_envelope(&c.s, "t", c.envelope("completed"));
+    c.wait_count("t", "turn_end", 1).await;
+    let end = c
+        .items("t")
+        .into_iter()
+        .find(|i| meta(i, "/metadata/type") == "turn_end")
+        .unwrap();
+    assert_eq!(meta(&end, "/metadata/status"), "interrupted");
+    eventually("no claude process is left", || c.claude_pids().is_empty()).await;
+    c.env
+        .wait("thread_completed", |e| {
+            e.activity(&c.s).contains(&"thread_completed".to_string())
+        })
+        .await;
+    worker.terminate().await;
+}
