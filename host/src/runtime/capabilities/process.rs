@@ -133,23 +133,67 @@ pub fn child_env(secrets: &[String], extra: &[(String, String)]) -> Vec<(String,
     env
 }
 
+/// The longest line handed to a job type: an agent's image tool result is a single line of several
+/// MiB, but a child must not make the worker hold an unbounded line in memory.
+pub const MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
+
 /// Hand every line of `pipe` to `each`, without its line ending. Bytes that are not UTF-8 are
-/// replaced rather than ending the stream (an agent's output must not silently stop).
+/// replaced rather than ending the stream (an agent's output must not silently stop). A line over
+/// [`MAX_LINE_BYTES`] is cut there (the rest up to its newline is dropped), so it reaches the
+/// job type as an unparseable line rather than exhausting memory.
 async fn read_lines(pipe: impl tokio::io::AsyncRead + Unpin, mut each: impl FnMut(String)) {
+    read_lines_capped(pipe, MAX_LINE_BYTES, &mut each).await
+}
+
+async fn read_lines_capped(
+    pipe: impl tokio::io::AsyncRead + Unpin,
+    cap: usize,
+    each: &mut impl FnMut(String),
+) {
     let mut reader = BufReader::new(pipe);
     let mut buf = Vec::new();
+    let mut overflowed = false;
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                while matches!(buf.last(), Some(b'\n' | b'\r')) {
-                    buf.pop();
+        let (used, ended) = match reader.fill_buf().await {
+            Ok([]) | Err(_) => {
+                if !buf.is_empty() {
+                    each(finish_line(&mut buf));
                 }
-                each(String::from_utf8_lossy(&buf).into_owned());
+                return;
             }
+            Ok(chunk) => match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    if !overflowed {
+                        let room = cap.saturating_sub(buf.len());
+                        buf.extend_from_slice(&chunk[..i.min(room)]);
+                    }
+                    (i + 1, true)
+                }
+                None => {
+                    if !overflowed {
+                        let room = cap.saturating_sub(buf.len());
+                        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                        overflowed = buf.len() >= cap;
+                    }
+                    (chunk.len(), false)
+                }
+            },
+        };
+        reader.consume(used);
+        if ended {
+            each(finish_line(&mut buf));
+            overflowed = false;
         }
     }
+}
+
+fn finish_line(buf: &mut Vec<u8>) -> String {
+    while matches!(buf.last(), Some(b'\n' | b'\r')) {
+        buf.pop();
+    }
+    let line = String::from_utf8_lossy(buf).into_owned();
+    buf.clear();
+    line
 }
 
 /// The guest's handle on a child.
@@ -431,6 +475,14 @@ mod tests {
         let agents = Grants::compute("jt", &[Capability::Agents], &settings);
         assert!(agents.allows("claude") && agents.allows("codex"));
         assert!(!agents.allows("git"));
+    }
+
+    #[tokio::test]
+    async fn overlong_lines_are_cut_and_the_next_line_survives() {
+        let mut lines = Vec::new();
+        let input = format!("{}\nok\n{}", "x".repeat(100), "y".repeat(7));
+        read_lines_capped(input.as_bytes(), 10, &mut |l| lines.push(l)).await;
+        assert_eq!(lines, ["x".repeat(10), "ok".into(), "y".repeat(7)]);
     }
 
     #[tokio::test]
