@@ -148,7 +148,7 @@ pub async fn run(
         interrupted = true;
     }
     loop {
-        let seen = t.nudge.generation();
+        let seen = t.nudge_generation();
         let mut wait = if t.has_prompt() {
             SHORT_RECHECK
         } else {
@@ -161,7 +161,7 @@ pub async fn run(
             sdk::next_output(&child),
             sdk::race(
                 st.stop_requested(),
-                sdk::race(t.nudge.changed_since(seen), sdk::sleep(wait)),
+                sdk::race(t.nudged_since(seen), sdk::sleep(wait)),
             ),
         )
         .await;
@@ -349,7 +349,7 @@ async fn ask(
     st.slot = None;
     t.row("active (prompt)");
     // A reply may already be on the thread.
-    t.nudge.notify();
+    t.nudge();
 }
 
 /// Post one emission of the turn; after the first failure the rest of the turn is dropped and

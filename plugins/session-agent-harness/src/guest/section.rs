@@ -270,7 +270,7 @@ impl Section {
             }
             "session_thread_item_posted" => {
                 if let Some(t) = self.threads.borrow().get(alias) {
-                    t.nudge.notify();
+                    t.nudge();
                 }
             }
             "session_object_deleted" => {

@@ -18,6 +18,8 @@ use super::ctx::{
 use super::store;
 use super::sync::Notify;
 use super::turn;
+
+mod recovery;
 use crate::classify::{Envelope, with_state};
 use crate::cursor::ItemCursor;
 use crate::items::{self, Item};
@@ -55,19 +57,19 @@ struct Live {
 pub struct Thread {
     pub alias: String,
     pub ctx: Rc<Ctx>,
-    pub rec: RefCell<ThreadRecord>,
+    rec: RefCell<ThreadRecord>,
     /// Post ids this worker wrote on the thread (loaded from the thread log at start).
-    pub own: RefCell<HashSet<String>>,
-    pub fetch: RefCell<ItemCursor>,
-    pub inbox: RefCell<VecDeque<Msg>>,
+    own: RefCell<HashSet<String>>,
+    fetch: RefCell<ItemCursor>,
+    inbox: RefCell<VecDeque<Msg>>,
     /// The first message that arrived while a prompt was open: its answer.
-    pub answer: RefCell<Option<Msg>>,
-    pub prompt: RefCell<Option<OpenPrompt>>,
-    pub settings: RefCell<Option<Settings>>,
-    pub nudge: Notify,
+    answer: RefCell<Option<Msg>>,
+    prompt: RefCell<Option<OpenPrompt>>,
+    settings: RefCell<Option<Settings>>,
+    nudge: Notify,
     live: RefCell<Option<Live>>,
     /// Our `active` envelope write has landed for the current run.
-    pub wire_active: Cell<bool>,
+    wire_active: Cell<bool>,
     failing: Cell<bool>,
     /// An agent turn is running (see [`TurnRunning`]).
     turn_running: Cell<bool>,
@@ -163,6 +165,111 @@ impl Thread {
             );
         }
         r
+    }
+
+    /// The settings the thread was activated with.
+    pub fn settings(&self) -> Option<Settings> {
+        self.settings.borrow().clone()
+    }
+
+    /// The agent session the next turn resumes (empty: a new one).
+    pub fn agent_session_id(&self) -> String {
+        self.rec.borrow().agent.agent_session_id.clone()
+    }
+
+    /// Record the thread active locally (before the envelope says so). `fresh` clears the last
+    /// error (an activation, not a recovery).
+    pub fn set_active_locally(&self, fresh: bool) -> Result<(), String> {
+        {
+            let mut rec = self.rec.borrow_mut();
+            rec.agent.state = "active".into();
+            if fresh {
+                rec.agent.error = Default::default();
+            }
+        }
+        self.save()
+    }
+
+    /// Our `active` envelope write has landed for this run.
+    pub fn set_wire_active(&self) {
+        self.wire_active.set(true);
+    }
+
+    /// A turn was in flight when the previous run ended.
+    pub fn has_turn_in_flight(&self) -> bool {
+        self.rec.borrow().turn.is_some()
+    }
+
+    /// Fetch from where the agent last consumed.
+    pub fn fetch_from_consumed(&self) {
+        let from = self.rec.borrow().items.last_consumed.clone();
+        self.fetch.replace(from);
+    }
+
+    /// Tell the thread's task that items may have arrived.
+    pub fn nudge(&self) {
+        self.nudge.notify();
+    }
+
+    /// The nudge counter, to wait for the next nudge with [`Thread::nudged_since`].
+    pub fn nudge_generation(&self) -> u64 {
+        self.nudge.generation()
+    }
+
+    pub async fn nudged_since(&self, seen: u64) {
+        self.nudge.changed_since(seen).await
+    }
+
+    /// An adopted prompt (its agent process is gone) got its answer: resolve it and queue the
+    /// answer as the next turn's first message.
+    pub async fn resolve_adopted_prompt(&self) {
+        let adopted = self
+            .prompt
+            .borrow()
+            .as_ref()
+            .is_some_and(|p| p.request_id.is_none());
+        if !adopted || self.answer.borrow().is_none() {
+            return;
+        }
+        if let Some((open, answers, msg)) = self.resolve_prompt(None).await {
+            let text = prompt::resume_text(&open.prompt.summary(), &answers);
+            self.inbox.borrow_mut().push_front(Msg { text, ..msg });
+        }
+    }
+
+    /// An answer is waiting for a prompt (delivered, or to be resolved, shortly).
+    pub fn answer_waiting(&self) -> bool {
+        self.answer.borrow().is_some()
+    }
+
+    /// Every queued message, joined into one turn's text, with the fetch position as the turn's
+    /// boundary; `None` when nothing is queued.
+    pub fn take_turn_input(&self) -> Option<(String, ItemCursor, Vec<String>)> {
+        let messages: Vec<Msg> = self.inbox.borrow_mut().drain(..).collect();
+        if messages.is_empty() {
+            return None;
+        }
+        let text = messages
+            .iter()
+            .map(|m| m.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        let ids = messages.into_iter().map(|m| m.item_id).collect();
+        Some((text, self.fetch.borrow().clone(), ids))
+    }
+
+    /// Record a turn as in flight before its agent starts; returns the session it resumes.
+    pub fn begin_turn(&self, turn_id: &str, boundary: &ItemCursor) -> Result<String, String> {
+        let resume = {
+            let mut rec = self.rec.borrow_mut();
+            rec.turn = Some(crate::records::TurnRecord {
+                turn_id: turn_id.to_string(),
+                boundary: boundary.clone(),
+                agent_started: false,
+            });
+            rec.agent.agent_session_id.clone()
+        };
+        self.save().map(|()| resume)
     }
 
     /// A prompt is open on the thread.

@@ -4,17 +4,16 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use blobhub_worker_sdk::serde_json::{Value, json};
+use blobhub_worker_sdk::serde_json::json;
 use blobhub_worker_sdk::{self as sdk, Either, log::Level, slots, worker};
 
 use super::attempt::{self, TurnState};
-use super::ctx::{list_items_since, log, retrying};
-use super::thread::{Mode, OpenPrompt, Thread, TurnRunning};
+use super::ctx::log;
+use super::thread::{Mode, Thread, TurnRunning};
 use crate::agent::{Outcome, Status, Usage};
 use crate::cursor::ItemCursor;
 use crate::items;
 use crate::prompt;
-use crate::records::TurnRecord;
 use crate::settings::{Failure, Settings};
 
 /// How long an idle thread waits before looking at its items again without a nudge (a safety
@@ -26,7 +25,7 @@ const IDLE_RECHECK: Duration = Duration::from_secs(60);
 const SHORT_RECHECK: Duration = Duration::from_secs(5);
 
 pub async fn run(t: Rc<Thread>, mode: Mode) {
-    let Some(settings) = t.settings.borrow().clone() else {
+    let Some(settings) = t.settings() else {
         return;
     };
     // A slot per active thread, from the worker-wide pool; the envelope stays `pending` while
@@ -37,13 +36,8 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
     };
     match mode {
         Mode::Activate => {
-            {
-                let mut rec = t.rec.borrow_mut();
-                rec.agent.state = "active".into();
-                rec.agent.error = Default::default();
-            }
             // Local state first: a crash after the envelope write then recovers this thread.
-            if let Err(e) = t.save() {
+            if let Err(e) = t.set_active_locally(true) {
                 t.fail(Failure::new(
                     "THREAD_POST_FAILED",
                     format!("local state could not be written: {e}"),
@@ -59,8 +53,8 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
                 .await;
                 return;
             }
-            t.wire_active.set(true);
-            let sid = t.rec.borrow().agent.agent_session_id.clone();
+            t.set_wire_active();
+            let sid = t.agent_session_id();
             t.ctx.activity(items::thread_active(&t.alias, &sid)).await;
             log(
                 Level::Info,
@@ -70,13 +64,12 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
             );
         }
         Mode::Recover => {
-            t.wire_active.set(true);
-            if !recover_from_items(&t).await {
+            t.set_wire_active();
+            if !t.recover_from_items().await {
                 return;
             }
-            t.rec.borrow_mut().agent.state = "active".into();
-            let _ = t.save();
-            let sid = t.rec.borrow().agent.agent_session_id.clone();
+            let _ = t.set_active_locally(false);
+            let sid = t.agent_session_id();
             t.ctx
                 .activity(items::thread_recovered(&t.alias, &sid))
                 .await;
@@ -88,54 +81,32 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
             );
         }
     }
-    if mode == Mode::Activate && t.rec.borrow().turn.is_some() {
-        if !recover_from_items(&t).await {
+    if mode == Mode::Activate && t.has_turn_in_flight() {
+        if !t.recover_from_items().await {
             return;
         }
         // A question left open by the interrupted run belongs to that run.
         t.cancel_prompt("thread_restart").await;
     }
-    t.fetch.replace(t.rec.borrow().items.last_consumed.clone());
+    t.fetch_from_consumed();
     loop {
-        let seen = t.nudge.generation();
+        let seen = t.nudge_generation();
         let fetched = t.try_ingest().await;
-        // An adopted prompt (its agent process is gone) answered: the answer becomes the next
-        // turn's message.
-        if t.prompt
-            .borrow()
-            .as_ref()
-            .is_some_and(|p| p.request_id.is_none())
-            && t.answer.borrow().is_some()
-            && let Some((open, answers, msg)) = t.resolve_prompt(None).await
-        {
-            let text = prompt::resume_text(&open.prompt.summary(), &answers);
-            t.inbox
-                .borrow_mut()
-                .push_front(super::thread::Msg { text, ..msg });
-        }
-        if t.inbox.borrow().is_empty() {
-            let waiting = t.prompt.borrow().is_some();
-            t.row(if waiting {
+        t.resolve_adopted_prompt().await;
+        let Some((text, boundary, ids)) = t.take_turn_input() else {
+            t.row(if t.has_prompt() {
                 "active (prompt)"
             } else {
                 "active (idle)"
             });
-            let recheck = if !fetched || t.answer.borrow().is_some() {
+            let recheck = if !fetched || t.answer_waiting() {
                 SHORT_RECHECK
             } else {
                 IDLE_RECHECK
             };
-            sdk::race(t.nudge.changed_since(seen), sdk::sleep(recheck)).await;
+            sdk::race(t.nudged_since(seen), sdk::sleep(recheck)).await;
             continue;
-        }
-        let messages: Vec<_> = t.inbox.borrow_mut().drain(..).collect();
-        let text = messages
-            .iter()
-            .map(|m| m.text.as_str())
-            .collect::<Vec<_>>()
-            .join("\n\n");
-        let boundary = t.fetch.borrow().clone();
-        let ids: Vec<&str> = messages.iter().map(|m| m.item_id.as_str()).collect();
+        };
         log(
             Level::Debug,
             "turn_input",
@@ -168,139 +139,6 @@ pub async fn wait_for_slot(t: &Rc<Thread>) -> slots::Slot {
     sdk::acquire_slot().await
 }
 
-/// Read the whole thread once after a restart (or a crash mid-turn): adopt the newest open
-/// prompt, settle the turn that was in flight, and rebuild lost local state from the items.
-/// Returns false when the thread failed.
-async fn recover_from_items(t: &Rc<Thread>) -> bool {
-    // Worth more patience than an ingest: without this scan an open prompt is not adopted and
-    // an interrupted turn is not settled.
-    let scan = retrying(4, || list_items_since(&t.ctx.session, &t.alias, None));
-    let all = match scan.await {
-        Ok(v) => v,
-        Err(e) => {
-            log(
-                Level::Warning,
-                "open_prompt_scan_failed",
-                Some(&t.alias),
-                json!({"error": e.to_string()}),
-            );
-            return true;
-        }
-    };
-    let own_by = |item: &Value| items::is_own(item, t.ctx.user_id(), &t.own.borrow());
-    // Synchronous part: the record is borrowed, so nothing here may await.
-    let unfinished: Option<(String, String, String)> = {
-        let mut unfinished = None;
-        let mut rec = t.rec.borrow_mut();
-        // Local state lost: rebuild the cursor and the agent session from our own `turn_end` items.
-        if rec.items.last_consumed.created_at.is_empty()
-            && rec.agent.agent_session_id.is_empty()
-            && let Some(end) = all.iter().rev().find(|i| {
-                own_by(i)
-                    && i.pointer("/metadata/type").and_then(Value::as_str) == Some("turn_end")
-                    && i.pointer("/metadata/consumed_item_id").is_some()
-            })
-        {
-            let consumed = end
-                .pointer("/metadata/consumed_item_id")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            rec.agent.agent_session_id = end
-                .pointer("/metadata/agent_session_id")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let mut cursor = ItemCursor::default();
-            for i in &all {
-                let id = i.get("id").and_then(Value::as_str).unwrap_or("");
-                cursor.advance(
-                    id,
-                    i.get("created_at").and_then(Value::as_str).unwrap_or(""),
-                );
-                if id == consumed {
-                    break;
-                }
-            }
-            if !consumed.is_empty() {
-                rec.items.last_consumed = cursor;
-            }
-            log(
-                Level::Warning,
-                "thread_state_rebuilt_from_wire",
-                Some(&t.alias),
-                json!({"consumed": consumed}),
-            );
-        }
-        // A turn that was in flight: if any of its output reached the thread, the agent had read
-        // its messages — count them consumed so they are not answered twice.
-        if let Some(turn) = rec.turn.take() {
-            let of_turn: Vec<&Value> = all
-                .iter()
-                .filter(|i| {
-                    i.pointer("/metadata/turn_id").and_then(Value::as_str)
-                        == Some(turn.turn_id.as_str())
-                })
-                .collect();
-            let posted = !of_turn.is_empty() || turn.agent_started;
-            if posted {
-                rec.items.last_consumed = turn.boundary.clone();
-                let ended = of_turn.iter().any(|i| {
-                    i.pointer("/metadata/type").and_then(Value::as_str) == Some("turn_end")
-                });
-                if !ended {
-                    unfinished = Some((
-                        turn.turn_id.clone(),
-                        turn.boundary.item_id.clone(),
-                        rec.agent.agent_session_id.clone(),
-                    ));
-                }
-            }
-            log(
-                Level::Info,
-                "turn_settled_after_restart",
-                Some(&t.alias),
-                json!({"output_posted": posted}),
-            );
-        }
-        unfinished
-    };
-    // A turn cut short by the restart after it had spoken: close it on the thread, so readers
-    // (and the web UI) see it end rather than hang.
-    if let Some((turn_id, consumed, session)) = unfinished {
-        let (content, mut metadata) = items::turn_end(
-            "interrupted",
-            &Default::default(),
-            0,
-            "the worker restarted during this turn",
-        );
-        metadata["agent_session_id"] = json!(session);
-        metadata["consumed_item_id"] = json!(consumed);
-        let item = (content, metadata);
-        if let Err(f) = t.post(item, Some(&turn_id)).await {
-            log(
-                Level::Warning,
-                "interrupted_turn_end_failed",
-                Some(&t.alias),
-                json!({"error": f.message}),
-            );
-        }
-    }
-    if let Some((p, asked_at)) = prompt::adopt(&all) {
-        log(
-            Level::Info,
-            "open_prompt_restored",
-            Some(&t.alias),
-            json!({"prompt_id": p.prompt_id}),
-        );
-        t.prompt.replace(Some(OpenPrompt {
-            prompt: p,
-            request_id: None,
-            asked_at,
-        }));
-    }
-    t.save().is_ok()
-}
-
 /// A turn that did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TurnEnded {
@@ -320,13 +158,7 @@ async fn turn(
     slot: &mut Option<slots::Slot>,
 ) -> Result<TurnEnded, Failure> {
     let turn_id = format!("trn_{}", worker::new_ulid());
-    let resume = t.rec.borrow().agent.agent_session_id.clone();
-    t.rec.borrow_mut().turn = Some(TurnRecord {
-        turn_id: turn_id.clone(),
-        boundary: boundary.clone(),
-        agent_started: false,
-    });
-    t.save().map_err(|e| {
+    let resume = t.begin_turn(&turn_id, &boundary).map_err(|e| {
         Failure::new(
             "THREAD_POST_FAILED",
             format!("local state could not be written: {e}"),
