@@ -70,6 +70,23 @@ impl Claude {
         })
     }
 
+    /// [`Claude::new`], a worker started on it and thread `t` handed off and active.
+    async fn running(session: &str, extra: &str) -> Option<(Claude, Running)> {
+        let c = Claude::new(session, extra).await?;
+        let worker = c.env.start().await;
+        c.handoff("t");
+        c.active("t").await;
+        Some((c, worker))
+    }
+
+    /// The first item of type `ty` on the thread.
+    fn first(&self, alias: &str, ty: &str) -> Value {
+        self.items(alias)
+            .into_iter()
+            .find(|i| meta(i, "/metadata/type") == ty)
+            .unwrap_or_else(|| panic!("no {ty} item"))
+    }
+
     fn handoff(&self, alias: &str) {
         self.env
             .set_envelope(&self.s, alias, self.envelope("pending"));
@@ -192,12 +209,9 @@ fn meta<'a>(item: &'a Value, pointer: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_turn_conversation_keeps_one_claude_session() {
-    let Some(c) = Claude::new("ses_claude_two", "").await else {
+    let Some((c, worker)) = Claude::running("ses_claude_two", "").await else {
         return;
     };
-    let worker = c.env.start().await;
-    c.handoff("t");
-    c.active("t").await;
     c.env.say(&c.s, "t", "hello");
     c.wait_text("t", "Hello from fake Anthropic").await;
     c.wait_count("t", "turn_end", 1).await;
@@ -266,11 +280,7 @@ async fn bash_approved_runs_and_bash_denied_does_not() {
     c.active("t").await;
     c.env.say(&c.s, "t", "TOOL:Bash touch approved.txt");
     c.wait_count("t", "pending_prompt", 1).await;
-    let prompt = c
-        .items("t")
-        .into_iter()
-        .find(|i| meta(i, "/metadata/type") == "pending_prompt")
-        .unwrap();
+    let prompt = c.first("t", "pending_prompt");
     assert_eq!(
         meta(&prompt, "/content/0/text"),
         "Allow Claude to use `Bash`?\n\n`touch approved.txt`\n  1. Approve\n  2. Deny"
@@ -324,20 +334,13 @@ async fn bash_approved_runs_and_bash_denied_does_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_question_from_the_model_is_answered_by_the_person() {
-    let Some(c) = Claude::new("ses_claude_ask", "").await else {
+    let Some((c, worker)) = Claude::running("ses_claude_ask", "").await else {
         return;
     };
-    let worker = c.env.start().await;
-    c.handoff("t");
-    c.active("t").await;
     c.env
         .say(&c.s, "t", "ASK Which colour should the button be?");
     c.wait_count("t", "pending_prompt", 1).await;
-    let prompt = c
-        .items("t")
-        .into_iter()
-        .find(|i| meta(i, "/metadata/type") == "pending_prompt")
-        .unwrap();
+    let prompt = c.first("t", "pending_prompt");
     assert_eq!(meta(&prompt, "/metadata/prompt/kind"), "ask_user_question");
     assert_eq!(
         meta(&prompt, "/metadata/prompt/questions/0/question"),
@@ -358,7 +361,7 @@ async fn a_question_from_the_model_is_answered_by_the_person() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overloaded_model_is_resumed_after_a_backoff() {
-    let Some(c) = Claude::new(
+    let Some((c, worker)) = Claude::running(
         "ses_claude_529",
         "    turn_retries: 1\n    turn_retry_delays_ms: [50]\n",
     )
@@ -366,9 +369,6 @@ async fn an_overloaded_model_is_resumed_after_a_backoff() {
     else {
         return;
     };
-    let worker = c.env.start().await;
-    c.handoff("t");
-    c.active("t").await;
     c.env.say(&c.s, "t", "FAIL:529");
     c.wait_count("t", "turn_end", 1).await;
     let items = c.agent_items("t");
@@ -415,21 +415,15 @@ async fn an_overloaded_model_is_resumed_after_a_backoff() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overloaded_model_fails_the_thread_once_retries_are_spent() {
-    let Some(c) = Claude::new("ses_claude_spent", "    turn_retries: 0\n").await else {
+    let Some((c, worker)) = Claude::running("ses_claude_spent", "    turn_retries: 0\n").await
+    else {
         return;
     };
-    let worker = c.env.start().await;
-    c.handoff("t");
-    c.active("t").await;
     c.env.say(&c.s, "t", "FAIL:529");
     c.env
         .wait("failed", |e| e.state(&c.s, "t") == "failed")
         .await;
-    let end = c
-        .items("t")
-        .into_iter()
-        .find(|i| meta(i, "/metadata/type") == "turn_end")
-        .expect("the turn was closed");
+    let end = c.first("t", "turn_end");
     assert_eq!(meta(&end, "/metadata/status"), "failed");
     let reason = c
         .items("t")
@@ -543,11 +537,7 @@ async fn a_stop_mid_turn_interrupts_claude_and_closes_the_turn() {
 
     c.env.set_envelope(&c.s, "t", c.envelope("completed"));
     c.wait_count("t", "turn_end", 1).await;
-    let end = c
-        .items("t")
-        .into_iter()
-        .find(|i| meta(i, "/metadata/type") == "turn_end")
-        .unwrap();
+    let end = c.first("t", "turn_end");
     assert_eq!(meta(&end, "/metadata/status"), "interrupted");
     eventually("no claude process is left", || c.claude_pids().is_empty()).await;
     c.env
