@@ -334,13 +334,17 @@ impl Driver for ClaudeCode {
         ]
         .map(String::from)
         .to_vec();
-        for (flag, value) in [("--model", &s.model), ("--effort", &s.effort)] {
+        // `--flag=value`, never `--flag value`: the values come from the session (a thread's
+        // model, a session id rebuilt from its items), and one starting with `-` must stay a
+        // value rather than become another flag.
+        for (flag, value) in [
+            ("--model", s.model.as_str()),
+            ("--effort", s.effort.as_str()),
+            ("--resume", turn.resume),
+        ] {
             if !value.is_empty() {
-                args.extend([flag.to_string(), value.clone()]);
+                args.push(format!("{flag}={value}"));
             }
-        }
-        if !turn.resume.is_empty() {
-            args.extend(["--resume".to_string(), turn.resume.to_string()]);
         }
         let initialize = json!({"type": "control_request", "request_id": "blobhub_init",
             "request": {"subtype": "initialize", "hooks": null}});
@@ -508,7 +512,7 @@ mod tests {
             "--permission-prompt-tool stdio",
             "--allowedTools mcp__blobhub__ask_user",
             "--disallowedTools AskUserQuestion",
-            "--model sonnet",
+            "--model=sonnet",
         ] {
             assert!(args.contains(flag), "{flag} missing from {args}");
         }
@@ -524,7 +528,25 @@ mod tests {
             resume: "c536",
             settings: &s,
         });
-        assert!(l.args.join(" ").ends_with("--resume c536"));
+        assert!(l.args.join(" ").ends_with("--resume=c536"));
+        let hostile = Settings {
+            model: "--dangerously-skip-permissions".into(),
+            ..settings()
+        };
+        let l = ClaudeCode::default().launch(&TurnInput {
+            text: "x",
+            resume: "-r",
+            settings: &hostile,
+        });
+        assert!(
+            l.args
+                .contains(&"--model=--dangerously-skip-permissions".to_string())
+        );
+        assert!(l.args.contains(&"--resume=-r".to_string()));
+        assert!(
+            !l.args
+                .contains(&"--dangerously-skip-permissions".to_string())
+        );
     }
 
     #[test]
