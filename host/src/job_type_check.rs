@@ -44,8 +44,12 @@ pub async fn validate_sections(
     let diagnostics = crate::runtime::start::validate_config(&runtime, config, tree.root())
         .await
         .into_iter()
-        .map(|(code, path, message)| Diagnostic {
-            severity: Severity::Error,
+        .map(|(fatal, code, path, message)| Diagnostic {
+            severity: if fatal {
+                Severity::Error
+            } else {
+                Severity::Warning
+            },
             line: lines.line(&path),
             code,
             path,

@@ -12,5 +12,7 @@ fn main() -> ExitCode {
         blobhub_worker::test_agent::main();
         return ExitCode::SUCCESS;
     }
+    // Before any secret is read: nothing of the same user may read this process's memory.
+    blobhub_worker::runtime::child_sandbox::harden_worker();
     blobhub_worker::cli::run()
 }

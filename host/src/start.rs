@@ -84,6 +84,19 @@ pub async fn preflight(tree: StateTree, tui: bool) -> Result<Started, CodedError
     };
     let mut warnings = warnings;
     warnings.extend(job_type_diagnostics);
+    if let crate::runtime::child_sandbox::Support::Unavailable(why) =
+        crate::runtime::child_sandbox::support()
+    {
+        warnings.push(Diagnostic {
+            severity: Severity::Warning,
+            code: "CHILD_SANDBOX_UNAVAILABLE".into(),
+            path: String::new(),
+            line: None,
+            message: format!(
+                "this kernel refuses the namespaces that hide the state tree from agents and other programs ({why}); they will run able to read credentials.yaml"
+            ),
+        });
+    }
     // 6.
     tree.ensure_dirs().map_err(|e| {
         CodedError::new(

@@ -684,7 +684,17 @@ impl Walk {
             self.unknown_keys(
                 &path,
                 &fields,
-                &["allow_spawn", "memory_limit_mib", "max_busy_ms"],
+                &[
+                    "allow_spawn",
+                    "allow_env",
+                    "component",
+                    "memory_limit_mib",
+                    "max_busy_ms",
+                    "max_requests_in_flight",
+                    "max_status_rows",
+                    "max_log_lines_per_sec",
+                    "state_quota_mib",
+                ],
             );
             let allow_spawn = self.string_list(
                 &child(&path, "allow_spawn"),
@@ -701,6 +711,35 @@ impl Walk {
                     }
                 }
             }
+            let allow_env = self
+                .string_list(&child(&path, "allow_env"), Self::get(&fields, "allow_env"))
+                .unwrap_or_default();
+            for (i, name) in allow_env.iter().enumerate() {
+                let at = format!("{path}.allow_env[{i}]");
+                if name.is_empty() || name.contains('=') || name.starts_with("BLOBHUB_") {
+                    self.error(
+                        &at,
+                        format!("`{name}` is not a variable a job type may set"),
+                    );
+                } else if crate::runtime::child_env::is_loader_or_interpreter(name) {
+                    self.warn(
+                        &at,
+                        format!(
+                            "`{name}` is read by the loader, a shell or an interpreter: a job type never sets it (only values from your own environment or an agents.<type>.env block reach children)"
+                        ),
+                    );
+                }
+            }
+            let component =
+                self.string(&child(&path, "component"), Self::get(&fields, "component"));
+            if let Some(file) = &component
+                && (file.contains('/') || !file.ends_with(".wasm"))
+            {
+                self.error(
+                    &child(&path, "component"),
+                    format!("`{file}` must be the name of a .wasm file in the plugins folder"),
+                );
+            }
             let memory_limit_mib = self.positive(
                 &child(&path, "memory_limit_mib"),
                 Self::get(&fields, "memory_limit_mib"),
@@ -711,10 +750,37 @@ impl Walk {
                 Self::get(&fields, "max_busy_ms"),
                 JobTypeSettings::default().max_busy_ms,
             );
+            let defaults = JobTypeSettings::default();
+            let max_requests_in_flight = self.positive(
+                &child(&path, "max_requests_in_flight"),
+                Self::get(&fields, "max_requests_in_flight"),
+                defaults.max_requests_in_flight,
+            );
+            let max_status_rows = self.positive(
+                &child(&path, "max_status_rows"),
+                Self::get(&fields, "max_status_rows"),
+                defaults.max_status_rows,
+            );
+            let max_log_lines_per_sec = self.positive(
+                &child(&path, "max_log_lines_per_sec"),
+                Self::get(&fields, "max_log_lines_per_sec"),
+                defaults.max_log_lines_per_sec,
+            );
+            let state_quota_mib = self.positive(
+                &child(&path, "state_quota_mib"),
+                Self::get(&fields, "state_quota_mib"),
+                defaults.state_quota_mib,
+            );
             job_types.insert(
                 job_type,
                 JobTypeSettings {
+                    max_requests_in_flight,
+                    max_status_rows,
+                    max_log_lines_per_sec,
+                    state_quota_mib,
                     allow_spawn,
+                    allow_env,
+                    component,
                     memory_limit_mib,
                     max_busy_ms,
                 },

@@ -188,19 +188,40 @@ pub struct JobTypeSettings {
     /// `None` when the config does not say: the runtime then applies its default grant (for the
     /// bundled harness, the executables of the `agents` block).
     pub allow_spawn: Option<Vec<String>>,
+    /// Variable names the job type may set in the environment of the programs it starts, beyond
+    /// the documented ones (never a loader or interpreter variable).
+    pub allow_env: Vec<String>,
+    /// The file in the plugins folder that may answer to this name when it is the name of a
+    /// bundled job type (an operator pinning another build of `session_agent_harness`).
+    pub component: Option<String>,
     /// Linear memory limit of each instance of the job type.
     pub memory_limit_mib: u64,
     /// How long an instance may compute without returning to the host before it is stopped
     /// as runaway (`JOB_TYPE_UNRESPONSIVE`).
     pub max_busy_ms: u64,
+    /// Session API requests of one section in flight at once (more wait, up to a bound).
+    pub max_requests_in_flight: u64,
+    /// Thread rows one section may show.
+    pub max_status_rows: u64,
+    /// Log lines (and stderr lines) one section may write per second; the rest are dropped
+    /// and counted.
+    pub max_log_lines_per_sec: u64,
+    /// Bytes one section may keep in its state folder.
+    pub state_quota_mib: u64,
 }
 
 impl Default for JobTypeSettings {
     fn default() -> Self {
         Self {
             allow_spawn: None,
+            allow_env: Vec::new(),
+            component: None,
             memory_limit_mib: 256,
             max_busy_ms: 5000,
+            max_requests_in_flight: 16,
+            max_status_rows: 1000,
+            max_log_lines_per_sec: 200,
+            state_quota_mib: 1024,
         }
     }
 }

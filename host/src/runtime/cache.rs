@@ -73,7 +73,7 @@ pub fn load(
     tracing::info!(key = %key, "component_cache_miss");
     if let Ok(bytes) = component.serialize()
         && crate::state_tree::create_private_dir(dir).is_ok()
-        && let Err(e) = crate::runtime::capabilities::state::write_atomic(&path, &bytes)
+        && let Err(e) = crate::state_tree::write_atomic(&path, &bytes)
     {
         tracing::warn!(key = %key, error = %e, "component_cache_write_failed");
     }

@@ -3,9 +3,9 @@
 //! - Component model, sync ABI: `concurrency_support(false)` (component-model async is unfinished
 //!   in wasmtime 48 and makes every call 2-5x slower; shared/spec/wasm-runtime.md §5d).
 //! - Epoch interruption with a 10 ms ticker thread. Every tick a running guest yields to tokio
-//!   (so a busy guest cannot starve other sections) and its [`BusyMeter`] decides whether it has
-//!   run too long without returning to the host (then it traps: `JOB_TYPE_UNRESPONSIVE`). The
-//!   ticker holds a weak engine handle and ends with the engine.
+//!   (so a busy guest cannot starve other sections) and its compute budget
+//!   ([`super::budget`]) decides whether it has computed too much (then it traps:
+//!   `JOB_TYPE_UNRESPONSIVE`). The ticker holds a weak engine handle and ends with the engine.
 //! - The ticker only ticks while some guest is executing wasm ([`WasmActivity`]). An idle worker
 //!   has every guest waiting in a host call, and a ticker waking 100 times a second for nobody
 //!   was most of its idle CPU (docs/benchmarks.md).
@@ -131,7 +131,59 @@ pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<SectionHost>> {
     wit::slots::add_to_linker::<SectionHost, Data>(&mut linker, same)?;
     wit::status::add_to_linker::<SectionHost, Data>(&mut linker, same)?;
     wit::log::add_to_linker::<SectionHost, Data>(&mut linker, same)?;
+    refuse_links(&mut linker)?;
     Ok(linker)
+}
+
+/// The linker of `describe` and `validate` for `component`: WASI (std needs it for stderr,
+/// clocks and random seeds), and every other import the component has defined as a trap. The
+/// contract says these exports call no import; this makes it so.
+pub fn checks_linker(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+) -> wasmtime::Result<Linker<SectionHost>> {
+    let mut linker = Linker::<SectionHost>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    refuse_links(&mut linker)?;
+    linker.define_unknown_imports_as_traps(component)?;
+    Ok(linker)
+}
+
+/// The WASI version whose filesystem interface `add_to_linker_async` defines (guests built
+/// against any 0.2.x reach it through semver matching).
+const WASI_FILESYSTEM: &str = "wasi:filesystem/types@0.2.12";
+
+/// A job type may not create links in its state folder. WASI keeps the guest's own opens inside
+/// the folder, but a relative link such as `up -> ../..` is allowed by WASI and would be a trap
+/// for anything else that walks the folder: the host, an agent spawned there, the operator's
+/// backup. So `symlink-at` and `link-at` answer `not-permitted` (hard links too: a name that
+/// aliases another file breaks the host's accounting of the folder's size).
+fn refuse_links(linker: &mut Linker<SectionHost>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::filesystem::Descriptor;
+    use wasmtime_wasi::p2::bindings::filesystem::types::{ErrorCode, PathFlags};
+
+    linker.allow_shadowing(true);
+    let mut fs = linker.instance(WASI_FILESYSTEM)?;
+    fs.func_wrap(
+        "[method]descriptor.symlink-at",
+        |_, (_dir, _target, _name): (Resource<Descriptor>, String, String)| {
+            Ok((Err::<(), _>(ErrorCode::NotPermitted),))
+        },
+    )?;
+    fs.func_wrap(
+        "[method]descriptor.link-at",
+        |_,
+         (_dir, _flags, _old, _new_dir, _new): (
+            Resource<Descriptor>,
+            PathFlags,
+            String,
+            Resource<Descriptor>,
+            String,
+        )| { Ok((Err::<(), _>(ErrorCode::NotPermitted),)) },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 impl wit::types::Host for SectionHost {}

@@ -41,6 +41,14 @@ pub enum LoadError {
     },
     #[error("JOB_TYPE_DESCRIBE_FAILED: {origin}: {detail}")]
     Describe { origin: String, detail: String },
+    #[error(
+        "JOB_TYPE_FILE_NAME_MISMATCH: {origin} says it is job type `{name}`; an installed job type must be named <job_type>.wasm"
+    )]
+    FileNameMismatch { origin: String, name: String },
+    #[error(
+        "PLUGINS_DIR_INSECURE: {dir} {why}; no component in it is loaded (fix with: chmod go-w {dir})"
+    )]
+    PluginsDirInsecure { dir: PathBuf, why: String },
 }
 
 impl LoadError {
@@ -50,6 +58,8 @@ impl LoadError {
             LoadError::Invalid { .. } => "JOB_TYPE_INVALID",
             LoadError::WitUnsupported { .. } => "JOB_TYPE_WIT_UNSUPPORTED",
             LoadError::Describe { .. } => "JOB_TYPE_DESCRIBE_FAILED",
+            LoadError::FileNameMismatch { .. } => "JOB_TYPE_FILE_NAME_MISMATCH",
+            LoadError::PluginsDirInsecure { .. } => "PLUGINS_DIR_INSECURE",
         }
     }
 }
@@ -75,6 +85,10 @@ pub struct LoadedJobType {
     pub origin: Origin,
     pub descriptor: Descriptor,
     pub pre: JobTypePre<SectionHost>,
+    /// The same component linked for `describe` and `validate`: WASI only, and every
+    /// `blobhub:worker` import a trap, so a check can neither reach the network nor start a
+    /// program, whatever it calls.
+    pub checks_pre: JobTypePre<SectionHost>,
     /// Whether the compiled code came from the on-disk cache.
     pub from_cache: bool,
 }
@@ -156,10 +170,15 @@ pub async fn load_bytes(
         .instantiate_pre(&component)
         .map_err(|e| invalid(format!("{e:#}")))?;
     let pre = JobTypePre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
+    let checks_pre = super::engine::checks_linker(engine, &component)
+        .and_then(|l| l.instantiate_pre(&component))
+        .and_then(JobTypePre::new)
+        .map_err(|e| invalid(format!("{e:#}")))?;
     let mut store: Store<SectionHost> =
-        scratch_store(engine).map_err(|e| invalid(format!("{e:#}")))?;
+        scratch_store(engine, &crate::config::JobTypeSettings::default())
+            .map_err(|e| invalid(format!("{e:#}")))?;
     let describe = async {
-        let instance = pre.instantiate_async(&mut store).await?;
+        let instance = checks_pre.instantiate_async(&mut store).await?;
         instance
             .blobhub_worker_job()
             .call_describe(&mut store)
@@ -173,17 +192,65 @@ pub async fn load_bytes(
         origin,
         descriptor,
         pre,
+        checks_pre,
         from_cache,
     })
 }
 
-/// Every job type this worker can run, by `job_type` name. Installed components named like a
-/// bundled one replace it (an operator can pin another build).
+/// Every job type this worker can run, by `job_type` name.
 #[derive(Default)]
 pub struct JobTypes {
     pub by_name: BTreeMap<String, Arc<LoadedJobType>>,
+    /// Installed components that answer to the name of a bundled job type. The name stays the
+    /// bundled one's: a component dropped into `plugins/` must not take over the sections of a
+    /// job type the operator already runs. One is used only where config.yaml names its file
+    /// (`job_types.<name>.component`), see [`JobTypes::resolve`].
+    pub reserved_claims: Vec<Arc<LoadedJobType>>,
     /// Components that could not be loaded, with why.
     pub failures: Vec<LoadError>,
+}
+
+/// Why a section's job type cannot be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("UNKNOWN_JOB_TYPE: no job type answers `{0}`")]
+    Unknown(String),
+    #[error(
+        "JOB_TYPE_COMPONENT_NOT_FOUND: job_types.{name}.component names `{file}`, but no component of that file in the plugins folder answers `{name}`"
+    )]
+    ComponentNotFound { name: String, file: String },
+}
+
+impl JobTypes {
+    /// The job type that runs sections of `name`: the operator's pinned component when
+    /// `component` names one, else the bundled or installed one of that name.
+    pub fn resolve(
+        &self,
+        name: &str,
+        component: Option<&str>,
+    ) -> Result<Arc<LoadedJobType>, ResolveError> {
+        if let Some(file) = component {
+            let pinned = self
+                .reserved_claims
+                .iter()
+                .chain(self.by_name.values())
+                .find(|j| {
+                    j.name() == name
+                        && matches!(&j.origin, Origin::Installed(p)
+                            if p.file_name().is_some_and(|f| f == file))
+                });
+            return pinned
+                .cloned()
+                .ok_or_else(|| ResolveError::ComponentNotFound {
+                    name: name.to_owned(),
+                    file: file.to_owned(),
+                });
+        }
+        self.by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ResolveError::Unknown(name.to_owned()))
+    }
 }
 
 /// The `.wasm` files of a plugins folder, by stem.
@@ -197,6 +264,29 @@ pub fn installed_files(plugins_dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// A plugins folder (or a component in it) that another user could write to is a way for that
+/// user to run code as this worker, exactly as a world-writable credentials file would leak the
+/// key: refused the same way.
+fn insecure(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Some(format!(
+            "is owned by uid {}, not by this worker's user",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!(
+            "is writable by others (mode {:o})",
+            meta.mode() & 0o777
+        ));
+    }
+    None
 }
 
 pub async fn load_all(
@@ -214,7 +304,23 @@ pub async fn load_all(
             Err(e) => out.failures.push(e),
         }
     }
-    for path in plugins_dir.map(installed_files).unwrap_or_default() {
+    let bundled: Vec<String> = out.by_name.keys().cloned().collect();
+    let files = plugins_dir.map(installed_files).unwrap_or_default();
+    if let Some(dir) = plugins_dir.filter(|_| !files.is_empty())
+        && let Some(why) = insecure(dir)
+    {
+        out.failures.push(LoadError::PluginsDirInsecure {
+            dir: dir.to_owned(),
+            why,
+        });
+        return out;
+    }
+    for path in files {
+        if let Some(why) = insecure(&path) {
+            out.failures
+                .push(LoadError::PluginsDirInsecure { dir: path, why });
+            continue;
+        }
         let loaded = match std::fs::read(&path) {
             Ok(wasm) => {
                 load_bytes(
@@ -235,9 +341,15 @@ pub async fn load_all(
             Ok(jt) => {
                 let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
                 if stem.as_deref() != Some(jt.name()) {
-                    tracing::warn!(path = %path.display(), name = jt.name(), "job_type_file_name_differs");
+                    out.failures.push(LoadError::FileNameMismatch {
+                        origin: path.display().to_string(),
+                        name: jt.name().to_owned(),
+                    });
+                } else if bundled.iter().any(|b| b == jt.name()) {
+                    out.reserved_claims.push(Arc::new(jt));
+                } else {
+                    out.by_name.insert(jt.name().to_owned(), Arc::new(jt));
                 }
-                out.by_name.insert(jt.name().to_owned(), Arc::new(jt));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "job_type_load_failed");

@@ -2,13 +2,19 @@
 //! capabilities scoped to that section (docs/architecture.md, docs/job-types.md).
 
 pub mod bindings;
+pub mod budget;
 pub mod cache;
 pub mod capabilities;
+pub mod child_env;
+pub mod child_sandbox;
+pub mod confined;
 pub mod engine;
+pub mod guest_stderr;
 pub mod loader;
 pub mod pending;
 pub mod plugins_cmd;
 pub mod preflight;
+pub mod quotas;
 pub mod section;
 pub mod settings;
 pub mod start;

@@ -50,13 +50,38 @@ pub async fn validate(
     engine: &wasmtime::Engine,
     job: &LoadedJobType,
     sections: &[Section],
-) -> wasmtime::Result<Vec<super::bindings::job::SectionCheck>> {
-    let mut store = scratch_store(engine)?;
-    let instance = job.pre.instantiate_async(&mut store).await?;
-    instance
-        .blobhub_worker_job()
-        .call_validate(&mut store, sections)
-        .await
+    limits: &crate::config::JobTypeSettings,
+) -> Result<Vec<super::bindings::job::SectionCheck>, (String, String)> {
+    let mut store = scratch_store(engine, limits).map_err(|e| {
+        (
+            "JOB_TYPE_TRAPPED".to_string(),
+            format!("cannot prepare validate: {e:#}"),
+        )
+    })?;
+    let run = async {
+        let instance = job.checks_pre.instantiate_async(&mut store).await?;
+        instance
+            .blobhub_worker_job()
+            .call_validate(&mut store, sections)
+            .await
+    };
+    run.await.map_err(|e| {
+        let data = store.data();
+        let detail = format!("{e:#}");
+        let code = if data.limits.hit {
+            "JOB_TYPE_OUT_OF_MEMORY"
+        } else if data.busy.tripped {
+            "JOB_TYPE_UNRESPONSIVE"
+        } else if detail.contains("unknown import") {
+            "JOB_TYPE_IMPORT_REFUSED"
+        } else {
+            "JOB_TYPE_TRAPPED"
+        };
+        (
+            code.to_string(),
+            format!("`{}` failed in validate: {detail}", job.name()),
+        )
+    })
 }
 
 /// Check every section; on success, the plan of each.
@@ -68,44 +93,64 @@ pub async fn check(
 ) -> Result<Vec<(Arc<LoadedJobType>, SectionPlan)>, Vec<PreflightError>> {
     let settings = &shared.settings;
     let mut errors = Vec::new();
-    let mut by_type: BTreeMap<String, Vec<Section>> = BTreeMap::new();
+    let mut by_type: BTreeMap<String, (Arc<LoadedJobType>, Vec<Section>)> = BTreeMap::new();
     for section in &settings.sections {
         let i = section.index;
         let record = section_record(section, &settings.worker_config);
-        if !job_types.by_name.contains_key(&record.job_type) {
-            let known: Vec<&str> = job_types.by_name.keys().map(String::as_str).collect();
-            errors.push(PreflightError {
-                code: "UNKNOWN_JOB_TYPE".into(),
-                message: format!(
-                    "no job type answers `{}` (known: {}; third-party job types go in the state tree's plugins/ folder)",
-                    record.job_type,
-                    known.join(", ")
-                ),
-                field: Some(format!("sections[{i}].job_type")),
-            });
-            continue;
-        }
-        by_type
-            .entry(record.job_type.clone())
-            .or_default()
-            .push(record);
-    }
-    let mut plans = Vec::new();
-    for (name, sections) in by_type {
-        let job = Arc::clone(&job_types.by_name[&name]);
-        let checks = match validate(engine, &job, &sections).await {
-            Ok(c) => c,
-            Err(e) => {
+        let component = settings.job_type(&record.job_type).component;
+        let job = match job_types.resolve(&record.job_type, component.as_deref()) {
+            Ok(job) => job,
+            Err(e @ super::loader::ResolveError::ComponentNotFound { .. }) => {
                 errors.push(PreflightError {
-                    code: "JOB_TYPE_TRAPPED".into(),
-                    message: format!("`{name}` failed in validate: {e:#}"),
-                    field: None,
+                    code: "JOB_TYPE_COMPONENT_NOT_FOUND".into(),
+                    message: e.to_string(),
+                    field: Some(format!("job_types.{}.component", record.job_type)),
+                });
+                continue;
+            }
+            Err(super::loader::ResolveError::Unknown(_)) => {
+                let known: Vec<&str> = job_types.by_name.keys().map(String::as_str).collect();
+                errors.push(PreflightError {
+                    code: "UNKNOWN_JOB_TYPE".into(),
+                    message: format!(
+                        "no job type answers `{}` (known: {}; third-party job types go in the state tree's plugins/ folder)",
+                        record.job_type,
+                        known.join(", ")
+                    ),
+                    field: Some(format!("sections[{i}].job_type")),
                 });
                 continue;
             }
         };
+        by_type
+            .entry(record.job_type.clone())
+            .or_insert_with(|| (job, Vec::new()))
+            .1
+            .push(record);
+    }
+    let mut plans = Vec::new();
+    for (name, (job, sections)) in by_type {
         let limits = settings.job_type(&name);
-        let grants = Grants::compute(&name, &job.descriptor.capabilities, settings);
+        let checks = match validate(engine, &job, &sections, &limits).await {
+            Ok(c) => c,
+            Err((code, message)) => {
+                // A broken job type fails its own sections; the others still start.
+                tracing::error!(job_type = %name, code = %code, error = %message, "validate_failed");
+                for record in sections {
+                    plans.push((
+                        Arc::clone(&job),
+                        SectionPlan::refused(record, &name, shared, &code, &message),
+                    ));
+                }
+                continue;
+            }
+        };
+        let grants = Grants::compute(
+            &name,
+            job.origin == super::loader::Origin::Bundled,
+            &job.descriptor.capabilities,
+            settings,
+        );
         for record in sections {
             let check = checks.iter().find(|c| c.index == record.index);
             let Some(check) = check else {
@@ -151,6 +196,7 @@ pub async fn check(
                 state_dir: jobs_dir.join(format!("{name}-{key}")),
                 session: SessionBinding::from_settings(&raw),
                 grants: grants.clone(),
+                quotas: super::quotas::Quotas::new(&limits),
                 shared: Arc::clone(shared),
             });
             plans.push((
@@ -160,8 +206,23 @@ pub async fn check(
                     context,
                     memory_limit_mib: limits.memory_limit_mib,
                     max_busy: Duration::from_millis(limits.max_busy_ms),
+                    refused: None,
                 },
             ));
+        }
+    }
+    // Two sections sharing a state folder would read and overwrite each other's cursors.
+    let mut folders = std::collections::BTreeSet::new();
+    for (_, plan) in plans.iter().filter(|(_, p)| p.refused.is_none()) {
+        if !folders.insert(plan.context.state_dir.clone()) {
+            errors.push(PreflightError {
+                code: "DUPLICATE_SECTION_TARGET".into(),
+                message: format!(
+                    "another section already keeps its state in {}",
+                    plan.context.state_dir.display()
+                ),
+                field: Some(format!("sections[{}]", plan.record.index)),
+            });
         }
     }
     if errors.is_empty() {

@@ -14,8 +14,9 @@ use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use super::bindings::types::Section;
+use super::budget::ComputeBudget;
 use super::capabilities::{
-    BusyMeter, MemoryCap, SectionContext, SectionHost, Shared, SlotPool, StatusBoard, WorkerInfo,
+    MemoryCap, SectionContext, SectionHost, Shared, SlotPool, StatusBoard, WorkerInfo,
 };
 use super::loader::LoadedJobType;
 use super::transport::{CallFuture, Channel, SessionTransport, TransportError};
@@ -34,18 +35,57 @@ pub struct SectionPlan {
     pub context: Arc<SectionContext>,
     pub memory_limit_mib: u64,
     pub max_busy: Duration,
+    /// Set when the section cannot run at all (its job type's `validate` broke): the section
+    /// ends at once with this (code, message) while the others run.
+    pub refused: Option<(String, String)>,
+}
+
+impl SectionPlan {
+    /// A section that ends at once with `code`: it has no state folder (its job type never named
+    /// one) and no grants.
+    pub fn refused(
+        record: Section,
+        job_type: &str,
+        shared: &Arc<Shared>,
+        code: &str,
+        message: &str,
+    ) -> SectionPlan {
+        let context = Arc::new(SectionContext {
+            index: record.index,
+            name: record.name.clone(),
+            job_type: job_type.to_owned(),
+            state_dir: PathBuf::new(),
+            session: super::capabilities::session::SessionBinding::from_settings(&Value::Null),
+            grants: Default::default(),
+            quotas: super::quotas::Quotas::new(&Default::default()),
+            shared: Arc::clone(shared),
+        });
+        SectionPlan {
+            record,
+            context,
+            memory_limit_mib: 0,
+            max_busy: Duration::ZERO,
+            refused: Some((code.to_owned(), message.to_owned())),
+        }
+    }
 }
 
 fn store_for(engine: &Engine, host: SectionHost) -> Store<SectionHost> {
     let mut store = Store::new(engine, host);
     store.limiter(|h| &mut h.limits);
     store.call_hook(|mut ctx, hook| {
-        ctx.data_mut().activity.on_call_hook(hook);
+        let data = ctx.data_mut();
+        data.activity.on_call_hook(hook);
+        if data.busy.on_call_hook(hook, Instant::now()) {
+            return Err(wasmtime::format_err!(
+                "JOB_TYPE_UNRESPONSIVE: the job type computed for longer than its budget"
+            ));
+        }
         Ok(())
     });
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
-        if ctx.data_mut().busy.tick(Instant::now()) {
+        if ctx.data_mut().busy.on_tick(Instant::now()) {
             return Err(wasmtime::format_err!(
                 "JOB_TYPE_UNRESPONSIVE: the job type computed for too long without returning to the host"
             ));
@@ -56,12 +96,12 @@ fn store_for(engine: &Engine, host: SectionHost) -> Store<SectionHost> {
     store
 }
 
-/// A WASI context that sees only `state_dir` (as `/`) and stderr: no environment, no
-/// arguments, no network.
-fn wasi_for(state_dir: Option<&Path>) -> wasmtime::Result<WasiCtx> {
+/// A WASI context that sees only `state_dir` (as `/`) and a stderr that becomes the section's
+/// log lines: no environment, no arguments, no network.
+fn wasi_for(state_dir: Option<&Path>, section: &Arc<SectionContext>) -> wasmtime::Result<WasiCtx> {
     let mut builder = WasiCtxBuilder::new();
     builder
-        .inherit_stderr()
+        .stderr(super::guest_stderr::GuestStderr(Arc::clone(section)))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
@@ -105,9 +145,12 @@ pub fn detached_shared() -> Arc<Shared> {
     })
 }
 
-/// A store with no state folder and no grants, for `describe` and `validate`.
-pub fn scratch_store(engine: &Engine) -> wasmtime::Result<Store<SectionHost>> {
-    let defaults = crate::config::JobTypeSettings::default();
+/// A store with no state folder and no grants, for `describe` and `validate`, under the job
+/// type's memory limit and compute budget.
+pub fn scratch_store(
+    engine: &Engine,
+    limits: &crate::config::JobTypeSettings,
+) -> wasmtime::Result<Store<SectionHost>> {
     let context = Arc::new(SectionContext {
         index: u32::MAX,
         name: String::new(),
@@ -115,16 +158,17 @@ pub fn scratch_store(engine: &Engine) -> wasmtime::Result<Store<SectionHost>> {
         state_dir: PathBuf::new(),
         session: super::capabilities::session::SessionBinding::from_settings(&Value::Null),
         grants: Default::default(),
+        quotas: super::quotas::Quotas::new(limits),
         shared: detached_shared(),
     });
     let host = SectionHost {
-        wasi: wasi_for(None)?,
+        wasi: wasi_for(None, &context)?,
         table: ResourceTable::new(),
         limits: MemoryCap {
-            max_bytes: (defaults.memory_limit_mib as usize) << 20,
+            max_bytes: (limits.memory_limit_mib as usize) << 20,
             hit: false,
         },
-        busy: BusyMeter::new(Duration::from_millis(defaults.max_busy_ms)),
+        busy: ComputeBudget::new(Duration::from_millis(limits.max_busy_ms)),
         section: context,
         feed_task: None,
         activity: Default::default(),
@@ -146,6 +190,8 @@ pub async fn run(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> Sec
             end.message
         ));
     }
+    // Its rows are nobody's any more; the section line keeps the outcome.
+    status.clear_threads(ctx.index);
     match &end.code {
         None => status.set_section(ctx.index, "stopped", &end.message),
         Some(code) => status.set_section(ctx.index, "stopped", &format!("{code}: {}", end.message)),
@@ -153,6 +199,7 @@ pub async fn run(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> Sec
     // A clean stop leaves section.yaml to the job type (its attachment survives a restart);
     // a coded end is recorded.
     if end.code.is_some()
+        && !ctx.state_dir.as_os_str().is_empty()
         && let Err(e) = record_outcome(&ctx.state_dir, &end)
     {
         tracing::error!(section = %ctx.label(), error = %e, "section_yaml_write_failed");
@@ -163,13 +210,19 @@ pub async fn run(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> Sec
 
 async fn run_inner(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> SectionEnd {
     let ctx = plan.context;
+    if let Some((code, message)) = plan.refused {
+        return SectionEnd {
+            code: Some(code),
+            message,
+        };
+    }
     if let Err(e) = crate::state_tree::create_private_dir(&ctx.state_dir) {
         return SectionEnd {
             code: Some("STATE_DIR_UNWRITABLE".into()),
             message: format!("{}: {e}", ctx.state_dir.display()),
         };
     }
-    let wasi = match wasi_for(Some(&ctx.state_dir)) {
+    let wasi = match wasi_for(Some(&ctx.state_dir), &ctx) {
         Ok(w) => w,
         Err(e) => {
             return SectionEnd {
@@ -185,20 +238,32 @@ async fn run_inner(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> S
             max_bytes: usize::try_from(plan.memory_limit_mib << 20).unwrap_or(usize::MAX),
             hit: false,
         },
-        busy: BusyMeter::new(plan.max_busy),
+        busy: ComputeBudget::new(plan.max_busy),
         section: Arc::clone(&ctx),
         feed_task: None,
         activity: Default::default(),
     };
     let mut store = store_for(engine, host);
-    let result = async {
+    let run = async {
         let instance = job.pre.instantiate_async(&mut store).await?;
         instance
             .blobhub_worker_job()
             .call_run(&mut store, &plan.record)
             .await
-    }
-    .await;
+    };
+    // The state folder's quota is measured beside the run: the guest also writes through WASI,
+    // which no host call sees. Over it, the run is dropped (its children die with the store).
+    let result = tokio::select! {
+        result = run => result,
+        over = state_over_quota(&ctx) => {
+            drop(store);
+            tracing::error!(section = %ctx.label(), code = "JOB_TYPE_QUOTA_EXCEEDED", error = %over, "job_type_failed");
+            return SectionEnd {
+                code: Some("JOB_TYPE_QUOTA_EXCEEDED".into()),
+                message: format!("job type `{}`: {over}", ctx.job_type),
+            };
+        }
+    };
     match result {
         Ok(outcome) => SectionEnd {
             code: outcome.code,
@@ -211,8 +276,10 @@ async fn run_inner(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> S
             } else if data.busy.tripped {
                 (
                     "JOB_TYPE_UNRESPONSIVE",
-                    "ran too long without returning to the host",
+                    "computed for longer than its budget",
                 )
+            } else if format!("{e:#}").contains("JOB_TYPE_QUOTA_EXCEEDED") {
+                ("JOB_TYPE_QUOTA_EXCEEDED", "went over a quota")
             } else {
                 ("JOB_TYPE_TRAPPED", "trapped")
             };
@@ -225,13 +292,36 @@ async fn run_inner(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> S
     }
 }
 
+/// Resolves once the section's state folder holds more than its quota (measured every
+/// [`STATE_CHECK`](super::quotas::STATE_CHECK), without following links); never otherwise.
+async fn state_over_quota(ctx: &SectionContext) -> String {
+    loop {
+        let dir = ctx.state_dir.clone();
+        let used = tokio::task::spawn_blocking(move || super::confined::usage_bytes(&dir))
+            .await
+            .unwrap_or(0);
+        ctx.quotas
+            .state_used
+            .store(used, std::sync::atomic::Ordering::Relaxed);
+        if used > ctx.quotas.state_bytes {
+            return format!(
+                "its state folder holds {used} bytes, over its quota of {} bytes (job_types.<name>.state_quota_mib)",
+                ctx.quotas.state_bytes
+            );
+        }
+        tokio::time::sleep(super::quotas::STATE_CHECK).await;
+    }
+}
+
 /// Merge a coded end into `section.yaml` (the job type keeps its own keys there): sets
 /// `attachment.status: refused` and `attachment.error: {code, message}`.
 pub fn record_outcome(state_dir: &Path, end: &SectionEnd) -> std::io::Result<()> {
-    let path = state_dir.join("section.yaml");
-    let mut doc: serde_yaml::Value = std::fs::read_to_string(&path)
+    // The job type owns this folder: read and write `section.yaml` without following a link it
+    // may have planted there (to credentials.yaml, say).
+    let mut doc: serde_yaml::Value = super::confined::read(state_dir, "section.yaml", 1 << 20)
         .ok()
-        .and_then(|t| serde_yaml::from_str(&t).ok())
+        .flatten()
+        .and_then(|t| serde_yaml::from_slice(&t).ok())
         .filter(serde_yaml::Value::is_mapping)
         .unwrap_or_else(|| serde_yaml::Value::Mapping(Default::default()));
     let attachment = doc
@@ -264,5 +354,6 @@ pub fn record_outcome(state_dir: &Path, end: &SectionEnd) -> std::io::Result<()>
         att.insert("error".into(), error.into());
     }
     let text = serde_yaml::to_string(&doc).map_err(std::io::Error::other)?;
-    super::capabilities::state::write_atomic(&path, text.as_bytes())
+    super::confined::write_atomic(state_dir, "section.yaml", text.as_bytes())
+        .map_err(std::io::Error::other)
 }

@@ -2,7 +2,7 @@
 //! holds every default, docs/configuration.md): nothing here re-reads the file or repeats a
 //! default.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -34,6 +34,9 @@ pub struct RuntimeSettings {
     /// Programs granted by the `agents` capability: every `agents.<type>.executable` (or the
     /// type's default) and `allowed_executables`.
     pub agent_programs: Vec<String>,
+    /// Every `name: value` of the `agents.<type>.env` blocks: a job type holding the `agents`
+    /// grant may pass exactly these on to an agent's process.
+    pub agent_env_pairs: BTreeSet<(String, String)>,
     /// `job_types.<name>`: operator grants and limits.
     pub job_types: BTreeMap<String, JobTypeSettings>,
     /// config.yaml's `sections`.
@@ -53,8 +56,10 @@ impl From<&Config> for RuntimeSettings {
             }
         }
         let mut agent_programs = Vec::new();
+        let mut agent_env_pairs = BTreeSet::new();
         for agent_type in types {
             let agent = config.agent(agent_type);
+            agent_env_pairs.extend(agent.env.clone());
             agent_programs.extend(agent.executable_for(agent_type));
             agent_programs.extend(agent.allowed_executables);
         }
@@ -69,6 +74,7 @@ impl From<&Config> for RuntimeSettings {
             polling: Polling::from(&config.polling),
             max_agents: config.concurrency.max_agents,
             agent_programs,
+            agent_env_pairs,
             job_types: config.job_types.clone(),
             sections: config.sections.clone(),
             worker_config,

@@ -106,13 +106,15 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The job-type step of preflight, for `job_type_check`: (code, field path, message) of every
-/// refusal. Calls the `validate` exports of `runtime`'s job types; contacts no server.
+/// The job-type step of preflight, for `job_type_check`: (fatal, code, field path, message) of
+/// every refusal. Calls the `validate` exports of `runtime`'s job types; contacts no server. A
+/// job type whose `validate` itself broke is not fatal: its sections end at once with that code
+/// and the others start.
 pub async fn validate_config(
     runtime: &Arc<Runtime>,
     config: &Config,
     tree_root: &std::path::Path,
-) -> Vec<(String, String, String)> {
+) -> Vec<(bool, String, String, String)> {
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let inputs = RuntimeInputs {
         config: config.clone(),
@@ -131,10 +133,23 @@ pub async fn validate_config(
     )
     .await
     {
-        Ok(_) => Vec::new(),
+        // A job type whose validate broke: `start` would run the other sections, but a check
+        // reports it as the error it is.
+        Ok(plans) => plans
+            .into_iter()
+            .filter_map(|(_, plan)| {
+                let (code, message) = plan.refused?;
+                Some((
+                    false,
+                    code,
+                    format!("sections[{}]", plan.record.index),
+                    message,
+                ))
+            })
+            .collect(),
         Err(errors) => errors
             .into_iter()
-            .map(|e| (e.code, e.field.unwrap_or_default(), e.message))
+            .map(|e| (true, e.code, e.field.unwrap_or_default(), e.message))
             .collect(),
     }
 }

@@ -104,7 +104,6 @@ fn event_id(event: &Value) -> Option<String> {
 
 impl wit::Host for SectionHost {
     fn follow(&mut self, cursor: Option<String>) -> wasmtime::Result<Resource<SubscriptionHandle>> {
-        self.busy.reset();
         if let Some(old) = self.feed_task.take() {
             old.abort();
         }
@@ -130,7 +129,6 @@ impl wit::HostSubscription for SectionHost {
     }
 
     fn next(&mut self, sub: Resource<SubscriptionHandle>) -> wasmtime::Result<Option<Item>> {
-        self.busy.reset();
         let handle = self.table.get_mut(&sub)?;
         Ok(handle.buffered.take().or_else(|| handle.rx.try_recv().ok()))
     }
@@ -140,7 +138,6 @@ impl wit::HostSubscription for SectionHost {
         sub: Resource<SubscriptionHandle>,
         active: bool,
     ) -> wasmtime::Result<()> {
-        self.busy.reset();
         let handle = self.table.get_mut(&sub)?;
         // `send_if_modified`: a repeated value does not wake the poller.
         handle.active.send_if_modified(|current| {

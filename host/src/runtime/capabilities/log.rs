@@ -1,7 +1,9 @@
-//! `blobhub:worker/log`: guest events as `tracing` events tagged with the section (and thread).
+//! `blobhub:worker/log`: guest events as `tracing` events tagged with the section (and thread),
+//! within the section's log-line quota, each field cut to a bounded length.
 
 use super::SectionHost;
 use crate::runtime::bindings::log::{self as wit, Level};
+use crate::runtime::quotas::{LogAdmission, clip};
 
 impl wit::Host for SectionHost {
     fn emit(
@@ -11,9 +13,16 @@ impl wit::Host for SectionHost {
         thread: Option<String>,
         fields: String,
     ) -> wasmtime::Result<()> {
-        self.busy.reset();
         let s = &self.section;
-        let thread = thread.unwrap_or_default();
+        match s.quotas.admit_log_line(std::time::Instant::now()) {
+            LogAdmission::Drop => return Ok(()),
+            LogAdmission::Write { dropped_before } if dropped_before > 0 => {
+                tracing::warn!(section = %s.label(), job_type = %s.job_type, dropped = dropped_before, "log_lines_dropped");
+            }
+            LogAdmission::Write { .. } => {}
+        }
+        let (event, fields) = (clip(event), clip(fields));
+        let thread = clip(thread.unwrap_or_default());
         if matches!(level, Level::Warning | Level::Error) {
             let at = super::worker::now_utc();
             let who = if thread.is_empty() {

@@ -12,7 +12,6 @@ pub mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -40,6 +39,13 @@ pub struct Shared {
     pub jobs_dir: PathBuf,
 }
 
+impl Shared {
+    /// The worker's state tree (the parent of `jobs/`); `None` for stores that run no section.
+    pub fn tree_root(&self) -> Option<&std::path::Path> {
+        self.jobs_dir.parent().filter(|p| !p.as_os_str().is_empty())
+    }
+}
+
 /// One section, as its capabilities see it.
 pub struct SectionContext {
     pub index: u32,
@@ -48,6 +54,7 @@ pub struct SectionContext {
     pub state_dir: PathBuf,
     pub session: session::SessionBinding,
     pub grants: Grants,
+    pub quotas: crate::runtime::quotas::Quotas,
     pub shared: Arc<Shared>,
 }
 
@@ -67,7 +74,7 @@ pub struct SectionHost {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     pub limits: MemoryCap,
-    pub busy: BusyMeter,
+    pub busy: crate::runtime::budget::ComputeBudget,
     pub section: Arc<SectionContext>,
     /// The current feed subscription's poller, aborted when replaced or when the store drops.
     pub feed_task: Option<tokio::task::AbortHandle>,
@@ -124,53 +131,5 @@ impl wasmtime::ResourceLimiter for MemoryCap {
     ) -> wasmtime::Result<bool> {
         // Tables hold function references; 1M entries is far beyond any honest guest.
         Ok(desired <= 1 << 20)
-    }
-}
-
-/// Measures how long the guest has computed without coming back to the host.
-///
-/// The epoch callback runs only while guest code executes. Consecutive callbacks closer together
-/// than [`BusyMeter::GAP`] mean the guest ran the whole time; a larger gap means it was suspended
-/// in the host (waiting in `poll`, say), which resets the meter. Our own imports reset it too.
-pub struct BusyMeter {
-    pub since: Option<Instant>,
-    pub last_tick: Option<Instant>,
-    pub max_busy: std::time::Duration,
-    pub tripped: bool,
-}
-
-impl BusyMeter {
-    const GAP: std::time::Duration = std::time::Duration::from_millis(200);
-
-    pub fn new(max_busy: std::time::Duration) -> Self {
-        BusyMeter {
-            since: None,
-            last_tick: None,
-            max_busy,
-            tripped: false,
-        }
-    }
-
-    /// Called by host imports: the guest is talking to us, so it is responsive.
-    pub fn reset(&mut self) {
-        self.since = None;
-        self.last_tick = None;
-    }
-
-    /// Called on every epoch tick while the guest runs; true once it has been busy too long.
-    pub fn tick(&mut self, now: Instant) -> bool {
-        match self.last_tick {
-            Some(last) if now.duration_since(last) < Self::GAP => {}
-            _ => self.since = Some(now),
-        }
-        self.last_tick = Some(now);
-        let busy = self
-            .since
-            .map(|s| now.duration_since(s))
-            .unwrap_or_default();
-        if busy > self.max_busy {
-            self.tripped = true;
-        }
-        self.tripped
     }
 }

@@ -22,30 +22,61 @@ use crate::runtime::bindings::job::Capability;
 use crate::runtime::bindings::process::{
     self as wit, ExitStatus, Output, SpawnError, SpawnRequest,
 };
+use crate::runtime::child_env::{self, EnvPolicy};
+use crate::runtime::child_sandbox;
 use crate::runtime::settings::RuntimeSettings;
 
-/// The programs one job type may run: the intersection of what it declared and what the
-/// operator granted.
+/// What one job type may start: the programs in the intersection of what it declared and what
+/// the operator granted, and the variables it may set in their environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
     pub programs: BTreeSet<String>,
+    pub env: EnvPolicy,
 }
 
 impl Grants {
-    pub fn compute(job_type: &str, declared: &[Capability], settings: &RuntimeSettings) -> Grants {
+    /// `bundled`: the job type is one built into this binary. The `agents` block grants the
+    /// agent executables to the bundled harness only; any other job type declaring `agents`
+    /// gets those programs only where `job_types.<name>.allow_spawn` names them, so installing a
+    /// job type never hands it the operator's `claude` by itself.
+    pub fn compute(
+        job_type: &str,
+        bundled: bool,
+        declared: &[Capability],
+        settings: &RuntimeSettings,
+    ) -> Grants {
         let mut programs = BTreeSet::new();
+        let limits = settings.job_type(job_type);
         // No `allow_spawn` in config.yaml grants no program beyond the agents capability.
-        let allow_spawn = settings.job_type(job_type).allow_spawn.unwrap_or_default();
+        let allow_spawn = limits.allow_spawn.unwrap_or_default();
+        let mut agents = false;
         for capability in declared {
             match capability {
-                Capability::Agents => programs.extend(settings.agent_programs.iter().cloned()),
+                Capability::Agents => {
+                    agents = true;
+                    programs.extend(
+                        settings
+                            .agent_programs
+                            .iter()
+                            .filter(|p| bundled || allow_spawn.contains(p))
+                            .cloned(),
+                    );
+                }
                 Capability::Spawn(p) if allow_spawn.contains(p) => {
                     programs.insert(p.clone());
                 }
                 Capability::Spawn(_) | Capability::Session => {}
             }
         }
-        Grants { programs }
+        let env = EnvPolicy {
+            allow_names: limits.allow_env.into_iter().collect(),
+            operator_pairs: if agents {
+                settings.agent_env_pairs.clone()
+            } else {
+                BTreeSet::new()
+            },
+        };
+        Grants { programs, env }
     }
 
     pub fn allows(&self, program: &str) -> bool {
@@ -112,25 +143,6 @@ pub fn resolve(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|p| is_exec(p))
-}
-
-/// The worker's environment minus `BLOBHUB_*`, anything holding a secret and the variables an
-/// agent must not inherit (`CLAUDECODE`, `CLAUDE_CODE_*`, … from the agent-type table: a worker
-/// started inside an agent session would otherwise make its own agents think they are nested),
-/// plus `extra`, which may set those again on purpose.
-pub fn child_env(secrets: &[String], extra: &[(String, String)]) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, v)| {
-            !k.starts_with("BLOBHUB_")
-                && !blobhub_agent_types::inherited_env_removed(k)
-                && !secrets.iter().any(|s| !s.is_empty() && v.contains(s))
-        })
-        .collect();
-    for (k, v) in extra {
-        env.retain(|(name, _)| name != k);
-        env.push((k.clone(), v.clone()));
-    }
-    env
 }
 
 /// The longest line handed to a job type: an agent's image tool result is a single line of several
@@ -241,35 +253,59 @@ impl SectionHost {
         })
     }
 
+    /// The folder a child starts in: an existing absolute folder outside the worker's state
+    /// tree, or inside this section's own folder. Every refusal reads the same, so a job type
+    /// cannot use spawn to learn which of the host's folders exist.
+    fn check_cwd(&self, cwd: &str) -> Result<PathBuf, SpawnError> {
+        let refused = || {
+            SpawnError::BadDirectory(format!(
+                "`{cwd}` is not a folder this job type may start a program in"
+            ))
+        };
+        let path = Path::new(cwd);
+        if !path.is_absolute() {
+            return Err(refused());
+        }
+        let real = path.canonicalize().map_err(|_| refused())?;
+        if !real.is_dir() {
+            return Err(refused());
+        }
+        let tree = self.section.shared.tree_root();
+        if let Some(tree) = tree.and_then(|t| t.canonicalize().ok())
+            && real.starts_with(&tree)
+        {
+            let own = self.section.state_dir.canonicalize().ok();
+            if !own.is_some_and(|own| real.starts_with(own)) {
+                return Err(refused());
+            }
+        }
+        Ok(real)
+    }
+
     fn spawn_child(&mut self, request: SpawnRequest) -> Result<ChildHandle, SpawnError> {
         let path = self.check_spawn(&request.program)?;
-        let cwd = PathBuf::from(&request.cwd);
-        if !cwd.is_absolute() || !cwd.is_dir() {
-            return Err(SpawnError::BadDirectory(format!(
-                "`{}` is not an existing absolute directory",
-                request.cwd
-            )));
-        }
-        if let Some((k, _)) = request
-            .env
-            .iter()
-            .find(|(k, _)| k.starts_with("BLOBHUB_") || k.is_empty() || k.contains('='))
-        {
-            return Err(SpawnError::BadEnvironment(format!("`{k}` may not be set")));
-        }
+        let cwd = self.check_cwd(&request.cwd)?;
         let shared = &self.section.shared;
+        let env = child_env::build(
+            std::env::vars(),
+            &shared.secrets,
+            &request.env,
+            &self.section.grants.env,
+        )
+        .map_err(|e| SpawnError::BadEnvironment(e.to_string()))?;
         let mut command = tokio::process::Command::new(&path);
         command
             .args(&request.args)
             .current_dir(&cwd)
             .env_clear()
-            .envs(child_env(&shared.secrets, &request.env))
+            .envs(env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
         die_with_the_worker(&mut command);
+        self.confine(&mut command, &cwd)?;
         let mut child = command
             .spawn()
             .map_err(|e| SpawnError::Failed(format!("{}: {e}", path.display())))?;
@@ -339,12 +375,36 @@ impl SectionHost {
     }
 }
 
+impl SectionHost {
+    /// Start the child in the sandbox of [`child_sandbox`]: the state tree hidden but for this
+    /// section's folder. Where the kernel cannot build it the child starts unconfined and the
+    /// worker has said so (`CHILD_SANDBOX_UNAVAILABLE`).
+    fn confine(&self, command: &mut tokio::process::Command, cwd: &Path) -> Result<(), SpawnError> {
+        if let child_sandbox::Support::Unavailable(_) = child_sandbox::support() {
+            return Ok(());
+        }
+        let Some(tree) = self.section.shared.tree_root() else {
+            return Err(SpawnError::Failed(
+                "no program may be started outside a running section".into(),
+            ));
+        };
+        let _ = crate::state_tree::create_private_dir(&self.section.state_dir);
+        let plan = child_sandbox::Plan::new(tree, Some(&self.section.state_dir), cwd)
+            .map_err(|e| SpawnError::Failed(format!("cannot prepare the child's sandbox: {e}")))?;
+        // SAFETY: `apply` makes only async-signal-safe system calls on data prepared before the
+        // fork (no allocation, no locks).
+        unsafe {
+            command.pre_exec(move || plan.apply());
+        }
+        Ok(())
+    }
+}
+
 impl wit::Host for SectionHost {
     fn spawn(
         &mut self,
         request: SpawnRequest,
     ) -> wasmtime::Result<Result<Resource<ChildHandle>, SpawnError>> {
-        self.busy.reset();
         match self.spawn_child(request) {
             Ok(child) => Ok(Ok(self.table.push(child)?)),
             Err(e) => {
@@ -355,7 +415,6 @@ impl wit::Host for SectionHost {
     }
 
     fn resolve(&mut self, program: String) -> wasmtime::Result<Result<String, SpawnError>> {
-        self.busy.reset();
         Ok(self
             .check_spawn(&program)
             .map(|p| p.to_string_lossy().into_owned()))
@@ -372,7 +431,6 @@ impl wit::HostChild for SectionHost {
         child: Resource<ChildHandle>,
         data: String,
     ) -> wasmtime::Result<Result<(), String>> {
-        self.busy.reset();
         let handle = self.table.get_mut(&child)?;
         Ok(match &handle.stdin {
             Some(tx) if !handle.exited => tx.send(data).map_err(|_| "stdin is closed".to_owned()),
@@ -393,7 +451,6 @@ impl wit::HostChild for SectionHost {
     }
 
     fn next_output(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<Option<Output>> {
-        self.busy.reset();
         let handle = self.table.get_mut(&child)?;
         let next = handle.buffered.take().or_else(|| handle.rx.try_recv().ok());
         if matches!(next, Some(Output::Exited(_))) {
@@ -467,14 +524,29 @@ mod tests {
             Capability::Spawn("git".into()),
             Capability::Spawn("curl".into()),
         ];
-        let grants = Grants::compute("jt", &declared, &settings);
+        let grants = Grants::compute("jt", false, &declared, &settings);
         assert!(grants.allows("git"), "declared and granted");
         assert!(!grants.allows("make"), "granted but not declared");
         assert!(!grants.allows("curl"), "declared but not granted");
         assert!(!grants.allows("claude"), "agents not declared");
-        let agents = Grants::compute("jt", &[Capability::Agents], &settings);
-        assert!(agents.allows("claude") && agents.allows("codex"));
-        assert!(!agents.allows("git"));
+        // `agents` alone hands the agent programs to the bundled harness only.
+        let agents = Grants::compute("jt", false, &[Capability::Agents], &settings);
+        assert!(!agents.allows("claude") && !agents.allows("codex"));
+        let bundled = Grants::compute("jt", true, &[Capability::Agents], &settings);
+        assert!(bundled.allows("claude") && bundled.allows("codex"));
+        assert!(!bundled.allows("git"));
+        let config = crate::config::Config::try_from(json!({
+            "job_types": {"jt": {"allow_spawn": ["claude"]}},
+            "sections": [],
+        }))
+        .unwrap();
+        let named = Grants::compute(
+            "jt",
+            false,
+            &[Capability::Agents],
+            &RuntimeSettings::from(&config),
+        );
+        assert!(named.allows("claude") && !named.allows("codex"));
     }
 
     #[tokio::test]
@@ -490,12 +562,5 @@ mod tests {
         let mut lines = Vec::new();
         read_lines(&b"a\r\nb\xff\nc"[..], |l| lines.push(l)).await;
         assert_eq!(lines, ["a", "b\u{fffd}", "c"]);
-    }
-
-    #[test]
-    fn child_env_drops_secrets() {
-        let env = child_env(&["PATH".into()], &[("X".into(), "1".into())]);
-        assert!(env.iter().all(|(k, _)| !k.starts_with("BLOBHUB_")));
-        assert!(env.contains(&("X".into(), "1".into())));
     }
 }

@@ -192,13 +192,32 @@ impl SectionHost {
         command: &'static str,
         args: Result<Map<String, Value>, String>,
     ) -> wasmtime::Result<Resource<ReplyHandle>> {
-        self.busy.reset();
-        let pending = match args {
+        let binding = &self.section.session;
+        let bound = [
+            &binding.org_id,
+            &binding.blob_id,
+            &binding.revision_id,
+            &binding.session_ref,
+        ]
+        .iter()
+        .all(|v| !v.is_empty());
+        let args = args.and_then(|args| {
+            if bound {
+                Ok(args)
+            } else {
+                Err("this section has no complete `session` block: nothing was sent".to_owned())
+            }
+        });
+        let admitted = args.and_then(|args| Ok((args, self.section.quotas.start_request()?)));
+        let pending = match admitted {
             Err(refusal) => Pending::ready(Err(ApiError::Refused(refusal)), died),
-            Ok(args) => {
+            Ok((args, counted)) => {
                 let section = Arc::clone(&self.section);
+                let slots = Arc::clone(&section.quotas.requests);
                 Pending::spawn(
                     async move {
+                        let _counted = counted;
+                        let _slot = slots.acquire_owned().await;
                         let shared = &section.shared;
                         let envelope = call(
                             shared.transport.as_ref(),
@@ -349,7 +368,6 @@ impl wit::HostReply for SectionHost {
         &mut self,
         reply: Resource<ReplyHandle>,
     ) -> wasmtime::Result<Option<Result<String, ApiError>>> {
-        self.busy.reset();
         Ok(self.table.get_mut(&reply)?.take())
     }
 

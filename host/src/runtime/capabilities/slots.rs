@@ -66,7 +66,6 @@ impl wasmtime_wasi::p2::Pollable for WaiterHandle {
 
 impl wit::Host for SectionHost {
     fn try_acquire(&mut self) -> wasmtime::Result<Option<Resource<SlotHandle>>> {
-        self.busy.reset();
         let sem = Arc::clone(&self.section.shared.slots.semaphore);
         match sem.try_acquire_owned() {
             Ok(permit) => Ok(Some(self.table.push(SlotHandle { _permit: permit })?)),
@@ -75,7 +74,6 @@ impl wit::Host for SectionHost {
     }
 
     fn acquire(&mut self) -> wasmtime::Result<Resource<WaiterHandle>> {
-        self.busy.reset();
         let sem = Arc::clone(&self.section.shared.slots.semaphore);
         let mut acquire: Acquire = Box::pin(async move { sem.acquire_owned().await.ok() });
         // Poll once now so the waiter takes its place in the FIFO queue immediately.
@@ -112,7 +110,6 @@ impl wit::HostWaiter for SectionHost {
         &mut self,
         waiter: Resource<WaiterHandle>,
     ) -> wasmtime::Result<Option<Resource<SlotHandle>>> {
-        self.busy.reset();
         let handle = self.table.get_mut(&waiter)?;
         if handle.permit.is_none()
             && let Some(fut) = handle.acquire.as_mut()

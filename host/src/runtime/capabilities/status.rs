@@ -8,6 +8,7 @@ use std::sync::RwLock;
 
 use super::SectionHost;
 use crate::runtime::bindings::status::{self as wit, ThreadRow};
+use crate::runtime::quotas::clip;
 
 /// One section's line and its thread rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -117,6 +118,19 @@ impl StatusBoard {
         });
     }
 
+    /// How many rows section `index` shows besides `thread` (which a new row would replace).
+    pub fn thread_count(&self, index: u32, thread: &str) -> usize {
+        let map = self.sections.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&index).map_or(0, |s| {
+            s.threads.len() - usize::from(s.threads.contains_key(thread))
+        })
+    }
+
+    /// Forget section `index`'s thread rows (its section ended: nobody updates them any more).
+    pub fn clear_threads(&self, index: u32) {
+        self.update(index, |s| s.threads.clear());
+    }
+
     fn update(&self, index: u32, f: impl FnOnce(&mut SectionStatus)) {
         let mut map = self.sections.write().unwrap_or_else(|e| e.into_inner());
         f(map.entry(index).or_insert_with(|| SectionStatus {
@@ -128,21 +142,40 @@ impl StatusBoard {
 
 impl wit::Host for SectionHost {
     fn set_section(&mut self, state: String, detail: String) -> wasmtime::Result<()> {
-        self.busy.reset();
         let s = &self.section;
-        s.shared.status.set_section(s.index, &state, &detail);
+        s.shared
+            .status
+            .set_section(s.index, &clip(state), &clip(detail));
         Ok(())
     }
 
     fn set_thread(&mut self, row: ThreadRow) -> wasmtime::Result<()> {
-        self.busy.reset();
         let s = &self.section;
-        s.shared.status.set_thread(s.index, row.into());
+        let mut row = ThreadStatus::from(row);
+        for field in [
+            &mut row.thread,
+            &mut row.state,
+            &mut row.agent,
+            &mut row.session_id,
+            &mut row.detail,
+            &mut row.last_event,
+        ] {
+            *field = clip(std::mem::take(field));
+        }
+        row.prompt = row.prompt.map(clip);
+        row.error = row.error.map(clip);
+        let rows = s.shared.status.thread_count(s.index, &row.thread);
+        if rows >= s.quotas.max_status_rows {
+            return Err(wasmtime::format_err!(
+                "JOB_TYPE_QUOTA_EXCEEDED: more than {} thread rows (job_types.<name>.max_status_rows)",
+                s.quotas.max_status_rows
+            ));
+        }
+        s.shared.status.set_thread(s.index, row);
         Ok(())
     }
 
     fn remove_thread(&mut self, thread: String) -> wasmtime::Result<()> {
-        self.busy.reset();
         let s = &self.section;
         s.shared.status.remove_thread(s.index, &thread);
         Ok(())

@@ -47,17 +47,14 @@ impl wit::Host for SectionHost {
     }
 
     fn now_utc(&mut self) -> wasmtime::Result<String> {
-        self.busy.reset();
         Ok(now_utc())
     }
 
     fn new_ulid(&mut self) -> wasmtime::Result<String> {
-        self.busy.reset();
         Ok(ulid::Ulid::new().to_string())
     }
 
     fn shutdown_signal(&mut self) -> wasmtime::Result<Resource<DynPollable>> {
-        self.busy.reset();
         let signal = self
             .table
             .push(ShutdownSignal(self.section.shared.worker.shutdown.clone()))?;
@@ -65,7 +62,6 @@ impl wit::Host for SectionHost {
     }
 
     fn is_shutting_down(&mut self) -> wasmtime::Result<bool> {
-        self.busy.reset();
         Ok(*self.section.shared.worker.shutdown.borrow())
     }
 }
