@@ -8,6 +8,7 @@ mod login;
 mod preflight;
 mod runtime;
 mod runtime_cli;
+mod sandbox;
 mod support;
 mod test_agent_cli;
 mod tree_modes;

@@ -31,7 +31,7 @@ pub(crate) fn fixtures() -> &'static Path {
                 "-p",
                 "alloc-forever",
             ])
-            .args(["-p", "escape-attempts", "-p", "wit-future"])
+            .args(["-p", "escape-attempts", "-p", "wit-future", "-p", "impostor"])
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .env_remove("CARGO_TARGET_DIR")
@@ -42,7 +42,7 @@ pub(crate) fn fixtures() -> &'static Path {
     })
 }
 
-fn install(tree: &Path, stem: &str) {
+pub(crate) fn install(tree: &Path, stem: &str) {
     let dir = tree.join("plugins");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(
@@ -277,17 +277,18 @@ async fn runaway_components_are_stopped_while_another_section_keeps_polling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escape_attempts_fail_with_typed_errors_and_the_key_stays_hidden() {
     let tree = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
     install(tree.path(), "escape_attempts");
     let (emulator, ids) = emulator_with_session().await;
     let session = session_block(&ids);
     let home = std::env::var("HOME").unwrap_or_default();
     let config = json!({
-        "job_types": {"escape_attempts": {"allow_spawn": ["env"]}},
+        "job_types": {"escape_attempts": {"allow_spawn": ["env"], "allow_env": ["JOB_VAR"]}},
         "sections": [
             {"job_type": "escape_attempts", "attempt": "path", "session": session},
             {"job_type": "escape_attempts", "attempt": "spawn", "session": session},
             {"job_type": "escape_attempts", "attempt": "session", "session": session},
-            {"job_type": "escape_attempts", "attempt": "leak", "session": session, "cwd": tree.path()},
+            {"job_type": "escape_attempts", "attempt": "leak", "session": session, "cwd": outside.path()},
         ],
     });
     let user = User::demo();

@@ -136,18 +136,59 @@ pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<SectionHost>> {
 }
 
 /// The linker of `describe` and `validate` for `component`: WASI (std needs it for stderr,
-/// clocks and random seeds), and every other import the component has defined as a trap. The
-/// contract says these exports call no import; this makes it so.
+/// clocks and random seeds), and every `blobhub:worker` function the component imports defined
+/// as a trap. The contract says these exports call no import; this makes it so, whatever the
+/// component does.
 pub fn checks_linker(
     engine: &Engine,
     component: &wasmtime::component::Component,
 ) -> wasmtime::Result<Linker<SectionHost>> {
+    use wasmtime::component::ResourceType;
+    use wasmtime::component::types::ComponentItem;
+
     let mut linker = Linker::<SectionHost>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     refuse_links(&mut linker)?;
-    linker.define_unknown_imports_as_traps(component)?;
+    let ty = component.component_type();
+    for (name, import) in ty.imports(engine) {
+        let ComponentItem::ComponentInstance(instance) = import.ty else {
+            continue;
+        };
+        if !name.starts_with("blobhub:worker/") {
+            continue;
+        }
+        let mut stubs = linker.instance(name)?;
+        for (export, item) in instance.exports(engine) {
+            match item.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let what = format!("{name}#{export}");
+                    stubs.func_new(export, move |_, _, _, _| {
+                        Err(wasmtime::format_err!(
+                            "{IMPORT_REFUSED}: `{what}` was called from describe or validate, which may call no import"
+                        ))
+                    })?;
+                }
+                // `use wasi:io/poll.{pollable}` shows the WASI resource in our instances: it must
+                // stay WASI's own type.
+                ComponentItem::Resource(_) if export == "pollable" => {
+                    stubs.resource(
+                        export,
+                        ResourceType::host::<wasmtime_wasi::p2::DynPollable>(),
+                        |_, _| Ok(()),
+                    )?;
+                }
+                ComponentItem::Resource(_) => {
+                    stubs.resource(export, ResourceType::host::<()>(), |_, _| Ok(()))?;
+                }
+                _ => {}
+            }
+        }
+    }
     Ok(linker)
 }
+
+/// The code of a describe or validate that called a `blobhub:worker` import.
+pub const IMPORT_REFUSED: &str = "JOB_TYPE_IMPORT_REFUSED";
 
 /// The WASI version whose filesystem interface `add_to_linker_async` defines (guests built
 /// against any 0.2.x reach it through semver matching).

@@ -72,8 +72,8 @@ pub async fn validate(
             "JOB_TYPE_OUT_OF_MEMORY"
         } else if data.busy.tripped {
             "JOB_TYPE_UNRESPONSIVE"
-        } else if detail.contains("unknown import") {
-            "JOB_TYPE_IMPORT_REFUSED"
+        } else if detail.contains(super::engine::IMPORT_REFUSED) {
+            super::engine::IMPORT_REFUSED
         } else {
             "JOB_TYPE_TRAPPED"
         };
