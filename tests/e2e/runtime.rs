@@ -31,7 +31,14 @@ pub(crate) fn fixtures() -> &'static Path {
                 "-p",
                 "alloc-forever",
             ])
-            .args(["-p", "escape-attempts", "-p", "wit-future", "-p", "impostor"])
+            .args([
+                "-p",
+                "escape-attempts",
+                "-p",
+                "wit-future",
+                "-p",
+                "impostor",
+            ])
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .env_remove("CARGO_TARGET_DIR")

@@ -70,7 +70,7 @@ async fn a_hostile_job_type_loses_only_its_own_section() {
     env.configure(
         &[&s],
         4,
-        "job_types:\n  escape_attempts:\n    allow_spawn: [env, cat]\n    max_busy_ms: 500\n",
+        "job_types:\n  escape_attempts:\n    allow_spawn: [env, cat]\n    max_busy_ms: 2000\n",
     );
     let config_path = tree.join("config.yaml");
     let mut config = std::fs::read_to_string(&config_path).unwrap();
@@ -97,20 +97,25 @@ async fn a_hostile_job_type_loses_only_its_own_section() {
         .expect("the worker starts");
     let pid = worker.pid();
     // The hostile section reports, then spins until its budget ends it.
-    let report = {
-        let admin = &env.admin;
-        let sid = h.session_id.clone();
-        let ok = admin
-            .wait_for(std::time::Duration::from_secs(60), |_| {
-                admin.object(&sid, "hostile-report").is_some()
-            })
-            .await;
-        assert!(ok, "the hostile section posts its report");
-        admin.object(&sid, "hostile-report").unwrap()["report"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let admin = &env.admin;
+    let sid = h.session_id.clone();
+    let posted = admin
+        .wait_for(std::time::Duration::from_secs(120), |_| {
+            admin.object(&sid, "hostile-report").is_some()
+        })
+        .await;
+    if !posted {
+        let yaml = std::fs::read_to_string(hostile_dir.join("section.yaml")).unwrap_or_default();
+        let out = worker.terminate().await;
+        panic!(
+            "the hostile section posted no report\n{yaml}\n{}",
+            out.stderr
+        );
+    }
+    let report = admin.object(&sid, "hostile-report").unwrap()["report"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let section_yaml = hostile_dir.join("section.yaml");
     crate::harness_support::eventually("the hostile section ends", || {
         std::fs::read_to_string(&section_yaml).is_ok_and(|t| t.contains("JOB_TYPE_UNRESPONSIVE"))
@@ -143,7 +148,10 @@ async fn a_hostile_job_type_loses_only_its_own_section() {
         "{report}"
     );
     assert!(!report.contains(" ESCAPED "), "{report}");
-    assert!(!report.contains(&key), "the key reached the job type: {report}");
+    assert!(
+        !report.contains(&key),
+        "the key reached the job type: {report}"
+    );
 
     // The harness section keeps answering.
     env.handoff(&s, "t");
@@ -158,12 +166,29 @@ async fn a_hostile_job_type_loses_only_its_own_section() {
     let rss = rss_kib(pid);
     assert!(rss < 200 * 1024, "worker RSS {rss} KiB");
     let out = worker.terminate().await;
-    // The job type's stderr is tagged, quoted and rate-limited: no forged worker line.
+    // The job type's stderr is tagged and quoted: no forged worker line. Its log and stderr
+    // lines were cut to the quota's burst (200 a second, ten seconds' worth), fields to 2 KiB.
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let forged: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("all_sections_ended") && !l.contains("guest_stderr"))
+        .collect();
+    assert!(forged.is_empty(), "{forged:?}");
+    let from_guest = lines
+        .iter()
+        .filter(|l| {
+            l.contains("section=hostile") && (l.contains(" flood ") || l.contains("guest_stderr"))
+        })
+        .count();
+    // 9000 lines were attempted; the burst is 2000, refilled at 200 a second while it ran.
     assert!(
-        !out.stderr.lines().any(|l| l.contains("all_sections_ended")
-            && !l.contains("guest_stderr")),
-        "{}",
-        out.stderr
+        (1000..=4500).contains(&from_guest),
+        "{from_guest} of 9000 lines of the flood got through"
+    );
+    assert!(lines.iter().any(|l| l.contains("log_lines_dropped")));
+    assert!(
+        lines.iter().all(|l| l.len() < 3 * 1024),
+        "a line longer than the field cap"
     );
 
     // Nothing outside the two sections' folders changed; the operator's home is untouched.
@@ -198,7 +223,8 @@ async fn a_broken_validate_fails_only_its_own_sections() {
 
     let check = env.home.run(&["config", "check"], None).await;
     assert!(
-        check.stderr.contains("JOB_TYPE_IMPORT_REFUSED") || check.stdout.contains("JOB_TYPE_IMPORT_REFUSED"),
+        check.stderr.contains("JOB_TYPE_IMPORT_REFUSED")
+            || check.stdout.contains("JOB_TYPE_IMPORT_REFUSED"),
         "{check:#?}"
     );
     let worker = env.start().await;
@@ -210,7 +236,11 @@ async fn a_broken_validate_fails_only_its_own_sections() {
     })
     .await;
     let out = worker.terminate().await;
-    assert!(out.stderr.contains("JOB_TYPE_IMPORT_REFUSED"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("JOB_TYPE_IMPORT_REFUSED"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,7 +41,9 @@ impl JobType for Escape {
         }
     }
     fn validate(sections: Vec<job::Section>) -> Vec<job::SectionCheck> {
-        let spin = sections.iter().any(|s| s.settings.contains("\"validate\":\"spin\""));
+        let spin = sections
+            .iter()
+            .any(|s| s.settings.contains("\"validate\":\"spin\""));
         if spin {
             // Calls an import too, which validate may not.
             loop {
@@ -168,7 +170,10 @@ async fn run_child(request: &process::SpawnRequest) -> Result<String, String> {
 }
 
 async fn hostile(settings: &Value) -> job::Outcome {
-    let tree = settings["tree"].as_str().unwrap_or("/nonexistent").to_owned();
+    let tree = settings["tree"]
+        .as_str()
+        .unwrap_or("/nonexistent")
+        .to_owned();
     let outside = settings["outside"].as_str().unwrap_or("/tmp").to_owned();
     let key = settings["key_hint"].as_str().unwrap_or("\u{0}").to_owned();
     let mut report = String::new();
@@ -236,22 +241,27 @@ async fn hostile(settings: &Value) -> job::Outcome {
         line(&mut report, &format!("cat {file}"), !leaked, &r);
     }
     // Starting a program inside the tree, and probing folders.
-    let probes: Vec<String> = [tree.as_str(), "/nonexistent-folder", "/etc/passwd", "relative"]
-        .iter()
-        .map(|cwd| {
-            let request = process::SpawnRequest {
-                program: "env".into(),
-                args: vec![],
-                cwd: (*cwd).into(),
-                env: vec![],
-            };
-            match process::spawn(&request) {
-                Ok(_) => "spawned".to_string(),
-                Err(process::SpawnError::BadDirectory(m)) => m.replace(cwd, "<cwd>"),
-                Err(e) => format!("{e:?}"),
-            }
-        })
-        .collect();
+    let probes: Vec<String> = [
+        tree.as_str(),
+        "/nonexistent-folder",
+        "/etc/passwd",
+        "relative",
+    ]
+    .iter()
+    .map(|cwd| {
+        let request = process::SpawnRequest {
+            program: "env".into(),
+            args: vec![],
+            cwd: (*cwd).into(),
+            env: vec![],
+        };
+        match process::spawn(&request) {
+            Ok(_) => "spawned".to_string(),
+            Err(process::SpawnError::BadDirectory(m)) => m.replace(cwd, "<cwd>"),
+            Err(e) => format!("{e:?}"),
+        }
+    })
+    .collect();
     let uniform = probes.iter().all(|p| p == &probes[0]) && probes[0] != "spawned";
     line(&mut report, "cwd-probes", uniform, &probes);
     // The operator's agent programs: declared `agents`, but nothing in job_types grants them.
@@ -273,7 +283,13 @@ async fn hostile(settings: &Value) -> job::Outcome {
     // A flood of requests under the operator's key.
     let session = sdk::session::Session;
     let flood: Vec<_> = (0..1000)
-        .map(|i| sdk::spawn(async move { sdk::session::Session.download_object(&format!("flood-{i}")).await }))
+        .map(|i| {
+            sdk::spawn(async move {
+                sdk::session::Session
+                    .download_object(&format!("flood-{i}"))
+                    .await
+            })
+        })
         .collect();
     let mut refused = 0;
     for handle in flood {
@@ -284,13 +300,19 @@ async fn hostile(settings: &Value) -> job::Outcome {
         }
     }
     line(&mut report, "request-flood", refused > 0, refused);
-    // Log and stderr floods (the worker's log must stay bounded; nothing to check here).
-    for i in 0..5000 {
-        sdk::log_event(sdk::log::Level::Warning, "flood", None, &json!({"i": i, "pad": "x".repeat(4000)}));
+    let _ = session
+        .upload_object("hostile-report", &json!({"report": report}))
+        .await;
+    // Log and stderr floods, past the burst the quota allows (the test counts what got through).
+    for i in 0..3000 {
+        sdk::log_event(
+            sdk::log::Level::Warning,
+            "flood",
+            None,
+            &json!({"i": i, "pad": "x".repeat(5000)}),
+        );
         eprintln!("forged\n2026-01-01T00:00:00Z  INFO worker: all_sections_ended {i}");
     }
-    // Status rows past the quota end the section; try it last but one, without passing it.
-    let _ = session.upload_object("hostile-report", &json!({"report": report})).await;
     // Spinning on an import: the compute budget must end the section.
     loop {
         let _ = sdk::worker::is_shutting_down();
