@@ -402,7 +402,7 @@ mod tests {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let _ = std::fs::remove_dir_all(&d);
                     let _ = std::fs::remove_file(&d);
-                    if flips % 2 == 0 {
+                    if flips.is_multiple_of(2) {
                         let _ = symlink(&outside, &d);
                     } else {
                         let _ = std::fs::create_dir(&d);
