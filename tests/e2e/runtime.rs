@@ -296,6 +296,8 @@ async fn escape_attempts_fail_with_typed_errors_and_the_key_stays_hidden() {
             {"job_type": "escape_attempts", "attempt": "spawn", "session": session},
             {"job_type": "escape_attempts", "attempt": "session", "session": session},
             {"job_type": "escape_attempts", "attempt": "leak", "session": session, "cwd": outside.path()},
+            // No session block: every call is refused before anything is sent.
+            {"job_type": "escape_attempts", "attempt": "sessionless"},
         ],
     });
     let user = User::demo();
@@ -360,6 +362,29 @@ async fn escape_attempts_fail_with_typed_errors_and_the_key_stays_hidden() {
         !leak.message.contains("guest-env"),
         "the guest has no environment: {}",
         leak.message
+    );
+    let sessionless = end(4);
+    assert_eq!(
+        sessionless.code.as_deref(),
+        Some("BLOCKED"),
+        "{}",
+        sessionless.message
+    );
+    assert!(
+        sessionless.message.contains("no complete `session` block"),
+        "{}",
+        sessionless.message
+    );
+    let malformed: Vec<String> = emulator
+        .admin()
+        .requests()
+        .into_iter()
+        .map(|r| r.path)
+        .filter(|p| p.contains("//"))
+        .collect();
+    assert!(
+        malformed.is_empty(),
+        "sent without a session: {malformed:?}"
     );
 }
 

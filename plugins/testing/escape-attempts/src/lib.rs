@@ -5,6 +5,7 @@
 //! - `session`: name another session through an alias;
 //! - `leak`: report its environment, a granted child's environment and arguments, its files and
 //!   a session reply, so the test can look for the API key in all of them;
+//! - `sessionless`: well-formed session calls from a section without a `session` block;
 //! - `hostile`: every attack of a hostile job type on the host, one after the other, each line of
 //!   the outcome `<attack> BLOCKED|ESCAPED <evidence>`; it ends spinning on an import, which the
 //!   compute budget must stop (`JOB_TYPE_UNRESPONSIVE`), after posting its report as the
@@ -139,6 +140,21 @@ impl JobType for Escape {
                 outcome("REPORT", evidence)
             }
             "hostile" => hostile(&settings).await,
+            "sessionless" => {
+                // Well-formed calls from a section without a session block.
+                let session = sdk::session::Session;
+                let attempts = [
+                    session.get().await,
+                    session.list_objects(None, None, None).await,
+                ];
+                let refused = attempts
+                    .iter()
+                    .all(|a| matches!(a, Err(sdk::session::ApiError::Refused(_))));
+                outcome(
+                    if refused { "BLOCKED" } else { "ESCAPED" },
+                    format!("{attempts:?}"),
+                )
+            }
             other => outcome("UNKNOWN_ATTEMPT", other.into()),
         }
     }
