@@ -417,6 +417,31 @@ async fn components_of_an_unsupported_wit_version_are_refused() {
         .await
         .unwrap();
     assert!(ok.0.contains("thread_mirror"));
+
+    // Installed, it is refused before anything is compiled or written to the compile cache.
+    let tree = tempfile::tempdir().unwrap();
+    install(tree.path(), "wit_future");
+    let cache = tree.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let runtime = Runtime::load(Some(tree.path().join("plugins")), Some(cache.clone()))
+        .await
+        .unwrap();
+    assert!(
+        runtime
+            .job_types
+            .failures
+            .iter()
+            .any(|f| f.code() == "JOB_TYPE_WIT_UNSUPPORTED"),
+        "{:?}",
+        runtime.job_types.failures
+    );
+    let cached: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    // Only the bundled harness was compiled and cached.
+    assert_eq!(cached.len(), 1, "{cached:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -256,6 +256,14 @@ async fn a_component_claiming_the_harness_name_runs_only_when_the_operator_names
     )
     .unwrap();
     env.configure(&[&s], 4, "");
+    let listing = env.home.run(&["plugins"], None).await;
+    assert!(
+        listing.stdout.contains("held back:")
+            && listing
+                .stdout
+                .contains("WIT versions supported: blobhub:worker@0.1.x"),
+        "{listing:#?}"
+    );
     let worker = env.start().await;
     env.handoff(&s, "t");
     env.say(&s, "t", "who are you");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use wasmtime::Engine;
 use wasmtime::Store;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 
 use super::bindings::JobTypePre;
 use super::bindings::job::{Capability, Descriptor};
@@ -108,40 +108,31 @@ pub fn capability_text(c: &Capability) -> String {
     }
 }
 
-/// Every `blobhub:worker/*@X.Y.Z` name the component imports or exports must carry a supported
-/// major/minor.
-pub fn check_wit_version(
-    engine: &Engine,
-    component: &Component,
-    origin: &str,
-) -> Result<(), LoadError> {
-    let ty = component.component_type();
-    let names: Vec<String> = ty
-        .imports(engine)
-        .map(|(n, _)| n.to_owned())
-        .chain(ty.exports(engine).map(|(n, _)| n.to_owned()))
-        .collect();
+/// The component's `blobhub:worker` versions (the SDK's stamp and every import and export name)
+/// must each carry a supported major.minor. Read from the bytes: nothing has been compiled or
+/// cached yet when a component is refused here.
+pub fn check_wit_version(wasm: &[u8], origin: &str) -> Result<(), LoadError> {
+    let declared = super::wit_version::read(wasm).map_err(|detail| LoadError::Invalid {
+        origin: origin.to_owned(),
+        detail,
+    })?;
     let supported = SUPPORTED_WIT
         .iter()
         .map(|(a, b)| format!("{a}.{b}.x"))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut any = false;
-    for name in names.iter().filter(|n| n.starts_with("blobhub:worker/")) {
-        any = true;
-        let version = name.rsplit_once('@').map(|(_, v)| v).unwrap_or("");
-        let mut parts = version.split('.').map(|p| p.parse::<u64>().ok());
-        let (major, minor) = (parts.next().flatten(), parts.next().flatten());
-        let ok = matches!((major, minor), (Some(a), Some(b)) if SUPPORTED_WIT.contains(&(a, b)));
+    for (what, version) in declared.versions() {
+        let ok =
+            super::wit_version::major_minor(version).is_some_and(|mm| SUPPORTED_WIT.contains(&mm));
         if !ok {
             return Err(LoadError::WitUnsupported {
                 origin: origin.to_owned(),
-                found: name.clone(),
+                found: what,
                 supported,
             });
         }
     }
-    if !any {
+    if declared.names.is_empty() {
         return Err(LoadError::Invalid {
             origin: origin.to_owned(),
             detail: "it neither imports nor exports any blobhub:worker interface".into(),
@@ -163,9 +154,9 @@ pub async fn load_bytes(
         origin: label.clone(),
         detail,
     };
+    check_wit_version(wasm, &label)?;
     let (component, from_cache) =
         super::cache::load(engine, wasm, cache_dir).map_err(|e| invalid(format!("{e:#}")))?;
-    check_wit_version(engine, &component, &label)?;
     let pre = linker
         .instantiate_pre(&component)
         .map_err(|e| invalid(format!("{e:#}")))?;

@@ -20,6 +20,7 @@ pub mod settings;
 pub mod start;
 pub mod supervisor;
 pub mod transport;
+pub mod wit_version;
 
 pub use loader::{JobTypes, LoadError, LoadedJobType, Origin};
 pub use preflight::PreflightError;

@@ -46,19 +46,32 @@ pub async fn list(tree_root: &Path) -> anyhow::Result<(String, Value)> {
     )
     .await?;
     let job_types = &runtime.job_types;
+    let supported: Vec<String> = loader::SUPPORTED_WIT
+        .iter()
+        .map(|(major, minor)| format!("blobhub:worker@{major}.{minor}.x"))
+        .collect();
     let document = json!({
+        "wit_versions": supported,
         "job_types": job_types.by_name.values().map(|j| describe_json(j)).collect::<Vec<_>>(),
+        "held_back": job_types.reserved_claims.iter().map(|j| describe_json(j)).collect::<Vec<_>>(),
         "failures": job_types.failures.iter().map(|f| json!({"code": f.code(), "message": f.to_string()})).collect::<Vec<_>>(),
     });
-    let mut out = String::new();
+    let mut out = format!("WIT versions supported: {}\n", supported.join(", "));
     for jt in job_types.by_name.values() {
         out.push_str(&describe_text(jt));
         out.push('\n');
     }
+    for jt in &job_types.reserved_claims {
+        out.push_str(&format!(
+            "held back: {} claims the name of a bundled job type; it runs only where config.yaml sets job_types.{}.component to its file\n",
+            jt.origin,
+            jt.name()
+        ));
+    }
     for f in &job_types.failures {
         out.push_str(&format!("not loaded: {f}\n"));
     }
-    if out.is_empty() {
+    if job_types.by_name.is_empty() {
         out.push_str("no job types\n");
     }
     Ok((out.trim_end().to_owned(), document))

@@ -60,6 +60,26 @@ pub mod job {
 /// `blobhub:worker` imports carry a major/minor it does not support.
 pub const WIT_VERSION: &str = "0.1.0";
 
+/// [`WIT_VERSION`], stamped into every component built with this SDK as the custom section
+/// `blobhub:worker-api-version`. The host reads it from the bytes before it compiles or caches
+/// anything, so a component of another version is refused with a clear code even when it could
+/// not be linked at all.
+#[unsafe(link_section = "blobhub:worker-api-version")]
+#[used]
+#[doc(hidden)]
+pub static WIT_VERSION_STAMP: [u8; WIT_VERSION.len()] = stamp();
+
+const fn stamp<const N: usize>() -> [u8; N] {
+    let bytes = WIT_VERSION.as_bytes();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
+}
+
 /// What a job type implements. `describe` and `validate` must not call imports (the host calls
 /// them before any section runs); `run` is the section's whole life.
 pub trait JobType {
