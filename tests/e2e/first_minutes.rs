@@ -94,9 +94,21 @@ async fn wrong_ids_refuse_their_section_and_say_which_ids() {
     // A revision the blob does not have: the platform says so. A blob that does not exist: the
     // platform answers 403, as for a blob the key cannot see; the key itself was accepted.
     let expected = [
-        (&bad_rev, "REVISION_NOT_FOUND", "check revision_id, org_id and blob_id"),
-        (&bad_org, "SESSION_NOT_FOUND", "one of org_id, blob_id, revision_id or session_id is wrong or not visible to this user"),
-        (&bad_blob, "SESSION_NOT_FOUND", "one of org_id, blob_id, revision_id or session_id is wrong or not visible to this user"),
+        (
+            &bad_rev,
+            "REVISION_NOT_FOUND",
+            "check revision_id, org_id and blob_id",
+        ),
+        (
+            &bad_org,
+            "SESSION_NOT_FOUND",
+            "one of org_id, blob_id, revision_id or session_id is wrong or not visible to this user",
+        ),
+        (
+            &bad_blob,
+            "SESSION_NOT_FOUND",
+            "one of org_id, blob_id, revision_id or session_id is wrong or not visible to this user",
+        ),
     ];
     for (s, want_code, want_text) in expected {
         eventually(&format!("{} refused", s.session_id), || {
@@ -131,7 +143,10 @@ async fn wrong_ids_refuse_their_section_and_say_which_ids() {
             .any(|l| l.contains(" attached") && l.contains("section=good")),
         "{out:#?}"
     );
-    assert!(!out.stderr.contains("re-run `blobhub-worker login`"), "{out:#?}");
+    assert!(
+        !out.stderr.contains("re-run `blobhub-worker login`"),
+        "{out:#?}"
+    );
 }
 
 /// A session id that does not exist in the (correct) revision: `SESSION_NOT_FOUND`, saying so.
@@ -173,8 +188,9 @@ async fn login_without_v1_hints_at_the_version_and_writes_nothing() {
         .await;
     out.assert_code("API_COMMAND_FAILED");
     assert!(
-        out.stderr
-            .contains(&format!("hint: the API URL includes the version: try `--api-url {bare}/v1`")),
+        out.stderr.contains(&format!(
+            "hint: the API URL includes the version: try `--api-url {bare}/v1`"
+        )),
         "{out:#?}"
     );
     assert!(!home.tree.credentials_path().exists());
@@ -214,14 +230,20 @@ async fn whoami_with_blobhub_down_shows_the_local_state() {
     out.assert_code("API_NETWORK_ERROR");
     for needle in [
         format!("api_url:    {url}"),
-        format!("user:       <> ({})", demo_user().id),
+        format!(
+            "user:       {}, recorded by login at 2026-01-01T00:00:00Z",
+            demo_user().id
+        ),
         format!("state_tree: {}", home.root().display()),
         "running:    no".to_owned(),
         "server:     not confirmed: API_NETWORK_ERROR".to_owned(),
     ] {
         assert!(out.stdout.contains(&needle), "{needle}: {out:#?}");
     }
-    assert!(!out.stderr.contains("run `blobhub-worker whoami`"), "{out:#?}");
+    assert!(
+        !out.stderr.contains("run `blobhub-worker whoami`"),
+        "{out:#?}"
+    );
 
     let out = home.run(&["--json", "whoami"], None).await;
     assert_eq!(out.status.code(), Some(1), "{out:#?}");
@@ -251,8 +273,10 @@ async fn the_default_log_tells_attach_handoff_and_turn() {
     env.wait("active", |e| e.state(&s, "tasks/t1") == "active")
         .await;
     env.say(&s, "tasks/t1", "hello");
-    env.wait("turn", |e| e.has(&s, "tasks/t1", "turn_end", "Turn complete"))
-        .await;
+    env.wait("turn", |e| {
+        e.has(&s, "tasks/t1", "turn_end", "Turn complete")
+    })
+    .await;
     let out = worker.terminate().await;
     out.assert_success();
     let count = |event: &str| {
@@ -315,11 +339,16 @@ async fn a_restart_does_not_register_known_threads_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn config_init_writes_a_checked_template_and_never_overwrites_silently() {
     let home = Home::new();
-    let out = home.run(&["config", "init", "--agent", "test_double"], None).await;
+    let out = home
+        .run(&["config", "init", "--agent", "test_double"], None)
+        .await;
     out.assert_success();
     let path = home.tree.config_path();
     let first = std::fs::read_to_string(&path).unwrap();
-    assert!(first.starts_with("# BlobHub worker configuration"), "{first}");
+    assert!(
+        first.starts_with("# BlobHub worker configuration"),
+        "{first}"
+    );
     assert!(first.contains("  test_double:"), "{first}");
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);

@@ -37,8 +37,9 @@ pub async fn run(output: &Output) -> anyhow::Result<ExitCode> {
             let coded = CodedError::from(err);
             let recorded_text = match &recorded {
                 Some(r) => format!(
-                    "{} <{}> ({}), recorded by login at {}",
-                    r.user.name, r.user.email, r.user.user_id, r.user.recorded_at
+                    "{}, recorded by login at {}",
+                    describe(&r.user.name, &r.user.email, &r.user.user_id),
+                    r.user.recorded_at
                 ),
                 None => "not recorded (run `blobhub-worker login`)".to_owned(),
             };
@@ -77,11 +78,9 @@ pub async fn run(output: &Output) -> anyhow::Result<ExitCode> {
     let matches = recorded.as_ref().map(|r| r.user.user_id == user.id);
 
     let mut human = format!(
-        "api_url:    {}\nuser:       {} <{}> ({})\nstate_tree: {}\nrunning:    {running_text}",
+        "api_url:    {}\nuser:       {}\nstate_tree: {}\nrunning:    {running_text}",
         client.api_url(),
-        user.name,
-        user.email,
-        user.id,
+        describe(&user.name, &user.email, &user.id),
         tree.root().display(),
     );
     match (&recorded, matches) {
@@ -106,4 +105,31 @@ pub async fn run(output: &Output) -> anyhow::Result<ExitCode> {
         }),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `Name <email> (id)`, leaving out the parts that are empty.
+fn describe(name: &str, email: &str, id: &str) -> String {
+    let mut out = String::new();
+    if !name.is_empty() {
+        out.push_str(name);
+        out.push(' ');
+    }
+    if !email.is_empty() {
+        out.push_str(&format!("<{email}> "));
+    }
+    if out.is_empty() {
+        id.to_owned()
+    } else {
+        format!("{out}({id})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_user_is_described_by_what_is_known() {
+        assert_eq!(super::describe("Ann", "a@x", "usr_1"), "Ann <a@x> (usr_1)");
+        assert_eq!(super::describe("", "", "usr_1"), "usr_1");
+        assert_eq!(super::describe("Ann", "", "usr_1"), "Ann (usr_1)");
+    }
 }

@@ -420,7 +420,7 @@ impl Section {
             self.threads
                 .borrow_mut()
                 .insert(alias.clone(), Rc::clone(&t));
-            self.ctx.activity(items::thread_registered(&alias)).await;
+            self.announce(&alias).await;
             thread::evaluate(&t, &value).await;
         }
     }
