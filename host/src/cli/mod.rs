@@ -262,3 +262,29 @@ fn log_to_file(path: &Path) -> std::io::Result<()> {
 fn state_tree() -> Result<crate::state_tree::StateTree, CodedError> {
     Ok(crate::state_tree::StateTree::from_env()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_args;
+
+    #[test]
+    fn check_args_accepts_real_command_lines_and_refuses_made_up_ones() {
+        for ok in [
+            &["config", "init", "--force", "--agent", "codex"][..],
+            &["--json", "whoami"],
+            &["plugins", "check", "x.wasm"],
+            &["start", "--help"],
+            &["--version"],
+        ] {
+            assert_eq!(check_args(ok), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            &["plugins", "list"][..],
+            &["config", "edit"],
+            &["login", "--api-key", "k"],
+            &[],
+        ] {
+            assert!(check_args(bad).is_err(), "{bad:?}");
+        }
+    }
+}
