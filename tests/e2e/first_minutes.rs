@@ -334,6 +334,26 @@ async fn a_restart_does_not_register_known_threads_again() {
     );
     let attached = env.activity(&s).iter().filter(|t| *t == "attached").count();
     assert_eq!(attached, 2, "both runs attached");
+
+    // Deleted while no worker runs, then handed off again under the same alias: a new thread,
+    // announced again by the next run.
+    env.admin.delete_object(&s.session_id, "tasks/t1").unwrap();
+    let worker = env.start().await;
+    // t2 answering means this run has listed the session (it evaluates threads after listing),
+    // so the hand-off below arrives as a new object, not as one found by that listing.
+    env.say(&s, "tasks/t2", "m2");
+    env.wait("t2 answers", |e| e.has(&s, "tasks/t2", "text", "echo: m2"))
+        .await;
+    env.handoff(&s, "tasks/t1");
+    env.wait("t1 announced again", |e| {
+        e.transcript(&s, "worker")
+            .iter()
+            .filter(|(t, x)| t == "thread_registered" && x == "Thread registered: tasks/t1")
+            .count()
+            == 2
+    })
+    .await;
+    worker.terminate().await.assert_success();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -124,6 +124,18 @@ impl Section {
         }
     }
 
+    /// Objects deleted while no worker ran leave the registered set too: `aliases` is every alias
+    /// of the section's range, as a complete listing just found them.
+    fn forget_missing(&self, aliases: &[String]) {
+        let mut r = self.record.borrow_mut();
+        let present: HashSet<&str> = aliases.iter().map(String::as_str).collect();
+        let before = r.registered.len();
+        r.registered.retain(|a| present.contains(a.as_str()));
+        if r.registered.len() != before {
+            self.save_record(&r);
+        }
+    }
+
     /// The alias's object is gone: a thread created under it later is new.
     fn forget_registration(&self, alias: &str) {
         let mut r = self.record.borrow_mut();
@@ -361,6 +373,7 @@ impl Section {
     /// pending ones compete), then everything else.
     async fn discover(&self) {
         let mut aliases = Vec::new();
+        let mut listed_all = false;
         let mut cursor: Option<String> = None;
         for _ in 0..1000 {
             let prefix = Some(self.ctx.prefix.as_str()).filter(|p| !p.is_empty());
@@ -396,8 +409,14 @@ impl Section {
             }
             match page.get("cursor").and_then(Value::as_str) {
                 Some(c) if !c.is_empty() => cursor = Some(c.to_string()),
-                _ => break,
+                _ => {
+                    listed_all = true;
+                    break;
+                }
             }
+        }
+        if listed_all {
+            self.forget_missing(&aliases);
         }
         let mut values = Vec::new();
         for alias in aliases {
