@@ -1,6 +1,6 @@
 //! Builds the bundled job types (plugins/session-agent-harness) for wasm32-wasip2 and generates
 //! `$OUT_DIR/bundled.rs` with their bytes, so a plain `cargo build` of the host yields a worker
-//! that carries them (shared/spec/wasm-runtime.md §5h).
+//! that carries them.
 //!
 //! The nested cargo uses its own target dir (`$OUT_DIR/plugin-target`) so it does not wait on the
 //! outer build's lock, and runs without the outer RUSTFLAGS (they are for the host target).

@@ -232,7 +232,7 @@ pub struct IdentityUser {
     pub recorded_at: String,
 }
 
-/// Now as UTC with second precision, `YYYY-MM-DDTHH:MM:SSZ` (the wire format of §1.1).
+/// Now as UTC with second precision, `YYYY-MM-DDTHH:MM:SSZ` (the platform's timestamp format).
 pub fn utc_now_seconds() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }

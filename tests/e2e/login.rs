@@ -163,7 +163,9 @@ sections:
     ] {
         assert!(out.stdout.contains(needle), "{needle}: {out:#?}");
     }
-    assert!(out.stdout.contains("5 error(s), 1 warning(s)"), "{out:#?}");
+    // The warnings include AGENT_EXECUTABLE_NOT_FOUND when `claude` is not on PATH here: the
+    // agent checks run even though the schema has errors.
+    assert!(out.stdout.contains(": 5 error(s), "), "{out:#?}");
 
     let out = home.run(&["--json", "config", "check"], None).await;
     assert_eq!(out.status.code(), Some(1));

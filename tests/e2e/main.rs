@@ -1,6 +1,8 @@
 mod agent_env;
 mod claude;
 mod client;
+mod docs;
+mod first_minutes;
 mod harness;
 mod harness_crash;
 mod harness_support;

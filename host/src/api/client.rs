@@ -1,4 +1,4 @@
-//! The HTTP client for BlobHub's REST reads and data channel (wire-protocol.md §1).
+//! The HTTP client for BlobHub's REST reads and data channel.
 
 use std::fmt;
 use std::sync::{Arc, Once};
@@ -11,9 +11,11 @@ use serde_json::{Map, Value};
 
 use super::{ApiError, RetryPolicy, parse_retry_after};
 
-/// Per-request timeout: connect, send and read together (§1.1).
+/// Per-request timeout: connect, send and read together.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How many of the newest thread items the post read-back inspects (§1.4).
+/// How long a TCP (and TLS) connection may take to establish.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many of the newest thread items the post read-back inspects.
 const READ_BACK_LIMIT: u64 = 25;
 
 /// The user an API key belongs to (`GET /users/me`).
@@ -79,7 +81,10 @@ impl Client {
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .timeout(REQUEST_TIMEOUT)
-            // §1.1: redirects are not followed; a 3xx falls into the JSON-parse path.
+            // A host that drops SYNs would otherwise use the whole request timeout per attempt.
+            .connect_timeout(CONNECT_TIMEOUT)
+            // Redirects are not followed (the platform never sends one on purpose); a 3xx falls into
+            // the JSON-parse path.
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| invalid(error_chain(&e)))?;
@@ -129,7 +134,7 @@ impl Client {
         blob: &str,
         reference: &str,
     ) -> Result<Value, ApiError> {
-        // §1.1: ids are interpolated raw, as the platform expects.
+        // Ids are interpolated raw, as the platform expects.
         let path = format!("/blobs/{org}/{blob}/revisions/{reference}");
         self.call(Idempotency::Read, Method::GET, &path, None).await
     }
@@ -154,7 +159,7 @@ impl Client {
     /// A write is re-sent only when the failure proves it never ran (429, connection refused).
     /// The exception is `post_session_thread_item` carrying `metadata.post_id`: after a failure
     /// whose outcome is unknown it reads the thread back and returns the stored item with that
-    /// `post_id` instead of posting it twice (§1.4).
+    /// `post_id` instead of posting it twice.
     pub async fn command(
         &self,
         revision_id: &str,
@@ -230,7 +235,7 @@ impl Client {
         Ok(())
     }
 
-    /// `post_session_thread_item` with an idempotency id (§1.4 safe-retry rule).
+    /// `post_session_thread_item` with an idempotency id (the safe-retry rule above).
     async fn post_item(
         &self,
         path: &str,
@@ -293,7 +298,7 @@ impl Client {
             .find(|item| item["metadata"]["post_id"].as_str() == Some(read_back.post_id.as_str())))
     }
 
-    /// One HTTP exchange, classified as in §1.2.
+    /// One HTTP exchange, classified as [`ApiError`] describes.
     async fn send_once(
         &self,
         method: Method,
@@ -355,7 +360,7 @@ struct ReadBack {
 }
 
 /// `{"command": name, ..args}` with `null` arguments left out: the platform types optional
-/// arguments as strings and answers an explicit `null` with HTTP 400 (§1.1).
+/// arguments as strings and answers an explicit `null` with HTTP 400.
 fn envelope_body(command: &str, args: Map<String, Value>) -> Vec<u8> {
     let mut body = Map::with_capacity(args.len() + 1);
     body.insert("command".into(), Value::String(command.to_owned()));

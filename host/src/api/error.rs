@@ -1,8 +1,8 @@
-//! Typed failures of BlobHub calls (wire-protocol.md §1.2), each with a stable code.
+//! Typed failures of BlobHub calls, each with a stable code (docs/operations.md).
 
 use std::time::Duration;
 
-/// A failed BlobHub call, classified the way §1.2 classifies responses.
+/// A failed BlobHub call, classified by what the platform's answer means to a caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
     /// 401 or 403. The platform answers 403 for many absent resources too, so callers that
@@ -39,7 +39,7 @@ fn retry_after_text(retry_after: &Option<Duration>) -> String {
 }
 
 impl ApiError {
-    /// The stable code of wire-protocol.md §7.5.
+    /// The stable code (docs/operations.md).
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::AuthInvalid { .. } => "AUTH_INVALID",

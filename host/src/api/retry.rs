@@ -28,6 +28,16 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// For commands a person waits on (`login`, `whoami`): three attempts within about a second,
+    /// so a wrong or unreachable URL is reported at once instead of after the worker's patience.
+    pub fn interactive() -> Self {
+        Self {
+            max_attempts: 3,
+            base: Duration::from_millis(250),
+            cap: Duration::from_secs(1),
+        }
+    }
+
     /// The default policy with the cap taken from `polling.backoff_max_ms`.
     pub fn with_cap_ms(backoff_max_ms: u64) -> Self {
         Self {
@@ -59,7 +69,7 @@ impl RetryPolicy {
     }
 }
 
-/// Parses a `Retry-After` header value: delta-seconds or an HTTP date (RFC 9110 §10.2.3).
+/// Parses a `Retry-After` header value: delta-seconds or an HTTP date (RFC 9110, `Retry-After`).
 /// A date in the past means "now".
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();

@@ -71,7 +71,9 @@ pub async fn run(file: Option<PathBuf>, output: &Output) -> anyhow::Result<ExitC
     let path = file.unwrap_or_else(|| tree.config_path());
     let report = config::load_file(&path);
     let mut diagnostics = report.diagnostics.clone();
-    if let Some(config) = &report.config {
+    // With schema errors the job types still see every section that could be read, so one run
+    // lists a `max_agents: 0` and a section's missing `session_id` together.
+    if let Some(config) = report.config.as_ref().or(report.partial.as_ref()) {
         diagnostics.extend(agent_executables(config, &report.lines));
         let check = crate::job_type_check::validate_sections(config, &tree, &report.lines).await;
         diagnostics.extend(check.diagnostics);

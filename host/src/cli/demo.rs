@@ -74,6 +74,11 @@ pub async fn run(args: DemoArgs, output: &Output) -> anyhow::Result<ExitCode> {
     )?;
     say(output, &format!("emulator   {}", emu.api_url()));
     say(output, &format!("worker home {}", tree.root().display()));
+    event(
+        output,
+        json!({"event": "started", "api_url": emu.api_url(), "admin_url": emu.admin_url(),
+               "worker_home": tree.root(), "session_id": ids.session_id, "thread": THREAD}),
+    );
 
     let mut worker = tokio::process::Command::new(std::env::current_exe()?)
         .arg("start")
@@ -153,6 +158,11 @@ pub async fn run(args: DemoArgs, output: &Output) -> anyhow::Result<ExitCode> {
                 user.id
             ),
         );
+        event(
+            output,
+            json!({"event": "kept", "admin_url": emu.admin_url(), "session_id": sid,
+                   "thread": THREAD, "as_user": user.id}),
+        );
         tokio::signal::ctrl_c().await?;
         printer.abort();
         say(
@@ -166,6 +176,7 @@ pub async fn run(args: DemoArgs, output: &Output) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_dir_all(&root);
     }
     say(output, "\ndemo finished");
+    event(output, json!({"event": "finished", "ok": true}));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -184,9 +195,19 @@ fn test_agent(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(agent)
 }
 
+/// A progress line for a person; with `--json` stdout carries only JSON lines, see [`event`].
 fn say(output: &Output, line: &str) {
-    if !output.quiet {
+    if !output.quiet && !output.json {
         println!("{line}");
+    }
+}
+
+/// With `--json`: one JSON line on stdout for a step of the demo (`started`, `kept`,
+/// `finished`); the conversation's items are JSON lines of their own.
+fn event(output: &Output, mut document: Value) {
+    if output.json {
+        document["schema_version"] = json!(super::output::SCHEMA_VERSION);
+        println!("{document}");
     }
 }
 
@@ -250,7 +271,9 @@ async fn print_conversation(admin: Admin, sid: String, json_lines: bool) {
             let items = admin.items(&sid, alias);
             for item in items.iter().skip(*seen) {
                 if json_lines {
-                    println!("{}", json!({"thread": alias, "item": item}));
+                    let line = json!({"event": "item", "thread": alias, "item": item,
+                                      "schema_version": super::output::SCHEMA_VERSION});
+                    println!("{line}");
                 } else {
                     println!("{}", render(alias, item));
                 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use super::{Output, state_tree};
-use crate::api::{Client, RetryPolicy};
+use crate::api::{ApiError, Client, RetryPolicy};
 use crate::coded::CodedError;
 use crate::state_tree::{
     ApiCredentials, ApiKey, Credentials, DEFAULT_API_URL, Identity, IdentityUser, utc_now_seconds,
@@ -66,8 +66,12 @@ pub async fn run(args: LoginArgs, output: &Output) -> anyhow::Result<ExitCode> {
             .into());
     }
 
-    let client = Client::new(&api_url, &key, RetryPolicy::default()).map_err(CodedError::from)?;
-    let user = client.users_me().await.map_err(CodedError::from)?;
+    let client =
+        Client::new(&api_url, &key, RetryPolicy::interactive()).map_err(CodedError::from)?;
+    let user = client
+        .users_me()
+        .await
+        .map_err(|e| login_error(client.api_url(), e))?;
 
     if let Ok(recorded) = tree.load_identity()
         && recorded.user.user_id != user.id
@@ -140,6 +144,37 @@ pub async fn run(args: LoginArgs, output: &Output) -> anyhow::Result<ExitCode> {
         }),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A failed `GET /users/me` at login, said in terms of what the operator typed: nothing has been
+/// written yet, so the hints name the `--api-url` flag, never `credentials.yaml`.
+fn login_error(api_url: &str, err: ApiError) -> CodedError {
+    let not_found = matches!(&err, ApiError::CommandFailed { status: 404, .. });
+    let coded = CodedError::from(err);
+    match coded.code {
+        "API_NETWORK_ERROR" => CodedError {
+            message: format!("nothing answered at {api_url}: {}", coded.message),
+            ..coded
+        }
+        .with_hint(
+            "check the URL given to --api-url (scheme, host, port) and that BlobHub is reachable from here",
+        ),
+        "API_COMMAND_FAILED" if not_found => {
+            let hint = if api_url.ends_with("/v1") {
+                format!("{api_url} does not look like the BlobHub API; check --api-url")
+            } else {
+                format!(
+                    "the API URL includes the version: try `--api-url {api_url}/v1`"
+                )
+            };
+            CodedError {
+                message: format!("{api_url}/users/me does not exist: {}", coded.message),
+                ..coded
+            }
+            .with_hint(hint)
+        }
+        _ => coded,
+    }
 }
 
 /// Asks on stderr and reads one line from stdin (trimmed).

@@ -1,5 +1,5 @@
 //! The command line: argument parsing, logging setup, and the one place where errors become
-//! output and exit statuses (wire-protocol.md §7.1):
+//! output and exit statuses (docs/operations.md):
 //!
 //! * 0: success, `--help`, `--version`, `start` after a graceful stop;
 //! * 1: a coded error, printed once as `error: CODE: message` and `hint: …` on stderr (with
@@ -7,6 +7,7 @@
 //! * 2: a usage error (bad flag or value).
 
 mod config_check;
+mod config_init;
 mod demo;
 mod login;
 mod memory;
@@ -71,6 +72,27 @@ enum ConfigCommand {
         #[arg(long, value_name = "PATH")]
         file: Option<PathBuf>,
     },
+    /// Write a commented config.yaml with your choices (refuses to replace one without --force).
+    Init(config_init::InitArgs),
+}
+
+/// Whether `args` (without the program name) is a command line this binary accepts, with the
+/// error clap would print otherwise. `--help` and `--version` are accepted. For the doc test,
+/// which checks every command line the documentation quotes against the real definitions.
+pub fn check_args(args: &[&str]) -> Result<(), String> {
+    let argv = std::iter::once("blobhub-worker").chain(args.iter().copied());
+    match Cli::try_parse_from(argv) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The whole program: parses the arguments, runs the command and reports its outcome.
@@ -106,12 +128,18 @@ fn try_run(cli: Cli, output: &Output) -> anyhow::Result<ExitCode> {
             Command::Login(args) => login::run(args, output).await,
             Command::Whoami => whoami::run(output).await,
             Command::Config(ConfigCommand::Check { file }) => config_check::run(file, output).await,
+            Command::Config(ConfigCommand::Init(args)) => config_init::run(args, output).await,
             Command::Start(args) => start::run(args, output).await,
             Command::Plugins(args) => plugins::run(args, output).await,
             Command::Demo(args) => demo::run(args, output).await,
         }
     })
 }
+
+/// The default log filter: warnings and errors from everything, plus the job types' own info
+/// events (a section attached, a thread registered or handed off and active, a turn started and
+/// ended), each one line. The host's info records (compile cache, timings) need `-v`.
+const DEFAULT_FILTER: &str = "warn,blobhub_worker::runtime::capabilities::log=info";
 
 fn init_logging(cli: &Cli) {
     // The dashboard owns the terminal: its logs are JSON lines in a file (see `log_to_file`),
@@ -122,7 +150,7 @@ fn init_logging(cli: &Cli) {
     } else {
         match cli.verbose {
             0 if tui => "info",
-            0 => "warn",
+            0 => DEFAULT_FILTER,
             1 => "info",
             2 => "debug",
             _ => "trace",
@@ -233,4 +261,30 @@ fn log_to_file(path: &Path) -> std::io::Result<()> {
 /// The state tree of this invocation, or the coded error saying why there is none.
 fn state_tree() -> Result<crate::state_tree::StateTree, CodedError> {
     Ok(crate::state_tree::StateTree::from_env()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_args;
+
+    #[test]
+    fn check_args_accepts_real_command_lines_and_refuses_made_up_ones() {
+        for ok in [
+            &["config", "init", "--force", "--agent", "codex"][..],
+            &["--json", "whoami"],
+            &["plugins", "check", "x.wasm"],
+            &["start", "--help"],
+            &["--version"],
+        ] {
+            assert_eq!(check_args(ok), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            &["plugins", "list"][..],
+            &["config", "edit"],
+            &["login", "--api-key", "k"],
+            &[],
+        ] {
+            assert!(check_args(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -55,16 +55,32 @@ pub async fn run(args: StartArgs, output: &Output) -> anyhow::Result<ExitCode> {
         let snapshot = snapshots(identity(&started), Arc::clone(&view), stop.clone());
         Some(Dashboard::start(snapshot, stopper)?)
     } else {
-        // Printed even with --json/--quiet: it is the one signal that the worker runs.
-        eprintln!(
-            "{STARTED_MARKER} instance {} (pid {}) as {} ({}), {} section(s), state tree {}",
-            ctx.instance.instance_id,
-            ctx.instance.pid,
-            started.user.name,
-            started.user.id,
-            ctx.config.sections.len(),
-            ctx.tree.root().display()
-        );
+        // Printed even with --quiet: it is the one signal that the worker runs. With --json it
+        // is a JSON line on stdout instead, so stderr holds JSON log records only.
+        if output.json {
+            output.result(
+                "",
+                serde_json::json!({
+                    "event": "started",
+                    "instance_id": ctx.instance.instance_id,
+                    "pid": ctx.instance.pid,
+                    "user": started.user,
+                    "sections": ctx.config.sections.len(),
+                    "state_tree": ctx.tree.root(),
+                    "warnings": started.warnings,
+                }),
+            );
+        } else {
+            eprintln!(
+                "{STARTED_MARKER} instance {} (pid {}) as {} ({}), {} section(s), state tree {}",
+                ctx.instance.instance_id,
+                ctx.instance.pid,
+                started.user.name,
+                started.user.id,
+                ctx.config.sections.len(),
+                ctx.tree.root().display()
+            );
+        }
         None
     };
     // Startup touched far more memory than the running worker needs: give it back once settled.

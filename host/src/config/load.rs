@@ -59,6 +59,11 @@ impl fmt::Display for Diagnostic {
 #[derive(Debug, Clone)]
 pub struct LoadReport {
     pub config: Option<Config>,
+    /// The config as far as it could be read even when it has errors: invalid values replaced by
+    /// their defaults, unreadable sections left out. `config check` validates these sections
+    /// with their job types too, so one run reports every problem. `None` when the file is
+    /// missing, not YAML, or not a mapping. Never run: only `config` is a valid config.
+    pub partial: Option<Config>,
     pub diagnostics: Vec<Diagnostic>,
     /// For locating diagnostics that later checks (job types) produce.
     pub lines: LineIndex,
@@ -95,6 +100,7 @@ pub fn load_file(path: &Path) -> LoadReport {
                 },
             }],
             lines: LineIndex::default(),
+            partial: None,
         },
     }
 }
@@ -124,6 +130,7 @@ pub fn load_str(text: &str) -> LoadReport {
         .iter()
         .any(|d| d.severity == Severity::Error);
     LoadReport {
+        partial: config.clone(),
         config: config.filter(|_| !has_errors),
         diagnostics: walk.diagnostics,
         lines: walk.lines,

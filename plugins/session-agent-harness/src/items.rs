@@ -1,5 +1,5 @@
 //! The items the harness posts, in the reference's shapes so the BlobHub web UI renders them
-//! (wire-protocol §5.4–5.5, agent-harness §3.2). Each function returns `(content, metadata)`;
+//! (docs/session-agent-harness.md). Each function returns `(content, metadata)`;
 //! the poster adds `metadata.post_id`.
 
 use serde_json::{Value, json};

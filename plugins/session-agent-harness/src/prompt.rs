@@ -1,4 +1,4 @@
-//! The interactive prompt protocol (wire-protocol §5.7, agent-harness §4): the shapes of
+//! The interactive prompt protocol (docs/session-agent-harness.md): the shapes of
 //! `pending_prompt` / `pending_prompt_resolved` items, mapping a person's reply onto the open
 //! prompt's questions, and adopting an open prompt after a restart.
 //!

@@ -1,10 +1,11 @@
-//! Local state files (wire-protocol §6.2), written atomically through the `state` import before the
+//! Local state files (docs/session-agent-harness.md, "Local state and recovery"), written atomically through the `state` import before the
 //! side effect they describe.
 //!
 //! Extensions over the reference shape, all additive: `items.last_consumed` / the fetch cursor keep
 //! the ids seen in the overlap window (`recent`), `turn` records the turn in flight (so a restart
 //! can tell from the thread whether that turn's output was already posted), and `events.cursor`
-//! holds the host feed's opaque cursor.
+//! holds the host feed's opaque cursor, and `registered` the threads already announced in the
+//! activity log.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -44,6 +45,11 @@ pub struct SectionRecord {
     pub attachment: Attachment,
     #[serde(default)]
     pub events: Events,
+    /// The aliases whose `thread_registered` activity item was posted by this section, in this
+    /// run or an earlier one: a restart does not post it again. An alias leaves the set when its
+    /// object is deleted, so a thread created again under that alias is announced again.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub registered: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -138,9 +144,19 @@ mod tests {
                 ..Default::default()
             },
             events: Events::default(),
+            registered: ["tasks/t1".to_string()].into(),
         };
         let y = serde_yaml::to_string(&r).unwrap();
         assert!(y.contains("status: attached"));
         assert_eq!(serde_yaml::from_str::<SectionRecord>(&y).unwrap(), r);
+    }
+
+    /// A section.yaml written before `registered` existed still loads (nothing announced yet).
+    #[test]
+    fn section_record_without_registered_loads() {
+        let y = "name: s\njob_type: j\nsession: {}\nattachment: {status: attached, attached_at: '', error: {code: null, message: null}}\n";
+        let r: SectionRecord = serde_yaml::from_str(y).unwrap();
+        assert!(r.registered.is_empty());
+        assert!(!serde_yaml::to_string(&r).unwrap().contains("registered"));
     }
 }

@@ -1,5 +1,5 @@
 //! Agent settings: three tiers per field (thread `agent.*` > config `agents.<type>.*` > default),
-//! and the activation checks that fail a thread with a §7.4 code.
+//! and the activation checks that fail a thread with a documented thread code.
 //!
 //! Deviation from the reference: a thread may name `agent.executable` only from the operator's
 //! `agents.<type>.allowed_executables`. The reference runs whatever binary the session names, which
@@ -75,7 +75,7 @@ impl Settings {
     }
 }
 
-/// A thread failure: a §7.4 code and a message for people.
+/// A thread failure: a thread code (docs/session-agent-harness.md) and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub code: &'static str,

@@ -1,4 +1,4 @@
-//! Keeping a posted item under the platform's size cap (wire-protocol §5.3, agent-harness §3.4).
+//! Keeping a posted item under the platform's size cap (64 KiB per item).
 //!
 //! The budget is measured the way the reference measures it — Python's `json.dumps` with its
 //! default `", "`/`": "` separators and `\uXXXX` escapes for non-ASCII — which is never smaller

@@ -1,4 +1,4 @@
-//! The data-channel command catalogue (§1.6.3): argument schemas, channel and
+//! The data-channel command catalogue (docs/emulator.md): argument schemas, channel and
 //! write checks, and each command's effect on the state.
 
 use serde_json::{Map, Value, json};

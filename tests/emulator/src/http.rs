@@ -148,7 +148,7 @@ async fn api(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, 
             .unwrap_or_default()
             .to_owned()
     };
-    // Binary channel (§1.7): arguments travel in X-Request-Body, the bytes in the body.
+    // Binary channel (files): arguments travel in X-Request-Body, the bytes in the body.
     let binary_in = header("content-type").starts_with("application/octet-stream");
     let binary_out = header("accept").contains("application/octet-stream");
     let request_body_header = header("x-request-body");
@@ -231,6 +231,15 @@ async fn api(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, 
             blob,
             reference,
         } => shared.read(|st| {
+            // Like the platform: a blob that does not exist (or that the key cannot see) is a
+            // bare 403; only a known blob without that revision is `revision_not_found`.
+            if !st.blobs.contains_key(&format!("{org}/{blob}")) {
+                return Err(ApiError::new(
+                    403,
+                    "forbidden",
+                    format!("blob {org}/{blob} not found or not accessible"),
+                ));
+            }
             let id = if reference == "default" {
                 st.blobs
                     .get(&format!("{org}/{blob}"))

@@ -1,5 +1,5 @@
 //! A local BlobHub emulator: the session API subset the worker uses
-//! (`shared/spec/wire-protocol.md` §1, §3–§5), an admin API, a request log and
+//! (REST reads, the data channel, files and lifecycle; docs/emulator.md), an admin API, a request log and
 //! fault injection. Used by the integration tests, by `blobhub-worker demo`
 //! (embedded in-process) and by people without a BlobHub account.
 

@@ -1,4 +1,4 @@
-//! Cursor paging shared by the three list commands (§1.5): default 10 rows,
+//! Cursor paging shared by the three list commands: default 10 rows,
 //! at most 1000, an opaque cursor naming the last row returned, and no cursor
 //! on the last page.
 

@@ -451,7 +451,7 @@ pub fn object_not_found(alias: &str) -> ApiError {
     ApiError::new(404, "not_found", format!("no object {alias:?}"))
 }
 
-/// Alias grammar of §1.5: 1–256 chars, `/`-joined segments of `[A-Za-z0-9._@-]+`, no `.`/`..`.
+/// The platform's alias grammar: 1–256 chars, `/`-joined segments of `[A-Za-z0-9._@-]+`, no `.`/`..`.
 pub fn check_alias(alias: &str) -> Result<(), ApiError> {
     let ok = !alias.is_empty()
         && alias.len() <= 256

@@ -26,7 +26,7 @@ pub struct SessionBinding {
     /// As configured: an id or an alias.
     pub session_ref: String,
     pub bound_id: Arc<Mutex<Option<String>>>,
-    /// The revision id once `default` has been resolved.
+    /// The revision id once it has been read (and `default` resolved).
     pub resolved_revision: Arc<Mutex<Option<String>>>,
 }
 
@@ -87,7 +87,7 @@ impl From<TransportError> for ApiError {
     }
 }
 
-/// The platform's alias grammar (wire-protocol §1.5): 1–256 characters, `/`-joined segments of
+/// The platform's alias grammar: 1–256 characters, `/`-joined segments of
 /// `[A-Za-z0-9._@-]+`, none of them `.` or `..`. Refusing anything else here gives the guest a
 /// precise error without a round trip; accepting less than the platform would refuse real aliases.
 pub fn check_alias(alias: &str) -> Result<(), String> {
@@ -154,14 +154,15 @@ pub async fn call(
     Ok(transport.call(channel, &revision, command, args).await?)
 }
 
-/// The section's revision id, resolving `default` through the platform once.
+/// The section's revision id, read once through `GET /blobs/{org}/{blob}/revisions/{ref}`:
+/// that resolves `default`, and for a pinned id checks that the revision belongs to the
+/// configured blob. The data channel is addressed by revision id alone, so without this read a
+/// wrong `org_id` or `blob_id` would attach without complaint, and a wrong `revision_id` would
+/// be reported by whatever the first session command answers.
 async fn revision_id(
     transport: &dyn SessionTransport,
     binding: &SessionBinding,
 ) -> Result<String, ApiError> {
-    if binding.revision_id != "default" {
-        return Ok(binding.revision_id.clone());
-    }
     if let Some(id) = binding
         .resolved_revision
         .lock()
@@ -171,7 +172,7 @@ async fn revision_id(
         return Ok(id);
     }
     let envelope = transport
-        .revision(&binding.org_id, &binding.blob_id, "default")
+        .revision(&binding.org_id, &binding.blob_id, &binding.revision_id)
         .await?;
     let id = envelope
         .pointer("/revision/id")

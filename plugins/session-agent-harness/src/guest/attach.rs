@@ -1,4 +1,4 @@
-//! Attaching a section to its session (wire-protocol §8.2, seed 004): resolve the session, take
+//! Attaching a section to its session: resolve the session, take
 //! or verify the `worker` object (the affinity lock), and keep its `last_seen_at` fresh.
 
 use blobhub_worker_sdk::serde_json::{Value, json};
@@ -8,7 +8,7 @@ use blobhub_worker_sdk::worker;
 use super::ctx::{Ctx, download_retrying, retryable, upload_retrying};
 use crate::classify::WORKER_ALIAS;
 
-/// Why a section could not attach: a §7.3 code; `transient` failures are retried.
+/// Why a section could not attach: a section code (docs/operations.md); `transient` failures are retried.
 #[derive(Debug)]
 pub struct Refusal {
     pub code: &'static str,
@@ -70,12 +70,60 @@ fn write_refusal(e: &ApiError) -> Refusal {
     }
 }
 
+/// `org/blob, revision R, session S` as configured, for messages that must name the ids.
+fn target(ctx: &Ctx) -> String {
+    let field = |k: &str| {
+        ctx.session_block
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string()
+    };
+    format!(
+        "session `{}` of revision `{}` in blob `{}/{}`",
+        field("session_id"),
+        field("revision_id"),
+        field("org_id"),
+        field("blob_id")
+    )
+}
+
+/// Why `get_session` failed, said in terms of the configured ids. The API key was accepted by
+/// `GET /users/me` before any section started, so a 401/403 here is about what the key may see
+/// (an org, blob or revision id that is wrong or not shared with this user), not about the key.
+fn session_refusal(ctx: &Ctx, e: &ApiError) -> Refusal {
+    let what = target(ctx);
+    match e {
+        ApiError::CommandFailed(f) if f.error == "revision_not_found" => refuse(
+            "REVISION_NOT_FOUND",
+            format!(
+                "{what}: BlobHub has no such revision in that blob ({}); check revision_id, org_id and blob_id",
+                f.message
+            ),
+        ),
+        ApiError::CommandFailed(f) if f.error == "not_found" => refuse(
+            "SESSION_NOT_FOUND",
+            format!(
+                "{what}: the revision has no such session ({}); check session_id",
+                f.message
+            ),
+        ),
+        ApiError::AuthInvalid => refuse(
+            "SESSION_NOT_FOUND",
+            format!(
+                "{what}: BlobHub refused to read it (HTTP 401/403). The API key was accepted at start, so one of org_id, blob_id, revision_id or session_id is wrong or not visible to this user"
+            ),
+        ),
+        e => refuse("SESSION_NOT_FOUND", format!("{what}: {e}")),
+    }
+}
+
 /// Attach: returns the resolved session id.
 pub async fn attach(ctx: &Ctx) -> Result<String, Refusal> {
     let session = match ctx.session.get().await {
         Ok(v) => v,
         Err(e) if retryable(&e) => return Err(unresolved(&e)),
-        Err(e) => return Err(refuse("SESSION_NOT_FOUND", e.to_string())),
+        Err(e) => return Err(session_refusal(ctx, &e)),
     };
     let id = session
         .pointer("/session/id")

@@ -40,14 +40,15 @@ fn outcome(code: Option<&str>, message: impl Into<String>) -> job::Outcome {
 
 pub async fn run(section: job::Section) -> job::Outcome {
     let ctx = Rc::new(Ctx::new(&section));
-    let previous: Option<SectionRecord> = store::read_yaml(SECTION_YAML);
+    let previous: SectionRecord = store::read_yaml(SECTION_YAML).unwrap_or_default();
     let s = Section {
         record: RefCell::new(SectionRecord {
             name: ctx.name.clone(),
             job_type: ctx.job_type.clone(),
             session: ctx.session_block.clone(),
             attachment: Attachment::default(),
-            events: previous.map(|p| p.events).unwrap_or_default(),
+            events: previous.events,
+            registered: previous.registered,
         }),
         ctx,
         threads: RefCell::new(BTreeMap::new()),
@@ -103,6 +104,46 @@ pub async fn run(section: job::Section) -> job::Outcome {
 }
 
 impl Section {
+    /// Posts `thread_registered` for `alias` unless an earlier run of this section did. The
+    /// alias is recorded before the post (local state before side effects): a crash between the
+    /// two loses the announcement rather than repeating it.
+    async fn announce(&self, alias: &str) {
+        let first = {
+            let mut r = self.record.borrow_mut();
+            let first = r.registered.insert(alias.to_string());
+            if first {
+                self.save_record(&r);
+            }
+            first
+        };
+        if first {
+            self.ctx.activity(items::thread_registered(alias)).await;
+            log(Level::Info, "thread_registered", Some(alias), json!({}));
+        } else {
+            log(Level::Debug, "thread_known", Some(alias), json!({}));
+        }
+    }
+
+    /// Objects deleted while no worker ran leave the registered set too: `aliases` is every alias
+    /// of the section's range, as a complete listing just found them.
+    fn forget_missing(&self, aliases: &[String]) {
+        let mut r = self.record.borrow_mut();
+        let present: HashSet<&str> = aliases.iter().map(String::as_str).collect();
+        let before = r.registered.len();
+        r.registered.retain(|a| present.contains(a.as_str()));
+        if r.registered.len() != before {
+            self.save_record(&r);
+        }
+    }
+
+    /// The alias's object is gone: a thread created under it later is new.
+    fn forget_registration(&self, alias: &str) {
+        let mut r = self.record.borrow_mut();
+        if r.registered.remove(alias) {
+            self.save_record(&r);
+        }
+    }
+
     fn set_attachment(&self, state: &str, code: &str, message: &str) {
         let mut r = self.record.borrow_mut();
         r.attachment = Attachment {
@@ -276,6 +317,7 @@ impl Section {
             "session_object_deleted" => {
                 self.not_mine.borrow_mut().remove(alias);
                 let removed = self.threads.borrow_mut().remove(alias);
+                self.forget_registration(alias);
                 if let Some(t) = removed {
                     t.teardown().await;
                     status::remove_thread(alias);
@@ -320,8 +362,7 @@ impl Section {
                 self.threads
                     .borrow_mut()
                     .insert(alias.to_string(), Rc::clone(&t));
-                self.ctx.activity(items::thread_registered(alias)).await;
-                log(Level::Info, "thread_registered", Some(alias), json!({}));
+                self.announce(alias).await;
                 t
             }
         };
@@ -332,6 +373,7 @@ impl Section {
     /// pending ones compete), then everything else.
     async fn discover(&self) {
         let mut aliases = Vec::new();
+        let mut listed_all = false;
         let mut cursor: Option<String> = None;
         for _ in 0..1000 {
             let prefix = Some(self.ctx.prefix.as_str()).filter(|p| !p.is_empty());
@@ -367,8 +409,14 @@ impl Section {
             }
             match page.get("cursor").and_then(Value::as_str) {
                 Some(c) if !c.is_empty() => cursor = Some(c.to_string()),
-                _ => break,
+                _ => {
+                    listed_all = true;
+                    break;
+                }
             }
+        }
+        if listed_all {
+            self.forget_missing(&aliases);
         }
         let mut values = Vec::new();
         for alias in aliases {
@@ -391,7 +439,7 @@ impl Section {
             self.threads
                 .borrow_mut()
                 .insert(alias.clone(), Rc::clone(&t));
-            self.ctx.activity(items::thread_registered(&alias)).await;
+            self.announce(&alias).await;
             thread::evaluate(&t, &value).await;
         }
     }

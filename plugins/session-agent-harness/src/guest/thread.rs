@@ -1,4 +1,4 @@
-//! One job thread: its local record, its state machine (wire-protocol §8.4) and what it posts.
+//! One job thread: its local record, its state machine (docs/session-agent-harness.md) and what it posts.
 //!
 //! The section calls [`evaluate`] whenever the envelope may have changed and [`Thread::nudge`]
 //! when items were posted; everything that talks to the agent runs in the thread's own task
@@ -604,7 +604,7 @@ impl Thread {
         }
     }
 
-    /// The failure path (wire-protocol §8.4), once per run: record locally, post the reason,
+    /// The failure path, once per run: record locally, post the reason,
     /// write the envelope `failed` (retried), post `thread_failed`, cancel the open prompt.
     pub async fn fail(&self, failure: Failure) {
         if self.failing.replace(true) {
@@ -742,7 +742,7 @@ impl Thread {
     }
 }
 
-/// React to the envelope's current value (wire-protocol §8.4).
+/// React to the envelope's current value.
 pub async fn evaluate(t: &Rc<Thread>, value: &Value) {
     let env = Envelope::parse(value);
     match env.state.as_str() {
