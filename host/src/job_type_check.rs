@@ -18,6 +18,8 @@ use crate::state_tree::StateTree;
 pub struct JobTypeCheck {
     pub runtime: Option<Arc<Runtime>>,
     pub diagnostics: Vec<Diagnostic>,
+    /// What `start` runs when no diagnostic is an error.
+    pub verdicts: Option<Vec<crate::runtime::preflight::Verdict>>,
 }
 
 /// Validates every section of `config` with its job type (through the plugin runtime).
@@ -31,6 +33,7 @@ pub async fn validate_sections(
         Err(e) => {
             return JobTypeCheck {
                 runtime: None,
+                verdicts: None,
                 diagnostics: vec![Diagnostic {
                     severity: Severity::Error,
                     line: None,
@@ -41,8 +44,9 @@ pub async fn validate_sections(
             };
         }
     };
-    let diagnostics = crate::runtime::start::validate_config(&runtime, config, tree.root())
-        .await
+    let (refusals, verdicts) =
+        crate::runtime::start::validate_config(&runtime, config, tree.root()).await;
+    let diagnostics = refusals
         .into_iter()
         .map(|(fatal, code, path, message)| Diagnostic {
             severity: if fatal {
@@ -59,5 +63,6 @@ pub async fn validate_sections(
     JobTypeCheck {
         runtime: Some(runtime),
         diagnostics,
+        verdicts,
     }
 }

@@ -45,6 +45,9 @@ pub struct StartContext {
 pub struct Started {
     pub context: StartContext,
     pub runtime: std::sync::Arc<crate::runtime::Runtime>,
+    /// Preflight's verdict on every section, which `run` runs: each job type's `validate` is
+    /// called once per start.
+    pub verdicts: Vec<crate::runtime::preflight::Verdict>,
     pub lock: InstanceLock,
     pub warnings: Vec<Diagnostic>,
     /// The user `GET /users/me` answered with.
@@ -67,6 +70,7 @@ pub async fn preflight(tree: StateTree, tui: bool) -> Result<Started, CodedError
     // 5.
     let check = crate::job_type_check::validate_sections(&config, &tree, &report.lines).await;
     let job_type_diagnostics = check.diagnostics;
+    let verdicts = check.verdicts.unwrap_or_default();
     let job_type_errors: Vec<&Diagnostic> = job_type_diagnostics
         .iter()
         .filter(|d| d.severity == Severity::Error)
@@ -135,10 +139,39 @@ pub async fn preflight(tree: StateTree, tui: bool) -> Result<Started, CodedError
             tui,
         },
         runtime,
+        verdicts,
         lock,
         warnings,
         user,
     })
+}
+
+/// Run a started worker: the sections preflight validated, with the job types it loaded, until
+/// `stop` asks for it. `observe` gets the status board and slot pool as soon as they exist (the
+/// dashboard's view).
+pub async fn run(
+    context: StartContext,
+    runtime: std::sync::Arc<crate::runtime::Runtime>,
+    verdicts: Vec<crate::runtime::preflight::Verdict>,
+    stop: crate::signals::StopRequests,
+    observe: impl FnOnce(crate::runtime::supervisor::RunView),
+) {
+    let api_key = context
+        .tree
+        .load_credentials()
+        .map(|c| c.api.key.expose().to_owned())
+        .unwrap_or_default();
+    let inputs = crate::runtime::RuntimeInputs {
+        config: context.config.clone(),
+        transport: std::sync::Arc::new(crate::runtime::start::ClientTransport(
+            context.client.clone(),
+        )),
+        tree_root: context.tree.root().to_path_buf(),
+        user_id: context.identity.user.user_id.clone(),
+        instance_id: context.instance.instance_id.clone(),
+        secrets: vec![api_key],
+    };
+    crate::runtime::supervisor::run_until_stopped(runtime, inputs, verdicts, stop, observe).await;
 }
 
 /// Job types report codes as strings; the process code must be `'static`. Codes outside the

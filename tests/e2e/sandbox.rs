@@ -296,3 +296,26 @@ async fn a_component_claiming_the_harness_name_runs_only_when_the_operator_names
         "{listing:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_job_type_is_validated_once_per_start() {
+    let env = Env::new().await;
+    let (a, b) = (env.session("ses_v1"), env.session("ses_v2"));
+    env.configure(&[&a, &b], 4, "");
+    let worker = env
+        .home
+        .spawn_start_with(&["-v", "start"], &[])
+        .await
+        .expect("the worker starts");
+    env.handoff(&a, "t");
+    env.say(&a, "t", "hi");
+    env.wait("an answer", |e| e.has(&a, "t", "text", "echo: hi"))
+        .await;
+    let out = worker.terminate().await;
+    let calls = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("validate_called"))
+        .count();
+    assert_eq!(calls, 1, "{}", out.stderr);
+}

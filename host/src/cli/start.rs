@@ -86,9 +86,15 @@ pub async fn run(args: StartArgs, output: &Output) -> anyhow::Result<ExitCode> {
     // Startup touched far more memory than the running worker needs: give it back once settled.
     super::memory::schedule_release();
     let lock = started.lock;
-    let result = crate::runtime::run(started.context, started.runtime, stop, move |v| {
-        let _ = view.set(v);
-    })
+    crate::start::run(
+        started.context,
+        started.runtime,
+        started.verdicts,
+        stop,
+        move |v| {
+            let _ = view.set(v);
+        },
+    )
     .await;
     if let Some(dashboard) = dashboard
         && let Err(e) = dashboard.close()
@@ -99,7 +105,7 @@ pub async fn run(args: StartArgs, output: &Output) -> anyhow::Result<ExitCode> {
     if let Err(e) = lock.release() {
         tracing::warn!(error = %e, "could not remove instance.yaml");
     }
-    result
+    Ok(ExitCode::SUCCESS)
 }
 
 fn identity(started: &Started) -> Identity {

@@ -26,6 +26,5 @@ pub use loader::{JobTypes, LoadError, LoadedJobType, Origin};
 pub use preflight::PreflightError;
 pub use section::SectionEnd;
 pub use settings::RuntimeSettings;
-pub use start::run;
 pub use supervisor::{RunReport, Runtime, RuntimeInputs};
 pub use transport::{Channel, SessionTransport, TransportError};

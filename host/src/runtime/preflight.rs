@@ -84,14 +84,30 @@ pub async fn validate(
     })
 }
 
-/// Check every section; on success, the plan of each.
-pub async fn check(
+/// What preflight decided about one section: everything needed to run it except the worker-wide
+/// state ([`Shared`]), which exists only once the worker has started. `start` validates once,
+/// keeps these, and runs them ([`plans`]).
+#[derive(Clone)]
+pub struct Verdict {
+    pub job: Arc<LoadedJobType>,
+    pub record: Section,
+    pub state_dir: std::path::PathBuf,
+    /// The section's own keys (its `session` block among them).
+    pub settings: Value,
+    pub grants: Grants,
+    pub limits: crate::config::JobTypeSettings,
+    /// The section cannot run: its job type's `validate` broke (code, message).
+    pub refused: Option<(String, String)>,
+}
+
+/// Check every section once (each job type's `validate` is called once, for all its sections);
+/// on success, the verdict of each.
+pub async fn verdicts(
     engine: &wasmtime::Engine,
     job_types: &JobTypes,
-    shared: &Arc<Shared>,
+    settings: &super::settings::RuntimeSettings,
     jobs_dir: &Path,
-) -> Result<Vec<(Arc<LoadedJobType>, SectionPlan)>, Vec<PreflightError>> {
-    let settings = &shared.settings;
+) -> Result<Vec<Verdict>, Vec<PreflightError>> {
     let mut errors = Vec::new();
     let mut by_type: BTreeMap<String, (Arc<LoadedJobType>, Vec<Section>)> = BTreeMap::new();
     for section in &settings.sections {
@@ -131,16 +147,22 @@ pub async fn check(
     let mut plans = Vec::new();
     for (name, (job, sections)) in by_type {
         let limits = settings.job_type(&name);
+        tracing::info!(job_type = %name, sections = sections.len(), "validate_called");
         let checks = match validate(engine, &job, &sections, &limits).await {
             Ok(c) => c,
             Err((code, message)) => {
                 // A broken job type fails its own sections; the others still start.
                 tracing::error!(job_type = %name, code = %code, error = %message, "validate_failed");
                 for record in sections {
-                    plans.push((
-                        Arc::clone(&job),
-                        SectionPlan::refused(record, &name, shared, &code, &message),
-                    ));
+                    plans.push(Verdict {
+                        job: Arc::clone(&job),
+                        record,
+                        state_dir: Default::default(),
+                        settings: Value::Null,
+                        grants: Default::default(),
+                        limits: limits.clone(),
+                        refused: Some((code.clone(), message.clone())),
+                    });
                 }
                 continue;
             }
@@ -189,37 +211,26 @@ pub async fn check(
                 .find(|s| s.index == record.index as usize)
                 .map(|s| Value::Object(s.settings.clone()))
                 .unwrap_or_default();
-            let context = Arc::new(SectionContext {
-                index: record.index,
-                name: record.name.clone(),
-                job_type: name.clone(),
+            plans.push(Verdict {
+                job: Arc::clone(&job),
+                record,
                 state_dir: jobs_dir.join(format!("{name}-{key}")),
-                session: SessionBinding::from_settings(&raw),
+                settings: raw,
                 grants: grants.clone(),
-                quotas: super::quotas::Quotas::new(&limits),
-                shared: Arc::clone(shared),
+                limits: limits.clone(),
+                refused: None,
             });
-            plans.push((
-                Arc::clone(&job),
-                SectionPlan {
-                    record,
-                    context,
-                    memory_limit_mib: limits.memory_limit_mib,
-                    max_busy: Duration::from_millis(limits.max_busy_ms),
-                    refused: None,
-                },
-            ));
         }
     }
     // Two sections sharing a state folder would read and overwrite each other's cursors.
     let mut folders = std::collections::BTreeSet::new();
-    for (_, plan) in plans.iter().filter(|(_, p)| p.refused.is_none()) {
-        if !folders.insert(plan.context.state_dir.clone()) {
+    for plan in plans.iter().filter(|p| p.refused.is_none()) {
+        if !folders.insert(plan.state_dir.clone()) {
             errors.push(PreflightError {
                 code: "DUPLICATE_SECTION_TARGET".into(),
                 message: format!(
                     "another section already keeps its state in {}",
-                    plan.context.state_dir.display()
+                    plan.state_dir.display()
                 ),
                 field: Some(format!("sections[{}]", plan.record.index)),
             });
@@ -230,4 +241,50 @@ pub async fn check(
     } else {
         Err(errors)
     }
+}
+
+/// The plans of `verdicts`, bound to the worker-wide state of a started worker.
+pub fn plans(
+    verdicts: Vec<Verdict>,
+    shared: &Arc<Shared>,
+) -> Vec<(Arc<LoadedJobType>, SectionPlan)> {
+    verdicts
+        .into_iter()
+        .map(|v| {
+            let name = v.job.name().to_owned();
+            let plan = match v.refused {
+                Some((code, message)) => {
+                    SectionPlan::refused(v.record, &name, shared, &code, &message)
+                }
+                None => SectionPlan {
+                    context: Arc::new(SectionContext {
+                        index: v.record.index,
+                        name: v.record.name.clone(),
+                        job_type: name,
+                        state_dir: v.state_dir,
+                        session: SessionBinding::from_settings(&v.settings),
+                        grants: v.grants,
+                        quotas: super::quotas::Quotas::new(&v.limits),
+                        shared: Arc::clone(shared),
+                    }),
+                    record: v.record,
+                    memory_limit_mib: v.limits.memory_limit_mib,
+                    max_busy: Duration::from_millis(v.limits.max_busy_ms),
+                    refused: None,
+                },
+            };
+            (v.job, plan)
+        })
+        .collect()
+}
+
+/// [`verdicts`] then [`plans`]: for callers that validate and run in one go (tests, benches).
+pub async fn check(
+    engine: &wasmtime::Engine,
+    job_types: &JobTypes,
+    shared: &Arc<Shared>,
+    jobs_dir: &Path,
+) -> Result<Vec<(Arc<LoadedJobType>, SectionPlan)>, Vec<PreflightError>> {
+    let verdicts = verdicts(engine, job_types, &shared.settings, jobs_dir).await?;
+    Ok(plans(verdicts, shared))
 }

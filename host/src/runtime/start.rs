@@ -1,17 +1,16 @@
-//! The seam with the CLI: `run(StartContext)` for `start`, the preflight hook of
-//! `job_type_check`, and the adapter of the foundation's `api::Client` to [`SessionTransport`].
+//! The runtime's side of `start`: loading the job types, the job-type step of preflight (whose
+//! verdicts `start` then runs, so each `validate` is called once per start), and the adapter of
+//! the foundation's `api::Client` to [`SessionTransport`]. Nothing here imports the CLI.
 
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::supervisor::{RunView, Runtime, RuntimeInputs, run_until_stopped};
+use super::preflight::Verdict;
+use super::supervisor::{Runtime, RuntimeInputs};
 use super::transport::{CallFuture, Channel, SessionTransport, TransportError};
 use crate::api::{ApiError, Client};
 use crate::config::Config;
-use crate::signals::StopRequests;
-use crate::start::StartContext;
 
 impl From<ApiError> for TransportError {
     fn from(e: ApiError) -> Self {
@@ -75,46 +74,18 @@ pub async fn load_job_types(tree_root: &std::path::Path) -> anyhow::Result<Arc<R
     Ok(Arc::new(runtime))
 }
 
-/// Run the started worker with the job types loaded at preflight until `stop` asks for it.
-/// `observe` gets the status board and slot pool as soon as they exist (the dashboard's view).
-pub async fn run(
-    ctx: StartContext,
-    runtime: Arc<Runtime>,
-    stop: StopRequests,
-    observe: impl FnOnce(RunView),
-) -> anyhow::Result<ExitCode> {
-    let api_key = ctx
-        .tree
-        .load_credentials()
-        .map(|c| c.api.key.expose().to_owned())
-        .unwrap_or_default();
-    let inputs = RuntimeInputs {
-        config: ctx.config.clone(),
-        transport: Arc::new(ClientTransport(ctx.client.clone())),
-        tree_root: ctx.tree.root().to_path_buf(),
-        user_id: ctx.identity.user.user_id.clone(),
-        instance_id: ctx.instance.instance_id.clone(),
-        secrets: vec![api_key],
-    };
-    let report = run_until_stopped(runtime, inputs, stop, observe).await;
-    if !report.preflight.is_empty() {
-        for e in &report.preflight {
-            eprintln!("error: {e}");
-        }
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
-}
+/// A refusal of the job-type step: (fatal, code, field path, message).
+pub type Refusal = (bool, String, String, String);
 
-/// The job-type step of preflight, for `job_type_check`: (fatal, code, field path, message) of
-/// every refusal. Calls the `validate` exports of `runtime`'s job types; contacts no server. A
-/// job type whose `validate` itself broke is not fatal: its sections end at once with that code
-/// and the others start.
+/// The job-type step of preflight, for `job_type_check`: every refusal, and the verdicts when
+/// none is fatal. Calls each job type's `validate` export once; contacts no server. A job type
+/// whose `validate` itself broke is not fatal: its sections end at once with that code and the
+/// others start.
 pub async fn validate_config(
     runtime: &Arc<Runtime>,
     config: &Config,
     tree_root: &std::path::Path,
-) -> Vec<(bool, String, String, String)> {
+) -> (Vec<Refusal>, Option<Vec<Verdict>>) {
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let inputs = RuntimeInputs {
         config: config.clone(),
@@ -125,31 +96,37 @@ pub async fn validate_config(
         secrets: Vec::new(),
     };
     let shared = super::supervisor::shared(&inputs, rx);
-    match super::preflight::check(
+    match super::preflight::verdicts(
         &runtime.engine,
         &runtime.job_types,
-        &shared,
+        &shared.settings,
         &shared.jobs_dir,
     )
     .await
     {
-        // A job type whose validate broke: `start` would run the other sections, but a check
-        // reports it as the error it is.
-        Ok(plans) => plans
-            .into_iter()
-            .filter_map(|(_, plan)| {
-                let (code, message) = plan.refused?;
-                Some((
-                    false,
-                    code,
-                    format!("sections[{}]", plan.record.index),
-                    message,
-                ))
-            })
-            .collect(),
-        Err(errors) => errors
-            .into_iter()
-            .map(|e| (true, e.code, e.field.unwrap_or_default(), e.message))
-            .collect(),
+        // A job type whose validate broke: `start` runs the other sections, and a check reports
+        // it as a warning.
+        Ok(verdicts) => {
+            let refusals = verdicts
+                .iter()
+                .filter_map(|v| {
+                    let (code, message) = v.refused.clone()?;
+                    Some((
+                        false,
+                        code,
+                        format!("sections[{}]", v.record.index),
+                        message,
+                    ))
+                })
+                .collect();
+            (refusals, Some(verdicts))
+        }
+        Err(errors) => (
+            errors
+                .into_iter()
+                .map(|e| (true, e.code, e.field.unwrap_or_default(), e.message))
+                .collect(),
+            None,
+        ),
     }
 }

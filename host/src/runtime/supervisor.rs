@@ -123,13 +123,14 @@ pub fn shared(inputs: &RuntimeInputs, shutdown: watch::Receiver<bool>) -> Arc<Sh
     })
 }
 
-/// Run every section until all have ended. `shutdown` flips to true to stop them gracefully;
-/// `force` cancels whatever is still running at once.
+/// Validate and run every section until all have ended (tests and benches: `start` validates at
+/// preflight and runs the verdicts with [`run_plans`]). `shutdown` flips to true to stop them
+/// gracefully; `force` cancels whatever is still running at once.
 pub async fn run_sections(
     runtime: Arc<Runtime>,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-    mut force: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+    force: watch::Receiver<bool>,
 ) -> RunReport {
     let jobs_dir = shared.jobs_dir.clone();
     let plans =
@@ -142,6 +143,17 @@ pub async fn run_sections(
                 };
             }
         };
+    run_plans(runtime, shared, plans, shutdown, force).await
+}
+
+/// Run the planned sections until all have ended.
+pub async fn run_plans(
+    runtime: Arc<Runtime>,
+    shared: Arc<Shared>,
+    plans: Vec<(Arc<super::loader::LoadedJobType>, section::SectionPlan)>,
+    mut shutdown: watch::Receiver<bool>,
+    mut force: watch::Receiver<bool>,
+) -> RunReport {
     let mut set = JoinSet::new();
     for (job, plan) in plans {
         let runtime = Arc::clone(&runtime);
@@ -184,14 +196,15 @@ pub async fn run_sections(
     report
 }
 
-/// Preflight and run every section of `inputs` with the job types of `runtime`, until `stop`
-/// asks for it (graceful on the first signal, forced on a second SIGINT: see
+/// Run the sections `verdicts` (preflight's, validated once) with the job types of `runtime`,
+/// until `stop` asks for it (graceful on the first signal, forced on a second SIGINT: see
 /// [`crate::signals`]). Sections that end on their own stay ended (refused until restart), and
 /// a worker whose sections have all ended, or that has none, idles until it is told to stop.
 /// `observe` gets the [`RunView`] once the worker-wide state exists, before any section runs.
 pub async fn run_until_stopped(
     runtime: Arc<Runtime>,
     inputs: RuntimeInputs,
+    verdicts: Vec<preflight::Verdict>,
     stop: StopRequests,
     observe: impl FnOnce(RunView),
 ) -> RunReport {
@@ -205,8 +218,9 @@ pub async fn run_until_stopped(
         slots: shared.slots.clone(),
     });
     let mut waiting = shutdown.clone();
-    let report = run_sections(runtime, shared, shutdown, force).await;
-    if report.preflight.is_empty() && !*waiting.borrow() {
+    let plans = preflight::plans(verdicts, &shared);
+    let report = run_plans(runtime, shared, plans, shutdown, force).await;
+    if !*waiting.borrow() {
         tracing::info!("all_sections_ended");
         let _ = waiting.wait_for(|d| *d).await;
     }

@@ -147,7 +147,16 @@ impl Home {
 
     /// [`Home::spawn_start`] with variables added to the worker's own environment.
     pub async fn spawn_start_with_env(&self, vars: &[(&str, &str)]) -> Result<Running, Outcome> {
-        let mut command = self.command(&["start"]);
+        self.spawn_start_with(&["start"], vars).await
+    }
+
+    /// [`Home::spawn_start`] with these arguments (`start` among them) and variables.
+    pub async fn spawn_start_with(
+        &self,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Result<Running, Outcome> {
+        let mut command = self.command(args);
         command.envs(vars.iter().copied());
         let mut child = command.spawn().expect("worker spawns");
         let stderr = child.stderr.take().unwrap();
