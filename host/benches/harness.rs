@@ -223,29 +223,12 @@ impl Rig {
         self.dir.path().join("home")
     }
 
-    /// The environment the CLI gets from either worker: the fake's address and the variables
-    /// that keep it offline (tests/e2e/claude.rs sets the same), its own config folder.
+    /// The CLI's environment from either worker ([`claude_env`]), its config folder in the rig.
     fn claude_env(&self) -> Vec<(&'static str, String)> {
-        let Some(c) = &self.claude else {
-            return Vec::new();
-        };
-        let config = self.dir.path().join("claude-config");
-        let mut env = vec![
-            ("ANTHROPIC_BASE_URL", c.fake.base_url()),
-            ("ANTHROPIC_API_KEY", "dummy".to_owned()),
-            ("CLAUDE_CONFIG_DIR", config.to_str().unwrap().to_owned()),
-        ];
-        for name in [
-            "DISABLE_TELEMETRY",
-            "DISABLE_AUTOUPDATER",
-            "DISABLE_ERROR_REPORTING",
-            "DISABLE_BUG_COMMAND",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
-        ] {
-            env.push((name, "1".to_owned()));
+        match &self.claude {
+            Some(c) => claude_env(&c.fake, &self.dir.path().join("claude-config")),
+            None => Vec::new(),
         }
-        env.push(("CLAUDE_CODE_MAX_RETRIES", "0".to_owned()));
-        env
     }
 
     /// The `agents:` block of either worker's config.yaml. Ours hands the CLI its environment
@@ -583,6 +566,20 @@ fn last_reply(rig: &Rig, s: &SessionIds, alias: &str) -> (Value, i64) {
     (reply, at)
 }
 
+/// µs from `at` to the next `list_session_events` request, and the gap between that poll and the
+/// one before it; `None` before the second poll.
+fn next_poll(rig: &Rig, at: i64) -> Option<(i64, i64)> {
+    let polls: Vec<i64> = rig
+        .admin
+        .requests()
+        .iter()
+        .filter(|r| r.command.as_deref() == Some("list_session_events"))
+        .map(|r| r.received_at_us as i64)
+        .collect();
+    let n = polls.iter().position(|&t| t >= at).filter(|&n| n > 0)?;
+    Some((polls[n] - at, polls[n] - polls[n - 1]))
+}
+
 async fn latency(kind: Kind, reference: Option<&Path>, turns: usize, out: &mut Figures) {
     let rig = Rig::new(kind, reference, 1).await;
     let s = rig.sessions[0].clone();
@@ -622,17 +619,9 @@ async fn latency(kind: Kind, reference: Option<&Path>, turns: usize, out: &mut F
         let (reply, posted_at) = last_reply(&rig, &s, alias);
         let sample = if is_idle { &mut idle } else { &mut after };
         sample.round_trip.push(posted_at - asked_at);
-        let polls: Vec<i64> = rig
-            .admin
-            .requests()
-            .iter()
-            .filter(|r| r.command.as_deref() == Some("list_session_events"))
-            .map(|r| r.received_at_us as i64)
-            .collect();
-        let next = polls.iter().position(|&t| t >= asked_at);
-        if let Some(n) = next.filter(|&n| n > 0) {
-            sample.to_poll.push(polls[n] - asked_at);
-            sample.poll_gap.push(polls[n] - polls[n - 1]);
+        if let Some((to_poll, gap)) = next_poll(&rig, asked_at) {
+            sample.to_poll.push(to_poll);
+            sample.poll_gap.push(gap);
         }
         if kind == Kind::Ours {
             let body = reply["content"][0]["text"].as_str().unwrap();
@@ -705,6 +694,95 @@ fn claude_cli() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
+/// The environment the CLI gets in part 4: the fake's address and the variables that keep it
+/// offline (tests/e2e/claude.rs sets the same), and its own config folder.
+fn claude_env(fake: &FakeAnthropic, config: &Path) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("ANTHROPIC_BASE_URL", fake.base_url()),
+        ("ANTHROPIC_API_KEY", "dummy".to_owned()),
+        ("CLAUDE_CONFIG_DIR", config.to_str().unwrap().to_owned()),
+    ];
+    for name in [
+        "DISABLE_TELEMETRY",
+        "DISABLE_AUTOUPDATER",
+        "DISABLE_ERROR_REPORTING",
+        "DISABLE_BUG_COMMAND",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+    ] {
+        env.push((name, "1".to_owned()));
+    }
+    env.push(("CLAUDE_CODE_MAX_RETRIES", "0".to_owned()));
+    env
+}
+
+/// The CLI alone, no worker, in the same run: `claude -p <message> --output-format stream-json
+/// --verbose` spawned `n` times (after one unmeasured start): spawn → its first model request
+/// (the CLI's own start-up, which part 4's first figure includes), and the fake's last response
+/// sent → the CLI's `assistant` text line on its stdout (the CLI's share of the second).
+async fn claude_alone(cli: &Path, n: usize, out: &mut Figures) {
+    use tokio::io::AsyncBufReadExt;
+    let fake = FakeAnthropic::start().await.expect("fake model API starts");
+    let dir = tempfile::tempdir().unwrap();
+    let (work, home) = (dir.path().join("work"), dir.path().join("home"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    let (mut start, mut to_line) = (Vec::new(), Vec::new());
+    for i in 0..=n {
+        let spawned_at = now_us();
+        let mut child = Command::new(cli)
+            .args(["-p", &format!("bench message {i}")])
+            .args(["--output-format", "stream-json", "--verbose"])
+            .current_dir(&work)
+            .env("HOME", &home)
+            .envs(claude_env(&fake, &dir.path().join("claude-config")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn claude");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut text_at = None;
+        let read = async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let v: Value = serde_json::from_str(&line).unwrap_or_default();
+                if v["type"] == "assistant" && v["message"]["content"][0]["type"] == "text" {
+                    text_at.get_or_insert(now_us());
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, read)
+            .await
+            .expect("the CLI finishes a turn");
+        let _ = child.wait().await;
+        let text_at = text_at.expect("the CLI printed the reply") as i64;
+        let calls: Vec<_> = fake
+            .messages_calls()
+            .into_iter()
+            .filter(|r| r.received_at_us as i64 >= spawned_at)
+            .collect();
+        let first = calls.first().expect("a model request");
+        let last = calls
+            .iter()
+            .rfind(|r| (r.received_at_us as i64) < text_at)
+            .expect("a model request before the reply");
+        if i > 0 {
+            start.push(first.received_at_us as i64 - spawned_at);
+            to_line.push(text_at - last.response_end_us.expect("ended") as i64);
+        }
+    }
+    println!(
+        "cli    claude alone: spawn -> first model request:    {}",
+        describe(&start)
+    );
+    println!(
+        "cli    claude alone: last model response -> text line: {}",
+        describe(&to_line)
+    );
+    out.put("cli_start_p50", Kind::Ours, quantile(&start, 0.5));
+    out.put("cli_line_p50", Kind::Ours, quantile(&to_line, 0.5));
+}
+
 /// Both in µs, one sample per measured turn.
 #[derive(Default)]
 struct ClaudeLatency {
@@ -712,6 +790,9 @@ struct ClaudeLatency {
     to_request: Vec<i64>,
     /// The fake handed over the last byte of the turn's last response → the text item accepted.
     to_post: Vec<i64>,
+    /// Person's item accepted → the next `list_session_events` request (the part of
+    /// `to_request` spent waiting for a poll).
+    to_poll: Vec<i64>,
 }
 
 async fn claude(kind: Kind, reference: Option<&Path>, cli: &Path, turns: usize, out: &mut Figures) {
@@ -775,6 +856,9 @@ async fn claude(kind: Kind, reference: Option<&Path>, cli: &Path, turns: usize, 
         if i > 0 {
             l.to_request.push(first.received_at_us as i64 - asked_at);
             l.to_post.push(posted_at - ended);
+            if let Some((to_poll, _)) = next_poll(&rig, asked_at) {
+                l.to_poll.push(to_poll);
+            }
         }
     }
     stop(&mut child).await;
@@ -786,6 +870,10 @@ async fn claude(kind: Kind, reference: Option<&Path>, cli: &Path, turns: usize, 
     println!(
         "{who}   claude: last model response -> text posted:  {}",
         describe(&l.to_post)
+    );
+    println!(
+        "{who}     person's item -> next event poll:          {}",
+        describe(&l.to_poll)
     );
     if other_first > 0 {
         println!(
@@ -1073,6 +1161,13 @@ impl Figures {
                 Some(|v| v <= 900.0),
             ),
             (
+                "cli_start_p50",
+                "claude CLI alone (no worker): spawn → first model request, p50",
+                "ms",
+                "",
+                None,
+            ),
+            (
                 "claude_req_p90",
                 "claude: person item → first model request, p90",
                 "ms",
@@ -1089,6 +1184,13 @@ impl Figures {
             (
                 "claude_post_p90",
                 "claude: last model response → text posted, p90",
+                "ms",
+                "",
+                None,
+            ),
+            (
+                "cli_line_p50",
+                "claude CLI alone (no worker): last model response → text line, p50",
                 "ms",
                 "",
                 None,
@@ -1238,6 +1340,7 @@ async fn main() {
         match claude_cli() {
             Some(cli) => {
                 println!("claude: {}", cli.display());
+                claude_alone(&cli, claude_turns, &mut out).await;
                 for &kind in &kinds {
                     claude(kind, r, &cli, claude_turns, &mut out).await;
                 }
