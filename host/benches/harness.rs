@@ -715,26 +715,44 @@ fn claude_env(fake: &FakeAnthropic, config: &Path) -> Vec<(&'static str, String)
     env
 }
 
-/// The CLI alone, no worker, in the same run: `claude -p <message> --output-format stream-json
-/// --verbose` spawned `n` times (after one unmeasured start): spawn → its first model request
-/// (the CLI's own start-up, which part 4's first figure includes), and the fake's last response
-/// sent → the CLI's `assistant` text line on its stdout (the CLI's share of the second).
-async fn claude_alone(cli: &Path, n: usize, out: &mut Figures) {
-    use tokio::io::AsyncBufReadExt;
-    let fake = FakeAnthropic::start().await.expect("fake model API starts");
-    let dir = tempfile::tempdir().unwrap();
-    let (work, home) = (dir.path().join("work"), dir.path().join("home"));
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::create_dir_all(&home).unwrap();
-    let (mut start, mut to_line) = (Vec::new(), Vec::new());
-    for i in 0..=n {
+/// The CLI alone, no worker: `claude -p <message> --output-format stream-json --verbose`
+/// spawned once per turn, to tell the CLI's share of part 4's figures from the worker's: spawn →
+/// its first model request (the CLI's own start-up), and the fake's last response sent → the
+/// CLI's `assistant` text line on its stdout.
+struct CliAlone {
+    cli: PathBuf,
+    fake: FakeAnthropic,
+    dir: tempfile::TempDir,
+    start: Vec<i64>,
+    to_line: Vec<i64>,
+}
+
+impl CliAlone {
+    async fn new(cli: &Path) -> CliAlone {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        CliAlone {
+            cli: cli.to_path_buf(),
+            fake: FakeAnthropic::start().await.expect("fake model API starts"),
+            dir,
+            start: Vec::new(),
+            to_line: Vec::new(),
+        }
+    }
+
+    async fn turn(&mut self, i: usize, measured: bool) {
+        use tokio::io::AsyncBufReadExt;
         let spawned_at = now_us();
-        let mut child = Command::new(cli)
+        let mut child = Command::new(&self.cli)
             .args(["-p", &format!("bench message {i}")])
             .args(["--output-format", "stream-json", "--verbose"])
-            .current_dir(&work)
-            .env("HOME", &home)
-            .envs(claude_env(&fake, &dir.path().join("claude-config")))
+            .current_dir(self.dir.path().join("work"))
+            .env("HOME", self.dir.path().join("home"))
+            .envs(claude_env(
+                &self.fake,
+                &self.dir.path().join("claude-config"),
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -755,8 +773,9 @@ async fn claude_alone(cli: &Path, n: usize, out: &mut Figures) {
             .await
             .expect("the CLI finishes a turn");
         let _ = child.wait().await;
-        let text_at = text_at.expect("the CLI printed the reply") as i64;
-        let calls: Vec<_> = fake
+        let text_at = text_at.expect("the CLI printed the reply");
+        let calls: Vec<_> = self
+            .fake
             .messages_calls()
             .into_iter()
             .filter(|r| r.received_at_us as i64 >= spawned_at)
@@ -766,24 +785,28 @@ async fn claude_alone(cli: &Path, n: usize, out: &mut Figures) {
             .iter()
             .rfind(|r| (r.received_at_us as i64) < text_at)
             .expect("a model request before the reply");
-        if i > 0 {
-            start.push(first.received_at_us as i64 - spawned_at);
-            to_line.push(text_at - last.response_end_us.expect("ended") as i64);
+        if measured {
+            self.start.push(first.received_at_us as i64 - spawned_at);
+            self.to_line
+                .push(text_at - last.response_end_us.expect("ended") as i64);
         }
     }
-    println!(
-        "cli    claude alone: spawn -> first model request:    {}",
-        describe(&start)
-    );
-    println!(
-        "cli    claude alone: last model response -> text line: {}",
-        describe(&to_line)
-    );
-    out.put("cli_start_p50", Kind::Ours, quantile(&start, 0.5));
-    out.put("cli_line_p50", Kind::Ours, quantile(&to_line, 0.5));
+
+    fn report(&self, out: &mut Figures) {
+        println!(
+            "cli    claude alone: spawn -> first model request:     {}",
+            describe(&self.start)
+        );
+        println!(
+            "cli    claude alone: last model response -> text line: {}",
+            describe(&self.to_line)
+        );
+        out.put("cli_start_p50", Kind::Ours, quantile(&self.start, 0.5));
+        out.put("cli_line_p50", Kind::Ours, quantile(&self.to_line, 0.5));
+    }
 }
 
-/// Both in µs, one sample per measured turn.
+/// All in µs, one sample per measured turn.
 #[derive(Default)]
 struct ClaudeLatency {
     /// Person's item accepted → the CLI's first model request arrives at the fake.
@@ -795,26 +818,50 @@ struct ClaudeLatency {
     to_poll: Vec<i64>,
 }
 
-async fn claude(kind: Kind, reference: Option<&Path>, cli: &Path, turns: usize, out: &mut Figures) {
-    let rig = Rig::with_claude(kind, reference, cli).await;
-    let fake = &rig.claude.as_ref().expect("a claude rig").fake;
-    let s = rig.sessions[0].clone();
-    let alias = kind.thread();
-    let mut child = rig.spawn();
-    rig.wait_attached().await;
-    rig.admin
-        .upload_object(&s.session_id, alias, rig.envelope("pending"), PERSON)
-        .unwrap();
-    rig.wait("the thread active", |_| rig.state(&s) == "active")
-        .await;
-    let pauses = idle_pauses(turns);
-    let mut l = ClaudeLatency::default();
-    let mut other_first = 0;
-    // Turn 0 is not measured: the CLI's first start in a new config folder creates its files.
-    for i in 0..=turns {
-        if i > 0 {
-            tokio::time::sleep(pauses[i - 1]).await;
+/// One worker driving the real CLI on one thread handed to `claude_code`, a turn at a time.
+struct ClaudeRun {
+    rig: Rig,
+    child: Child,
+    s: SessionIds,
+    turns: usize,
+    l: ClaudeLatency,
+    /// Turns whose first model request did not carry the person's message.
+    other_first: usize,
+}
+
+impl ClaudeRun {
+    /// The worker started and the thread active (both in `approval` mode: see [`Rig::envelope`]).
+    async fn start(kind: Kind, reference: Option<&Path>, cli: &Path) -> ClaudeRun {
+        let rig = Rig::with_claude(kind, reference, cli).await;
+        let s = rig.sessions[0].clone();
+        let child = rig.spawn();
+        rig.wait_attached().await;
+        rig.admin
+            .upload_object(
+                &s.session_id,
+                kind.thread(),
+                rig.envelope("pending"),
+                PERSON,
+            )
+            .unwrap();
+        rig.wait("the thread active", |_| rig.state(&s) == "active")
+            .await;
+        ClaudeRun {
+            rig,
+            child,
+            s,
+            turns: 0,
+            l: ClaudeLatency::default(),
+            other_first: 0,
         }
+    }
+
+    /// A person's message, then the reply's `turn_end`.
+    async fn turn(&mut self, measured: bool) {
+        let (rig, s) = (&self.rig, &self.s);
+        let kind = rig.kind;
+        let alias = kind.thread();
+        let i = self.turns;
         let prompt = format!("bench message {i}");
         let asked = rig
             .admin
@@ -828,10 +875,11 @@ async fn claude(kind: Kind, reference: Option<&Path>, cli: &Path, turns: usize, 
             .expect("person posts");
         let asked_at = epoch_micros(asked["created_at"].as_str().unwrap());
         rig.wait("the reply's turn_end", |_| {
-            rig.count(&s, alias, "turn_end") > i
+            rig.count(s, alias, "turn_end") > i
         })
         .await;
-        let (reply, posted_at) = last_reply(&rig, &s, alias);
+        self.turns += 1;
+        let (reply, posted_at) = last_reply(rig, s, alias);
         let text = reply["content"][0]["text"].as_str().unwrap_or_default();
         assert!(
             text.starts_with("Hello from fake Anthropic"),
@@ -839,51 +887,94 @@ async fn claude(kind: Kind, reference: Option<&Path>, cli: &Path, turns: usize, 
             rig.log_tail()
         );
         // This turn's model requests: those that arrived after the person's item.
+        let fake = &rig.claude.as_ref().expect("a claude rig").fake;
         let calls: Vec<_> = fake
             .messages_calls()
             .into_iter()
             .filter(|r| r.received_at_us as i64 >= asked_at)
             .collect();
         let first = calls.first().expect("a model request this turn");
-        if first.last_user_text().as_deref() != Some(prompt.as_str()) {
-            other_first += 1;
-        }
         let last = calls
             .iter()
             .rfind(|r| (r.received_at_us as i64) < posted_at)
             .expect("a model request before the reply");
         let ended = last.response_end_us.expect("the reply's response ended") as i64;
-        if i > 0 {
-            l.to_request.push(first.received_at_us as i64 - asked_at);
-            l.to_post.push(posted_at - ended);
-            if let Some((to_poll, _)) = next_poll(&rig, asked_at) {
-                l.to_poll.push(to_poll);
-            }
+        if !measured {
+            return;
+        }
+        if first.last_user_text().as_deref() != Some(prompt.as_str()) {
+            self.other_first += 1;
+        }
+        self.l
+            .to_request
+            .push(first.received_at_us as i64 - asked_at);
+        self.l.to_post.push(posted_at - ended);
+        if let Some((to_poll, _)) = next_poll(rig, asked_at) {
+            self.l.to_poll.push(to_poll);
         }
     }
-    stop(&mut child).await;
-    let who = if kind == Kind::Ours { "ours" } else { "ref " };
-    println!(
-        "{who}   claude: person's item -> first model request: {}",
-        describe(&l.to_request)
-    );
-    println!(
-        "{who}   claude: last model response -> text posted:  {}",
-        describe(&l.to_post)
-    );
-    println!(
-        "{who}     person's item -> next event poll:          {}",
-        describe(&l.to_poll)
-    );
-    if other_first > 0 {
+
+    async fn finish(mut self, out: &mut Figures) {
+        stop(&mut self.child).await;
+        let (kind, l) = (self.rig.kind, &self.l);
+        let who = if kind == Kind::Ours { "ours" } else { "ref " };
         println!(
-            "{who}     ({other_first} turn(s) whose first model request was not the person's message)"
+            "{who}   claude: person's item -> first model request: {}",
+            describe(&l.to_request)
         );
+        println!(
+            "{who}     person's item -> next event poll:          {}",
+            describe(&l.to_poll)
+        );
+        println!(
+            "{who}   claude: last model response -> text posted:  {}",
+            describe(&l.to_post)
+        );
+        if self.other_first > 0 {
+            println!(
+                "{who}     ({} turn(s) whose first model request was not the person's message)",
+                self.other_first
+            );
+        }
+        out.put("claude_req_p50", kind, quantile(&l.to_request, 0.5));
+        out.put("claude_req_p90", kind, quantile(&l.to_request, 0.9));
+        out.put("claude_post_p50", kind, quantile(&l.to_post, 0.5));
+        out.put("claude_post_p90", kind, quantile(&l.to_post, 0.9));
     }
-    out.put("claude_req_p50", kind, quantile(&l.to_request, 0.5));
-    out.put("claude_req_p90", kind, quantile(&l.to_request, 0.9));
-    out.put("claude_post_p50", kind, quantile(&l.to_post, 0.5));
-    out.put("claude_post_p90", kind, quantile(&l.to_post, 0.9));
+}
+
+/// Part 4. The workers and the CLI alone take turns (ours, the reference, the CLI alone, and
+/// again), so a change of the machine's load touches all three alike. Each message is posted a
+/// stratified random pause ([`idle_pauses`]) after the previous turn of any of them ended, so it
+/// lands at a random moment of the worker's poll cycle. The first turn of each is not measured:
+/// the CLI's first start in a new config folder creates its files there.
+async fn claude(
+    kinds: &[Kind],
+    reference: Option<&Path>,
+    cli: &Path,
+    turns: usize,
+    out: &mut Figures,
+) {
+    let mut alone = CliAlone::new(cli).await;
+    let mut runs = Vec::new();
+    for &kind in kinds {
+        runs.push(ClaudeRun::start(kind, reference, cli).await);
+    }
+    let pauses = idle_pauses(turns);
+    for i in 0..=turns {
+        let measured = i > 0;
+        for run in &mut runs {
+            if measured {
+                tokio::time::sleep(pauses[i - 1]).await;
+            }
+            run.turn(measured).await;
+        }
+        alone.turn(i, measured).await;
+    }
+    alone.report(out);
+    for run in runs {
+        run.finish(out).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1272,6 +1363,12 @@ fn machine() -> String {
     )
 }
 
+/// The 1, 5 and 15 minute load averages: other work on the machine shows in every latency here.
+fn load() -> String {
+    let avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    avg.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let parts: Vec<String> = std::env::args()
@@ -1309,6 +1406,7 @@ async fn main() {
         );
     }
     println!("machine: {}", machine());
+    println!("load average at the start: {}", load());
     println!(
         "ours: {OURS_EXE}\nreference: {}\ndefault polling (idle 1500 ms, active 3000 ms), emulator in-process on 127.0.0.1",
         reference
@@ -1340,10 +1438,7 @@ async fn main() {
         match claude_cli() {
             Some(cli) => {
                 println!("claude: {}", cli.display());
-                claude_alone(&cli, claude_turns, &mut out).await;
-                for &kind in &kinds {
-                    claude(kind, r, &cli, claude_turns, &mut out).await;
-                }
+                claude(&kinds, r, &cli, claude_turns, &mut out).await;
             }
             None => eprintln!(
                 "harness bench: no claude CLI ({CLAUDE_VAR} unset and none in tests/agents): part \
@@ -1354,5 +1449,6 @@ async fn main() {
     if parts.iter().any(|a| a == "inspect") {
         inspect(window).await;
     }
+    println!("load average at the end: {}", load());
     out.table();
 }
