@@ -715,25 +715,54 @@ fn claude_env(fake: &FakeAnthropic, config: &Path) -> Vec<(&'static str, String)
     env
 }
 
-/// The CLI alone, no worker: `claude -p <message> --output-format stream-json --verbose`
-/// spawned once per turn, to tell the CLI's share of part 4's figures from the worker's: spawn →
-/// its first model request (the CLI's own start-up), and the fake's last response sent → the
-/// CLI's `assistant` text line on its stdout.
+/// The CLI alone, no worker, spawned once per turn, to tell the CLI's share of part 4's figures
+/// from the worker's: spawn → its first model request, and the fake's last response sent → the
+/// CLI's `assistant` text line on its stdout. Plain: `claude -p <message> --output-format
+/// stream-json --verbose` (the CLI's own start-up). Driven: the command line and stdin of our
+/// `claude_code` driver (`plugins/session-agent-harness/src/agent/claude_code.rs`: stream-json
+/// both ways, `initialize`, the `ask_user` sdk MCP server whose handshake this answers itself,
+/// `--resume=` from the second turn), so what remains of a worker's figure is the worker's.
 struct CliAlone {
     cli: PathBuf,
+    driven: bool,
+    /// The session to resume (driven).
+    session: String,
     fake: FakeAnthropic,
     dir: tempfile::TempDir,
     start: Vec<i64>,
     to_line: Vec<i64>,
 }
 
+/// The driven CLI's answer to an sdk MCP message of the handshake (`initialize`, the
+/// `initialized` notification, `tools/list`), as the `claude_code` driver answers them.
+fn mcp_answer(message: &Value) -> Value {
+    let id = message.get("id").cloned();
+    match message["method"].as_str() {
+        Some("initialize") => json!({"jsonrpc": "2.0", "id": id, "result": {
+            "protocolVersion": message["params"]["protocolVersion"],
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "blobhub", "version": "1"}}}),
+        Some("tools/list") => json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [{
+            "name": "ask_user",
+            "description": "Ask the person a question and wait for the answer.",
+            "inputSchema": {"type": "object", "properties": {"question": {"type": "string"}},
+                            "required": ["question"]}}]}}),
+        _ if id.is_none() => json!({"jsonrpc": "2.0", "result": {}}),
+        _ => {
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "no such method"}})
+        }
+    }
+}
+
 impl CliAlone {
-    async fn new(cli: &Path) -> CliAlone {
+    async fn new(cli: &Path, driven: bool) -> CliAlone {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("work")).unwrap();
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         CliAlone {
             cli: cli.to_path_buf(),
+            driven,
+            session: String::new(),
             fake: FakeAnthropic::start().await.expect("fake model API starts"),
             dir,
             start: Vec::new(),
@@ -742,30 +771,88 @@ impl CliAlone {
     }
 
     async fn turn(&mut self, i: usize, measured: bool) {
-        use tokio::io::AsyncBufReadExt;
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let prompt = format!("bench message {i}");
+        let mut cmd = Command::new(&self.cli);
+        if self.driven {
+            cmd.args(["-p", "--input-format", "stream-json"])
+                .args(["--output-format", "stream-json", "--verbose"])
+                .args([
+                    "--permission-mode",
+                    "default",
+                    "--permission-prompt-tool",
+                    "stdio",
+                ])
+                .args([
+                    "--mcp-config",
+                    r#"{"mcpServers":{"blobhub":{"type":"sdk","name":"blobhub"}}}"#,
+                ])
+                .args(["--allowedTools", "mcp__blobhub__ask_user"])
+                .args(["--disallowedTools", "AskUserQuestion"])
+                .args([
+                    "--append-system-prompt",
+                    "When you need the person's input, call mcp__blobhub__ask_user.",
+                ]);
+            if !self.session.is_empty() {
+                cmd.arg(format!("--resume={}", self.session));
+            }
+        } else {
+            cmd.args(["-p", &prompt])
+                .args(["--output-format", "stream-json", "--verbose"]);
+        }
         let spawned_at = now_us();
-        let mut child = Command::new(&self.cli)
-            .args(["-p", &format!("bench message {i}")])
-            .args(["--output-format", "stream-json", "--verbose"])
+        let mut child = cmd
             .current_dir(self.dir.path().join("work"))
             .env("HOME", self.dir.path().join("home"))
             .envs(claude_env(
                 &self.fake,
                 &self.dir.path().join("claude-config"),
             ))
-            .stdin(Stdio::null())
+            .stdin(if self.driven {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn claude");
+        let mut stdin = child.stdin.take();
+        if let Some(w) = &mut stdin {
+            let initialize = json!({"type": "control_request", "request_id": "bench_init",
+                "request": {"subtype": "initialize", "hooks": null}});
+            let user = json!({"type": "user", "message": {"role": "user", "content": prompt},
+                "parent_tool_use_id": null, "session_id": ""});
+            let first = format!("{initialize}\n{user}\n");
+            w.write_all(first.as_bytes()).await.unwrap();
+        }
         let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
         let mut text_at = None;
+        let session = &mut self.session;
         let read = async {
             while let Some(line) = lines.next_line().await.unwrap() {
                 let v: Value = serde_json::from_str(&line).unwrap_or_default();
                 if v["type"] == "assistant" && v["message"]["content"][0]["type"] == "text" {
                     text_at.get_or_insert(now_us());
+                }
+                if let Some(id) = v["session_id"].as_str() {
+                    id.clone_into(session);
+                }
+                if v["type"] == "result" {
+                    // A one-turn CLI exits once its stdin is closed.
+                    stdin = None;
+                }
+                let request = &v["request"];
+                if let (Some(w), "control_request", "mcp_message") = (
+                    &mut stdin,
+                    v["type"].as_str().unwrap_or(""),
+                    request["subtype"].as_str().unwrap_or(""),
+                ) {
+                    let answer = json!({"type": "control_response", "response": {
+                        "subtype": "success", "request_id": v["request_id"],
+                        "response": {"mcp_response": mcp_answer(&request["message"])}}});
+                    w.write_all(format!("{answer}\n").as_bytes()).await.unwrap();
                 }
             }
         };
@@ -793,16 +880,29 @@ impl CliAlone {
     }
 
     fn report(&self, out: &mut Figures) {
+        let (who, key) = if self.driven {
+            ("driven", "cli_driven")
+        } else {
+            ("-p", "cli")
+        };
         println!(
-            "cli    claude alone: spawn -> first model request:     {}",
+            "cli    claude alone ({who}): spawn -> first model request:     {}",
             describe(&self.start)
         );
         println!(
-            "cli    claude alone: last model response -> text line: {}",
+            "cli    claude alone ({who}): last model response -> text line: {}",
             describe(&self.to_line)
         );
-        out.put("cli_start_p50", Kind::Ours, quantile(&self.start, 0.5));
-        out.put("cli_line_p50", Kind::Ours, quantile(&self.to_line, 0.5));
+        out.put(
+            &format!("{key}_start_p50"),
+            Kind::Ours,
+            quantile(&self.start, 0.5),
+        );
+        out.put(
+            &format!("{key}_line_p50"),
+            Kind::Ours,
+            quantile(&self.to_line, 0.5),
+        );
     }
 }
 
@@ -955,7 +1055,10 @@ async fn claude(
     turns: usize,
     out: &mut Figures,
 ) {
-    let mut alone = CliAlone::new(cli).await;
+    let mut alone = [
+        CliAlone::new(cli, false).await,
+        CliAlone::new(cli, true).await,
+    ];
     let mut runs = Vec::new();
     for &kind in kinds {
         runs.push(ClaudeRun::start(kind, reference, cli).await);
@@ -969,9 +1072,13 @@ async fn claude(
             }
             run.turn(measured).await;
         }
-        alone.turn(i, measured).await;
+        for a in &mut alone {
+            a.turn(i, measured).await;
+        }
     }
-    alone.report(out);
+    for a in &alone {
+        a.report(out);
+    }
     for run in runs {
         run.finish(out).await;
     }
@@ -1259,6 +1366,13 @@ impl Figures {
                 None,
             ),
             (
+                "cli_driven_start_p50",
+                "claude CLI alone, driven as the worker drives it: spawn → first model request, p50",
+                "ms",
+                "",
+                None,
+            ),
+            (
                 "claude_req_p90",
                 "claude: person item → first model request, p90",
                 "ms",
@@ -1282,6 +1396,13 @@ impl Figures {
             (
                 "cli_line_p50",
                 "claude CLI alone (no worker): last model response → text line, p50",
+                "ms",
+                "",
+                None,
+            ),
+            (
+                "cli_driven_line_p50",
+                "claude CLI alone, driven as the worker drives it: last model response → text line, p50",
                 "ms",
                 "",
                 None,
