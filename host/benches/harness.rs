@@ -13,10 +13,16 @@
 //!    stdin, the agent's line → the posted item; p50/p99 with the thread idle (posted at a random
 //!    moment) and right after a turn (posted as soon as the previous `turn_end` lands);
 //! 3. idle RSS (VmRSS summed over the worker's process tree) and CPU (utime+stime over a fixed
-//!    window, % of one core) with 1 and 10 sections, each on its own session, no threads.
+//!    window, % of one core) with 1 and 10 sections, each on its own session, no threads;
+//! 4. with the real Claude Code CLI (`BLOBHUB_CLAUDE`, else tests/agents/node_modules/.bin/claude;
+//!    `npm ci --prefix tests/agents` installs it) against the fake Anthropic API in-process
+//!    (`blobhub-fake-anthropic`), both workers driving the same CLI: a person's item → the CLI's
+//!    first model request arriving at the fake, and the fake's last response of the turn sent →
+//!    the agent's text item posted; the item posted at a random moment of the poll cycle.
 //!
-//! Arguments (after `--`): any of `launch`, `latency`, `idle` to run only those parts.
-//! `BENCH_TURNS` (default 30 per condition) and `BENCH_IDLE_WINDOW_S` (default 20) shorten it.
+//! Arguments (after `--`): any of `launch`, `latency`, `idle`, `claude` to run only those parts.
+//! `BENCH_TURNS` (default 30 per condition), `BENCH_CLAUDE_TURNS` (default 10) and
+//! `BENCH_IDLE_WINDOW_S` (default 20) shorten it.
 //! Every loop is bounded; every wait has a deadline; only 127.0.0.1 is contacted.
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +31,7 @@ use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use blobhub_emulator::{Admin, CreateSession, Emulator, EmulatorConfig, SessionIds, User};
+use blobhub_fake_anthropic::FakeAnthropic;
 use blobhub_worker::state_tree::{
     ApiCredentials, ApiKey, Credentials, Identity, IdentityUser, StateTree,
 };
@@ -34,6 +41,7 @@ use tokio::process::{Child, Command};
 const OURS_EXE: &str = env!("CARGO_BIN_EXE_blobhub-worker");
 const TEST_AGENT: &str = env!("CARGO_BIN_EXE_blobhub-test-agent");
 const REFERENCE_VAR: &str = "BLOBHUB_REFERENCE_WORKER";
+const CLAUDE_VAR: &str = "BLOBHUB_CLAUDE";
 /// Any single wait (a start, a reply, an attach) fails the bench after this long.
 const PATIENCE: Duration = Duration::from_secs(60);
 /// Idle measurements start this long after every section attached: past the worker's first
@@ -76,8 +84,9 @@ fn quantile(v: &[i64], q: f64) -> f64 {
 
 fn describe(v: &[i64]) -> String {
     format!(
-        "p50 {:8.2} ms  p99 {:8.2} ms  min {:8.2}  max {:8.2}  (n={})",
+        "p50 {:8.2} ms  p90 {:8.2} ms  p99 {:8.2} ms  min {:8.2}  max {:8.2}  (n={})",
         quantile(v, 0.5),
+        quantile(v, 0.9),
         quantile(v, 0.99),
         quantile(v, 0.0),
         quantile(v, 1.0),
@@ -124,6 +133,14 @@ struct Rig {
     admin: Admin,
     sessions: Vec<SessionIds>,
     dir: tempfile::TempDir,
+    /// Set when the threads go to the real Claude Code CLI instead of the scripted agent.
+    claude: Option<Claude>,
+}
+
+/// The real `claude` and the fake model API it talks to (one per rig).
+struct Claude {
+    cli: PathBuf,
+    fake: FakeAnthropic,
 }
 
 fn write_private(path: &Path, text: &str) {
@@ -135,6 +152,25 @@ fn write_private(path: &Path, text: &str) {
 
 impl Rig {
     async fn new(kind: Kind, reference: Option<&Path>, sections: usize) -> Rig {
+        Rig::build(kind, reference, sections, None).await
+    }
+
+    /// One session whose threads go to the real Claude Code CLI at `cli`.
+    async fn with_claude(kind: Kind, reference: Option<&Path>, cli: &Path) -> Rig {
+        let fake = FakeAnthropic::start().await.expect("fake model API starts");
+        let claude = Claude {
+            cli: cli.to_path_buf(),
+            fake,
+        };
+        Rig::build(kind, reference, 1, Some(claude)).await
+    }
+
+    async fn build(
+        kind: Kind,
+        reference: Option<&Path>,
+        sections: usize,
+        claude: Option<Claude>,
+    ) -> Rig {
         let emu = Emulator::start(EmulatorConfig {
             users: vec![
                 user(OURS_USER, "bhk_ours"),
@@ -167,8 +203,10 @@ impl Rig {
             admin,
             sessions,
             dir: tempfile::tempdir().unwrap(),
+            claude,
         };
         std::fs::create_dir_all(rig.work_folder()).unwrap();
+        std::fs::create_dir_all(rig.ref_home()).unwrap();
         rig.write_home();
         rig
     }
@@ -183,6 +221,38 @@ impl Rig {
 
     fn ref_home(&self) -> PathBuf {
         self.dir.path().join("home")
+    }
+
+    /// The CLI's environment from either worker ([`claude_env`]), its config folder in the rig.
+    fn claude_env(&self) -> Vec<(&'static str, String)> {
+        match &self.claude {
+            Some(c) => claude_env(&c.fake, &self.dir.path().join("claude-config")),
+            None => Vec::new(),
+        }
+    }
+
+    /// The `agents:` block of either worker's config.yaml. Ours hands the CLI its environment
+    /// through `env`; the reference has no such key, so it gets the same variables from its own
+    /// environment ([`Rig::spawn`]), which it passes on (its removal of `CLAUDE_CODE_*` does not
+    /// take effect: docs/session-agent-harness.md).
+    fn agents_block(&self) -> String {
+        let Some(c) = &self.claude else {
+            return match self.kind {
+                Kind::Ours => format!("agents:\n  test_double:\n    executable: {TEST_AGENT}\n"),
+                Kind::Reference => String::new(),
+            };
+        };
+        let mut text = format!(
+            "agents:\n  claude_code:\n    executable: {}\n",
+            c.cli.display()
+        );
+        if self.kind == Kind::Ours {
+            text.push_str("    env:\n");
+            for (name, value) in self.claude_env() {
+                text.push_str(&format!("      {name}: {}\n", json!(value)));
+            }
+        }
+        text
     }
 
     /// Credentials, identity and config with one section per session, default polling.
@@ -207,8 +277,7 @@ impl Rig {
                     },
                 })
                 .unwrap();
-                let mut text =
-                    format!("agents:\n  test_double:\n    executable: {TEST_AGENT}\nsections:\n");
+                let mut text = format!("{}sections:\n", self.agents_block());
                 for (i, s) in self.sessions.iter().enumerate() {
                     text.push_str(&format!(
                         "  - name: s{i}\n    job_type: session_agent_harness\n    session: {{org_id: {}, blob_id: {}, revision_id: {}, session_id: {}}}\n",
@@ -225,7 +294,7 @@ impl Rig {
                         "profiles:\n  {REF_PROFILE}:\n    key: bhk_reference\n    url: {api_url}\ndefault: {REF_PROFILE}\n"
                     ),
                 );
-                let mut text = String::from("sections:\n");
+                let mut text = format!("{}sections:\n", self.agents_block());
                 for (i, s) in self.sessions.iter().enumerate() {
                     text.push_str(&format!(
                         "  - name: main{i}\n    job_type: session_agent_harness\n    session:\n      \
@@ -262,6 +331,10 @@ impl Rig {
                     .env("BLOBHUB_WORKER_HOME", self.our_tree().root())
                     .env_remove("BLOBHUB_WORKER_LOG")
                     .env_remove("RUST_LOG");
+                if self.claude.is_some() {
+                    // The CLI's HOME as the reference's: a folder of the rig, not the user's.
+                    c.env("HOME", self.ref_home());
+                }
                 c
             }
             Kind::Reference => {
@@ -272,7 +345,8 @@ impl Rig {
                     .env_remove("BLOBHUB_API_KEY")
                     .env_remove("BLOBHUB_API_URL")
                     .env_remove("BLOBHUB_PROFILE")
-                    .env_remove("TEST_DOUBLE_AUTO_PROMPT");
+                    .env_remove("TEST_DOUBLE_AUTO_PROMPT")
+                    .envs(self.claude_env());
                 c
             }
         };
@@ -314,7 +388,11 @@ impl Rig {
 
     fn envelope(&self, state: &str) -> Value {
         let mut agent = json!({"type": "test_double"});
-        if self.kind == Kind::Reference {
+        if self.claude.is_some() {
+            // Both in `approval` mode (the default): a text reply needs no permission, and the
+            // reference's `autonomous` is bypass mode, which the CLI refuses as root.
+            agent = json!({"type": "claude_code"});
+        } else if self.kind == Kind::Reference {
             agent["permissions"] = json!("autonomous");
         }
         json!({"type": "thread", "thread": {"attributes": {"name": "bench"}, "metadata": {
@@ -459,6 +537,49 @@ struct Latency {
     poll_gap: Vec<i64>,
 }
 
+/// The pauses before `n` messages posted to an idle thread: uniform over 3 s (two idle poll
+/// periods) after 0.5 s, stratified (one draw in each of `n` equal slices, in random order) so
+/// that a few dozen samples cover the poll cycle evenly; plain independent draws leave a
+/// 30-sample median ±100 ms. Seeded: every run and both workers get the same moments.
+fn idle_pauses(n: usize) -> Vec<Duration> {
+    let mut rng = fastrand::Rng::with_seed(4);
+    let mut slices: Vec<u64> = (0..n as u64).collect();
+    rng.shuffle(&mut slices);
+    let slice_us = 3_000_000 / n as u64;
+    slices
+        .into_iter()
+        .map(|slice| {
+            Duration::from_micros(500_000 + slice * slice_us + rng.u64(0..slice_us.max(1)))
+        })
+        .collect()
+}
+
+/// The latest text item of the worker on the thread, and when the emulator accepted it (µs).
+fn last_reply(rig: &Rig, s: &SessionIds, alias: &str) -> (Value, i64) {
+    let reply = rig
+        .items(s, alias)
+        .into_iter()
+        .rev()
+        .find(|x| x["user_id"] == rig.kind.user() && x["metadata"]["type"] == "text")
+        .expect("a reply");
+    let at = epoch_micros(reply["created_at"].as_str().unwrap());
+    (reply, at)
+}
+
+/// µs from `at` to the next `list_session_events` request, and the gap between that poll and the
+/// one before it; `None` before the second poll.
+fn next_poll(rig: &Rig, at: i64) -> Option<(i64, i64)> {
+    let polls: Vec<i64> = rig
+        .admin
+        .requests()
+        .iter()
+        .filter(|r| r.command.as_deref() == Some("list_session_events"))
+        .map(|r| r.received_at_us as i64)
+        .collect();
+    let n = polls.iter().position(|&t| t >= at).filter(|&n| n > 0)?;
+    Some((polls[n] - at, polls[n] - polls[n - 1]))
+}
+
 async fn latency(kind: Kind, reference: Option<&Path>, turns: usize, out: &mut Figures) {
     let rig = Rig::new(kind, reference, 1).await;
     let s = rig.sessions[0].clone();
@@ -471,22 +592,14 @@ async fn latency(kind: Kind, reference: Option<&Path>, turns: usize, out: &mut F
     rig.wait("the thread active", |_| rig.state(&s) == "active")
         .await;
     let text = if kind == Kind::Ours { "stamp" } else { "hello" };
-    // The idle turns' posting moments: uniform over 3 s (two idle poll periods) after a 0.5 s
-    // pause, stratified (one draw in each of `turns` equal slices, in random order) so that 30
-    // samples cover the poll cycle evenly; plain independent draws leave the median ±100 ms.
-    let mut rng = fastrand::Rng::with_seed(4);
-    let mut slices: Vec<usize> = (0..turns).collect();
-    rng.shuffle(&mut slices);
-    let slice_us = 3_000_000 / turns as u64;
+    let pauses = idle_pauses(turns);
     let (mut idle, mut after) = (Latency::default(), Latency::default());
     for i in 0..2 * turns {
         // Odd turns: the thread idles, the message lands at a random moment of the poll cycle.
         // Even turns: posted as soon as the previous reply's turn_end has landed.
         let is_idle = i % 2 == 1;
         if is_idle {
-            let slice = slices[i / 2] as u64;
-            let pause = 500_000 + slice * slice_us + rng.u64(0..slice_us.max(1));
-            tokio::time::sleep(Duration::from_micros(pause)).await;
+            tokio::time::sleep(pauses[i / 2]).await;
         }
         let asked = rig
             .admin
@@ -503,26 +616,12 @@ async fn latency(kind: Kind, reference: Option<&Path>, turns: usize, out: &mut F
             rig.count(&s, alias, "turn_end") > i
         })
         .await;
-        let items = rig.items(&s, alias);
-        let reply = items
-            .iter()
-            .rev()
-            .find(|x| x["user_id"] == kind.user() && x["metadata"]["type"] == "text")
-            .expect("a reply");
-        let posted_at = epoch_micros(reply["created_at"].as_str().unwrap());
+        let (reply, posted_at) = last_reply(&rig, &s, alias);
         let sample = if is_idle { &mut idle } else { &mut after };
         sample.round_trip.push(posted_at - asked_at);
-        let polls: Vec<i64> = rig
-            .admin
-            .requests()
-            .iter()
-            .filter(|r| r.command.as_deref() == Some("list_session_events"))
-            .map(|r| r.received_at_us as i64)
-            .collect();
-        let next = polls.iter().position(|&t| t >= asked_at);
-        if let Some(n) = next.filter(|&n| n > 0) {
-            sample.to_poll.push(polls[n] - asked_at);
-            sample.poll_gap.push(polls[n] - polls[n - 1]);
+        if let Some((to_poll, gap)) = next_poll(&rig, asked_at) {
+            sample.to_poll.push(to_poll);
+            sample.poll_gap.push(gap);
         }
         if kind == Kind::Ours {
             let body = reply["content"][0]["text"].as_str().unwrap();
@@ -578,6 +677,410 @@ async fn latency(kind: Kind, reference: Option<&Path>, turns: usize, out: &mut F
         );
         out.put("tp_p50", kind, quantile(&to_post, 0.5));
         out.put("tp_p99", kind, quantile(&to_post, 0.99));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. The real Claude Code CLI: item -> first model request, last model response -> item.
+
+/// The CLI for part 4: `BLOBHUB_CLAUDE`, else the pinned one of tests/agents.
+fn claude_cli() -> Option<PathBuf> {
+    let path = std::env::var_os(CLAUDE_VAR)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/agents/node_modules/.bin/claude")
+        });
+    path.is_file().then_some(path)
+}
+
+/// The environment the CLI gets in part 4: the fake's address and the variables that keep it
+/// offline (tests/e2e/claude.rs sets the same), and its own config folder.
+fn claude_env(fake: &FakeAnthropic, config: &Path) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("ANTHROPIC_BASE_URL", fake.base_url()),
+        ("ANTHROPIC_API_KEY", "dummy".to_owned()),
+        ("CLAUDE_CONFIG_DIR", config.to_str().unwrap().to_owned()),
+    ];
+    for name in [
+        "DISABLE_TELEMETRY",
+        "DISABLE_AUTOUPDATER",
+        "DISABLE_ERROR_REPORTING",
+        "DISABLE_BUG_COMMAND",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+    ] {
+        env.push((name, "1".to_owned()));
+    }
+    env.push(("CLAUDE_CODE_MAX_RETRIES", "0".to_owned()));
+    env
+}
+
+/// The CLI alone, no worker, spawned once per turn, to tell the CLI's share of part 4's figures
+/// from the worker's: spawn → its first model request, and the fake's last response sent → the
+/// CLI's `assistant` text line on its stdout. Plain: `claude -p <message> --output-format
+/// stream-json --verbose` (the CLI's own start-up). Driven: the command line and stdin of our
+/// `claude_code` driver (`plugins/session-agent-harness/src/agent/claude_code.rs`: stream-json
+/// both ways, `initialize`, the `ask_user` sdk MCP server whose handshake this answers itself,
+/// `--resume=` from the second turn), so what remains of a worker's figure is the worker's.
+struct CliAlone {
+    cli: PathBuf,
+    driven: bool,
+    /// The session to resume (driven).
+    session: String,
+    fake: FakeAnthropic,
+    dir: tempfile::TempDir,
+    start: Vec<i64>,
+    to_line: Vec<i64>,
+}
+
+/// The driven CLI's answer to an sdk MCP message of the handshake (`initialize`, the
+/// `initialized` notification, `tools/list`), as the `claude_code` driver answers them.
+fn mcp_answer(message: &Value) -> Value {
+    let id = message.get("id").cloned();
+    match message["method"].as_str() {
+        Some("initialize") => json!({"jsonrpc": "2.0", "id": id, "result": {
+            "protocolVersion": message["params"]["protocolVersion"],
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "blobhub", "version": "1"}}}),
+        Some("tools/list") => json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [{
+            "name": "ask_user",
+            "description": "Ask the person a question and wait for the answer.",
+            "inputSchema": {"type": "object", "properties": {"question": {"type": "string"}},
+                            "required": ["question"]}}]}}),
+        _ if id.is_none() => json!({"jsonrpc": "2.0", "result": {}}),
+        _ => {
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "no such method"}})
+        }
+    }
+}
+
+impl CliAlone {
+    async fn new(cli: &Path, driven: bool) -> CliAlone {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        CliAlone {
+            cli: cli.to_path_buf(),
+            driven,
+            session: String::new(),
+            fake: FakeAnthropic::start().await.expect("fake model API starts"),
+            dir,
+            start: Vec::new(),
+            to_line: Vec::new(),
+        }
+    }
+
+    async fn turn(&mut self, i: usize, measured: bool) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let prompt = format!("bench message {i}");
+        let mut cmd = Command::new(&self.cli);
+        if self.driven {
+            cmd.args(["-p", "--input-format", "stream-json"])
+                .args(["--output-format", "stream-json", "--verbose"])
+                .args([
+                    "--permission-mode",
+                    "default",
+                    "--permission-prompt-tool",
+                    "stdio",
+                ])
+                .args([
+                    "--mcp-config",
+                    r#"{"mcpServers":{"blobhub":{"type":"sdk","name":"blobhub"}}}"#,
+                ])
+                .args(["--allowedTools", "mcp__blobhub__ask_user"])
+                .args(["--disallowedTools", "AskUserQuestion"])
+                .args([
+                    "--append-system-prompt",
+                    "When you need the person's input, call mcp__blobhub__ask_user.",
+                ]);
+            if !self.session.is_empty() {
+                cmd.arg(format!("--resume={}", self.session));
+            }
+        } else {
+            cmd.args(["-p", &prompt])
+                .args(["--output-format", "stream-json", "--verbose"]);
+        }
+        let spawned_at = now_us();
+        let mut child = cmd
+            .current_dir(self.dir.path().join("work"))
+            .env("HOME", self.dir.path().join("home"))
+            .envs(claude_env(
+                &self.fake,
+                &self.dir.path().join("claude-config"),
+            ))
+            .stdin(if self.driven {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn claude");
+        let mut stdin = child.stdin.take();
+        if let Some(w) = &mut stdin {
+            let initialize = json!({"type": "control_request", "request_id": "bench_init",
+                "request": {"subtype": "initialize", "hooks": null}});
+            let user = json!({"type": "user", "message": {"role": "user", "content": prompt},
+                "parent_tool_use_id": null, "session_id": ""});
+            let first = format!("{initialize}\n{user}\n");
+            w.write_all(first.as_bytes()).await.unwrap();
+        }
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut text_at = None;
+        let session = &mut self.session;
+        let read = async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let v: Value = serde_json::from_str(&line).unwrap_or_default();
+                if v["type"] == "assistant" && v["message"]["content"][0]["type"] == "text" {
+                    text_at.get_or_insert(now_us());
+                }
+                if let Some(id) = v["session_id"].as_str() {
+                    id.clone_into(session);
+                }
+                if v["type"] == "result" {
+                    // A one-turn CLI exits once its stdin is closed.
+                    stdin = None;
+                }
+                let request = &v["request"];
+                if let (Some(w), "control_request", "mcp_message") = (
+                    &mut stdin,
+                    v["type"].as_str().unwrap_or(""),
+                    request["subtype"].as_str().unwrap_or(""),
+                ) {
+                    let answer = json!({"type": "control_response", "response": {
+                        "subtype": "success", "request_id": v["request_id"],
+                        "response": {"mcp_response": mcp_answer(&request["message"])}}});
+                    w.write_all(format!("{answer}\n").as_bytes()).await.unwrap();
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, read)
+            .await
+            .expect("the CLI finishes a turn");
+        let _ = child.wait().await;
+        let text_at = text_at.expect("the CLI printed the reply");
+        let calls: Vec<_> = self
+            .fake
+            .messages_calls()
+            .into_iter()
+            .filter(|r| r.received_at_us as i64 >= spawned_at)
+            .collect();
+        let first = calls.first().expect("a model request");
+        let last = calls
+            .iter()
+            .rfind(|r| (r.received_at_us as i64) < text_at)
+            .expect("a model request before the reply");
+        if measured {
+            self.start.push(first.received_at_us as i64 - spawned_at);
+            self.to_line
+                .push(text_at - last.response_end_us.expect("ended") as i64);
+        }
+    }
+
+    fn report(&self, out: &mut Figures) {
+        let (who, key) = if self.driven {
+            ("driven", "cli_driven")
+        } else {
+            ("-p", "cli")
+        };
+        println!(
+            "cli    claude alone ({who}): spawn -> first model request:     {}",
+            describe(&self.start)
+        );
+        println!(
+            "cli    claude alone ({who}): last model response -> text line: {}",
+            describe(&self.to_line)
+        );
+        out.put(
+            &format!("{key}_start_p50"),
+            Kind::Ours,
+            quantile(&self.start, 0.5),
+        );
+        out.put(
+            &format!("{key}_line_p50"),
+            Kind::Ours,
+            quantile(&self.to_line, 0.5),
+        );
+    }
+}
+
+/// All in µs, one sample per measured turn.
+#[derive(Default)]
+struct ClaudeLatency {
+    /// Person's item accepted → the CLI's first model request arrives at the fake.
+    to_request: Vec<i64>,
+    /// The fake handed over the last byte of the turn's last response → the text item accepted.
+    to_post: Vec<i64>,
+    /// Person's item accepted → the next `list_session_events` request (the part of
+    /// `to_request` spent waiting for a poll).
+    to_poll: Vec<i64>,
+}
+
+/// One worker driving the real CLI on one thread handed to `claude_code`, a turn at a time.
+struct ClaudeRun {
+    rig: Rig,
+    child: Child,
+    s: SessionIds,
+    turns: usize,
+    l: ClaudeLatency,
+    /// Turns whose first model request did not carry the person's message.
+    other_first: usize,
+}
+
+impl ClaudeRun {
+    /// The worker started and the thread active (both in `approval` mode: see [`Rig::envelope`]).
+    async fn start(kind: Kind, reference: Option<&Path>, cli: &Path) -> ClaudeRun {
+        let rig = Rig::with_claude(kind, reference, cli).await;
+        let s = rig.sessions[0].clone();
+        let child = rig.spawn();
+        rig.wait_attached().await;
+        rig.admin
+            .upload_object(
+                &s.session_id,
+                kind.thread(),
+                rig.envelope("pending"),
+                PERSON,
+            )
+            .unwrap();
+        rig.wait("the thread active", |_| rig.state(&s) == "active")
+            .await;
+        ClaudeRun {
+            rig,
+            child,
+            s,
+            turns: 0,
+            l: ClaudeLatency::default(),
+            other_first: 0,
+        }
+    }
+
+    /// A person's message, then the reply's `turn_end`.
+    async fn turn(&mut self, measured: bool) {
+        let (rig, s) = (&self.rig, &self.s);
+        let kind = rig.kind;
+        let alias = kind.thread();
+        let i = self.turns;
+        let prompt = format!("bench message {i}");
+        let asked = rig
+            .admin
+            .post_item(
+                &s.session_id,
+                alias,
+                json!([{"type": "text", "text": prompt}]),
+                None,
+                PERSON,
+            )
+            .expect("person posts");
+        let asked_at = epoch_micros(asked["created_at"].as_str().unwrap());
+        rig.wait("the reply's turn_end", |_| {
+            rig.count(s, alias, "turn_end") > i
+        })
+        .await;
+        self.turns += 1;
+        let (reply, posted_at) = last_reply(rig, s, alias);
+        let text = reply["content"][0]["text"].as_str().unwrap_or_default();
+        assert!(
+            text.starts_with("Hello from fake Anthropic"),
+            "{kind:?}: the reply to {prompt:?} is {text:?}\nworker log:\n{}",
+            rig.log_tail()
+        );
+        // This turn's model requests: those that arrived after the person's item.
+        let fake = &rig.claude.as_ref().expect("a claude rig").fake;
+        let calls: Vec<_> = fake
+            .messages_calls()
+            .into_iter()
+            .filter(|r| r.received_at_us as i64 >= asked_at)
+            .collect();
+        let first = calls.first().expect("a model request this turn");
+        let last = calls
+            .iter()
+            .rfind(|r| (r.received_at_us as i64) < posted_at)
+            .expect("a model request before the reply");
+        let ended = last.response_end_us.expect("the reply's response ended") as i64;
+        if !measured {
+            return;
+        }
+        if first.last_user_text().as_deref() != Some(prompt.as_str()) {
+            self.other_first += 1;
+        }
+        self.l
+            .to_request
+            .push(first.received_at_us as i64 - asked_at);
+        self.l.to_post.push(posted_at - ended);
+        if let Some((to_poll, _)) = next_poll(rig, asked_at) {
+            self.l.to_poll.push(to_poll);
+        }
+    }
+
+    async fn finish(mut self, out: &mut Figures) {
+        stop(&mut self.child).await;
+        let (kind, l) = (self.rig.kind, &self.l);
+        let who = if kind == Kind::Ours { "ours" } else { "ref " };
+        println!(
+            "{who}   claude: person's item -> first model request: {}",
+            describe(&l.to_request)
+        );
+        println!(
+            "{who}     person's item -> next event poll:          {}",
+            describe(&l.to_poll)
+        );
+        println!(
+            "{who}   claude: last model response -> text posted:  {}",
+            describe(&l.to_post)
+        );
+        if self.other_first > 0 {
+            println!(
+                "{who}     ({} turn(s) whose first model request was not the person's message)",
+                self.other_first
+            );
+        }
+        out.put("claude_req_p50", kind, quantile(&l.to_request, 0.5));
+        out.put("claude_req_p90", kind, quantile(&l.to_request, 0.9));
+        out.put("claude_post_p50", kind, quantile(&l.to_post, 0.5));
+        out.put("claude_post_p90", kind, quantile(&l.to_post, 0.9));
+    }
+}
+
+/// Part 4. The workers and the CLI alone take turns (ours, the reference, the CLI alone, and
+/// again), so a change of the machine's load touches all three alike. Each message is posted a
+/// stratified random pause ([`idle_pauses`]) after the previous turn of any of them ended, so it
+/// lands at a random moment of the worker's poll cycle. The first turn of each is not measured:
+/// the CLI's first start in a new config folder creates its files there.
+async fn claude(
+    kinds: &[Kind],
+    reference: Option<&Path>,
+    cli: &Path,
+    turns: usize,
+    out: &mut Figures,
+) {
+    let mut alone = [
+        CliAlone::new(cli, false).await,
+        CliAlone::new(cli, true).await,
+    ];
+    let mut runs = Vec::new();
+    for &kind in kinds {
+        runs.push(ClaudeRun::start(kind, reference, cli).await);
+    }
+    let pauses = idle_pauses(turns);
+    for i in 0..=turns {
+        let measured = i > 0;
+        for run in &mut runs {
+            if measured {
+                tokio::time::sleep(pauses[i - 1]).await;
+            }
+            run.turn(measured).await;
+        }
+        for a in &mut alone {
+            a.turn(i, measured).await;
+        }
+    }
+    for a in &alone {
+        a.report(out);
+    }
+    for run in runs {
+        run.finish(out).await;
     }
 }
 
@@ -848,6 +1351,63 @@ impl Figures {
             ),
             ("tp_p99", "agent line → item posted, p99", "ms", "", None),
             (
+                // Half the idle poll interval (1500 ms) plus the CLI's own start-up (150 ms).
+                "claude_req_p50",
+                "claude: person item → first model request, p50",
+                "ms",
+                "≤ 900",
+                Some(|v| v <= 900.0),
+            ),
+            (
+                "cli_start_p50",
+                "claude CLI alone (no worker): spawn → first model request, p50",
+                "ms",
+                "",
+                None,
+            ),
+            (
+                "cli_driven_start_p50",
+                "claude CLI alone, driven as the worker drives it: spawn → first model request, p50",
+                "ms",
+                "",
+                None,
+            ),
+            (
+                "claude_req_p90",
+                "claude: person item → first model request, p90",
+                "ms",
+                "",
+                None,
+            ),
+            (
+                "claude_post_p50",
+                "claude: last model response → text posted, p50",
+                "ms",
+                "≤ 10",
+                Some(|v| v <= 10.0),
+            ),
+            (
+                "claude_post_p90",
+                "claude: last model response → text posted, p90",
+                "ms",
+                "",
+                None,
+            ),
+            (
+                "cli_line_p50",
+                "claude CLI alone (no worker): last model response → text line, p50",
+                "ms",
+                "",
+                None,
+            ),
+            (
+                "cli_driven_line_p50",
+                "claude CLI alone, driven as the worker drives it: last model response → text line, p50",
+                "ms",
+                "",
+                None,
+            ),
+            (
                 "rss1",
                 "idle RSS, 1 section",
                 "MiB",
@@ -924,6 +1484,12 @@ fn machine() -> String {
     )
 }
 
+/// The 1, 5 and 15 minute load averages: other work on the machine shows in every latency here.
+fn load() -> String {
+    let avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    avg.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let parts: Vec<String> = std::env::args()
@@ -936,6 +1502,11 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30)
+        .clamp(1, 1000);
+    let claude_turns: usize = std::env::var("BENCH_CLAUDE_TURNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
         .clamp(1, 1000);
     let window = Duration::from_secs(
         std::env::var("BENCH_IDLE_WINDOW_S")
@@ -956,6 +1527,7 @@ async fn main() {
         );
     }
     println!("machine: {}", machine());
+    println!("load average at the start: {}", load());
     println!(
         "ours: {OURS_EXE}\nreference: {}\ndefault polling (idle 1500 ms, active 3000 ms), emulator in-process on 127.0.0.1",
         reference
@@ -983,8 +1555,21 @@ async fn main() {
             idle(kind, r, window, &mut out).await;
         }
     }
+    if wants("claude") {
+        match claude_cli() {
+            Some(cli) => {
+                println!("claude: {}", cli.display());
+                claude(&kinds, r, &cli, claude_turns, &mut out).await;
+            }
+            None => eprintln!(
+                "harness bench: no claude CLI ({CLAUDE_VAR} unset and none in tests/agents): part \
+                 `claude` skipped (npm ci --prefix tests/agents installs it)"
+            ),
+        }
+    }
     if parts.iter().any(|a| a == "inspect") {
         inspect(window).await;
     }
+    println!("load average at the end: {}", load());
     out.table();
 }

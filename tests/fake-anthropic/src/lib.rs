@@ -27,6 +27,13 @@
 //!
 //! A keyword needs its space: `THINKING` is plain text.
 //!
+//! # Timestamps
+//!
+//! Each [`RecordedRequest`] has `received_at_us` (arrival) and `response_end_us` (the whole
+//! response handed to the connection), in wall-clock microseconds since 1970: the clock of the
+//! BlobHub emulator's `created_at`, so the two can be subtracted (the `claude` part of
+//! `host/benches/harness.rs` does).
+//!
 //! # Use
 //!
 //! ```no_run

@@ -16,7 +16,8 @@ struct Args {
     /// TCP port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     port: u16,
-    /// Append every request (method, path, query, headers, body) to this file as JSON lines.
+    /// Append every request (method, path, query, headers, body, received_at_us) to this file as
+    /// JSON lines.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
 }

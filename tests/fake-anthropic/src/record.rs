@@ -22,6 +22,22 @@ pub struct RecordedRequest {
     pub headers: BTreeMap<String, String>,
     /// The body parsed as JSON, or `Null` when it is empty or not JSON.
     pub body: Value,
+    /// When the request's head arrived: wall-clock microseconds since 1970. Wall clock, not a
+    /// monotonic one, because it is compared with times taken in other processes and with the
+    /// BlobHub emulator's `created_at` and `received_at_us`, which are on this clock too (a
+    /// benchmark subtracts them: `host/benches/harness.rs`).
+    pub received_at_us: u64,
+    /// When the whole response had been handed to the connection (same clock): the body's last
+    /// frame (`message_stop` for a stream, the error or message for the others). `None` while it
+    /// is still being sent, and for good when the client went away first.
+    pub response_end_us: Option<u64>,
+}
+
+/// Wall-clock microseconds since 1970 (the clock of [`RecordedRequest::received_at_us`]).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl RecordedRequest {
@@ -51,7 +67,8 @@ impl RecordedRequest {
         self.method == "POST" && self.path == "/v1/messages"
     }
 
-    /// The request as one JSON object (what `--record` writes, one per line).
+    /// The request as one JSON object (what `--record` writes, one per line, as the request
+    /// arrives: so without `response_end_us`).
     pub fn to_json(&self) -> Value {
         json!({
             "method": self.method,
@@ -59,6 +76,7 @@ impl RecordedRequest {
             "query": self.query,
             "headers": self.headers,
             "body": self.body,
+            "received_at_us": self.received_at_us,
         })
     }
 }
@@ -94,9 +112,10 @@ impl Recorder {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a request and wakes the waiters. A failing `--record` file is reported on stderr
-    /// once and then left alone: recording is a convenience, serving must go on.
-    pub fn record(&self, request: RecordedRequest) {
+    /// Adds a request, wakes the waiters and returns its index (for [`Recorder::response_ended`]).
+    /// A failing `--record` file is reported on stderr once and then left alone: recording is a
+    /// convenience, serving must go on.
+    pub fn record(&self, request: RecordedRequest) -> usize {
         let n = {
             let mut inner = self.lock();
             if let Some(file) = &mut inner.file {
@@ -112,6 +131,14 @@ impl Recorder {
             inner.requests.len()
         };
         self.count.send_replace(n);
+        n - 1
+    }
+
+    /// Stamps the response to request `index` as sent (the first stamp stays).
+    pub fn response_ended(&self, index: usize, at_us: u64) {
+        if let Some(r) = self.lock().requests.get_mut(index) {
+            r.response_end_us.get_or_insert(at_us);
+        }
     }
 
     /// Marks `prompt` as answered; true when it had been answered before.

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::record::{RecordedRequest, Recorder};
+use crate::record::{self, RecordedRequest, Recorder};
 use crate::script::{self, Prompt, Reply};
 use crate::stream::{self, Ids};
 
@@ -63,6 +63,8 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) {
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    // Stamped before the body is read, as the emulator stamps its requests.
+    let received_at_us = record::now_us();
     let (parts, body) = req.into_parts();
     let mut headers = std::collections::BTreeMap::<String, String>::new();
     for (name, value) in &parts.headers {
@@ -86,9 +88,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         query: parts.uri.query().map(str::to_owned),
         headers,
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        received_at_us,
+        response_end_us: None,
     };
-    state.recorder.record(request.clone());
-    Ok(respond(&state, &request))
+    let index = state.recorder.record(request.clone());
+    let response = respond(&state, &request);
+    let (parts, body) = response.into_parts();
+    let body = Stamped::new(body, state, index).boxed();
+    Ok(Response::from_parts(parts, body))
 }
 
 fn respond(state: &State, request: &RecordedRequest) -> Response<Body> {
@@ -177,6 +184,59 @@ fn json_response(status: u16, body: &Value, request_id: &str) -> Response<Body> 
     builder
         .body(Full::new(Bytes::from(body.to_string())).boxed())
         .expect("valid")
+}
+
+/// A response body that stamps its request's `response_end_us` once its last frame has been
+/// taken. Hyper stops polling a body that says it has ended (a full or empty body), so the end
+/// is seen either as `None` or as `is_end_stream` after a frame, or at once for an empty body.
+struct Stamped {
+    inner: Body,
+    stamp: Option<(Arc<State>, usize)>,
+}
+
+impl Stamped {
+    fn new(inner: Body, state: Arc<State>, index: usize) -> Stamped {
+        let mut body = Stamped {
+            inner,
+            stamp: Some((state, index)),
+        };
+        if hyper::body::Body::is_end_stream(&body.inner) {
+            body.ended();
+        }
+        body
+    }
+
+    fn ended(&mut self) {
+        if let Some((state, index)) = self.stamp.take() {
+            state.recorder.response_ended(index, record::now_us());
+        }
+    }
+}
+
+impl hyper::body::Body for Stamped {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.ended(),
+            Poll::Ready(Some(_)) if self.inner.is_end_stream() => self.ended(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A response body fed by a channel: each message is one chunk, the channel's end is the body's.

@@ -189,4 +189,50 @@ async fn record_appends_each_request_as_a_json_line() {
     assert_eq!(lines[0]["headers"]["x-api-key"], "dummy");
     assert_eq!(lines[0]["body"]["messages"][0]["role"], "user");
     assert_eq!(lines[1]["method"], "HEAD");
+    assert!(
+        lines[0]["received_at_us"].as_u64().unwrap()
+            <= lines[1]["received_at_us"].as_u64().unwrap()
+    );
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+#[tokio::test]
+async fn each_request_is_stamped_on_arrival_and_when_its_response_ended() {
+    let fake = FakeAnthropic::start().await.unwrap();
+    let before = now_us();
+    call(&fake, "POST", "/v1/messages", &body("hi", true)).await;
+    call(&fake, "POST", "/v1/messages", &body("hi", false)).await;
+    call(&fake, "POST", "/v1/messages", &body("FAIL:529", true)).await;
+    call(&fake, "HEAD", "/api/hello", &json!(null)).await;
+    let after = now_us();
+    let done = fake.requests();
+    assert_eq!(done.len(), 4);
+    for r in &done {
+        let end = r.response_end_us.expect("a finished response is stamped");
+        assert!(before <= r.received_at_us, "{r:?}");
+        assert!(r.received_at_us <= end && end <= after, "{r:?}");
+    }
+    // In arrival order, each response ended before the next request (one connection each).
+    for pair in done.windows(2) {
+        assert!(pair[0].response_end_us.unwrap() <= pair[1].received_at_us);
+    }
+
+    // A stream still open has no end yet; released, it has.
+    let mut stalled = send(&fake, "POST", "/v1/messages", &body("STALL", true)).await;
+    let stall = fake.wait_for_requests(5, WAIT).await.unwrap()[4].clone();
+    assert!(stall.received_at_us >= after);
+    assert_eq!(stall.response_end_us, None);
+    fake.release_stalls();
+    let mut rest = String::new();
+    tokio::time::timeout(WAIT, stalled.read_to_string(&mut rest))
+        .await
+        .expect("a released stall ends")
+        .unwrap();
+    assert!(fake.requests()[4].response_end_us.unwrap() >= stall.received_at_us);
 }
