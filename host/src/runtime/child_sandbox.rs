@@ -105,8 +105,8 @@ pub struct Plan {
     cwd: CString,
     uid_map: Vec<u8>,
     gid_map: Vec<u8>,
-    devices: Vec<(CString, CString)>,
-    device_dirs: Vec<(CString, CString)>,
+    devices: Vec<CString>,
+    device_dirs: Vec<CString>,
     device_links: Vec<(CString, CString)>,
     landlock: Option<i32>,
     /// The worker, whose death must kill the child.
@@ -138,18 +138,17 @@ impl Plan {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let dev = Path::new("/dev");
-        let devices = DEVICES
-            .iter()
-            .map(|d| dev.join(d))
-            .filter(|p| p.exists())
-            .map(|p| Ok((c(&p)?, c(&p)?)))
-            .collect::<io::Result<_>>()?;
-        let device_dirs = DEVICE_DIRS
-            .iter()
-            .map(|d| dev.join(d))
-            .filter(|p| p.is_dir())
-            .map(|p| Ok((c(&p)?, c(&p)?)))
-            .collect::<io::Result<_>>()?;
+        // The machine's devices that exist here (each is bound back at its own path).
+        let present = |names: &[&str], dirs: bool| -> io::Result<Vec<CString>> {
+            names
+                .iter()
+                .map(|d| dev.join(d))
+                .filter(|p| if dirs { p.is_dir() } else { p.exists() })
+                .map(|p| c(&p))
+                .collect()
+        };
+        let devices = present(DEVICES, false)?;
+        let device_dirs = present(DEVICE_DIRS, true)?;
         let device_links = DEVICE_LINKS
             .iter()
             .map(|(name, target)| Ok((c(&dev.join(name))?, c(Path::new(target))?)))
@@ -190,7 +189,7 @@ impl Plan {
             None => None,
         };
         let mut dev_fds = [-1i32; 16];
-        for (i, (source, _)) in self.devices.iter().chain(&self.device_dirs).enumerate() {
+        for (i, source) in self.devices.iter().chain(&self.device_dirs).enumerate() {
             if i < dev_fds.len() {
                 dev_fds[i] = open_path(source)?;
             }
@@ -209,7 +208,7 @@ impl Plan {
         }
         // /dev: only the harmless devices.
         mount_tmpfs(c"/dev")?;
-        for (i, (_, target)) in self.devices.iter().enumerate() {
+        for (i, target) in self.devices.iter().enumerate() {
             // SAFETY: NUL-terminated path; creates an empty file to bind the device over.
             let f = unsafe {
                 libc::open(
@@ -223,7 +222,7 @@ impl Plan {
                 bind_fd(dev_fds[i], target)?;
             }
         }
-        for (j, (_, target)) in self.device_dirs.iter().enumerate() {
+        for (j, target) in self.device_dirs.iter().enumerate() {
             let fd = dev_fds[self.devices.len() + j];
             // SAFETY: NUL-terminated path.
             if unsafe { libc::mkdir(target.as_ptr(), 0o755) } == 0 {

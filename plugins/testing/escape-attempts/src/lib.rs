@@ -91,13 +91,7 @@ impl JobType for Escape {
                         .await,
                     session.upload_object("x", &json!([other])).await,
                 ];
-                let refused = attempts
-                    .iter()
-                    .all(|a| matches!(a, Err(sdk::session::ApiError::Refused(_))));
-                outcome(
-                    if refused { "BLOCKED" } else { "ESCAPED" },
-                    format!("{attempts:?}"),
-                )
+                all_refused(&attempts)
             }
             "leak" => {
                 let mut evidence = String::new();
@@ -147,17 +141,22 @@ impl JobType for Escape {
                     session.get().await,
                     session.list_objects(None, None, None).await,
                 ];
-                let refused = attempts
-                    .iter()
-                    .all(|a| matches!(a, Err(sdk::session::ApiError::Refused(_))));
-                outcome(
-                    if refused { "BLOCKED" } else { "ESCAPED" },
-                    format!("{attempts:?}"),
-                )
+                all_refused(&attempts)
             }
             other => outcome("UNKNOWN_ATTEMPT", other.into()),
         }
     }
+}
+
+/// `BLOCKED` when every attempt was refused before it was sent, else `ESCAPED`.
+fn all_refused(attempts: &[Result<Value, sdk::session::ApiError>]) -> job::Outcome {
+    let refused = attempts
+        .iter()
+        .all(|a| matches!(a, Err(sdk::session::ApiError::Refused(_))));
+    outcome(
+        if refused { "BLOCKED" } else { "ESCAPED" },
+        format!("{attempts:?}"),
+    )
 }
 
 unsafe extern "C" {
