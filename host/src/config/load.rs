@@ -496,6 +496,12 @@ impl Walk {
                         Self::get(&fields, "turn_retry_delays_ms"),
                     )
                     .unwrap_or_else(|| agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec()),
+                stall_timeout_s: self
+                    .count(
+                        &child(&path, "stall_timeout_s"),
+                        Self::get(&fields, "stall_timeout_s"),
+                    )
+                    .unwrap_or(agent_types::DEFAULT_STALL_TIMEOUT_S),
             };
             agents.insert(agent_type, settings);
         }
@@ -915,6 +921,7 @@ sections:
         assert_eq!(claude.turn_retry_delays_ms, [10, 20]);
         let test = config.agent("test_double");
         assert_eq!(test.turn_retries, agent_types::DEFAULT_TURN_RETRIES);
+        assert_eq!(test.stall_timeout_s, agent_types::DEFAULT_STALL_TIMEOUT_S);
         assert_eq!(
             test.executable_for("test_double").as_deref(),
             Some("blobhub-test-agent")
