@@ -1,6 +1,7 @@
 mod agent_env;
 mod claude;
 mod client;
+mod codex;
 mod harness;
 mod harness_crash;
 mod harness_support;
