@@ -26,3 +26,4 @@ lint:
 bench:
     cargo bench -p blobhub-worker --bench runtime
     BLOBHUB_REFERENCE_WORKER=$(tests/emulator/reference/install.sh target/reference-worker) cargo bench -p blobhub-worker --bench harness
+    cargo bench -p blobhub-worker --bench agents

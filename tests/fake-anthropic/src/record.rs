@@ -22,6 +22,9 @@ pub struct RecordedRequest {
     pub headers: BTreeMap<String, String>,
     /// The body parsed as JSON, or `Null` when it is empty or not JSON.
     pub body: Value,
+    /// When its body had arrived, in µs since 1970 (the fake answers at once, so this is also
+    /// about when the answer went out): for latency benchmarks.
+    pub received_at_us: u64,
 }
 
 impl RecordedRequest {
@@ -59,6 +62,7 @@ impl RecordedRequest {
             "query": self.query,
             "headers": self.headers,
             "body": self.body,
+            "received_at_us": self.received_at_us,
         })
     }
 }

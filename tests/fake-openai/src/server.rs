@@ -86,6 +86,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         query: parts.uri.query().map(str::to_owned),
         headers,
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        received_at_us: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64),
     };
     state.recorder.record(request.clone());
     Ok(respond(&state, &request))
