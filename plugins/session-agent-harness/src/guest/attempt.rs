@@ -374,6 +374,12 @@ async fn ask(
         write(child, driver.answer(&request_id, Answer::Unanswered(why)));
         return;
     };
+    // The agent asked again while a person had not answered its earlier request (codex can run
+    // tool calls in parallel): that request gets an answer too, never silence.
+    if let Some(earlier) = t.held_request_id() {
+        let why = "a newer request replaced this one before a person answered (nobody refused); retry it if it is still needed";
+        write(child, driver.answer(&earlier, Answer::Unanswered(why)));
+    }
     t.cancel_prompt("superseded").await;
     let asked_at = stored
         .get("created_at")

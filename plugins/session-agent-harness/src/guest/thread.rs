@@ -315,6 +315,14 @@ impl Thread {
         let _ = self.save();
     }
 
+    /// The agent request a held prompt stands for (its agent is waiting on it).
+    pub fn held_request_id(&self) -> Option<String> {
+        self.prompt
+            .borrow()
+            .as_ref()
+            .and_then(|p| p.request_id.clone())
+    }
+
     /// A held prompt (its agent is waiting) has an answer waiting to be delivered.
     pub fn held_prompt_answered(&self) -> bool {
         self.prompt
