@@ -28,3 +28,4 @@ bench:
     cargo bench -p blobhub-worker --bench runtime
     [ -x tests/agents/node_modules/.bin/claude ] || npm ci --prefix tests/agents
     BLOBHUB_REFERENCE_WORKER=$(tests/emulator/reference/install.sh target/reference-worker) cargo bench -p blobhub-worker --bench harness
+    cargo bench -p blobhub-worker --bench agents

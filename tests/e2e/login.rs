@@ -194,7 +194,7 @@ async fn config_check_warns_about_agents_threads_could_not_run() {
     let home = Home::new();
     home.write_config(
         "agents:
-  codex: {}
+  antigravity: {}
   test_double:
     executable: no-such-agent-cli-4c1f
 job_types:
@@ -206,7 +206,7 @@ sections: []
     let out = home.run(&["config", "check"], None).await;
     out.assert_success();
     for needle in [
-        "warning: AGENT_TYPE_UNSUPPORTED: line 2: agents.codex: this worker build cannot drive `codex`",
+        "warning: AGENT_TYPE_UNSUPPORTED: line 2: agents.antigravity: this worker build cannot drive `antigravity`",
         "warning: AGENT_EXECUTABLE_NOT_FOUND: line 4: agents.test_double.executable: `no-such-agent-cli-4c1f` is not on PATH",
         "warning: AGENT_EXECUTABLE_NOT_FOUND: line 4: agents.test_double.executable: `no-such-agent-cli-4c1f` is not in job_types.session_agent_harness.allow_spawn",
         "0 error(s), 3 warning(s)",

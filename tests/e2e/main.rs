@@ -3,6 +3,7 @@ mod claude;
 mod client;
 mod docs;
 mod first_minutes;
+mod codex;
 mod harness;
 mod harness_crash;
 mod harness_support;

@@ -503,6 +503,12 @@ impl Walk {
                         Self::get(&fields, "turn_retry_delays_ms"),
                     )
                     .unwrap_or_else(|| agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec()),
+                stall_timeout_s: self
+                    .count(
+                        &child(&path, "stall_timeout_s"),
+                        Self::get(&fields, "stall_timeout_s"),
+                    )
+                    .unwrap_or(agent_types::DEFAULT_STALL_TIMEOUT_S),
             };
             agents.insert(agent_type, settings);
         }
@@ -838,16 +844,13 @@ sections:
     #[test]
     fn full_example_loads() {
         let report = load_str(FULL);
-        // The only remark: this build has no codex driver yet.
+        // No remark: every agent type of the example has a driver.
         let remarks: Vec<_> = report
             .diagnostics
             .iter()
             .map(|d| (d.severity, d.code.as_str(), d.path.as_str()))
             .collect();
-        assert_eq!(
-            remarks,
-            [(Severity::Warning, "AGENT_TYPE_UNSUPPORTED", "agents.codex")]
-        );
+        assert!(remarks.is_empty(), "{remarks:?}");
         let config = report.config.unwrap();
         assert_eq!(config.polling.interval_idle_ms, 1000);
         assert_eq!(config.concurrency.max_agents, 2);
@@ -988,6 +991,7 @@ sections:
         assert_eq!(claude.turn_retry_delays_ms, [10, 20]);
         let test = config.agent("test_double");
         assert_eq!(test.turn_retries, agent_types::DEFAULT_TURN_RETRIES);
+        assert_eq!(test.stall_timeout_s, agent_types::DEFAULT_STALL_TIMEOUT_S);
         assert_eq!(
             test.executable_for("test_double").as_deref(),
             Some("blobhub-test-agent")

@@ -130,6 +130,9 @@ pub struct AgentSettings {
     pub turn_retries: u32,
     /// The waits before those resumes, in milliseconds; the last one repeats.
     pub turn_retry_delays_ms: Vec<u64>,
+    /// Seconds a turn may go without a line from its agent (while no person is being asked)
+    /// before it is interrupted and the thread fails with `AGENT_STALLED`; 0 never.
+    pub stall_timeout_s: u32,
 }
 
 impl Default for AgentSettings {
@@ -143,6 +146,7 @@ impl Default for AgentSettings {
             env: BTreeMap::new(),
             turn_retries: agent_types::DEFAULT_TURN_RETRIES,
             turn_retry_delays_ms: agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec(),
+            stall_timeout_s: agent_types::DEFAULT_STALL_TIMEOUT_S,
         }
     }
 }

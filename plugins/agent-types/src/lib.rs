@@ -13,6 +13,8 @@ pub enum DriverKind {
     TestAgent,
     /// Claude Code: `claude -p` speaking stream-json with the control protocol on stdin.
     ClaudeCode,
+    /// Codex: `codex app-server` speaking JSON-RPC lines on stdio.
+    Codex,
 }
 
 /// One agent type.
@@ -48,7 +50,14 @@ pub const SETTINGS: &[&str] = &[
     "turn_retries",
     // The waits before those resumes; the last one repeats.
     "turn_retry_delays_ms",
+    // Seconds without a line from the agent, while no person is asked, before the turn is
+    // interrupted and the thread fails with AGENT_STALLED (0: never).
+    "stall_timeout_s",
 ];
+
+/// `stall_timeout_s` when the config does not set it: 30 minutes. Long enough for a silent
+/// build or test run; short enough that a hung agent does not hold a slot for a day.
+pub const DEFAULT_STALL_TIMEOUT_S: u32 = 1800;
 
 /// `turn_retries` when the config does not set it.
 pub const DEFAULT_TURN_RETRIES: u32 = 3;
@@ -67,7 +76,7 @@ pub const AGENT_TYPES: &[AgentType] = &[
     AgentType {
         name: "codex",
         default_executable: "codex",
-        driver: None,
+        driver: Some(DriverKind::Codex),
         needs_config_block: false,
         // `CODEX_HOME` and the like are the operator's settings for codex, not a nesting marker.
         inherited_env_removed: &[],
@@ -148,7 +157,7 @@ mod tests {
 
     #[test]
     fn driven_names_list_only_drivable_types() {
-        assert_eq!(driven_names(), "claude_code, test_double");
+        assert_eq!(driven_names(), "claude_code, codex, test_double");
         assert_eq!(names(), "claude_code, codex, antigravity, test_double");
     }
 }

@@ -9,6 +9,9 @@
 use serde_json::{Value, json};
 
 /// Replies that approve an approval prompt (trimmed, lower-cased).
+/// The label of an approval that also covers the agent's later calls of the same kind.
+pub const APPROVE_FOR_SESSION: &str = "Approve for this session";
+
 pub const AFFIRMATIVE: &[&str] = &["approve", "approved", "yes", "y", "ok", "allow", "1"];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +45,20 @@ impl Prompt {
                 "subject": tool,
             })],
         }
+    }
+
+    /// Offers a third choice, [`APPROVE_FOR_SESSION`], between Approve and Deny: the agent may
+    /// then run the same kind of call again without asking (codex's `acceptForSession`).
+    pub fn with_session_option(mut self) -> Prompt {
+        if let Some(options) = self
+            .questions
+            .first_mut()
+            .and_then(|q| q.get_mut("options"))
+            .and_then(Value::as_array_mut)
+        {
+            options.insert(1, json!({"label": APPROVE_FOR_SESSION, "description": ""}));
+        }
+        self
     }
 
     /// The first question's prose, for the dashboard.
@@ -121,7 +138,10 @@ impl Prompt {
                 let answer: Vec<String> = match self.kind.as_str() {
                     "approval" => {
                         let yes = AFFIRMATIVE.contains(&trimmed.to_lowercase().as_str());
-                        vec![if yes { "Approve" } else { "Deny" }.to_string()]
+                        match map_options(q, trimmed).first() {
+                            Some(l) if l == APPROVE_FOR_SESSION => vec![l.clone()],
+                            _ => vec![if yes { "Approve" } else { "Deny" }.to_string()],
+                        }
                     }
                     "text" => vec![text.to_string()],
                     _ => map_options(q, trimmed),
@@ -286,7 +306,19 @@ pub fn approved(answers: &[Value]) -> bool {
         .and_then(|l| l.first())
         .and_then(Value::as_str)
         .unwrap_or("");
-    AFFIRMATIVE.contains(&first.trim().to_lowercase().as_str())
+    let first = first.trim().to_lowercase();
+    AFFIRMATIVE.contains(&first.as_str()) || first == APPROVE_FOR_SESSION.to_lowercase()
+}
+
+/// Whether an approval was given for the rest of the agent's session.
+pub fn for_session(answers: &[Value]) -> bool {
+    answers
+        .first()
+        .and_then(|a| a.get("answer"))
+        .and_then(Value::as_array)
+        .and_then(|l| l.first())
+        .and_then(Value::as_str)
+        .is_some_and(|l| l.trim().eq_ignore_ascii_case(APPROVE_FOR_SESSION))
 }
 
 /// The newest `pending_prompt` whose id has no `pending_prompt_resolved`, among a thread's items
@@ -337,6 +369,26 @@ pub fn adopt(items: &[Value]) -> Option<(Prompt, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_session_option_is_offered_and_recognised() {
+        let p = Prompt::approval("prm_1".into(), "shell", "Run `ls`?").with_session_option();
+        assert_eq!(
+            p.text(),
+            "Run `ls`?\n  1. Approve\n  2. Approve for this session\n  3. Deny"
+        );
+        for text in ["2", "approve for this session"] {
+            let a = p.answers(text, None);
+            assert!(approved(&a) && for_session(&a), "{text}");
+        }
+        let a = p.answers("yes", None);
+        assert!(approved(&a) && !for_session(&a));
+        let a = p.answers("3", None);
+        assert!(!approved(&a));
+        // Without the option, "2" is still Deny.
+        let plain = Prompt::approval("prm_2".into(), "shell", "Run `ls`?");
+        assert!(!approved(&plain.answers("2", None)));
+    }
 
     #[test]
     fn approval_text_mapping() {

@@ -29,6 +29,9 @@ pub struct Settings {
     pub turn_retries: u32,
     /// The waits before those resumes; the last one repeats. Never empty.
     pub turn_retry_delays_ms: Vec<u64>,
+    /// Seconds without a line from the agent (while no person is asked) before the turn is
+    /// interrupted and the thread fails with `AGENT_STALLED`; 0 never (config tier only).
+    pub stall_timeout_s: u32,
 }
 
 impl Settings {
@@ -54,6 +57,7 @@ impl Settings {
             env: Vec::new(),
             turn_retries: agent_types::DEFAULT_TURN_RETRIES,
             turn_retry_delays_ms: agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec(),
+            stall_timeout_s: agent_types::DEFAULT_STALL_TIMEOUT_S,
         }
     }
 
@@ -219,11 +223,18 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
         .map(|l| l.iter().filter_map(Value::as_u64).collect())
         .filter(|l: &Vec<u64>| !l.is_empty())
         .unwrap_or_else(|| agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec());
+    let stall_timeout_s = block
+        .and_then(|b| b.get("stall_timeout_s"))
+        .and_then(Value::as_u64)
+        .map_or(agent_types::DEFAULT_STALL_TIMEOUT_S, |n| {
+            n.min(u32::MAX as u64) as u32
+        });
     Ok(Settings {
         agent_type: t.to_string(),
         driver,
         turn_retries,
         turn_retry_delays_ms,
+        stall_timeout_s,
         executable,
         model: first_set(&[&env.model, tier2(worker_config, t, "model")]),
         effort: first_set(&[&env.effort, tier2(worker_config, t, "effort")]),
@@ -326,8 +337,12 @@ mod tests {
             "AGENT_TYPE_UNSUPPORTED"
         );
         assert_eq!(
-            resolve(&env("codex"), &cfg).unwrap_err().code,
+            resolve(&env("antigravity"), &cfg).unwrap_err().code,
             "AGENT_TYPE_UNSUPPORTED"
+        );
+        assert_eq!(
+            resolve(&env("codex"), &cfg).map(|s| s.driver),
+            Ok(DriverKind::Codex)
         );
         let mut e = env("test_double");
         e.permissions = "yolo".into();

@@ -245,6 +245,7 @@ impl ClaudeCode {
             usage,
             duration_ms: v.get("duration_ms").and_then(Value::as_u64),
             ended_by_agent: true,
+            usage_total: None,
         });
         step.finished = true;
         step
@@ -264,6 +265,7 @@ impl ClaudeCode {
                     request_id,
                     tool,
                     question,
+                    session_option: false,
                 })
             }
             "mcp_message" => {
@@ -386,7 +388,7 @@ impl Driver for ClaudeCode {
             return Vec::new();
         };
         let response = match (pending, answer) {
-            (Pending::Permission { input }, Answer::Approve) => {
+            (Pending::Permission { input }, Answer::Approve | Answer::ApproveForSession) => {
                 json!({"behavior": "allow", "updatedInput": input})
             }
             (Pending::Permission { input }, Answer::Answers(a)) if crate::prompt::approved(a) => {
@@ -404,7 +406,7 @@ impl Driver for ClaudeCode {
             (Pending::Question { rpc_id }, Answer::Unanswered(why) | Answer::Deny(why)) => {
                 json!({"mcp_response": ask_user::unanswered(&rpc_id, why)})
             }
-            (Pending::Question { rpc_id }, Answer::Approve) => {
+            (Pending::Question { rpc_id }, Answer::Approve | Answer::ApproveForSession) => {
                 let yes = [json!({"question": "", "answer": ["Approve"]})];
                 json!({"mcp_response": ask_user::answered(&rpc_id, &yes)})
             }
@@ -505,6 +507,7 @@ mod tests {
             text: "hi",
             resume: "",
             settings: &s,
+            usage_total: None,
         });
         let args = l.args.join(" ");
         for flag in [
@@ -527,6 +530,7 @@ mod tests {
             text: "again",
             resume: "c536",
             settings: &s,
+            usage_total: None,
         });
         assert!(l.args.join(" ").ends_with("--resume=c536"));
         let hostile = Settings {
@@ -537,6 +541,7 @@ mod tests {
             text: "x",
             resume: "-r",
             settings: &hostile,
+            usage_total: None,
         });
         assert!(
             l.args

@@ -12,6 +12,7 @@
 
 pub mod ask_user;
 pub mod claude_code;
+pub mod codex;
 pub mod test_agent;
 
 use blobhub_agent_types::DriverKind;
@@ -49,6 +50,9 @@ pub enum AgentEvent {
         tool: String,
         /// The question for the person.
         question: String,
+        /// The agent can also take an approval for the rest of its session
+        /// ([`Answer::ApproveForSession`]).
+        session_option: bool,
     },
     /// The agent asks the person questions (AskUserQuestion-shaped objects: `question`,
     /// `header`, `options`, `multiSelect`) and waits for [`Answer::Answers`].
@@ -67,6 +71,22 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// As persisted (thread.yaml's `agent.usage_total`, a `turn_end`'s `agent_usage_total`).
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({"input_tokens": self.input_tokens,
+            "cached_input_tokens": self.input_tokens_cached, "output_tokens": self.output_tokens})
+    }
+
+    /// The persisted form back; `None` unless it is an object with counts.
+    pub fn from_json(v: &Value) -> Option<Usage> {
+        v.get("input_tokens")?.as_u64()?;
+        Some(Usage {
+            input_tokens: u64_of(v, "input_tokens"),
+            input_tokens_cached: u64_of(v, "cached_input_tokens"),
+            output_tokens: u64_of(v, "output_tokens"),
+        })
+    }
+
     pub fn add(&mut self, other: &Usage) {
         self.input_tokens += other.input_tokens;
         self.input_tokens_cached += other.input_tokens_cached;
@@ -82,6 +102,9 @@ pub struct TurnInput<'a> {
     /// The agent session to resume; empty for a new one.
     pub resume: &'a str,
     pub settings: &'a Settings,
+    /// The agent session's cumulative token counts after the previous attempt or turn, for
+    /// agents that report only running totals (codex); `None` when unknown.
+    pub usage_total: Option<&'a Usage>,
 }
 
 /// How to start the process of an attempt.
@@ -120,6 +143,9 @@ impl Step {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Answer<'a> {
     Approve,
+    /// Approved, and the agent may make the same kind of call again without asking (drivers
+    /// whose agent has no such grant treat it as [`Answer::Approve`]).
+    ApproveForSession,
     /// Denied, with the reason the agent is told.
     Deny(&'a str),
     /// One `{question, answer: [labels]}` per question.
@@ -167,6 +193,9 @@ pub struct Outcome {
     pub duration_ms: Option<u64>,
     /// The agent's own end-of-turn line was seen (false: it exited without one).
     pub ended_by_agent: bool,
+    /// The agent session's cumulative token counts at the end of the attempt, when the agent
+    /// reports them (codex): the next attempt's baseline.
+    pub usage_total: Option<Usage>,
 }
 
 impl Outcome {
@@ -183,6 +212,7 @@ impl Outcome {
             usage: Usage::default(),
             duration_ms: None,
             ended_by_agent: false,
+            usage_total: None,
         }
     }
 }
@@ -207,6 +237,7 @@ pub fn driver_for(kind: DriverKind) -> Box<dyn Driver> {
     match kind {
         DriverKind::TestAgent => Box::new(test_agent::TestAgent::default()),
         DriverKind::ClaudeCode => Box::new(claude_code::ClaudeCode::default()),
+        DriverKind::Codex => Box::new(codex::Codex::default()),
     }
 }
 

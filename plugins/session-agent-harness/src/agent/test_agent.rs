@@ -67,6 +67,7 @@ impl Driver for TestAgent {
                 request_id: s(&v, "request_id"),
                 tool: s(&v, "tool"),
                 question: s(&v, "question"),
+                session_option: false,
             },
             "turn_end" => {
                 let u = v.get("usage").cloned().unwrap_or(Value::Null);
@@ -92,6 +93,7 @@ impl Driver for TestAgent {
                     },
                     duration_ms: v.get("duration_ms").and_then(Value::as_u64),
                     ended_by_agent: true,
+                    usage_total: None,
                 });
                 return Step {
                     finished: true,
@@ -105,7 +107,7 @@ impl Driver for TestAgent {
 
     fn answer(&mut self, request_id: &str, answer: Answer<'_>) -> Vec<String> {
         let (approved, text) = match answer {
-            Answer::Approve => (true, "Approve".to_string()),
+            Answer::Approve | Answer::ApproveForSession => (true, "Approve".to_string()),
             Answer::Deny(why) | Answer::Unanswered(why) => (false, why.to_string()),
             Answer::Answers(answers) => (
                 crate::prompt::approved(answers),
@@ -148,6 +150,7 @@ mod tests {
             text: "a\nb",
             resume,
             settings,
+            usage_total: None,
         }
     }
 
@@ -193,6 +196,7 @@ mod tests {
                 },
                 duration_ms: Some(5),
                 ended_by_agent: true,
+                usage_total: None,
             }
         );
         assert_eq!(d.on_stdout("not json").log.as_deref(), Some("not json"));

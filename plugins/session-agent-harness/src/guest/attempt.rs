@@ -11,7 +11,7 @@ use super::ctx::log;
 use super::store;
 use super::sync::Notify;
 use super::thread::{OpenPrompt, Thread};
-use crate::agent::{AgentEvent, Answer, Driver, Exit, Outcome, TurnInput, driver_for};
+use crate::agent::{AgentEvent, Answer, Driver, Exit, Outcome, TurnInput, Usage, driver_for};
 use crate::cursor::ItemCursor;
 use crate::items;
 use crate::prompt::{self, Prompt};
@@ -41,6 +41,11 @@ pub struct TurnState {
     pub stopping: bool,
     pub stop: Option<Notify>,
     stop_seen: u64,
+    /// The agent session's cumulative token counts so far (agents that report running totals).
+    pub usage_total: Option<Usage>,
+    /// The agent went silent for the stall timeout and was interrupted: the thread fails with
+    /// `AGENT_STALLED`.
+    pub stalled: bool,
 }
 
 impl TurnState {
@@ -62,6 +67,8 @@ impl TurnState {
             stopping: false,
             stop,
             stop_seen,
+            usage_total: t.usage_total(),
+            stalled: false,
         }
     }
 
@@ -108,6 +115,7 @@ pub async fn run(
         text,
         resume: &st.session_id,
         settings,
+        usage_total: st.usage_total.as_ref(),
     });
     // The operator's variables first, the driver's on top: the driver's are what make the
     // protocol work.
@@ -143,6 +151,11 @@ pub async fn run(
     let mut end_by: Option<Instant> = None;
     let mut interrupted = false;
     let mut terminated = false;
+    // The agent's last sign of life; silence past the stall timeout (while no person is being
+    // asked, which legitimately takes long) ends the turn.
+    let stall_after = (settings.stall_timeout_s > 0)
+        .then(|| Duration::from_secs(u64::from(settings.stall_timeout_s)));
+    let mut last_line = Instant::now();
     if st.check_stop() {
         end_by = Some(ask_to_end(driver.as_mut(), &child));
         interrupted = true;
@@ -157,6 +170,11 @@ pub async fn run(
         if let Some(by) = end_by {
             wait = wait.min(by.saturating_duration_since(Instant::now()));
         }
+        if let Some(after) = stall_after
+            && !interrupted
+        {
+            wait = wait.min((last_line + after).saturating_duration_since(Instant::now()));
+        }
         let woke = sdk::race(
             sdk::next_output(&child),
             sdk::race(
@@ -165,6 +183,13 @@ pub async fn run(
             ),
         )
         .await;
+        if matches!(
+            woke,
+            Either::Left(process::Output::Stdout(_) | process::Output::Stderr(_))
+        ) || t.has_prompt()
+        {
+            last_line = Instant::now();
+        }
         match woke {
             Either::Left(process::Output::Stdout(line)) => {
                 let step = driver.on_stdout(&line);
@@ -210,6 +235,22 @@ pub async fn run(
                 }
             }
             Either::Right(Either::Right(_)) => {
+                if let Some(after) = stall_after
+                    && !interrupted
+                    && last_line.elapsed() >= after
+                {
+                    log(
+                        Level::Warning,
+                        "agent_stalled",
+                        Some(&t.alias),
+                        json!({"turn_id": st.turn_id, "pid": child.pid(),
+                               "silent_s": after.as_secs()}),
+                    );
+                    st.stalled = true;
+                    interrupted = true;
+                    end_by = Some(ask_to_end(driver.as_mut(), &child));
+                    continue;
+                }
                 if let Some(by) = end_by
                     && Instant::now() >= by
                     && !terminated
@@ -266,13 +307,17 @@ async fn on_event(
             request_id,
             tool,
             question,
+            session_option,
         } => {
             if settings.permissions == "autonomous" {
                 // Autonomous runs never ask: allowed on the person's behalf.
                 write(child, driver.answer(&request_id, Answer::Approve));
                 return;
             }
-            let p = Prompt::approval(format!("prm_{}", worker::new_ulid()), &tool, &question);
+            let mut p = Prompt::approval(format!("prm_{}", worker::new_ulid()), &tool, &question);
+            if session_option {
+                p = p.with_session_option();
+            }
             ask(t, driver, child, st, request_id, p).await;
         }
         AgentEvent::Question {
@@ -329,6 +374,12 @@ async fn ask(
         write(child, driver.answer(&request_id, Answer::Unanswered(why)));
         return;
     };
+    // The agent asked again while a person had not answered its earlier request (codex can run
+    // tool calls in parallel): that request gets an answer too, never silence.
+    if let Some(earlier) = t.held_request_id() {
+        let why = "a newer request replaced this one before a person answered (nobody refused); retry it if it is still needed";
+        write(child, driver.answer(&earlier, Answer::Unanswered(why)));
+    }
     t.cancel_prompt("superseded").await;
     let asked_at = stored
         .get("created_at")
@@ -383,7 +434,9 @@ async fn deliver_answer(
     let request_id = open.request_id.unwrap_or_default();
     let denial;
     let answer = if open.prompt.kind == "approval" {
-        if prompt::approved(&answers) {
+        if prompt::for_session(&answers) {
+            Answer::ApproveForSession
+        } else if prompt::approved(&answers) {
             Answer::Approve
         } else {
             denial = prompt::denial_for_agent(&msg.text);

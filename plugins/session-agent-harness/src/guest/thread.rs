@@ -177,6 +177,12 @@ impl Thread {
         self.rec.borrow().agent.agent_session_id.clone()
     }
 
+    /// The agent session's cumulative token counts after the last settled turn, when its agent
+    /// reports them.
+    pub fn usage_total(&self) -> Option<crate::agent::Usage> {
+        crate::agent::Usage::from_json(&self.rec.borrow().agent.usage_total)
+    }
+
     /// Record the thread active locally (before the envelope says so). `fresh` clears the last
     /// error (an activation, not a recovery).
     pub fn set_active_locally(&self, fresh: bool) -> Result<(), String> {
@@ -309,6 +315,14 @@ impl Thread {
         let _ = self.save();
     }
 
+    /// The agent request a held prompt stands for (its agent is waiting on it).
+    pub fn held_request_id(&self) -> Option<String> {
+        self.prompt
+            .borrow()
+            .as_ref()
+            .and_then(|p| p.request_id.clone())
+    }
+
     /// A held prompt (its agent is waiting) has an answer waiting to be delivered.
     pub fn held_prompt_answered(&self) -> bool {
         self.prompt
@@ -329,10 +343,18 @@ impl Thread {
 
     /// A turn ended (completed or interrupted): its messages are consumed and it is no longer in
     /// flight.
-    pub fn finish_turn(&self, session_id: &str, boundary: &ItemCursor) -> Result<(), String> {
+    pub fn finish_turn(
+        &self,
+        session_id: &str,
+        boundary: &ItemCursor,
+        usage_total: Option<&crate::agent::Usage>,
+    ) -> Result<(), String> {
         {
             let mut rec = self.rec.borrow_mut();
             rec.agent.agent_session_id = session_id.to_string();
+            if let Some(u) = usage_total {
+                rec.agent.usage_total = u.to_json();
+            }
             rec.items.last_consumed = boundary.clone();
             rec.turn = None;
         }

@@ -175,6 +175,20 @@ async fn turn(
     let outcome = loop {
         let outcome = attempt::run(t, settings, &input, &mut st).await?;
         usage.add(&outcome.usage);
+        if let Some(total) = &outcome.usage_total {
+            st.usage_total = Some(total.clone());
+        }
+        if st.stalled {
+            break Outcome {
+                status: Status::Failed,
+                error: format!(
+                    "the agent said nothing for {} s and was interrupted",
+                    settings.stall_timeout_s
+                ),
+                ended_by_agent: true,
+                ..outcome
+            };
+        }
         if outcome.status != Status::TransientError
             || resumes >= settings.turn_retries
             || st.check_stop()
@@ -235,6 +249,9 @@ async fn turn(
     // Extensions: enough to rebuild local state from the thread if it is ever lost.
     metadata["agent_session_id"] = json!(st.session_id);
     metadata["consumed_item_id"] = json!(st.boundary.item_id);
+    if let Some(total) = &st.usage_total {
+        metadata["agent_usage_total"] = total.to_json();
+    }
     attempt::emit(t, &mut st, (content, metadata)).await;
     if let Some(f) = st.post_failure.take() {
         return Err(f);
@@ -264,6 +281,9 @@ async fn turn(
                 ),
             ));
         }
+        Status::Failed if st.stalled => {
+            return Err(Failure::new("AGENT_STALLED", outcome.error));
+        }
         Status::Failed => {
             let msg = if outcome.error.is_empty() {
                 "agent turn failed".to_string()
@@ -273,12 +293,13 @@ async fn turn(
             return Err(Failure::new("AGENT_CRASHED", msg));
         }
     }
-    t.finish_turn(&st.session_id, &st.boundary).map_err(|e| {
-        Failure::new(
-            "THREAD_POST_FAILED",
-            format!("local state could not be written: {e}"),
-        )
-    })?;
+    t.finish_turn(&st.session_id, &st.boundary, st.usage_total.as_ref())
+        .map_err(|e| {
+            Failure::new(
+                "THREAD_POST_FAILED",
+                format!("local state could not be written: {e}"),
+            )
+        })?;
     Ok(TurnEnded::Completed)
 }
 
@@ -307,6 +328,6 @@ async fn stopped(
         json!({"turn_id": st.turn_id, "status": "interrupted",
                "posted": st.post_failure.is_none()}),
     );
-    let _ = t.finish_turn(&st.session_id, &st.boundary);
+    let _ = t.finish_turn(&st.session_id, &st.boundary, st.usage_total.as_ref());
     Ok(TurnEnded::Stopped)
 }

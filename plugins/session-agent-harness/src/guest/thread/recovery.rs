@@ -54,6 +54,9 @@ impl Thread {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
+                if let Some(u) = end.pointer("/metadata/agent_usage_total") {
+                    rec.agent.usage_total = u.clone();
+                }
                 let mut cursor = ItemCursor::default();
                 for i in &all {
                     let id = i.get("id").and_then(Value::as_str).unwrap_or("");

@@ -1,0 +1,526 @@
+//! `codex` end to end: the whole worker, the emulator over HTTP, the real `codex app-server`
+//! (tests/agents, pinned) and the fake OpenAI Responses API (tests/fake-openai), scripted by what
+//! the person writes.
+//!
+//! The CLI is found through `BLOBHUB_CODEX` or in tests/agents/node_modules. Without it these
+//! tests say so and pass locally; under CI (`CI` set) they fail, since `.ci/run` installs it.
+//! Codex is pointed at the fake the way docs/session-agent-harness.md tells operators to: a
+//! `CODEX_HOME` of its own (set in `agents.codex.env`) whose `config.toml` names the provider.
+
+use std::path::{Path, PathBuf};
+
+use blobhub_emulator::SessionIds;
+use blobhub_fake_openai::{FakeOpenai, RecordedRequest};
+use serde_json::{Value, json};
+
+use crate::harness_support::{Env, PATIENCE, assert_no_duplicate_posts, eventually, pids_running};
+use crate::support::{Running, demo_user};
+
+/// The real CLI, or `None` (with a note) when it is not installed outside CI.
+fn codex() -> Option<PathBuf> {
+    let path = std::env::var_os("BLOBHUB_CODEX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/agents/node_modules/.bin/codex")
+        });
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the codex CLI is missing at {} (run: npm ci --prefix tests/agents)",
+        path.display()
+    );
+    eprintln!(
+        "skipped: no codex CLI at {} (npm ci --prefix tests/agents)",
+        path.display()
+    );
+    None
+}
+
+/// A worker wired to the emulator and the fake, with a `codex` agents block.
+struct Codex {
+    env: Env,
+    fake: FakeOpenai,
+    s: SessionIds,
+    /// The CLI's `CODEX_HOME` (its config.toml, its threads' rollouts).
+    _home: tempfile::TempDir,
+}
+
+impl Codex {
+    async fn new(session: &str, extra: &str) -> Option<Codex> {
+        let cli = codex()?;
+        let env = Env::new().await;
+        let fake = FakeOpenai::start().await.expect("fake model API starts");
+        let home = tempfile::tempdir().unwrap();
+        // `gpt-5.5` is a slug Codex knows, so it offers apply_patch; no retries of its own, so
+        // a failure reaches the worker at once; no plugins, so no DNS lookups.
+        std::fs::write(
+            home.path().join("config.toml"),
+            format!(
+                "model = \"gpt-5.5\"\nmodel_provider = \"fake\"\n\
+                 [model_providers.fake]\nname = \"fake\"\nbase_url = \"{}/v1\"\n\
+                 wire_api = \"responses\"\nenv_key = \"FAKE_OPENAI_API_KEY\"\n\
+                 request_max_retries = 0\nstream_max_retries = 0\n\
+                 [analytics]\nenabled = false\n[features]\nplugins = false\n",
+                fake.base_url()
+            ),
+        )
+        .unwrap();
+        let s = env.session(session);
+        let block = format!(
+            "  codex:\n    executable: {cli}\n{extra}    env:\n      CODEX_HOME: {home}\n      \
+             FAKE_OPENAI_API_KEY: dummy\n",
+            cli = cli.display(),
+            home = home.path().display(),
+        );
+        env.configure(&[&s], 4, &block);
+        Some(Codex {
+            env,
+            fake,
+            s,
+            _home: home,
+        })
+    }
+
+    /// [`Codex::new`], a worker started on it and thread `t` handed off and active.
+    async fn running(session: &str, extra: &str) -> Option<(Codex, Running)> {
+        let c = Codex::new(session, extra).await?;
+        let worker = c.env.start().await;
+        c.handoff("t");
+        c.active("t").await;
+        Some((c, worker))
+    }
+
+    fn handoff(&self, alias: &str) {
+        self.env
+            .set_envelope(&self.s, alias, self.envelope("pending"));
+    }
+
+    fn envelope(&self, state: &str) -> Value {
+        json!({"type": "thread", "thread": {"attributes": {"name": "task"}, "metadata": {
+            "instance": {"state": state},
+            "agent": {"type": "codex"},
+            "workspace": {"work_folder": self.env.work_folder().to_str().unwrap()}}}})
+    }
+
+    async fn active(&self, alias: &str) {
+        self.env
+            .wait("active", |e| e.state(&self.s, alias) == "active")
+            .await;
+    }
+
+    fn items(&self, alias: &str) -> Vec<Value> {
+        self.env.items(&self.s, alias)
+    }
+
+    /// The worker's items of the thread (the person's messages left out).
+    fn agent_items(&self, alias: &str) -> Vec<Value> {
+        self.items(alias)
+            .into_iter()
+            .filter(|i| i.pointer("/metadata/post_id").is_some())
+            .collect()
+    }
+
+    fn of_type(&self, alias: &str, ty: &str) -> Vec<Value> {
+        self.items(alias)
+            .into_iter()
+            .filter(|i| meta(i, "/metadata/type") == ty)
+            .collect()
+    }
+
+    fn count(&self, alias: &str, ty: &str) -> usize {
+        self.of_type(alias, ty).len()
+    }
+
+    async fn wait_count(&self, alias: &str, ty: &str, n: usize) {
+        self.env
+            .wait(&format!("{n} {ty} item(s)"), |_| self.count(alias, ty) >= n)
+            .await;
+    }
+
+    async fn wait_text(&self, alias: &str, needle: &str) -> Value {
+        let found = |c: &Codex| {
+            c.of_type(alias, "text").into_iter().find(|i| {
+                i.pointer("/content/0/text")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t.contains(needle))
+            })
+        };
+        self.env
+            .wait(&format!("a text item with {needle:?}"), |_| {
+                found(self).is_some()
+            })
+            .await;
+        found(self).unwrap()
+    }
+
+    fn codex_pids(&self) -> Vec<u32> {
+        pids_running("codex", self.env.work_folder())
+    }
+
+    /// Wait until the fake has been asked with `prompt` as the last user text.
+    async fn wait_for_prompt(&self, prompt: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let n = self.fake.requests().len();
+            if self
+                .fake
+                .responses_calls()
+                .iter()
+                .any(|r| r.last_user_text().as_deref() == Some(prompt))
+            {
+                return;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(!left.is_zero(), "the model was never asked {prompt:?}");
+            let _ = self.fake.wait_for_requests(n + 1, left).await;
+        }
+    }
+}
+
+/// Every text a model request carries (messages, tool outputs): what the model was shown.
+fn shown(r: &RecordedRequest) -> String {
+    fn walk(v: &Value, out: &mut String) {
+        match v {
+            Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Object(o) => {
+                for key in ["text", "content", "output"] {
+                    if let Some(inner) = o.get(key) {
+                        walk(inner, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    walk(&Value::Array(r.input().to_vec()), &mut out);
+    out
+}
+
+/// The Codex thread a model request belongs to (Codex sends its id as the session id).
+fn thread_of(r: &RecordedRequest) -> String {
+    r.header("session-id").unwrap_or("").to_string()
+}
+
+fn meta<'a>(item: &'a Value, pointer: &str) -> &'a Value {
+    item.pointer(pointer).unwrap_or(&Value::Null)
+}
+
+fn types(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| meta(i, "/metadata/type").as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_turn_conversation_keeps_one_codex_thread() {
+    let Some((c, worker)) = Codex::running("ses_codex_two", "").await else {
+        return;
+    };
+    c.env.say(&c.s, "t", "hello");
+    c.wait_text("t", "Hello from fake OpenAI").await;
+    c.wait_count("t", "turn_end", 1).await;
+    c.env.say(&c.s, "t", "THINK how to go on");
+    c.wait_text("t", "Thought about: how to go on").await;
+    c.wait_count("t", "turn_end", 2).await;
+
+    let items = c.agent_items("t");
+    assert_eq!(
+        types(&items),
+        ["text", "turn_end", "thinking", "text", "turn_end"]
+    );
+    assert_eq!(meta(&items[2], "/metadata/text"), "how to go on");
+    let ends = c.of_type("t", "turn_end");
+    for end in &ends {
+        assert_eq!(meta(end, "/metadata/status"), "completed");
+        // Each turn reports its own tokens (one model request each), not the thread's total.
+        assert_eq!(
+            meta(end, "/metadata/stats"),
+            &json!({"input_tokens": 10, "input_tokens_cached": 4, "output_tokens": 5,
+                    "duration_ms": meta(end, "/metadata/stats/duration_ms")})
+        );
+    }
+    let thread = meta(&ends[0], "/metadata/agent_session_id")
+        .as_str()
+        .unwrap();
+    assert!(!thread.is_empty());
+    assert_eq!(meta(&ends[1], "/metadata/agent_session_id"), thread);
+
+    // The second model request carries the first turn: one Codex thread throughout.
+    let requests = c.fake.responses_calls();
+    assert_eq!(requests.len(), 2, "one model request per turn");
+    let second = shown(&requests[1]);
+    assert!(
+        second.contains("hello") && second.contains("Hello from fake OpenAI"),
+        "{second}"
+    );
+    for r in &requests {
+        assert_eq!(thread_of(r), thread);
+        assert_eq!(r.header("originator"), Some("blobhub_worker"));
+    }
+    assert_no_duplicate_posts(&c.env, &c.s, "t");
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalated_command_approved_runs_and_declined_does_not() {
+    let Some((c, worker)) = Codex::running("ses_codex_escalate", "").await else {
+        return;
+    };
+    let work = c.env.work_folder().to_path_buf();
+    c.env.say(&c.s, "t", "TOOL:shell! touch approved.txt");
+    c.wait_count("t", "pending_prompt", 1).await;
+    let prompt = &c.of_type("t", "pending_prompt")[0];
+    assert_eq!(
+        meta(prompt, "/content/0/text"),
+        "fake model wants to run this outside the sandbox\n\n\
+         `/bin/bash -lc 'touch approved.txt'`\n  1. Approve\n  2. Approve for this session\n  3. Deny"
+    );
+    assert_eq!(meta(prompt, "/metadata/prompt/kind"), "approval");
+    assert!(
+        !work.join("approved.txt").exists(),
+        "nothing runs before the answer"
+    );
+    c.env.say(&c.s, "t", "approve");
+    c.wait_text("t", "Tool output seen").await;
+    c.wait_count("t", "turn_end", 1).await;
+    assert!(
+        work.join("approved.txt").exists(),
+        "the approved command ran"
+    );
+
+    c.env.say(&c.s, "t", "TOOL:shell! touch denied.txt");
+    c.wait_count("t", "pending_prompt", 2).await;
+    c.env.say(&c.s, "t", "no");
+    c.wait_text("t", "rejected by user").await;
+    c.wait_count("t", "turn_end", 2).await;
+    assert!(
+        !work.join("denied.txt").exists(),
+        "the declined command did not run"
+    );
+    let calls: Vec<Value> = c
+        .of_type("t", "tool_call")
+        .iter()
+        .map(|i| meta(i, "/metadata/tool/name").clone())
+        .collect();
+    assert_eq!(calls, [json!("shell"), json!("shell")]);
+    let results: Vec<bool> = c
+        .of_type("t", "tool_result")
+        .iter()
+        .map(|i| meta(i, "/metadata/tool/is_error").as_bool().unwrap())
+        .collect();
+    assert_eq!(results, [false, true]);
+    let resolved: Vec<String> = c
+        .of_type("t", "pending_prompt_resolved")
+        .iter()
+        .map(|i| meta(i, "/content/0/text").as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(resolved, ["✓ Answered: Approve", "✓ Answered: Deny"]);
+    let last = shown(c.fake.responses_calls().last().unwrap());
+    assert!(
+        last.contains("rejected by user"),
+        "the model was told: {last}"
+    );
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_change_is_shown_as_its_items() {
+    let Some((c, worker)) = Codex::running("ses_codex_patch", "").await else {
+        return;
+    };
+    let work = std::fs::canonicalize(c.env.work_folder()).unwrap();
+    c.env.say(&c.s, "t", "TOOL:patch added.txt");
+    c.wait_text("t", "Tool output seen").await;
+    c.wait_count("t", "turn_end", 1).await;
+    assert_eq!(
+        types(&c.agent_items("t")),
+        ["tool_call", "tool_result", "text", "turn_end"]
+    );
+    let path = work.join("added.txt");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "added by the fake\n"
+    );
+    let call = &c.of_type("t", "tool_call")[0];
+    assert_eq!(meta(call, "/metadata/tool/name"), "apply_patch");
+    assert_eq!(
+        meta(call, "/content/0/text"),
+        &json!(format!("apply_patch → add {}", path.display()))
+    );
+    let result = &c.of_type("t", "tool_result")[0];
+    assert_eq!(
+        meta(result, "/metadata/tool/output"),
+        &json!(format!("patch completed: add {}", path.display()))
+    );
+    assert_eq!(meta(result, "/metadata/tool/is_error"), false);
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_failure_fails_the_thread_with_the_api_error_code() {
+    let Some((c, worker)) = Codex::running("ses_codex_fail", "    turn_retries: 0\n").await else {
+        return;
+    };
+    c.env.say(&c.s, "t", "FAIL:500");
+    c.env
+        .wait("failed", |e| e.state(&c.s, "t") == "failed")
+        .await;
+    let kinds: Vec<(String, String)> = c
+        .agent_items("t")
+        .iter()
+        .map(|i| {
+            (
+                meta(i, "/metadata/type").as_str().unwrap_or("").to_string(),
+                meta(i, "/metadata/status")
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("status".into(), "error".into()),
+            ("turn_end".into(), "failed".into()),
+            ("status".into(), "error".into()),
+        ]
+    );
+    let reason = c
+        .items("t")
+        .into_iter()
+        .find(|i| meta(i, "/metadata/code") == "AGENT_API_ERROR")
+        .expect("the failure says why");
+    assert!(
+        meta(&reason, "/content/0/text")
+            .as_str()
+            .unwrap()
+            .contains("high demand"),
+        "{reason}"
+    );
+    eventually("no codex process is left", || c.codex_pids().is_empty()).await;
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_turn_resumes_the_same_codex_thread() {
+    let Some(c) = Codex::new("ses_codex_kill", "").await else {
+        return;
+    };
+    let mut worker = c.env.start().await;
+    c.handoff("t");
+    c.active("t").await;
+    c.env.say(&c.s, "t", "hello");
+    c.wait_count("t", "turn_end", 1).await;
+    c.env.say(&c.s, "t", "STALL");
+    c.wait_for_prompt("STALL").await;
+    worker.child.kill().await.unwrap();
+    eventually("codex died with the worker", || c.codex_pids().is_empty()).await;
+
+    let worker = c.env.start().await;
+    // The cut turn is closed, once, and the next message goes to the same Codex thread.
+    c.wait_count("t", "turn_end", 2).await;
+    c.env.say(&c.s, "t", "again");
+    c.wait_count("t", "turn_end", 3).await;
+    assert_eq!(c.count("t", "text"), 2, "one reply per completed turn");
+    let ends = c.of_type("t", "turn_end");
+    let statuses: Vec<&str> = ends
+        .iter()
+        .map(|e| meta(e, "/metadata/status").as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["completed", "interrupted", "completed"]);
+    let thread = meta(&ends[0], "/metadata/agent_session_id");
+    assert_eq!(meta(&ends[2], "/metadata/agent_session_id"), thread);
+    let requests = c.fake.responses_calls();
+    let last = requests.last().unwrap();
+    assert_eq!(thread_of(last), thread.as_str().unwrap());
+    assert!(
+        shown(last).contains("Hello from fake OpenAI"),
+        "the history came along"
+    );
+    // Each person's message reached the model once (the cut one was not replayed).
+    let asked: Vec<String> = requests.iter().filter_map(|r| r.last_user_text()).collect();
+    for once in ["hello", "STALL", "again"] {
+        assert_eq!(
+            asked.iter().filter(|t| *t == once).count(),
+            1,
+            "{once}: {asked:?}"
+        );
+    }
+    assert_no_duplicate_posts(&c.env, &c.s, "t");
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_mid_turn_interrupts_codex_and_leaves_no_process() {
+    let Some((c, worker)) = Codex::running("ses_codex_stop", "").await else {
+        return;
+    };
+    c.env.say(&c.s, "t", "STALL");
+    c.wait_for_prompt("STALL").await;
+    let pids = c.codex_pids();
+    assert!(!pids.is_empty(), "codex runs the turn");
+
+    // The running CLI's environment: the operator's variables, never the worker's key.
+    for pid in &pids {
+        let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let environ = String::from_utf8_lossy(&raw).replace('\0', "\n");
+        assert!(
+            !environ.contains(&demo_user().api_key),
+            "the BlobHub key leaked"
+        );
+        assert!(
+            !environ.lines().any(|l| l.starts_with("BLOBHUB_")),
+            "{environ}"
+        );
+        assert!(environ.lines().any(|l| l.starts_with("CODEX_HOME=")));
+    }
+
+    c.env.set_envelope(&c.s, "t", c.envelope("completed"));
+    c.wait_count("t", "turn_end", 1).await;
+    let end = &c.of_type("t", "turn_end")[0];
+    assert_eq!(meta(end, "/metadata/status"), "interrupted");
+    eventually("no codex process is left", || c.codex_pids().is_empty()).await;
+    c.env
+        .wait("thread_completed", |e| {
+            e.activity(&c.s).contains(&"thread_completed".to_string())
+        })
+        .await;
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_turn_is_interrupted_and_fails_the_thread_as_stalled() {
+    let Some((c, worker)) = Codex::running("ses_codex_stall", "    stall_timeout_s: 1\n").await
+    else {
+        return;
+    };
+    c.env.say(&c.s, "t", "STALL");
+    c.env
+        .wait("failed", |e| e.state(&c.s, "t") == "failed")
+        .await;
+    let end = &c.of_type("t", "turn_end")[0];
+    assert_eq!(meta(end, "/metadata/status"), "failed");
+    let reason = c
+        .items("t")
+        .into_iter()
+        .find(|i| meta(i, "/metadata/code") == "AGENT_STALLED")
+        .expect("the failure says why");
+    assert!(
+        meta(&reason, "/content/0/text")
+            .as_str()
+            .unwrap()
+            .contains("said nothing for 1 s"),
+        "{reason}"
+    );
+    eventually("no codex process is left", || c.codex_pids().is_empty()).await;
+    worker.terminate().await;
+}
