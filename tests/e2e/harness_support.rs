@@ -313,6 +313,30 @@ pub fn echo_counts(env: &Env, s: &SessionIds, alias: &str, n: usize) -> Vec<usiz
     counts
 }
 
+/// For every message `m<i>`: whether the person saw it answered, or saw the turn that took it end
+/// `interrupted`. A turn the agent had begun when the worker was killed is closed that way, not
+/// replayed (its agent may already have acted on it; docs/session-agent-harness.md), so that is
+/// the one other outcome a message may have. Never silence.
+pub fn answered_or_closed(env: &Env, s: &SessionIds, alias: &str, n: usize) -> Vec<bool> {
+    let transcript = env.transcript(s, alias);
+    let echoed = echo_counts(env, s, alias, n);
+    (0..n)
+        .map(|i| {
+            if echoed[i] > 0 {
+                return true;
+            }
+            let asked = transcript
+                .iter()
+                .position(|(ty, text)| ty.is_empty() && text == &format!("m{i}"));
+            asked.is_some_and(|at| {
+                transcript[at..]
+                    .iter()
+                    .any(|(ty, text)| ty == "turn_end" && text.contains("interrupted"))
+            })
+        })
+        .collect()
+}
+
 /// No two items of a thread share a `metadata.post_id`.
 pub fn assert_no_duplicate_posts(env: &Env, s: &SessionIds, alias: &str) {
     let mut seen = std::collections::HashSet::new();

@@ -1,9 +1,9 @@
 mod agent_env;
 mod claude;
 mod client;
+mod codex;
 mod docs;
 mod first_minutes;
-mod codex;
 mod harness;
 mod harness_crash;
 mod harness_support;
