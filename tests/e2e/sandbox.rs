@@ -219,6 +219,9 @@ async fn a_broken_validate_fails_only_its_own_sections() {
     let config_path = tree.join("config.yaml");
     let mut config = std::fs::read_to_string(&config_path).unwrap();
     config.push_str("  - name: broken\n    job_type: escape_attempts\n    validate: spin\n");
+    // And a component that does not even load.
+    std::fs::write(tree.join("plugins/junk.wasm"), b"\0asm junk").unwrap();
+    config.push_str("  - name: junk\n    job_type: junk\n");
     std::fs::write(&config_path, config).unwrap();
 
     let check = env.home.run(&["config", "check"], None).await;
@@ -241,6 +244,7 @@ async fn a_broken_validate_fails_only_its_own_sections() {
         "{}",
         out.stderr
     );
+    assert!(out.stderr.contains("JOB_TYPE_INVALID"), "{}", out.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

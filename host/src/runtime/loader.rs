@@ -52,6 +52,20 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// The file stem of the installed component this is about (none for a bundled one).
+    pub fn file_stem(&self) -> Option<String> {
+        let path = match self {
+            LoadError::Unreadable { path, .. } => path.clone(),
+            LoadError::Invalid { origin, .. }
+            | LoadError::WitUnsupported { origin, .. }
+            | LoadError::Describe { origin, .. }
+            | LoadError::FileNameMismatch { origin, .. } => PathBuf::from(origin),
+            LoadError::PluginsDirInsecure { .. } => return None,
+        };
+        path.extension()?;
+        path.file_stem().map(|s| s.to_string_lossy().into_owned())
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             LoadError::Unreadable { .. } => "JOB_TYPE_UNREADABLE",
@@ -213,6 +227,13 @@ pub enum ResolveError {
 }
 
 impl JobTypes {
+    /// Why the installed component `<name>.wasm` failed to load, if it did.
+    pub fn failure_of(&self, name: &str) -> Option<&LoadError> {
+        self.failures
+            .iter()
+            .find(|f| f.file_stem().as_deref() == Some(name))
+    }
+
     /// The job type that runs sections of `name`: the operator's pinned component when
     /// `component` names one, else the bundled or installed one of that name.
     pub fn resolve(

@@ -89,7 +89,8 @@ pub async fn validate(
 /// keeps these, and runs them ([`plans`]).
 #[derive(Clone)]
 pub struct Verdict {
-    pub job: Arc<LoadedJobType>,
+    /// `None` for a section whose job type's component failed to load (then `refused` says why).
+    pub job: Option<Arc<LoadedJobType>>,
     pub record: Section,
     pub state_dir: std::path::PathBuf,
     /// The section's own keys (its `session` block among them).
@@ -110,6 +111,7 @@ pub async fn verdicts(
 ) -> Result<Vec<Verdict>, Vec<PreflightError>> {
     let mut errors = Vec::new();
     let mut by_type: BTreeMap<String, (Arc<LoadedJobType>, Vec<Section>)> = BTreeMap::new();
+    let mut failed = Vec::new();
     for section in &settings.sections {
         let i = section.index;
         let record = section_record(section, &settings.worker_config);
@@ -121,6 +123,22 @@ pub async fn verdicts(
                     code: "JOB_TYPE_COMPONENT_NOT_FOUND".into(),
                     message: e.to_string(),
                     field: Some(format!("job_types.{}.component", record.job_type)),
+                });
+                continue;
+            }
+            Err(super::loader::ResolveError::Unknown(_))
+                if let Some(failure) = job_types.failure_of(&record.job_type) =>
+            {
+                // Its component is there but broken (describe failed, it does not compile, ...):
+                // that job type's sections end with the loader's code; the others start.
+                failed.push(Verdict {
+                    job: None,
+                    limits: settings.job_type(&record.job_type),
+                    refused: Some((failure.code().to_owned(), failure.to_string())),
+                    record,
+                    state_dir: Default::default(),
+                    settings: Value::Null,
+                    grants: Default::default(),
                 });
                 continue;
             }
@@ -144,7 +162,7 @@ pub async fn verdicts(
             .1
             .push(record);
     }
-    let mut plans = Vec::new();
+    let mut plans = failed;
     for (name, (job, sections)) in by_type {
         let limits = settings.job_type(&name);
         tracing::info!(job_type = %name, sections = sections.len(), "validate_called");
@@ -155,7 +173,7 @@ pub async fn verdicts(
                 tracing::error!(job_type = %name, code = %code, error = %message, "validate_failed");
                 for record in sections {
                     plans.push(Verdict {
-                        job: Arc::clone(&job),
+                        job: Some(Arc::clone(&job)),
                         record,
                         state_dir: Default::default(),
                         settings: Value::Null,
@@ -212,7 +230,7 @@ pub async fn verdicts(
                 .map(|s| Value::Object(s.settings.clone()))
                 .unwrap_or_default();
             plans.push(Verdict {
-                job: Arc::clone(&job),
+                job: Some(Arc::clone(&job)),
                 record,
                 state_dir: jobs_dir.join(format!("{name}-{key}")),
                 settings: raw,
@@ -247,11 +265,11 @@ pub async fn verdicts(
 pub fn plans(
     verdicts: Vec<Verdict>,
     shared: &Arc<Shared>,
-) -> Vec<(Arc<LoadedJobType>, SectionPlan)> {
+) -> Vec<(Option<Arc<LoadedJobType>>, SectionPlan)> {
     verdicts
         .into_iter()
         .map(|v| {
-            let name = v.job.name().to_owned();
+            let name = v.record.job_type.clone();
             let plan = match v.refused {
                 Some((code, message)) => {
                     SectionPlan::refused(v.record, &name, shared, &code, &message)
@@ -284,7 +302,7 @@ pub async fn check(
     job_types: &JobTypes,
     shared: &Arc<Shared>,
     jobs_dir: &Path,
-) -> Result<Vec<(Arc<LoadedJobType>, SectionPlan)>, Vec<PreflightError>> {
+) -> Result<Vec<(Option<Arc<LoadedJobType>>, SectionPlan)>, Vec<PreflightError>> {
     let verdicts = verdicts(engine, job_types, &shared.settings, jobs_dir).await?;
     Ok(plans(verdicts, shared))
 }

@@ -177,7 +177,7 @@ pub fn scratch_store(
 }
 
 /// Run the section to its end. Never panics on guest failure: every failure becomes a code.
-pub async fn run(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> SectionEnd {
+pub async fn run(engine: &Engine, job: Option<&LoadedJobType>, plan: SectionPlan) -> SectionEnd {
     let ctx = Arc::clone(&plan.context);
     let status = &ctx.shared.status;
     status.register(ctx.index, &ctx.name, &ctx.job_type);
@@ -208,7 +208,7 @@ pub async fn run(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> Sec
     end
 }
 
-async fn run_inner(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> SectionEnd {
+async fn run_inner(engine: &Engine, job: Option<&LoadedJobType>, plan: SectionPlan) -> SectionEnd {
     let ctx = plan.context;
     if let Some((code, message)) = plan.refused {
         return SectionEnd {
@@ -216,6 +216,12 @@ async fn run_inner(engine: &Engine, job: &LoadedJobType, plan: SectionPlan) -> S
             message,
         };
     }
+    let Some(job) = job else {
+        return SectionEnd {
+            code: Some("JOB_TYPE_INVALID".into()),
+            message: format!("job type `{}` is not loaded", ctx.job_type),
+        };
+    };
     if let Err(e) = crate::state_tree::create_private_dir(&ctx.state_dir) {
         return SectionEnd {
             code: Some("STATE_DIR_UNWRITABLE".into()),

@@ -150,7 +150,10 @@ pub async fn run_sections(
 pub async fn run_plans(
     runtime: Arc<Runtime>,
     shared: Arc<Shared>,
-    plans: Vec<(Arc<super::loader::LoadedJobType>, section::SectionPlan)>,
+    plans: Vec<(
+        Option<Arc<super::loader::LoadedJobType>>,
+        section::SectionPlan,
+    )>,
     mut shutdown: watch::Receiver<bool>,
     mut force: watch::Receiver<bool>,
 ) -> RunReport {
@@ -158,7 +161,12 @@ pub async fn run_plans(
     for (job, plan) in plans {
         let runtime = Arc::clone(&runtime);
         let index = plan.record.index;
-        set.spawn(async move { (index, section::run(&runtime.engine, &job, plan).await) });
+        set.spawn(async move {
+            (
+                index,
+                section::run(&runtime.engine, job.as_deref(), plan).await,
+            )
+        });
     }
     let mut report = RunReport::default();
     let mut draining: Option<tokio::time::Instant> = None;
