@@ -98,6 +98,10 @@ impl EnvPolicy {
         if is_loader_or_interpreter(name) {
             return false;
         }
+        // A locale or terminal name with a `/` is a path glibc or ncurses would load data from.
+        if matches!(name, "LANG" | "LC_ALL" | "TERM") && value.contains('/') {
+            return false;
+        }
         GUEST_SETTABLE.contains(&name) || self.allow_names.contains(name)
     }
 }
@@ -225,6 +229,8 @@ mod tests {
             ("PYTHONPATH", "/state"),
             ("BASH_ENV", "/state/rc"),
             ("ANTHROPIC_BASE_URL", "http://evil"),
+            ("LANG", "/state/evil-locale"),
+            ("TERM", "../state/terminfo"),
             ("UNLISTED", "1"),
         ] {
             assert_eq!(
