@@ -99,6 +99,12 @@ impl StopRequests {
         (shutdown_tx, force_tx, StopRequests { shutdown, force })
     }
 
+    /// Requests fired only by the returned [`Stopper`] (no signal handlers): for tests.
+    pub fn with_stopper() -> (StopRequests, Stopper) {
+        let (requests, senders) = Self::channels();
+        (requests, Stopper(senders))
+    }
+
     fn channels() -> (StopRequests, Arc<Senders>) {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (force_tx, force) = watch::channel(false);

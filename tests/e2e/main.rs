@@ -8,6 +8,7 @@ mod harness;
 mod harness_crash;
 mod harness_support;
 mod login;
+mod operations;
 mod preflight;
 mod runtime;
 mod runtime_cli;

@@ -6,6 +6,7 @@
 //!   `--json`: one JSON object on one line);
 //! * 2: a usage error (bad flag or value).
 
+mod attached;
 mod config_check;
 mod config_init;
 mod demo;
@@ -13,6 +14,7 @@ mod login;
 mod memory;
 mod output;
 mod plugins;
+mod service;
 mod start;
 mod whoami;
 
@@ -29,6 +31,7 @@ use clap::{Parser, Subcommand};
 pub use output::Output;
 
 use crate::coded::CodedError;
+use crate::log_format::{JsonLines, LogFormat};
 
 /// BlobHub Worker: attaches to BlobHub sessions and runs coding agents for their threads.
 #[derive(Debug, Parser)]
@@ -43,6 +46,16 @@ struct Cli {
     /// Only errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
+    /// Log records as JSON lines (`{"ts", "level", "event", …fields}`) or as text. Default:
+    /// text when stderr is a terminal, JSON otherwise (a service, a pipe, a file).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        env = "BLOBHUB_WORKER_LOG_FORMAT"
+    )]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +75,47 @@ enum Command {
     Plugins(plugins::PluginsArgs),
     /// Run the whole product offline: an in-process emulator, a worker and the test agent.
     Demo(demo::DemoArgs),
+    /// Show the running worker's sections, threads, agent slots and recent errors (exit 1 when
+    /// no worker runs on this state tree).
+    Status,
+    /// Stop the running worker gracefully and wait until it has exited.
+    Stop(attached::StopArgs),
+    /// Open the live dashboard of the running worker (`q` leaves it running, `s` stops it).
+    Top,
+    /// Install or remove a systemd unit that runs the worker on this state tree.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
+    /// Print a shell completion script: `completions bash|zsh|fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+}
+
+/// The shells `completions` writes scripts for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// `completions`: the script clap generates from the very definitions above.
+fn completions(shell: CompletionShell) -> ExitCode {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let shell = match shell {
+        CompletionShell::Bash => Shell::Bash,
+        CompletionShell::Zsh => Shell::Zsh,
+        CompletionShell::Fish => Shell::Fish,
+    };
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "blobhub-worker",
+        &mut std::io::stdout(),
+    );
+    ExitCode::SUCCESS
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +186,11 @@ fn try_run(cli: Cli, output: &Output) -> anyhow::Result<ExitCode> {
             Command::Start(args) => start::run(args, output).await,
             Command::Plugins(args) => plugins::run(args, output).await,
             Command::Demo(args) => demo::run(args, output).await,
+            Command::Status => attached::status(output).await,
+            Command::Stop(args) => attached::stop(args, output).await,
+            Command::Top => attached::top(output).await,
+            Command::Service(command) => service::run(command, output).await,
+            Command::Completions { shell } => Ok(completions(shell)),
         }
     })
 }
@@ -163,11 +222,20 @@ fn init_logging(cli: &Cli) {
         .with_env_filter(filter)
         .with_writer(LogSink { tui });
     // Colour only for a person at a terminal: redirected logs (a file, journald) get none.
-    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let _ = if cli.json || tui {
-        builder.json().try_init()
+    let terminal = std::io::stderr().is_terminal();
+    let colour = terminal && std::env::var_os("NO_COLOR").is_none();
+    // `--json` and the dashboard's log file are for programs: JSON unless text is asked for.
+    let format = cli.log_format.unwrap_or(if cli.json || tui || !terminal {
+        LogFormat::Json
     } else {
-        builder.with_target(false).with_ansi(colour).try_init()
+        LogFormat::Pretty
+    });
+    let _ = match format {
+        LogFormat::Json => builder.event_format(JsonLines).try_init(),
+        LogFormat::Pretty => builder
+            .with_target(false)
+            .with_ansi(colour && !tui)
+            .try_init(),
     };
 }
 

@@ -17,6 +17,12 @@ pub struct StartArgs {
     /// Show the live dashboard instead of log lines (logs go to <tree>/logs/<instance>/worker.jsonl).
     #[arg(long)]
     pub tui: bool,
+    /// Serve /healthz and /metrics (Prometheus) on this address, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Allow a --metrics-addr that other machines can reach (not loopback).
+    #[arg(long, requires = "metrics_addr")]
+    pub metrics_public: bool,
 }
 
 /// The line printed (on stderr) once preflight has passed and the lock is held. Tests wait for
@@ -33,6 +39,9 @@ pub async fn run(args: StartArgs, output: &Output) -> anyhow::Result<ExitCode> {
         .with_hint("run it in a terminal, or drop --tui to get log lines")
         .into());
     }
+    if let Some(addr) = args.metrics_addr {
+        crate::metrics::check_addr(addr, args.metrics_public)?;
+    }
     let tree = state_tree()?;
     let started = preflight(tree, args.tui).await?;
     for warning in &started.warnings {
@@ -44,6 +53,33 @@ pub async fn run(args: StartArgs, output: &Output) -> anyhow::Result<ExitCode> {
     let (stop, stopper) = StopRequests::install()?;
     let ctx = &started.context;
     let view: Arc<OnceLock<RunView>> = Arc::default();
+    let source: crate::status_socket::Source = Arc::new(snapshots(
+        identity(&started),
+        Arc::clone(&view),
+        stop.clone(),
+    ));
+    // `top`, `status` and `stop` reach this worker through the socket; a worker that cannot
+    // serve it still runs (they fall back to the lock's pid).
+    let socket_path = crate::status_socket::path(ctx.tree.root());
+    let socket = crate::status_socket::serve(&socket_path, Arc::clone(&source), stopper.clone())
+        .inspect_err(|e| {
+            tracing::warn!(path = %socket_path.display(), error = %e, "status_socket_unavailable");
+        })
+        .ok();
+    let metrics = match args.metrics_addr {
+        Some(addr) => Some(
+            crate::metrics::serve(addr, Arc::clone(&source))
+                .await
+                .map_err(|e| {
+                    CodedError::new(
+                        "METRICS_ADDR_UNAVAILABLE",
+                        format!("cannot listen on --metrics-addr {addr}: {e}"),
+                    )
+                    .with_hint("pick a free port")
+                })?,
+        ),
+        None => None,
+    };
     let dashboard = if args.tui {
         let log = ctx
             .tree
@@ -52,8 +88,8 @@ pub async fn run(args: StartArgs, output: &Output) -> anyhow::Result<ExitCode> {
             .join(&ctx.instance.instance_id)
             .join("worker.jsonl");
         super::log_to_file(&log)?;
-        let snapshot = snapshots(identity(&started), Arc::clone(&view), stop.clone());
-        Some(Dashboard::start(snapshot, stopper)?)
+        let source = Arc::clone(&source);
+        Some(Dashboard::start(move || source(), stopper)?)
     } else {
         // Printed even with --quiet: it is the one signal that the worker runs. With --json it
         // is a JSON line on stdout instead, so stderr holds JSON log records only.
@@ -68,17 +104,22 @@ pub async fn run(args: StartArgs, output: &Output) -> anyhow::Result<ExitCode> {
                     "sections": ctx.config.sections.len(),
                     "state_tree": ctx.tree.root(),
                     "warnings": started.warnings,
+                    "metrics": metrics.as_ref().map(|m| format!("http://{}", m.addr)),
                 }),
             );
         } else {
             eprintln!(
-                "{STARTED_MARKER} instance {} (pid {}) as {} ({}), {} section(s), state tree {}",
+                "{STARTED_MARKER} instance {} (pid {}) as {} ({}), {} section(s), state tree {}{}",
                 ctx.instance.instance_id,
                 ctx.instance.pid,
                 started.user.name,
                 started.user.id,
                 ctx.config.sections.len(),
-                ctx.tree.root().display()
+                ctx.tree.root().display(),
+                metrics
+                    .as_ref()
+                    .map(|m| format!(", metrics on http://{}", m.addr))
+                    .unwrap_or_default()
             );
         }
         None
@@ -101,6 +142,9 @@ pub async fn run(args: StartArgs, output: &Output) -> anyhow::Result<ExitCode> {
     {
         tracing::warn!(error = %e, "dashboard_failed");
     }
+    drop(metrics);
+    // The socket goes before the lock: a `stop` waiting for this process sees it gone first.
+    drop(socket);
     // Clean exit, whatever the runtime's outcome: the lock file goes away.
     if let Err(e) = lock.release() {
         tracing::warn!(error = %e, "could not remove instance.yaml");
@@ -119,15 +163,18 @@ fn identity(started: &Started) -> Identity {
         },
         instance_id: ctx.instance.instance_id.clone(),
         sections: ctx.config.sections.len(),
+        pid: ctx.instance.pid,
+        started_at: ctx.instance.started_at.clone(),
     }
 }
 
-/// The dashboard's snapshot source: the runtime's board and slot pool once they exist.
+/// The snapshot source of the dashboard and the status socket: the runtime's board and slot
+/// pool once they exist.
 fn snapshots(
     identity: Identity,
     view: Arc<OnceLock<RunView>>,
     stop: StopRequests,
-) -> impl FnMut() -> Snapshot + Send + 'static {
+) -> impl Fn() -> Snapshot + Send + Sync + 'static {
     move || {
         let (sections, errors, slots) = match view.get() {
             Some(v) => (
@@ -140,7 +187,7 @@ fn snapshots(
         Snapshot {
             identity: identity.clone(),
             clock: crate::state_tree::utc_now_seconds(),
-            slots,
+            slots: slots.into(),
             sections,
             errors,
             stopping: *stop.shutdown.borrow(),

@@ -16,7 +16,7 @@ use serde_yaml::{Mapping, Value};
 
 use super::lines::LineIndex;
 use super::model::{
-    AgentSettings, Concurrency, Config, JobTypeSettings, Permissions, Polling, Section,
+    AgentSettings, Concurrency, Config, JobTypeSettings, Permissions, Polling, Section, Shutdown,
 };
 
 /// Portable effort values; anything else must look like a harness passthrough token.
@@ -345,16 +345,25 @@ impl Walk {
         self.unknown_keys(
             "",
             &top,
-            &["polling", "concurrency", "agents", "sections", "job_types"],
+            &[
+                "polling",
+                "concurrency",
+                "shutdown",
+                "agents",
+                "sections",
+                "job_types",
+            ],
         );
         let polling = self.polling(Self::get(&top, "polling"));
         let concurrency = self.concurrency(Self::get(&top, "concurrency"));
+        let shutdown = self.shutdown(Self::get(&top, "shutdown"));
         let agents = self.agents(Self::get(&top, "agents"));
         let sections = self.sections(top.iter().find(|(k, _)| k == "sections").map(|(_, v)| *v));
         let job_types = self.job_types(Self::get(&top, "job_types"));
         Some(Config {
             polling,
             concurrency,
+            shutdown,
             agents,
             sections,
             job_types,
@@ -420,6 +429,21 @@ impl Walk {
             defaults.max_agents
         });
         Concurrency { max_agents }
+    }
+
+    fn shutdown(&mut self, value: Option<&Value>) -> Shutdown {
+        let defaults = Shutdown::default();
+        let Some(map) = self.mapping("shutdown", value) else {
+            return defaults;
+        };
+        self.unknown_keys("shutdown", &map, &["drain_timeout_ms"]);
+        Shutdown {
+            drain_timeout_ms: self.positive(
+                "shutdown.drain_timeout_ms",
+                Self::get(&map, "drain_timeout_ms"),
+                defaults.drain_timeout_ms,
+            ),
+        }
     }
 
     fn agents(&mut self, value: Option<&Value>) -> BTreeMap<String, AgentSettings> {

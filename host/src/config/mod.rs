@@ -7,6 +7,6 @@ mod model;
 pub use lines::LineIndex;
 pub use load::{Diagnostic, LoadReport, Severity, load_file, load_str};
 pub use model::{
-    AgentSettings, Concurrency, Config, JobTypeSettings, Permissions, Polling, Section,
+    AgentSettings, Concurrency, Config, JobTypeSettings, Permissions, Polling, Section, Shutdown,
     default_executable,
 };

@@ -15,6 +15,7 @@ use crate::api::RetryPolicy;
 pub struct Config {
     pub polling: Polling,
     pub concurrency: Concurrency,
+    pub shutdown: Shutdown,
     /// `agents.<agent_type>`: per-agent-type settings; absent types use the defaults.
     pub agents: BTreeMap<String, AgentSettings>,
     pub sections: Vec<Section>,
@@ -79,6 +80,28 @@ pub struct Concurrency {
 impl Default for Concurrency {
     fn default() -> Self {
         Self { max_agents: 4 }
+    }
+}
+
+/// `shutdown`: how a stop (SIGTERM, SIGINT, `stop`, the dashboard's `q`) ends the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Shutdown {
+    /// How long sections get to finish their posts and end their agents' turns after a stop
+    /// before they are cancelled (their agents then get SIGTERM, SIGKILL after a grace).
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Shutdown {
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
     }
 }
 

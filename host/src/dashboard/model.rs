@@ -1,10 +1,14 @@
-//! What the dashboard draws: a [`Snapshot`] of the running worker, the [`Selection`] kept
-//! across refreshes, and the text helpers the view uses (pure functions, no terminal).
+//! What the dashboard draws: a [`Snapshot`] of the running worker (also the document the
+//! status socket serves and `status --json` prints), the [`ViewState`] kept across refreshes
+//! (selection and scroll position), and the text helpers the view uses (pure functions, no
+//! terminal).
 
-use crate::runtime::capabilities::status::SectionStatus;
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::capabilities::status::{ErrorRecord, SectionStatus};
 
 /// The fixed part of the header, known once preflight has passed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub version: String,
     /// The user the worker acts as.
@@ -12,22 +16,41 @@ pub struct Identity {
     pub instance_id: String,
     /// Sections in config.yaml.
     pub sections: usize,
+    /// The worker's process id.
+    #[serde(default)]
+    pub pid: u32,
+    /// UTC, `YYYY-MM-DDTHH:MM:SSZ`.
+    #[serde(default)]
+    pub started_at: String,
 }
 
 /// One refresh's worth of state: a plain copy, drawn without holding any lock.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub identity: Identity,
     /// UTC, `YYYY-MM-DDTHH:MM:SSZ`.
     pub clock: String,
-    /// Agent slots (in use, capacity) of the worker-wide pool.
-    pub slots: (u32, u32),
+    /// Agent slots of the worker-wide pool.
+    pub slots: Slots,
     /// Every section's status, in config order.
     pub sections: Vec<SectionStatus>,
     /// The board's recent warnings and errors, oldest first (as the board keeps them).
-    pub errors: Vec<String>,
-    /// A graceful stop has been asked for (by `q`, Ctrl-C or a signal).
+    pub errors: Vec<ErrorRecord>,
+    /// A graceful stop has been asked for (by `q`, Ctrl-C, `stop` or a signal).
     pub stopping: bool,
+}
+
+/// Agent slots: in use and capacity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slots {
+    pub busy: u32,
+    pub total: u32,
+}
+
+impl From<(u32, u32)> for Slots {
+    fn from((busy, total): (u32, u32)) -> Self {
+        Slots { busy, total }
+    }
 }
 
 /// A selectable entry: (section index, thread alias).
@@ -40,6 +63,15 @@ impl Snapshot {
             .iter()
             .flat_map(|s| s.threads.keys().map(|t| (s.index, t.clone())))
             .collect()
+    }
+
+    /// Threads per display state, e.g. `active (turn)` → 2.
+    pub fn threads_by_state(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for t in self.sections.iter().flat_map(|s| s.threads.values()) {
+            *counts.entry(t.state.clone()).or_insert(0) += 1;
+        }
+        counts
     }
 }
 
@@ -81,7 +113,8 @@ impl Selection {
         self.select(snapshot, self.position.saturating_add(1));
     }
 
-    fn select(&mut self, snapshot: &Snapshot, position: usize) {
+    /// Select the entry at `position` in display order (clamped to the last one).
+    pub fn select(&mut self, snapshot: &Snapshot, position: usize) {
         let entries = snapshot.entries();
         if let Some(last) = entries.len().checked_sub(1) {
             self.position = position.min(last);
@@ -89,10 +122,100 @@ impl Selection {
         }
     }
 
+    /// The selected entry's position in display order, if any.
+    pub fn position(&self) -> Option<usize> {
+        self.key.as_ref().map(|_| self.position)
+    }
+
     pub fn is_selected(&self, section: u32, thread: &str) -> bool {
         self.key
             .as_ref()
             .is_some_and(|(s, t)| *s == section && t == thread)
+    }
+}
+
+/// What a navigation key asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Home,
+    End,
+}
+
+/// The selection and the scroll position of the sections area, kept across refreshes. The view
+/// records, at every draw, the height of the area and the line of every entry, so that the keys
+/// can move by pages and the next draw keeps the selection in sight.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewState {
+    pub selection: Selection,
+    /// The first line of the sections shown.
+    pub offset: usize,
+    /// Lines of the sections area at the last draw.
+    pub page: usize,
+    /// Lines of all sections at the last draw.
+    pub total: usize,
+    /// The line of each entry at the last draw, in display order.
+    pub entry_lines: Vec<usize>,
+}
+
+impl ViewState {
+    /// Apply a navigation key. Without threads to select, the keys scroll the sections.
+    pub fn apply(&mut self, snapshot: &Snapshot, key: Move) {
+        self.selection.refresh(snapshot);
+        let page = self.page.max(1);
+        let max_offset = self.total.saturating_sub(self.page);
+        let entries = snapshot.entries().len();
+        match key {
+            Move::Up if entries == 0 => self.offset = self.offset.saturating_sub(1),
+            Move::Down if entries == 0 => self.offset = (self.offset + 1).min(max_offset),
+            Move::Up => self.selection.up(snapshot),
+            Move::Down => self.selection.down(snapshot),
+            Move::PageUp | Move::PageDown => {
+                self.offset = if key == Move::PageUp {
+                    self.offset.saturating_sub(page)
+                } else {
+                    (self.offset + page).min(max_offset)
+                };
+                // The first entry that starts in the new page (else the nearest one above).
+                let first = self
+                    .entry_lines
+                    .iter()
+                    .position(|&l| l >= self.offset)
+                    .or_else(|| self.entry_lines.len().checked_sub(1));
+                if let Some(i) = first {
+                    self.selection.select(snapshot, i);
+                }
+            }
+            Move::Home => {
+                self.offset = 0;
+                self.selection.select(snapshot, 0);
+            }
+            Move::End => {
+                self.offset = max_offset;
+                self.selection.select(snapshot, usize::MAX);
+            }
+        }
+    }
+
+    /// After a draw laid out `total` lines in a `page`-line area with the entries at
+    /// `entry_lines`: clamp the offset and bring the selected entry (its first `span` lines)
+    /// into sight, moving as little as possible.
+    pub fn follow(&mut self, page: usize, total: usize, entry_lines: Vec<usize>, span: usize) {
+        self.page = page;
+        self.total = total;
+        if let Some(&line) = self.selection.position().and_then(|p| entry_lines.get(p)) {
+            let span = span.clamp(1, page.max(1));
+            if line < self.offset {
+                self.offset = line;
+            } else if line + span > self.offset + page {
+                self.offset = (line + span).saturating_sub(page);
+            }
+        }
+        self.offset = self.offset.min(total.saturating_sub(page));
+        self.entry_lines = entry_lines;
     }
 }
 
@@ -175,45 +298,27 @@ pub fn section_title(section: &SectionStatus) -> String {
     title
 }
 
-/// One row of the recent-errors panel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorRow {
-    /// `HH:MM:SS` (UTC).
-    pub time: String,
-    /// The code or event.
-    pub what: String,
-    /// Where (section, thread) and the remaining fields as `k=v`, joined by ` · `.
-    pub details: String,
+/// `HH:MM:SS` of a `YYYY-MM-DDTHH:MM:SSZ` time (the whole text when it has another shape).
+pub fn clock_time(at: &str) -> &str {
+    at.get(11..19).unwrap_or(at)
 }
 
-/// Parse a board line: `<rfc3339> section N[ thread T]: <event or CODE:> <fields or message>`.
-/// Lines of another shape are shown whole as details.
-pub fn error_row(line: &str) -> ErrorRow {
-    let parsed = line.split_once(' ').and_then(|(at, rest)| {
-        let (who, body) = rest.split_once(": ")?;
-        let time = at.get(11..19).filter(|_| at.len() >= 19)?.to_owned();
-        let (what, tail) = body.split_once(' ').unwrap_or((body, ""));
-        let mut parts = vec![who.to_owned()];
-        let tail = tail.trim();
-        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(tail) {
-            Ok(fields) => parts.extend(fields.iter().map(|(k, v)| match v {
-                serde_json::Value::String(s) => format!("{k}={s}"),
-                other => format!("{k}={other}"),
-            })),
-            Err(_) if !tail.is_empty() => parts.push(tail.to_owned()),
-            Err(_) => {}
-        }
-        Some(ErrorRow {
-            time,
-            what: what.trim_end_matches(':').to_owned(),
-            details: parts.join(" · "),
-        })
+/// Where an error happened, for the recent-errors panel: the section's name (its index when it
+/// has none or is unknown) and the thread.
+pub fn error_place(snapshot: &Snapshot, error: &ErrorRecord) -> String {
+    let section = error.section.map(|i| {
+        snapshot
+            .sections
+            .iter()
+            .find(|s| s.index == i && !s.name.is_empty())
+            .map_or_else(|| format!("section {i}"), |s| s.name.clone())
     });
-    parsed.unwrap_or_else(|| ErrorRow {
-        time: String::new(),
-        what: String::new(),
-        details: line.to_owned(),
-    })
+    match (section, error.thread.as_deref()) {
+        (Some(s), Some(t)) => format!("{s}/{t}"),
+        (Some(s), None) => s,
+        (None, Some(t)) => t.to_owned(),
+        (None, None) => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -296,22 +401,5 @@ mod tests {
             section_title(&s),
             "session_agent_harness · backend · waiting"
         );
-    }
-
-    #[test]
-    fn error_rows_parse_both_board_shapes() {
-        let log = error_row(
-            r#"2026-05-01T10:11:12Z section 0 thread t1: post_failed {"code":"API_TRANSIENT_ERROR","attempts":5}"#,
-        );
-        assert_eq!(log.time, "10:11:12");
-        assert_eq!(log.what, "post_failed");
-        assert_eq!(
-            log.details,
-            "section 0 thread t1 · attempts=5 · code=API_TRANSIENT_ERROR"
-        );
-        let end = error_row("2026-05-01T10:11:13Z section 1: JOB_TYPE_TRAPPED: the guest trapped");
-        assert_eq!(end.what, "JOB_TYPE_TRAPPED");
-        assert_eq!(end.details, "section 1 · the guest trapped");
-        assert_eq!(error_row("odd").details, "odd");
     }
 }

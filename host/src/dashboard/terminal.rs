@@ -22,8 +22,8 @@ use ratatui::crossterm::terminal::{
     EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
 };
 
-use super::model::{Selection, Snapshot};
-use super::view;
+use super::model::{Move, Snapshot, Tone, ViewState};
+use super::view::{self, Footer};
 use crate::signals::Stopper;
 
 /// How often the dashboard redraws without a key press.
@@ -90,10 +90,10 @@ pub struct Dashboard {
 }
 
 impl Dashboard {
-    /// Take over the terminal and start the dashboard thread. The terminal is set up here, so
-    /// a terminal that cannot be used is an error before the worker runs.
+    /// Take over the terminal and start the dashboard thread of `start --tui`. The terminal is
+    /// set up here, so a terminal that cannot be used is an error before the worker runs.
     pub fn start(
-        snapshot: impl FnMut() -> Snapshot + Send + 'static,
+        mut snapshot: impl FnMut() -> Snapshot + Send + 'static,
         stopper: Stopper,
     ) -> io::Result<Dashboard> {
         let screen = Screen::enter()?;
@@ -102,7 +102,13 @@ impl Dashboard {
         let thread = std::thread::Builder::new()
             .name("dashboard".into())
             .spawn(move || {
-                let result = run(screen, snapshot, &stopper, &flag);
+                let mut control = Control::InProcess(stopper.clone());
+                let result = run(
+                    screen,
+                    &mut || Ok::<_, String>(snapshot()),
+                    &mut control,
+                    &flag,
+                );
                 if result.is_err() {
                     // A worker nobody can see or stop from the keyboard: stop it.
                     stopper.terminate();
@@ -122,21 +128,134 @@ impl Dashboard {
     }
 }
 
+/// Asks a worker in another process to stop; `true` forces.
+pub type RemoteStop = Box<dyn FnMut(bool) -> Result<(), String> + Send>;
+
+/// `top`: the dashboard of a worker running in another process, in this thread, until `q`.
+/// `snapshot` fetches its status (an error is shown in the footer and the last frame kept);
+/// `s` then `y` asks it to stop through `stop`.
+pub fn attach(
+    mut snapshot: impl FnMut() -> Result<Snapshot, String>,
+    stop: RemoteStop,
+) -> io::Result<()> {
+    let screen = Screen::enter()?;
+    let mut control = Control::Attached {
+        stop,
+        confirming: false,
+        said: None,
+    };
+    run(screen, &mut snapshot, &mut control, &AtomicBool::new(false))
+}
+
+/// Who the dashboard belongs to, which decides what `q` and Ctrl-C do.
+enum Control {
+    /// `start --tui`: `q` is SIGTERM, Ctrl-C is SIGINT, for this very worker.
+    InProcess(Stopper),
+    /// `top`: `q` and Ctrl-C leave the dashboard; `s` asks (`y` confirms) the worker to stop.
+    Attached {
+        stop: RemoteStop,
+        confirming: bool,
+        /// The outcome of the last stop request.
+        said: Option<(String, Tone)>,
+    },
+}
+
+/// The keys of `top`.
+pub const KEYS_ATTACHED: &str = "↑↓ select  PgUp/PgDn/Home/End  r refresh  q leave  s stop worker";
+
+impl Control {
+    fn footer(&self, snapshot: &Snapshot, fetch_error: Option<&str>) -> Footer {
+        let keys = match self {
+            Control::InProcess(_) => view::KEYS_IN_PROCESS,
+            Control::Attached { .. } => KEYS_ATTACHED,
+        };
+        let notice = if let Some(e) = fetch_error {
+            Some((format!("not connected: {e}"), Tone::Failed))
+        } else if let Control::Attached {
+            confirming: true, ..
+        } = self
+        {
+            Some((
+                "stop the worker? y stops it, any other key cancels".to_owned(),
+                Tone::Waiting,
+            ))
+        } else if snapshot.stopping {
+            Some((
+                "stopping: waiting for the sections to drain…".to_owned(),
+                Tone::Waiting,
+            ))
+        } else if let Control::Attached {
+            said: Some(said), ..
+        } = self
+        {
+            Some(said.clone())
+        } else {
+            None
+        };
+        Footer {
+            keys: keys.to_owned(),
+            notice,
+        }
+    }
+
+    /// Handle a key; true when the dashboard should close.
+    fn key(&mut self, key: Key) -> bool {
+        match self {
+            Control::InProcess(stopper) => {
+                match key {
+                    Key::Quit => stopper.terminate(),
+                    Key::Interrupt => stopper.interrupt(),
+                    _ => {}
+                }
+                false
+            }
+            Control::Attached {
+                stop,
+                confirming,
+                said,
+            } => {
+                if std::mem::take(confirming) {
+                    if key == Key::Yes {
+                        *said = Some(match stop(false) {
+                            Ok(()) => ("stop requested".to_owned(), Tone::Waiting),
+                            Err(e) => (format!("stop failed: {e}"), Tone::Failed),
+                        });
+                    }
+                    return false;
+                }
+                match key {
+                    Key::Quit | Key::Interrupt => true,
+                    Key::Stop => {
+                        *confirming = true;
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+}
+
 /// What a key does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Key {
-    Up,
-    Down,
-    /// `q`: a graceful stop, as SIGTERM.
+    Move(Move),
+    /// `r`: redraw now.
+    Refresh,
+    /// `q`: a graceful stop (as SIGTERM) in `start --tui`; leave in `top`.
     Quit,
-    /// Ctrl-C (raw mode turns it into a key): as SIGINT, the second one forces.
+    /// Ctrl-C (raw mode turns it into a key): as SIGINT in `start --tui` (the second one
+    /// forces); leave in `top`.
     Interrupt,
+    /// `s` in `top`: ask to stop the worker (confirmed with `y`).
+    Stop,
+    Yes,
     Other,
 }
 
 fn key(event: &Event) -> Option<Key> {
     let Event::Key(k) = event else {
-        // Resizes and the like: just redraw.
+        // Resizes and the like: just redraw (the next frame is laid out for the new size).
         return Some(Key::Other);
     };
     if k.kind != KeyEventKind::Press {
@@ -144,26 +263,40 @@ fn key(event: &Event) -> Option<Key> {
     }
     Some(match k.code {
         KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => Key::Interrupt,
-        KeyCode::Up | KeyCode::Char('k') => Key::Up,
-        KeyCode::Down | KeyCode::Char('j') => Key::Down,
+        KeyCode::Up | KeyCode::Char('k') => Key::Move(Move::Up),
+        KeyCode::Down | KeyCode::Char('j') => Key::Move(Move::Down),
+        KeyCode::PageUp => Key::Move(Move::PageUp),
+        KeyCode::PageDown => Key::Move(Move::PageDown),
+        KeyCode::Home => Key::Move(Move::Home),
+        KeyCode::End => Key::Move(Move::End),
+        KeyCode::Char('r') => Key::Refresh,
         KeyCode::Char('q') | KeyCode::Char('Q') => Key::Quit,
+        KeyCode::Char('s') => Key::Stop,
+        KeyCode::Char('y') | KeyCode::Char('Y') => Key::Yes,
         _ => Key::Other,
     })
 }
 
 fn run(
     mut screen: Screen,
-    mut snapshot: impl FnMut() -> Snapshot,
-    stopper: &Stopper,
+    snapshot: &mut dyn FnMut() -> Result<Snapshot, String>,
+    control: &mut Control,
     closing: &AtomicBool,
 ) -> io::Result<()> {
-    let mut selection = Selection::default();
+    let mut state = ViewState::default();
+    let mut snap = Snapshot::default();
     loop {
-        let snap = snapshot();
-        selection.refresh(&snap);
+        let fetch_error = match snapshot() {
+            Ok(s) => {
+                snap = s;
+                None
+            }
+            Err(e) => Some(e),
+        };
+        let footer = control.footer(&snap, fetch_error.as_deref());
         screen
             .terminal
-            .draw(|frame| view::draw(frame, &snap, &selection))?;
+            .draw(|frame| view::draw(frame, &snap, &mut state, &footer))?;
         // Wait for a key, the next refresh, or the close.
         let deadline = Instant::now() + REFRESH;
         loop {
@@ -179,11 +312,12 @@ fn run(
             }
             match key(&event::read()?) {
                 None => continue,
-                Some(Key::Up) => selection.up(&snap),
-                Some(Key::Down) => selection.down(&snap),
-                Some(Key::Quit) => stopper.terminate(),
-                Some(Key::Interrupt) => stopper.interrupt(),
-                Some(Key::Other) => {}
+                Some(Key::Move(m)) => state.apply(&snap, m),
+                Some(k) => {
+                    if control.key(k) {
+                        return Ok(());
+                    }
+                }
             }
             break;
         }
@@ -199,10 +333,25 @@ mod tests {
     #[test]
     fn keys_map_to_selection_and_stops() {
         let press = |code, modifiers| Event::Key(KeyEvent::new(code, modifiers));
-        assert_eq!(key(&press(KeyCode::Up, KeyModifiers::NONE)), Some(Key::Up));
         assert_eq!(
-            key(&press(KeyCode::Down, KeyModifiers::NONE)),
-            Some(Key::Down)
+            key(&press(KeyCode::Up, KeyModifiers::NONE)),
+            Some(Key::Move(Move::Up))
+        );
+        assert_eq!(
+            key(&press(KeyCode::Char('j'), KeyModifiers::NONE)),
+            Some(Key::Move(Move::Down))
+        );
+        assert_eq!(
+            key(&press(KeyCode::PageDown, KeyModifiers::NONE)),
+            Some(Key::Move(Move::PageDown))
+        );
+        assert_eq!(
+            key(&press(KeyCode::End, KeyModifiers::NONE)),
+            Some(Key::Move(Move::End))
+        );
+        assert_eq!(
+            key(&press(KeyCode::Char('r'), KeyModifiers::NONE)),
+            Some(Key::Refresh)
         );
         assert_eq!(
             key(&press(KeyCode::Char('q'), KeyModifiers::NONE)),
@@ -219,5 +368,36 @@ mod tests {
         let mut release = KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE);
         release.kind = KeyEventKind::Release;
         assert_eq!(key(&Event::Key(release)), None);
+    }
+}
+
+#[cfg(test)]
+mod control_tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[test]
+    fn in_top_q_leaves_and_s_stops_only_once_confirmed() {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&asked);
+        let mut control = Control::Attached {
+            stop: Box::new(move |force| {
+                log.lock().unwrap().push(force);
+                Ok(())
+            }),
+            confirming: false,
+            said: None,
+        };
+        assert!(!control.key(Key::Stop));
+        assert!(!control.key(Key::Other), "any other key cancels");
+        assert!(asked.lock().unwrap().is_empty());
+        assert!(!control.key(Key::Stop));
+        let footer = control.footer(&Snapshot::default(), None);
+        assert!(footer.notice.unwrap().0.contains("stop the worker?"));
+        assert!(!control.key(Key::Yes));
+        assert_eq!(*asked.lock().unwrap(), vec![false]);
+        assert!(control.key(Key::Quit), "q leaves the dashboard");
+        assert!(control.key(Key::Interrupt));
     }
 }

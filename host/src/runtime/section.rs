@@ -183,12 +183,13 @@ pub async fn run(engine: &Engine, job: Option<&LoadedJobType>, plan: SectionPlan
     status.register(ctx.index, &ctx.name, &ctx.job_type);
     let end = run_inner(engine, job, plan).await;
     if let Some(code) = &end.code {
-        status.push_error(format!(
-            "{} section {}: {code}: {}",
-            super::capabilities::worker::now_utc(),
-            ctx.index,
-            end.message
-        ));
+        status.push_error(super::capabilities::status::ErrorRecord {
+            at: super::capabilities::worker::now_utc(),
+            section: Some(ctx.index),
+            thread: None,
+            code: code.clone(),
+            details: end.message.clone(),
+        });
     }
     // Its rows are nobody's any more; the section line keeps the outcome.
     status.clear_threads(ctx.index);

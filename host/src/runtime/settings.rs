@@ -31,6 +31,8 @@ impl From<&config::Polling> for Polling {
 pub struct RuntimeSettings {
     pub polling: Polling,
     pub max_agents: u32,
+    /// `shutdown.drain_timeout_ms`: how long sections get to return after a stop.
+    pub drain_timeout: Duration,
     /// Programs granted by the `agents` capability: every `agents.<type>.executable` (or the
     /// type's default) and `allowed_executables`.
     pub agent_programs: Vec<String>,
@@ -73,6 +75,7 @@ impl From<&Config> for RuntimeSettings {
         RuntimeSettings {
             polling: Polling::from(&config.polling),
             max_agents: config.concurrency.max_agents,
+            drain_timeout: config.shutdown.drain_timeout(),
             agent_programs,
             agent_env_pairs,
             job_types: config.job_types.clone(),

@@ -21,8 +21,6 @@ use super::transport::SessionTransport;
 use crate::config::Config;
 use crate::signals::StopRequests;
 
-/// How long sections get to return after the shutdown signal before they are cancelled.
-pub const DRAIN_BOUND: Duration = Duration::from_secs(10);
 /// Grace between SIGTERM and SIGKILL for children still alive at exit.
 pub const CHILD_GRACE: Duration = Duration::from_secs(2);
 
@@ -170,8 +168,10 @@ pub async fn run_plans(
     }
     let mut report = RunReport::default();
     let mut draining: Option<tokio::time::Instant> = None;
+    // `shutdown.drain_timeout_ms`: how long sections get to return after the shutdown signal.
+    let drain_bound = shared.settings.drain_timeout;
     loop {
-        let deadline = draining.map(|d| d + DRAIN_BOUND);
+        let deadline = draining.map(|d| d + drain_bound);
         tokio::select! {
             next = set.join_next() => match next {
                 Some(Ok(end)) => report.sections.push(end),
@@ -186,7 +186,7 @@ pub async fn run_plans(
             Ok(_) = force.wait_for(|f| *f) => {
                 tracing::warn!("shutdown_forced");
                 set.abort_all();
-                draining = Some(tokio::time::Instant::now() - DRAIN_BOUND);
+                draining = Some(tokio::time::Instant::now() - drain_bound);
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600))), if deadline.is_some() => {
                 tracing::warn!("drain_bound_exceeded");

@@ -122,6 +122,8 @@ impl Home {
             .env("BLOBHUB_WORKER_HOME", self.root())
             .env_remove("BLOBHUB_WORKER_LOG")
             .env_remove("RUST_LOG")
+            // The tests read the text log lines; the default for a pipe is JSON.
+            .env("BLOBHUB_WORKER_LOG_FORMAT", "pretty")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -24,15 +24,15 @@ impl wit::Host for SectionHost {
         let (event, fields) = (clip(event), clip(fields));
         let thread = clip(thread.unwrap_or_default());
         if matches!(level, Level::Warning | Level::Error) {
-            let at = super::worker::now_utc();
-            let who = if thread.is_empty() {
-                format!("section {}", s.index)
-            } else {
-                format!("section {} thread {thread}", s.index)
-            };
             s.shared
                 .status
-                .push_error(format!("{at} {who}: {event} {fields}"));
+                .push_error(super::status::ErrorRecord::from_event(
+                    super::worker::now_utc(),
+                    s.index,
+                    Some(thread.clone()),
+                    &event,
+                    &fields,
+                ));
         }
         // `tracing` needs the level at compile time, hence one macro call per level.
         match level {

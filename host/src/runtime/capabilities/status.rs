@@ -6,12 +6,14 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
+use serde::{Deserialize, Serialize};
+
 use super::SectionHost;
 use crate::runtime::bindings::status::{self as wit, ThreadRow};
 use crate::runtime::quotas::clip;
 
 /// One section's line and its thread rows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SectionStatus {
     pub index: u32,
     pub name: String,
@@ -23,7 +25,7 @@ pub struct SectionStatus {
 }
 
 /// A thread row (the WIT `thread-row`, as plain host data).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThreadStatus {
     pub thread: String,
     pub state: String,
@@ -50,13 +52,67 @@ impl From<ThreadRow> for ThreadStatus {
     }
 }
 
+/// One warning or failure of the recent-errors panel, kept as fields (never a formatted line
+/// that a reader would have to parse back).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    /// UTC, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub at: String,
+    pub section: Option<u32>,
+    pub thread: Option<String>,
+    /// The record's `code` field when it has one, else its event name.
+    pub code: String,
+    /// The rest: the other fields as `k=v` joined by ` · `, or the message.
+    pub details: String,
+}
+
+impl ErrorRecord {
+    /// A record from a job type's log event: `fields` is its JSON object (anything else is kept
+    /// whole as the details). A `code` field becomes the code; the event is then a detail.
+    pub fn from_event(
+        at: String,
+        section: u32,
+        thread: Option<String>,
+        event: &str,
+        fields: &str,
+    ) -> Self {
+        let mut code = event.to_owned();
+        let mut parts = Vec::new();
+        match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(fields) {
+            Ok(map) => {
+                if let Some(serde_json::Value::String(c)) = map.get("code") {
+                    code = c.clone();
+                    parts.push(format!("event={event}"));
+                }
+                parts.extend(
+                    map.iter()
+                        .filter(|(k, _)| *k != "code")
+                        .map(|(k, v)| match v {
+                            serde_json::Value::String(s) => format!("{k}={s}"),
+                            other => format!("{k}={other}"),
+                        }),
+                );
+            }
+            Err(_) if !fields.trim().is_empty() => parts.push(fields.trim().to_owned()),
+            Err(_) => {}
+        }
+        ErrorRecord {
+            at,
+            section: Some(section),
+            thread: thread.filter(|t| !t.is_empty()),
+            code,
+            details: parts.join(" · "),
+        }
+    }
+}
+
 /// How many warnings and errors [`StatusBoard::recent_errors`] keeps.
 pub const RECENT_ERRORS: usize = 50;
 
 #[derive(Debug, Default)]
 pub struct StatusBoard {
     sections: RwLock<BTreeMap<u32, SectionStatus>>,
-    recent: RwLock<std::collections::VecDeque<String>>,
+    recent: RwLock<std::collections::VecDeque<ErrorRecord>>,
 }
 
 impl StatusBoard {
@@ -72,7 +128,7 @@ impl StatusBoard {
 
     /// The newest warnings and errors of every section (oldest first), for the dashboard's
     /// recent-errors panel.
-    pub fn recent_errors(&self) -> Vec<String> {
+    pub fn recent_errors(&self) -> Vec<ErrorRecord> {
         self.recent
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -81,12 +137,12 @@ impl StatusBoard {
             .collect()
     }
 
-    pub fn push_error(&self, line: String) {
+    pub fn push_error(&self, record: ErrorRecord) {
         let mut recent = self.recent.write().unwrap_or_else(|e| e.into_inner());
         if recent.len() == RECENT_ERRORS {
             recent.pop_front();
         }
-        recent.push_back(line);
+        recent.push_back(record);
     }
 
     /// Register a section (or reset its line).
@@ -179,5 +235,30 @@ impl wit::Host for SectionHost {
         let s = &self.section;
         s.shared.status.remove_thread(s.index, &thread);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorRecord;
+
+    #[test]
+    fn error_records_take_the_code_field_and_keep_the_rest_as_details() {
+        let r = ErrorRecord::from_event(
+            "2026-05-01T10:11:12Z".into(),
+            0,
+            Some("t1".into()),
+            "post_failed",
+            r#"{"code":"API_TRANSIENT_ERROR","attempts":5}"#,
+        );
+        assert_eq!(r.code, "API_TRANSIENT_ERROR");
+        assert_eq!(r.details, "event=post_failed · attempts=5");
+        assert_eq!(r.thread.as_deref(), Some("t1"));
+        let plain = ErrorRecord::from_event("t".into(), 1, Some(String::new()), "odd", "not json");
+        assert_eq!(
+            (plain.code.as_str(), plain.details.as_str()),
+            ("odd", "not json")
+        );
+        assert_eq!(plain.thread, None);
     }
 }
