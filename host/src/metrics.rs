@@ -6,6 +6,7 @@
 //! a few KiB of each: it is not a general HTTP server. It listens on loopback unless the
 //! operator names another address explicitly (see [`check_addr`]).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
@@ -19,6 +20,121 @@ use crate::status_socket::Source;
 
 /// The request head is read up to this many bytes.
 const MAX_HEAD: usize = 8192;
+
+/// The counters of the process: (family, labels) → value, counted from the BlobHub client and
+/// the job types' log events wherever they happen, read by `/metrics`.
+static COUNTERS: std::sync::Mutex<BTreeMap<(&'static str, String), f64>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// The counter families: (name, type, help). Series of one family are written together.
+const FAMILIES: [(&str, &str, &str); 5] = [
+    (
+        "blobhub_worker_api_requests_total",
+        "counter",
+        "BlobHub API calls (after retries) by command and outcome (ok or the error code).",
+    ),
+    (
+        "blobhub_worker_job_events_total",
+        "counter",
+        "Job type log events by job type, event and level.",
+    ),
+    (
+        "blobhub_worker_turns_total",
+        "counter",
+        "Agent turns ended, by status.",
+    ),
+    (
+        "blobhub_worker_turn_duration_seconds_sum",
+        "counter",
+        "Wall clock of the ended turns, summed.",
+    ),
+    (
+        "blobhub_worker_turn_duration_seconds_count",
+        "counter",
+        "Ended turns with a duration.",
+    ),
+];
+
+fn add(family: &'static str, labels: String, value: f64) {
+    let mut counters = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    *counters.entry((family, labels)).or_insert(0.0) += value;
+}
+
+/// One BlobHub call ended: `outcome` is `ok` or its error code.
+pub fn count_api(command: &str, outcome: &str) {
+    add(
+        "blobhub_worker_api_requests_total",
+        format!(
+            "command=\"{}\",outcome=\"{}\"",
+            label(command),
+            label(outcome)
+        ),
+        1.0,
+    );
+}
+
+/// A job type logged `event` (its `fields` a JSON object): counted, and a `turn_ended` with
+/// `status` and `duration_ms` feeds the turn series.
+pub fn count_event(job_type: &str, level: &str, event: &str, fields: &str) {
+    add(
+        "blobhub_worker_job_events_total",
+        format!(
+            "job_type=\"{}\",event=\"{}\",level=\"{}\"",
+            label(job_type),
+            label(event),
+            label(level)
+        ),
+        1.0,
+    );
+    if event != "turn_ended" {
+        return;
+    }
+    let Ok(fields) = serde_json::from_str::<serde_json::Value>(fields) else {
+        return;
+    };
+    if let Some(status) = fields["status"].as_str() {
+        add(
+            "blobhub_worker_turns_total",
+            format!("status=\"{}\"", label(status)),
+            1.0,
+        );
+    }
+    if let Some(ms) = fields["duration_ms"].as_u64() {
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "durations are far below 2^52 ms"
+        )]
+        let seconds = ms as f64 / 1000.0;
+        add(
+            "blobhub_worker_turn_duration_seconds_sum",
+            String::new(),
+            seconds,
+        );
+        add(
+            "blobhub_worker_turn_duration_seconds_count",
+            String::new(),
+            1.0,
+        );
+    }
+}
+
+/// The counters in the text format.
+fn write_counters(out: &mut String) {
+    let counters = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    for (name, kind, help) in FAMILIES {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for ((family, labels), value) in counters.iter() {
+            if *family != name {
+                continue;
+            }
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {value}");
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        }
+    }
+}
 
 /// Refuse a non-loopback address unless `public` says the operator meant it.
 pub fn check_addr(addr: SocketAddr, public: bool) -> Result<(), CodedError> {
@@ -137,6 +253,7 @@ pub fn metrics(snapshot: &Snapshot) -> String {
         "# HELP blobhub_worker_stopping Whether a stop is in progress.\n# TYPE blobhub_worker_stopping gauge\nblobhub_worker_stopping {}",
         u8::from(snapshot.stopping)
     );
+    write_counters(&mut out);
     out
 }
 
@@ -287,6 +404,33 @@ mod tests {
             "{text}"
         );
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn turns_and_api_calls_are_counted() {
+        count_event(
+            "session_agent_harness",
+            "info",
+            "turn_ended",
+            r#"{"turn_id":"x","status":"completed","duration_ms":1500}"#,
+        );
+        count_api("post_session_thread_item", "ok");
+        let text = metrics(&Snapshot::default());
+        assert!(
+            text.contains("blobhub_worker_turns_total{status=\"completed\"} "),
+            "{text}"
+        );
+        assert!(
+            text.contains("blobhub_worker_turn_duration_seconds_count "),
+            "{text}"
+        );
+        assert!(
+            text.contains("blobhub_worker_api_requests_total{command=\"post_session_thread_item\",outcome=\"ok\"} "),
+            "{text}"
+        );
+        assert!(text.contains(
+            "blobhub_worker_job_events_total{job_type=\"session_agent_harness\",event=\"turn_ended\",level=\"info\"} "
+        ));
     }
 
     #[test]

@@ -397,7 +397,9 @@ async fn healthz_and_metrics_show_a_refused_section_and_an_active_thread() {
             && health.contains("SESSION_OWNED_BY_DIFFERENT_USER")
             && metrics.contains("blobhub_worker_section_up{section=\"s0\",job_type=\"session_agent_harness\",status=\"stopped\",code=\"SESSION_OWNED_BY_DIFFERENT_USER\"} 0\n")
             && metrics.contains("blobhub_worker_sections{status=\"attached\"} 1\n")
-            && metrics.contains("blobhub_worker_threads{state=\"active");
+            && metrics.contains("blobhub_worker_threads{state=\"active")
+            && metrics.contains("blobhub_worker_job_events_total{job_type=\"session_agent_harness\",event=\"thread_active\",level=\"info\"} 1\n")
+            && metrics.contains("blobhub_worker_api_requests_total{command=\"users_me\",outcome=\"ok\"} 1\n");
         last = (status, health, metrics);
         if seen {
             break;

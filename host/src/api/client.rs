@@ -107,9 +107,11 @@ impl Client {
 
     /// `GET /users/me`: who the API key belongs to.
     pub async fn users_me(&self) -> Result<UserInfo, ApiError> {
-        let body = self
-            .call(Idempotency::Read, Method::GET, "/users/me", None)
-            .await?;
+        let body = counted(
+            "users_me",
+            self.call(Idempotency::Read, Method::GET, "/users/me", None)
+                .await,
+        )?;
         let user = &body["user"];
         let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
         let id = text(&user["id"]);
@@ -136,7 +138,10 @@ impl Client {
     ) -> Result<Value, ApiError> {
         // Ids are interpolated raw, as the platform expects.
         let path = format!("/blobs/{org}/{blob}/revisions/{reference}");
-        self.call(Idempotency::Read, Method::GET, &path, None).await
+        counted(
+            "get_revision",
+            self.call(Idempotency::Read, Method::GET, &path, None).await,
+        )
     }
 
     /// `POST {base}/revisions/{revision_id}/data/query` with `{"command": name, ..args}`.
@@ -149,8 +154,11 @@ impl Client {
     ) -> Result<Value, ApiError> {
         let path = format!("/revisions/{revision_id}/data/query");
         let body = envelope_body(command, args);
-        self.call(Idempotency::Read, Method::POST, &path, Some(body))
-            .await
+        counted(
+            command,
+            self.call(Idempotency::Read, Method::POST, &path, Some(body))
+                .await,
+        )
     }
 
     /// `POST {base}/revisions/{revision_id}/data/command` with `{"command": name, ..args}`.
@@ -182,16 +190,19 @@ impl Client {
             post_id,
         });
         let body = envelope_body(command, args);
-        match read_back {
+        let result = match read_back {
             None => {
                 self.call(Idempotency::Write, Method::POST, &path, Some(body))
                     .await
             }
             Some(read_back) => self.post_item(&path, body, read_back).await,
-        }
+        };
+        counted(command, result)
     }
 
     /// Sends with retries according to `idempotency`.
+    ///
+    /// (Counted for `/metrics` by the public calls, which know the command's name.)
     async fn call(
         &self,
         idempotency: Idempotency,
@@ -399,6 +410,16 @@ fn install_crypto_provider() {
         // Another part of the process may have installed one first; that one is kept.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// `result` of one call of `command`, counted for `/metrics` by outcome.
+fn counted<T>(command: &str, result: Result<T, ApiError>) -> Result<T, ApiError> {
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    };
+    crate::metrics::count_api(command, outcome);
+    result
 }
 
 #[cfg(test)]

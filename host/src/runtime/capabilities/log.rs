@@ -23,6 +23,13 @@ impl wit::Host for SectionHost {
         }
         let (event, fields) = (clip(event), clip(fields));
         let thread = clip(thread.unwrap_or_default());
+        let level_name = match level {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warning => "warning",
+            Level::Error => "error",
+        };
+        crate::metrics::count_event(&s.job_type, level_name, &event, &fields);
         if matches!(level, Level::Warning | Level::Error) {
             s.shared
                 .status
