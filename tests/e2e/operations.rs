@@ -467,3 +467,37 @@ async fn service_install_writes_a_unit_systemd_accepts_and_uninstall_removes_it(
     assert!(bash.stdout.contains("blobhub-worker"), "{bash:?}");
     assert!(bash.stdout.contains("stop") && bash.stdout.contains("--timeout"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_per_line_with_event_section_and_thread() {
+    let env = Env::new().await;
+    let s = env.session("ses_ops_log");
+    env.configure(&[&s], 1, "");
+    // The flag wins over BLOBHUB_WORKER_LOG_FORMAT (set to `pretty` for the other tests).
+    let worker = match env
+        .home
+        .spawn_start_with(&["--log-format", "json", "start"], &[])
+        .await
+    {
+        Ok(w) => w,
+        Err(o) => panic!("worker did not start: {o:?}"),
+    };
+    env.handoff(&s, "t");
+    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    let out = worker.terminate().await;
+    out.assert_success();
+    let records: Vec<Value> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with(crate::support::STARTED_MARKER))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let registered = records
+        .iter()
+        .find(|r| r["event"] == "thread_registered")
+        .unwrap_or_else(|| panic!("no thread_registered: {records:#?}"));
+    assert_eq!(registered["level"], "info");
+    assert_eq!(registered["section"], "s0");
+    assert_eq!(registered["thread"], "t");
+    assert!(registered["ts"].as_str().unwrap().ends_with('Z'));
+}

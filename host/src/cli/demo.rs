@@ -81,7 +81,8 @@ pub async fn run(args: DemoArgs, output: &Output) -> anyhow::Result<ExitCode> {
     );
 
     let mut worker = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("start")
+        // Its lines are shown to a person (prefixed `worker: `): text, though stderr is a pipe.
+        .args(["--log-format", "pretty", "start"])
         .env(crate::state_tree::HOME_ENV, tree.root())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
