@@ -501,3 +501,24 @@ async fn json_logs_are_one_object_per_line_with_event_section_and_thread() {
     assert_eq!(registered["thread"], "t");
     assert!(registered["ts"].as_str().unwrap().ends_with('Z'));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_its_socket_the_worker_is_found_and_stopped_through_the_lock() {
+    let env = Env::new().await;
+    let s = env.session("ses_ops_lock");
+    env.configure(&[&s], 1, "");
+    let mut worker = env.start().await;
+    let pid = worker.pid();
+    std::fs::remove_file(env.home.root().join("worker.sock")).unwrap();
+    let status = env.home.run(&["--json", "status"], None).await;
+    status.assert_success();
+    let doc: Value = serde_json::from_str(status.stdout.trim()).unwrap();
+    assert_eq!(doc["running"], true);
+    assert_eq!(doc["identity"]["pid"], pid);
+    let stop = env.home.run(&["--json", "stop"], None).await;
+    stop.assert_success();
+    let doc: Value = serde_json::from_str(stop.stdout.trim()).unwrap();
+    assert_eq!(doc["action"], "sigterm");
+    assert_eq!(doc["pid"], pid);
+    assert_eq!(exit_of(&mut worker).await.code(), Some(0));
+}

@@ -255,12 +255,15 @@ fn draw_sections(frame: &mut Frame, area: Rect, snapshot: &Snapshot, state: &mut
         u16::try_from(total).unwrap_or(u16::MAX),
     ));
     let mut entry_lines = Vec::new();
+    // (first line, height) of every panel on the canvas.
+    let mut spans = Vec::new();
     let mut y = 0usize;
     for panel in panels {
         let height = panel.lines.len() + 2;
         if y + height > total {
             break;
         }
+        spans.push((y, height));
         entry_lines.extend(panel.entries.iter().map(|l| y + 1 + l));
         let block = Block::bordered()
             .border_type(BorderType::Rounded)
@@ -282,9 +285,28 @@ fn draw_sections(frame: &mut Frame, area: Rect, snapshot: &Snapshot, state: &mut
     }
     // The selected thread's main row and detail line stay in sight together.
     state.follow(usize::from(area.height), total, entry_lines, 2);
+    // A panel scrolled past its title keeps it on the first row (sticky), so every visible
+    // thread says which section it belongs to; the selection is never under it.
+    let panel_at = |line: usize| {
+        spans
+            .iter()
+            .copied()
+            .find(|&(start, height)| line > start && line + 1 < start + height)
+    };
+    let selected = state
+        .selection
+        .position()
+        .and_then(|p| state.entry_lines.get(p).copied());
+    if state.offset > 0 && panel_at(state.offset).is_some() && selected == Some(state.offset) {
+        state.offset -= 1;
+    }
+    let sticky = panel_at(state.offset).map(|(start, _)| start);
     let buffer = frame.buffer_mut();
     for row in 0..area.height {
-        let line = state.offset + usize::from(row);
+        let line = match sticky {
+            Some(title) if row == 0 => title,
+            _ => state.offset + usize::from(row),
+        };
         let Ok(line) = u16::try_from(line) else { break };
         if usize::from(line) >= total {
             break;
@@ -818,6 +840,12 @@ mod tests {
         let moved = rows(render_at(&snap, &mut state, 80, 24).backend().buffer());
         row_of(&moved, "▸ task-2 ");
         assert!(state.offset > 0);
+        // The panel scrolled past its title keeps it on the first row.
+        assert!(
+            moved[1].starts_with("╭ session_agent_harness · repo-00 "),
+            "{}",
+            moved[1]
+        );
         state.apply(&snap, Move::End);
         let end = rows(render_at(&snap, &mut state, 80, 24).backend().buffer());
         row_of(&end, "▸ task-9 ");
