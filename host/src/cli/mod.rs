@@ -87,6 +87,7 @@ enum Command {
     Service(service::ServiceCommand),
     /// Print a shell completion script: `completions bash|zsh|fish`.
     Completions {
+        /// The shell to write the script for.
         #[arg(value_enum)]
         shell: CompletionShell,
     },
