@@ -27,7 +27,7 @@ static COUNTERS: std::sync::Mutex<BTreeMap<(&'static str, String), f64>> =
     std::sync::Mutex::new(BTreeMap::new());
 
 /// The counter families: (name, type, help). Series of one family are written together.
-const FAMILIES: [(&str, &str, &str); 5] = [
+const FAMILIES: [(&str, &str, &str); 7] = [
     (
         "blobhub_worker_api_requests_total",
         "counter",
@@ -52,6 +52,16 @@ const FAMILIES: [(&str, &str, &str); 5] = [
         "blobhub_worker_turn_duration_seconds_count",
         "counter",
         "Ended turns with a duration.",
+    ),
+    (
+        "blobhub_worker_prompt_wait_seconds_sum",
+        "counter",
+        "Time questions to a person were open before they were answered, summed.",
+    ),
+    (
+        "blobhub_worker_prompt_wait_seconds_count",
+        "counter",
+        "Questions answered.",
     ),
 ];
 
@@ -116,6 +126,34 @@ pub fn count_event(job_type: &str, level: &str, event: &str, fields: &str) {
             1.0,
         );
     }
+}
+
+/// A question to a person left its thread's row after `wait` (answered, or otherwise settled
+/// while its thread carried on).
+pub fn count_prompt_wait(wait: std::time::Duration) {
+    add(
+        "blobhub_worker_prompt_wait_seconds_sum",
+        String::new(),
+        wait.as_secs_f64(),
+    );
+    add(
+        "blobhub_worker_prompt_wait_seconds_count",
+        String::new(),
+        1.0,
+    );
+}
+
+/// How many prompt waits were counted (tests).
+pub fn prompt_waits() -> u64 {
+    let counters = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a count"
+    )]
+    counters
+        .get(&("blobhub_worker_prompt_wait_seconds_count", String::new()))
+        .map_or(0, |v| *v as u64)
 }
 
 /// The counters in the text format.

@@ -113,6 +113,9 @@ pub const RECENT_ERRORS: usize = 50;
 pub struct StatusBoard {
     sections: RwLock<BTreeMap<u32, SectionStatus>>,
     recent: RwLock<std::collections::VecDeque<ErrorRecord>>,
+    /// Since when each thread's row has shown an open question, for the prompt wait time of
+    /// `/metrics` (counted when the question leaves the row).
+    prompts_open: std::sync::Mutex<BTreeMap<(u32, String), std::time::Instant>>,
 }
 
 impl StatusBoard {
@@ -163,15 +166,37 @@ impl StatusBoard {
     }
 
     pub fn set_thread(&self, index: u32, row: ThreadStatus) {
+        {
+            let mut open = self.prompts_open.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (index, row.thread.clone());
+            match (&row.prompt, open.contains_key(&key)) {
+                (Some(_), false) => {
+                    open.insert(key, std::time::Instant::now());
+                }
+                (None, true) => {
+                    if let Some(since) = open.remove(&key) {
+                        crate::metrics::count_prompt_wait(since.elapsed());
+                    }
+                }
+                _ => {}
+            }
+        }
         self.update(index, |s| {
             s.threads.insert(row.thread.clone(), row);
         });
     }
 
     pub fn remove_thread(&self, index: u32, thread: &str) {
+        self.forget_prompts(index, Some(thread));
         self.update(index, |s| {
             s.threads.remove(thread);
         });
+    }
+
+    /// A question whose row goes away unanswered is not a wait that ended.
+    fn forget_prompts(&self, index: u32, thread: Option<&str>) {
+        let mut open = self.prompts_open.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|(i, t), _| *i != index || thread.is_some_and(|th| th != t));
     }
 
     /// How many rows section `index` shows besides `thread` (which a new row would replace).
@@ -184,6 +209,7 @@ impl StatusBoard {
 
     /// Forget section `index`'s thread rows (its section ended: nobody updates them any more).
     pub fn clear_threads(&self, index: u32) {
+        self.forget_prompts(index, None);
         self.update(index, |s| s.threads.clear());
     }
 
@@ -240,7 +266,27 @@ impl wit::Host for SectionHost {
 
 #[cfg(test)]
 mod tests {
-    use super::ErrorRecord;
+    use super::{ErrorRecord, StatusBoard, ThreadStatus};
+
+    #[test]
+    fn an_answered_question_is_counted_as_a_prompt_wait() {
+        let board = StatusBoard::default();
+        let row = |prompt: Option<&str>| ThreadStatus {
+            thread: "t".into(),
+            prompt: prompt.map(Into::into),
+            ..Default::default()
+        };
+        let before = crate::metrics::prompt_waits();
+        board.set_thread(7, row(Some("May I?")));
+        board.set_thread(7, row(Some("May I?")));
+        board.set_thread(7, row(None));
+        assert_eq!(crate::metrics::prompt_waits(), before + 1);
+        // Asked, then the thread went away: not a wait that ended.
+        board.set_thread(7, row(Some("Again?")));
+        board.remove_thread(7, "t");
+        board.set_thread(7, row(None));
+        assert_eq!(crate::metrics::prompt_waits(), before + 1);
+    }
 
     #[test]
     fn error_records_take_the_code_field_and_keep_the_rest_as_details() {
