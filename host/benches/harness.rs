@@ -331,6 +331,13 @@ impl Rig {
                     .env("BLOBHUB_WORKER_HOME", self.our_tree().root())
                     .env_remove("BLOBHUB_WORKER_LOG")
                     .env_remove("RUST_LOG");
+                if std::env::var_os("BENCH_TRACE").is_some() {
+                    // The spawn's own line (`child_spawned`, with its duration) for the timeline.
+                    c.env(
+                        "BLOBHUB_WORKER_LOG",
+                        "info,blobhub_worker::runtime::capabilities::process=debug",
+                    );
+                }
                 if self.claude.is_some() {
                     // The CLI's HOME as the reference's: a folder of the rig, not the user's.
                     c.env("HOME", self.ref_home());
@@ -583,6 +590,24 @@ fn trace_turn(rig: &Rig, asked_at: i64, first_request: i64, ended: i64, posted_a
             (r.received_at_us as i64, what)
         })
         .collect();
+    // Ours logs each spawn (`child_spawned`, debug): when it returned and how long it took.
+    let log = std::fs::read_to_string(rig.dir.path().join("worker.log")).unwrap_or_default();
+    for line in log.lines().filter(|l| l.contains("child_spawned")) {
+        let Some(ts) = line.split_whitespace().next().filter(|t| t.ends_with('Z')) else {
+            continue;
+        };
+        let at = epoch_micros(ts);
+        if at >= asked_at && at <= posted_at {
+            let took = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("spawn_us="))
+                .unwrap_or("?");
+            rows.push((
+                at,
+                format!("(worker) agent spawned, the spawn took {took} µs"),
+            ));
+        }
+    }
     rows.push((first_request, "(fake) first model request".into()));
     rows.push((ended, "(fake) last response ended".into()));
     rows.push((posted_at, "(emulator) reply accepted".into()));

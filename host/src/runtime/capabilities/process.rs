@@ -283,6 +283,7 @@ impl SectionHost {
     }
 
     fn spawn_child(&mut self, request: SpawnRequest) -> Result<ChildHandle, SpawnError> {
+        let started = std::time::Instant::now();
         let path = self.check_spawn(&request.program)?;
         let cwd = self.check_cwd(&request.cwd)?;
         let shared = &self.section.shared;
@@ -311,6 +312,15 @@ impl SectionHost {
             .map_err(|e| SpawnError::Failed(format!("{}: {e}", path.display())))?;
         let pid = child.id().unwrap_or_default();
         shared.processes.add(pid as i32);
+        // The fork, the sandbox and the exec are synchronous here; their cost is part of every
+        // agent's start (docs/benchmarks.md reads it from this line).
+        tracing::debug!(
+            section = %self.section.label(),
+            program = %request.program,
+            pid,
+            spawn_us = started.elapsed().as_micros() as u64,
+            "child_spawned"
+        );
 
         let (out_tx, rx) = mpsc::unbounded_channel();
         let (in_tx, mut in_rx) = mpsc::unbounded_channel::<String>();
