@@ -271,7 +271,8 @@ mod tests {
             let items = v["items"].as_array().unwrap();
             proptest::prop_assert_eq!(items.len(), depths.len());
             for (i, (item, d)) in items.iter().zip(&depths).enumerate() {
-                proptest::prop_assert_eq!(item["id"].as_str(), Some(format!("i{i}").as_str()));
+                let id = format!("i{i}");
+                proptest::prop_assert_eq!(item["id"].as_str(), Some(id.as_str()));
                 // serde_json's limit is 128 levels, counting the element's own object.
                 proptest::prop_assert_eq!(item.get("unreadable").is_some(), *d > 126);
             }
