@@ -284,6 +284,11 @@ impl Rig {
                         s.org_id, s.blob_id, s.revision_id, s.session_id
                     ));
                 }
+                // The work folders are temporary folders, outside the default root (home).
+                text.push_str(&format!(
+                    "workspace:\n  allowed_roots: [{}]\n",
+                    std::env::temp_dir().display()
+                ));
                 std::fs::write(tree.config_path(), text).unwrap();
             }
             Kind::Reference => {

@@ -9,6 +9,7 @@ mod harness_crash;
 mod harness_support;
 mod login;
 mod preflight;
+mod reliability;
 mod runtime;
 mod runtime_cli;
 mod sandbox;

@@ -21,6 +21,7 @@ pub mod start;
 pub mod supervisor;
 pub mod transport;
 pub mod wit_version;
+pub mod work_folder;
 
 pub use loader::{JobTypes, LoadError, LoadedJobType, Origin};
 pub use preflight::PreflightError;

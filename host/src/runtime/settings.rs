@@ -44,6 +44,8 @@ pub struct RuntimeSettings {
     /// The worker-wide blocks handed to guests as `worker-config`: the config as JSON, defaults
     /// filled in, `sections` removed.
     pub worker_config: Value,
+    /// `workspace.allowed_roots`, or the user's home folder: where programs may be started.
+    pub work_roots: Vec<std::path::PathBuf>,
 }
 
 impl From<&Config> for RuntimeSettings {
@@ -78,6 +80,20 @@ impl From<&Config> for RuntimeSettings {
             job_types: config.job_types.clone(),
             sections: config.sections.clone(),
             worker_config,
+            work_roots: if config.workspace.allowed_roots.is_empty() {
+                std::env::var_os("HOME")
+                    .filter(|h| !h.is_empty())
+                    .map(std::path::PathBuf::from)
+                    .into_iter()
+                    .collect()
+            } else {
+                config
+                    .workspace
+                    .allowed_roots
+                    .iter()
+                    .map(std::path::PathBuf::from)
+                    .collect()
+            },
         }
     }
 }

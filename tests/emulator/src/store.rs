@@ -29,6 +29,10 @@ pub struct State {
     /// strictly increasing even across a restart with a state file.
     pub last_micros: u64,
     pub next_id: u64,
+    /// Items listings do not show yet (item id → when they become visible): the platform's
+    /// listings are eventually consistent, and tests set this to reproduce a late item.
+    #[serde(skip)]
+    pub hidden_until: BTreeMap<String, std::time::Instant>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

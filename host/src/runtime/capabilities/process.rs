@@ -25,6 +25,7 @@ use crate::runtime::bindings::process::{
 use crate::runtime::child_env::{self, EnvPolicy};
 use crate::runtime::child_sandbox;
 use crate::runtime::settings::RuntimeSettings;
+use crate::runtime::work_folder;
 
 /// What one job type may start: the programs in the intersection of what it declared and what
 /// the operator granted, and the variables it may set in their environment.
@@ -253,32 +254,51 @@ impl SectionHost {
         })
     }
 
-    /// The folder a child starts in: an existing absolute folder outside the worker's state
-    /// tree, or inside this section's own folder. Every refusal reads the same, so a job type
-    /// cannot use spawn to learn which of the host's folders exist.
+    /// The folder a child starts in: an existing absolute folder inside this section's own
+    /// state folder, or inside one of the work roots (`workspace.allowed_roots`, default the
+    /// user's home), checked on the path as given and again after symlinks are resolved, and never
+    /// inside the rest of the state tree or a system folder (see [`work_folder::allowed`]).
+    /// A folder that does not exist and one outside the roots read differently (the job type
+    /// reports `WORK_FOLDER_NOT_FOUND` or `WORK_FOLDER_NOT_ALLOWED`); a lexical check comes first,
+    /// so only folders inside the roots can be probed for existence.
     fn check_cwd(&self, cwd: &str) -> Result<PathBuf, SpawnError> {
         let refused = || {
             SpawnError::BadDirectory(format!(
                 "`{cwd}` is not a folder this job type may start a program in"
             ))
         };
+        let not_allowed = |why: &str| {
+            SpawnError::BadDirectory(format!(
+                "`{cwd}` is not allowed as a work folder: {why} (workspace.allowed_roots in config.yaml)"
+            ))
+        };
         let path = Path::new(cwd);
         if !path.is_absolute() {
             return Err(refused());
+        }
+        let tree = self
+            .section
+            .shared
+            .tree_root()
+            .map(|t| t.canonicalize().unwrap_or_else(|_| t.to_path_buf()));
+        let own = self
+            .section
+            .state_dir
+            .canonicalize()
+            .unwrap_or_else(|_| self.section.state_dir.clone());
+        let roots = &self.section.shared.settings.work_roots;
+        let lexical = work_folder::normalize(path);
+        if !lexical.starts_with(&own) {
+            work_folder::allowed(&lexical, roots, tree.as_deref()).map_err(not_allowed)?;
         }
         let real = path.canonicalize().map_err(|_| refused())?;
         if !real.is_dir() {
             return Err(refused());
         }
-        let tree = self.section.shared.tree_root();
-        if let Some(tree) = tree.and_then(|t| t.canonicalize().ok())
-            && real.starts_with(&tree)
-        {
-            let own = self.section.state_dir.canonicalize().ok();
-            if !own.is_some_and(|own| real.starts_with(own)) {
-                return Err(refused());
-            }
+        if real.starts_with(&own) {
+            return Ok(real);
         }
+        work_folder::allowed(&real, roots, tree.as_deref()).map_err(not_allowed)?;
         Ok(real)
     }
 
