@@ -455,19 +455,9 @@ pub fn object_not_found(alias: &str) -> ApiError {
     ApiError::new(404, "not_found", format!("no object {alias:?}"))
 }
 
-/// The platform's alias grammar: 1–256 chars, `/`-joined segments of `[A-Za-z0-9._@-]+`, no `.`/`..`.
+/// The platform's alias grammar ([`blobhub_alias`]).
 pub fn check_alias(alias: &str) -> Result<(), ApiError> {
-    let ok = !alias.is_empty()
-        && alias.len() <= 256
-        && alias.split('/').all(|seg| {
-            !seg.is_empty()
-                && seg != "."
-                && seg != ".."
-                && seg
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c))
-        });
-    if ok {
+    if blobhub_alias::is_valid(alias) {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!("invalid alias {alias:?}")))

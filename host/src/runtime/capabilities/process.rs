@@ -17,14 +17,15 @@ use tokio::sync::mpsc;
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::DynPollable;
 
-use super::SectionHost;
-use crate::runtime::bindings::job::Capability;
-use crate::runtime::bindings::process::{
-    self as wit, ExitStatus, Output, SpawnError, SpawnRequest,
-};
 use crate::runtime::child_env::{self, EnvPolicy};
 use crate::runtime::child_sandbox;
+use crate::runtime::pending::Inbox;
 use crate::runtime::settings::RuntimeSettings;
+use crate::runtime::store::SectionHost;
+use crate::runtime::wit::latest::job::Capability;
+use crate::runtime::wit::latest::process::{
+    self as wit, ExitStatus, Output, SpawnError, SpawnRequest,
+};
 use crate::runtime::work_folder;
 
 /// What one job type may start: the programs in the intersection of what it declared and what
@@ -213,8 +214,7 @@ fn finish_line(buf: &mut Vec<u8>) -> String {
 pub struct ChildHandle {
     pid: u32,
     stdin: Option<mpsc::UnboundedSender<String>>,
-    rx: mpsc::UnboundedReceiver<Output>,
-    buffered: Option<Output>,
+    output: Inbox<Output>,
     exited: bool,
     registry: Arc<ProcessRegistry>,
 }
@@ -232,12 +232,7 @@ impl Drop for ChildHandle {
 #[wasmtime_wasi::async_trait]
 impl wasmtime_wasi::p2::Pollable for ChildHandle {
     async fn ready(&mut self) {
-        if self.buffered.is_none() {
-            match self.rx.recv().await {
-                Some(item) => self.buffered = Some(item),
-                None => std::future::pending::<()>().await,
-            }
-        }
+        self.output.ready().await
     }
 }
 
@@ -397,8 +392,7 @@ impl SectionHost {
         Ok(ChildHandle {
             pid,
             stdin: Some(in_tx),
-            rx,
-            buffered: None,
+            output: Inbox::new(rx),
             exited: false,
             registry: Arc::clone(&shared.processes),
         })
@@ -482,7 +476,7 @@ impl wit::HostChild for SectionHost {
 
     fn next_output(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<Option<Output>> {
         let handle = self.table.get_mut(&child)?;
-        let next = handle.buffered.take().or_else(|| handle.rx.try_recv().ok());
+        let next = handle.output.next();
         if matches!(next, Some(Output::Exited(_))) {
             handle.exited = true;
             handle.stdin = None;

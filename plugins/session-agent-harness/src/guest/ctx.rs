@@ -16,7 +16,7 @@ use crate::items::Item;
 pub struct Ctx {
     pub name: String,
     pub job_type: String,
-    /// The section's `session` block as configured.
+    /// The section's session target and `session_prefix`, shaped as config.yaml's `session` block.
     pub session_block: Value,
     pub prefix: String,
     pub worker_config: Value,
@@ -36,23 +36,30 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(section: &job::Section) -> Ctx {
         let settings: Value = sdk::serde_json::from_str(&section.settings).unwrap_or(Value::Null);
-        let session_block = settings.get("session").cloned().unwrap_or(json!({}));
-        let prefix = session_block
-            .get("session_prefix")
+        let prefix = settings
+            .pointer("/session/session_prefix")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let session_id = session_block
-            .get("session_id")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        // The session target is the host's (`section.target`); the block recorded in section.yaml
+        // and thread records keeps its config.yaml shape.
+        let (session_id, mut session_block) = match &section.target {
+            Some(t) => (
+                t.session.clone(),
+                json!({"org_id": t.org_id, "blob_id": t.blob_id, "revision_id": t.revision_id, "session_id": t.session}),
+            ),
+            None => (String::new(), json!({})),
+        };
+        if !prefix.is_empty() {
+            session_block["session_prefix"] = json!(prefix);
+        }
         Ctx {
             name: section.name.clone(),
             job_type: section.job_type.clone(),
             job_label: format!(
                 "{}-{}",
                 section.job_type,
-                crate::sections::state_key(session_id, &prefix)
+                crate::sections::state_key(&session_id, &prefix)
             ),
             session_block,
             prefix,

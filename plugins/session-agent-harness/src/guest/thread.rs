@@ -826,20 +826,6 @@ impl Thread {
                 return;
             }
         };
-        let wait = self
-            .ctx
-            .worker_config
-            .pointer(&format!("/agents/{}/wait", settings.agent_type))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if wait == "parked" {
-            log(
-                Level::Warning,
-                "parked_wait_unsupported",
-                Some(&self.alias),
-                json!({"detail": "agents.<type>.wait: parked is not supported yet; prompts are held"}),
-            );
-        }
         {
             let mut rec = self.rec.borrow_mut();
             rec.workspace.agent_type = settings.agent_type.clone();
