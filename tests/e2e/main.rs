@@ -10,6 +10,7 @@ mod harness_support;
 mod login;
 mod operations;
 mod preflight;
+mod reliability;
 mod runtime;
 mod runtime_cli;
 mod sandbox;

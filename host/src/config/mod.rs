@@ -1,5 +1,6 @@
 //! `config.yaml`: the product's schema plus our additions, all in docs/configuration.md.
 
+mod limits;
 mod lines;
 mod load;
 mod model;
@@ -8,5 +9,5 @@ pub use lines::LineIndex;
 pub use load::{Diagnostic, LoadReport, Severity, load_file, load_str};
 pub use model::{
     AgentSettings, Concurrency, Config, JobTypeSettings, Permissions, Polling, Section, Shutdown,
-    default_executable,
+    Workspace, default_executable,
 };

@@ -8,9 +8,9 @@ use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 
-use super::SectionHost;
-use crate::runtime::bindings::status::{self as wit, ThreadRow};
 use crate::runtime::quotas::clip;
+use crate::runtime::store::SectionHost;
+use crate::runtime::wit::latest::status::{self as wit, ThreadRow};
 
 /// One section's line and its thread rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
