@@ -5,6 +5,8 @@
 //! `agent.type` and to pick the driver. Before this table the names lived in six places across
 //! the two crates and had drifted (`agents.test_double: {}` granted nothing).
 
+pub mod policy;
+
 /// The driver that speaks to an agent type's CLI. The harness maps each kind to its code; the
 /// host only needs to know whether there is one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

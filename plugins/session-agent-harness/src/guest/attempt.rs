@@ -46,6 +46,8 @@ pub struct TurnState {
     /// The agent went silent for the stall timeout and was interrupted: the thread fails with
     /// `AGENT_STALLED`.
     pub stalled: bool,
+    /// The session id the current attempt advertised, if any (crate::resume).
+    pub emitted: Option<String>,
 }
 
 impl TurnState {
@@ -69,6 +71,7 @@ impl TurnState {
             stop_seen,
             usage_total: t.usage_total(),
             stalled: false,
+            emitted: None,
         }
     }
 
@@ -296,6 +299,9 @@ async fn on_event(
 ) {
     match event {
         AgentEvent::Session(id) => {
+            if !id.is_empty() {
+                st.emitted = Some(id.clone());
+            }
             if !id.is_empty() && id != st.session_id {
                 st.session_id = id.clone();
                 // Persisted at once: a restart mid-turn must resume this session, not start anew.
@@ -306,6 +312,7 @@ async fn on_event(
         AgentEvent::PermissionRequest {
             request_id,
             tool,
+            input,
             question,
             session_option,
         } => {
@@ -314,7 +321,36 @@ async fn on_event(
                 write(child, driver.answer(&request_id, Answer::Approve));
                 return;
             }
-            let mut p = Prompt::approval(format!("prm_{}", worker::new_ulid()), &tool, &question);
+            match super::gate::check(t, settings, st, &tool, &input).await {
+                Some(super::gate::Gated::Allow) => {
+                    write(child, driver.answer(&request_id, Answer::Approve));
+                    return;
+                }
+                Some(super::gate::Gated::Deny(why)) => {
+                    write(child, driver.answer(&request_id, Answer::Deny(&why)));
+                    return;
+                }
+                None => {}
+            }
+            let key = crate::grants::grant_key(settings.driver, &tool, &input);
+            match t.spend_grant(&tool, key.as_deref(), &settings.work_folder) {
+                None => {}
+                Some(granted_by) => {
+                    let item = crate::grants::granted_item(&tool, &granted_by);
+                    let answer = if t.post(item, Some(&st.turn_id)).await.is_ok() {
+                        Answer::Approve
+                    } else {
+                        // The grant is spent either way: never spendable twice.
+                        Answer::Unanswered(
+                            "the approval could not be recorded on the thread; a person did approve this call, retry it",
+                        )
+                    };
+                    write(child, driver.answer(&request_id, answer));
+                    return;
+                }
+            }
+            let mut p = Prompt::approval(format!("prm_{}", worker::new_ulid()), &tool, &question)
+                .with_grant_key(key);
             if session_option {
                 p = p.with_session_option();
             }

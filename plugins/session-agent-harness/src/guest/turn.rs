@@ -169,10 +169,15 @@ async fn turn(
     let _running = TurnRunning::start(t);
     let clock = std::time::Instant::now();
     let mut st = TurnState::new(t, turn_id, boundary, resume, slot.take());
+    super::gate::applied(t, settings, &mut st).await;
     let mut usage = Usage::default();
     let mut resumes = 0u32;
     let mut input = text.to_string();
+    // The session the last attempt was asked to resume (crate::resume).
+    let mut requested: String;
     let outcome = loop {
+        requested = st.session_id.clone();
+        st.emitted = None;
         let outcome = attempt::run(t, settings, &input, &mut st).await?;
         usage.add(&outcome.usage);
         if let Some(total) = &outcome.usage_total {
@@ -232,6 +237,20 @@ async fn turn(
     let elapsed = clock.elapsed().as_millis() as u64;
     if st.stopping && outcome.status != Status::Completed {
         return stopped(t, &mut st, &usage, elapsed).await;
+    }
+    if status != Status::Completed && (outcome.ended_by_agent || st.emitted.is_some()) {
+        // A broken resume pointer must not fail every later turn too.
+        let keep = crate::resume::resolve_session_id(&requested, st.emitted.as_deref(), true);
+        if keep != st.session_id {
+            log(
+                Level::Warning,
+                "agent_session_cleared",
+                Some(&t.alias),
+                json!({"turn_id": st.turn_id, "requested": requested, "emitted": st.emitted}),
+            );
+            st.session_id = keep;
+            t.set_agent_session(&st.session_id);
+        }
     }
     // Post failures first: the thread fails with them, and nothing more is posted this turn.
     if let Some(f) = st.post_failure.take() {
