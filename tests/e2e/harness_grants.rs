@@ -2,7 +2,7 @@
 //! process waits for it) approves the agent's next matching call once — across another SIGKILL —
 //! and never twice (docs/session-agent-harness.md, "One-shot grants").
 
-use crate::harness_support::{Env, assert_no_duplicate_posts};
+use crate::harness_support::{Env, agent_processes, assert_no_duplicate_posts};
 
 fn count(env: &Env, s: &blobhub_emulator::SessionIds, ty: &str) -> usize {
     env.transcript(s, "t")
@@ -78,5 +78,76 @@ async fn a_grant_is_spent_exactly_once_across_a_sigkill() {
     .await;
     assert_eq!(count(&env, &s, "approval_granted"), 1);
     assert_no_duplicate_posts(&env, &s, "t");
+    worker.terminate().await;
+}
+
+/// `agents.<type>.wait: parked`: the question ends the turn (no `turn_end`, no agent process,
+/// no slot: another thread runs meanwhile), and the answer starts the next turn — with the
+/// approval turned into a one-shot grant for the retried call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_question_frees_the_slot_and_its_answer_resumes_the_thread() {
+    let env = Env::new().await;
+    let s = env.session("ses_parked");
+    env.configure(&[&s], 1, "    wait: parked\n");
+    let worker = env.start().await;
+    env.handoff(&s, "a");
+    env.wait("a active", |e| e.state(&s, "a") == "active").await;
+    env.say(&s, "a", "run: git push");
+    let transcript = |e: &Env, alias: &str| e.transcript(&s, alias);
+    env.wait("a asked", |e| {
+        transcript(e, "a")
+            .iter()
+            .any(|(t, _)| t == "pending_prompt")
+    })
+    .await;
+    // The only slot is free again: the second thread gets it and works.
+    env.handoff(&s, "b");
+    env.wait("b active", |e| e.state(&s, "b") == "active").await;
+    env.say(&s, "b", "hello");
+    env.wait("b answered", |e| e.has(&s, "b", "text", "echo: hello"))
+        .await;
+    assert_eq!(
+        agent_processes(env.work_folder()),
+        0,
+        "the parked agent is gone"
+    );
+    env.set_state(&s, "b", "completed");
+    env.say(&s, "a", "yes");
+    env.wait("a resumed", |e| {
+        e.has(
+            &s,
+            "a",
+            "text",
+            "echo: Your earlier question \"Bash: git push\" was answered: Approve",
+        )
+    })
+    .await;
+    env.say(&s, "a", "run: git push");
+    env.wait("granted", |e| e.has(&s, "a", "text", "ran: git push"))
+        .await;
+    let got = transcript(&env, "a");
+    let got: Vec<(&str, &str)> = got.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            ("", "run: git push"),
+            ("pending_prompt", "Bash: git push\n  1. Approve\n  2. Deny"),
+            ("", "yes"),
+            ("pending_prompt_resolved", "✓ Answered: Approve"),
+            (
+                "text",
+                "echo: Your earlier question \"Bash: git push\" was answered: Approve"
+            ),
+            ("turn_end", "Turn complete"),
+            ("", "run: git push"),
+            (
+                "approval_granted",
+                "✓ `Bash` auto-approved: a person approved this call earlier (it covers this one call)"
+            ),
+            ("text", "ran: git push"),
+            ("turn_end", "Turn complete"),
+        ]
+    );
+    assert_no_duplicate_posts(&env, &s, "a");
     worker.terminate().await;
 }

@@ -598,7 +598,18 @@ impl Walk {
                     Permissions::default()
                 }),
             };
+            let wait = self.string(&child(&path, "wait"), Self::get(&fields, "wait"));
+            if let Some(w) = &wait
+                && w != "held"
+                && w != "parked"
+            {
+                self.error(
+                    &child(&path, "wait"),
+                    format!("`{w}` is not one of held, parked"),
+                );
+            }
             let settings = AgentSettings {
+                wait,
                 executable: self.string(
                     &child(&path, "executable"),
                     Self::get(&fields, "executable"),
@@ -1000,12 +1011,19 @@ sections:
     #[test]
     fn policy_block_is_typed_and_checked() {
         let report = load_str(
-            "policy:\n  allow_autonomous: false\n  rules:\n    - {id: no-push, effect: exec, action: deny, command: [\"git push*\"]}\n    - {effect: write, outside: work_folder, action: deny}\nagents:\n  codex: {permissions: guarded}\nsections: []\n",
+            "policy:\n  allow_autonomous: false\n  rules:\n    - {id: no-push, effect: exec, action: deny, command: [\"git push*\"]}\n    - {effect: write, outside: work_folder, action: deny}\nagents:\n  codex: {permissions: guarded}\n  claude_code: {wait: parked}\nsections: []\n",
         );
         assert!(report.diagnostics.is_empty(), "{:?}", report.diagnostics);
         let config = report.config.unwrap();
         assert!(!config.policy.allow_autonomous);
         assert_eq!(config.agent("codex").permissions, Permissions::Guarded);
+        assert_eq!(config.agent("codex").wait, None);
+        assert_eq!(config.agent("claude_code").wait.as_deref(), Some("parked"));
+        let report = load_str("agents:\n  codex: {wait: later}\nsections: []\n");
+        assert_eq!(
+            report.errors().map(|d| d.path.as_str()).collect::<Vec<_>>(),
+            ["agents.codex.wait"]
+        );
         let ids: Vec<_> = config
             .policy
             .rules

@@ -171,6 +171,8 @@ pub struct AgentSettings {
     /// Seconds a turn may go without a line from its agent (while no person is being asked)
     /// before it is interrupted and the thread fails with `AGENT_STALLED`; 0 never.
     pub stall_timeout_s: u32,
+    /// `held` or `parked`: what an agent's question does to its turn (docs/session-agent-harness.md).
+    pub wait: Option<String>,
 }
 
 impl Default for AgentSettings {
@@ -185,6 +187,7 @@ impl Default for AgentSettings {
             turn_retries: agent_types::DEFAULT_TURN_RETRIES,
             turn_retry_delays_ms: agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec(),
             stall_timeout_s: agent_types::DEFAULT_STALL_TIMEOUT_S,
+            wait: None,
         }
     }
 }

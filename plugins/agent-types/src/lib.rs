@@ -55,6 +55,9 @@ pub const SETTINGS: &[&str] = &[
     // Seconds without a line from the agent, while no person is asked, before the turn is
     // interrupted and the thread fails with AGENT_STALLED (0: never).
     "stall_timeout_s",
+    // `held` (the agent waits for a person's answer) or `parked` (its turn ends; the answer
+    // starts the next one).
+    "wait",
 ];
 
 /// `stall_timeout_s` when the config does not set it: 30 minutes. Long enough for a silent

@@ -1,23 +1,30 @@
 //! One-shot grants: a person's approval of a call whose agent process is gone (the prompt was
 //! adopted after a restart) authorises that agent's **next** call of the same kind, once.
 //!
-//! A grant is keyed by the call (`grant_key`, `<tool>:<command or path>`) when the call has one;
-//! it then covers exactly that call, or the one widened shape an agent uses when it retries from
-//! a reset shell: `cd <dir inside the work folder> && <the same command>`. A keyless grant (a
-//! call without command or path) covers the next call of the same tool.
+//! A grant is keyed by the call (`grant_key`, `<tool>:<command, paths or input>`); it covers
+//! exactly that call, or the one widened shape an agent uses when it retries from a reset shell:
+//! `cd <dir inside the work folder> && <the same command>`.
+//!
+//! Beyond the reference: a request that names nothing (no command, path or input) records no
+//! grant, and the agent's retry is asked again. The reference records a keyless grant that
+//! approves the next call of that tool, whatever it is; such a grant (from an older record) is
+//! still honoured by [`matches`].
 
 use serde_json::{Value, json};
 
 use crate::policy::{self, paths};
 use blobhub_agent_types::DriverKind;
 
-/// The key of a call: `<tool>:<command>` or `<tool>:<path>`; `None` when it has neither.
+/// The key of a call: `<tool>:<command>`, `<tool>:<paths, one per line>`, or `<tool>:<input as
+/// JSON>`; `None` when the call names nothing.
 pub fn grant_key(driver: DriverKind, tool: &str, input: &Value) -> Option<String> {
     let call = policy::call_of(driver, tool, input);
     if !call.command.is_empty() {
         Some(format!("{tool}:{}", call.command))
-    } else if call.paths.len() == 1 {
-        Some(format!("{tool}:{}", call.paths[0]))
+    } else if !call.paths.is_empty() {
+        Some(format!("{tool}:{}", call.paths.join("\n")))
+    } else if input.as_object().is_some_and(|o| !o.is_empty()) {
+        Some(format!("{tool}:{input}"))
     } else {
         None
     }
@@ -169,7 +176,17 @@ mod tests {
                 DriverKind::Codex,
                 "apply_patch",
                 &json!({"paths": ["/w/a", "/w/b"]})
-            ),
+            )
+            .as_deref(),
+            Some("apply_patch:/w/a\n/w/b")
+        );
+        assert_eq!(
+            grant_key(DriverKind::Codex, "permissions", &json!({"network": true})).as_deref(),
+            Some("permissions:{\"network\":true}")
+        );
+        assert_eq!(grant_key(DriverKind::TestAgent, "ask", &Value::Null), None);
+        assert_eq!(
+            grant_key(DriverKind::Codex, "permissions", &json!({})),
             None
         );
         let (content, meta) = granted_item("Bash", "prm_1");

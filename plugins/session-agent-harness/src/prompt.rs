@@ -261,6 +261,10 @@ pub fn denial_for_agent(reply: &str) -> String {
     }
 }
 
+/// What an agent is told when its request is parked (`wait: parked`): nobody refused.
+pub const PARK_NOTICE: &str = "This request is parked waiting for a person; nobody refused it. \
+Stop here: you will be told the answer in your next turn, when they reply.";
+
 /// The turn an agent gets when it is resumed after a transient model-API failure cut its
 /// previous attempt short.
 pub const CONTINUE_AFTER_TRANSIENT_ERROR: &str = "Your previous attempt at this turn was cut \

@@ -35,6 +35,9 @@ pub struct Settings {
     /// Seconds without a line from the agent (while no person is asked) before the turn is
     /// interrupted and the thread fails with `AGENT_STALLED`; 0 never (config tier only).
     pub stall_timeout_s: u32,
+    /// `held` (the agent waits for a person's answer) or `parked` (the turn ends at once and
+    /// the answer starts the next one); config tier only.
+    pub wait: String,
 }
 
 impl Settings {
@@ -62,6 +65,7 @@ impl Settings {
             turn_retries: agent_types::DEFAULT_TURN_RETRIES,
             turn_retry_delays_ms: agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec(),
             stall_timeout_s: agent_types::DEFAULT_STALL_TIMEOUT_S,
+            wait: "held".into(),
         }
     }
 
@@ -267,6 +271,10 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
         turn_retries,
         turn_retry_delays_ms,
         stall_timeout_s,
+        wait: match tier2(worker_config, t, "wait") {
+            "parked" => "parked".to_string(),
+            _ => "held".to_string(),
+        },
         executable,
         model: first_set(&[&env.model, tier2(worker_config, t, "model")]),
         effort: first_set(&[&env.effort, tier2(worker_config, t, "effort")]),

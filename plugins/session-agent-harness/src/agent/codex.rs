@@ -501,6 +501,7 @@ impl Codex {
                     "{}\n\n`{permissions}`",
                     reason.unwrap_or("Grant codex these additional permissions?")
                 );
+                let input = json!({"permissions": permissions.clone()});
                 self.pending.insert(
                     request_id.clone(),
                     Pending::Permissions {
@@ -511,7 +512,7 @@ impl Codex {
                 Step::event(AgentEvent::PermissionRequest {
                     request_id,
                     tool: "permissions".into(),
-                    input: json!({}),
+                    input,
                     question,
                     session_option: true,
                 })

@@ -244,7 +244,8 @@ impl Thread {
             // once, without asking again (persisted at once).
             if open.prompt.kind == "approval" && prompt::approved(&answers) {
                 let (subject, key) = open.prompt.subject_and_key();
-                if !subject.is_empty() {
+                // A request that named no call records no grant (crate::grants).
+                if !subject.is_empty() && key.is_some() {
                     self.rec.borrow_mut().agent.grant = Some(crate::grants::record(
                         &subject,
                         &open.prompt.prompt_id,
@@ -777,12 +778,6 @@ impl Thread {
                 return;
             }
         };
-        let wait = self
-            .ctx
-            .worker_config
-            .pointer(&format!("/agents/{}/wait", settings.agent_type))
-            .and_then(Value::as_str)
-            .unwrap_or("");
         if settings
             .gate
             .as_ref()
@@ -793,14 +788,6 @@ impl Thread {
                 "policy_outbox_unusable",
                 Some(&self.alias),
                 json!({"reason": "this thread has no usable artifacts outbox; every path counts as outside it"}),
-            );
-        }
-        if wait == "parked" {
-            log(
-                Level::Warning,
-                "parked_wait_unsupported",
-                Some(&self.alias),
-                json!({"detail": "agents.<type>.wait: parked is not supported yet; prompts are held"}),
             );
         }
         {

@@ -238,6 +238,19 @@ async fn turn(
     if st.stopping && outcome.status != Status::Completed {
         return stopped(t, &mut st, &usage, elapsed).await;
     }
+    if st.parked {
+        // No `turn_end`: the turn goes on when the person answers. Its messages are consumed
+        // (the agent has them in its session) and the thread holds no slot meanwhile.
+        *slot = None;
+        t.finish_turn(&st.session_id, &st.boundary, st.usage_total.as_ref())
+            .map_err(|e| {
+                Failure::new(
+                    "THREAD_POST_FAILED",
+                    format!("local state could not be written: {e}"),
+                )
+            })?;
+        return Ok(TurnEnded::Completed);
+    }
     if status != Status::Completed && (outcome.ended_by_agent || st.emitted.is_some()) {
         // A broken resume pointer must not fail every later turn too.
         let keep = crate::resume::resolve_session_id(&requested, st.emitted.as_deref(), true);

@@ -218,13 +218,15 @@ impl Gate {
         }
         if rule.effect == "exec" && !rule.command.is_empty() {
             let hit = if rule.action == "allow" {
-                // An allow rule sees only the raw command, and (beyond the reference) only a
-                // command with as many top-level commands as its pattern: `git status*` does
-                // not allow `git status; rm -rf ~`, which the reference lets through.
-                let segments = shell::split(&call.command).len();
+                // An allow rule sees only the raw command (the script of a bare shell wrapper),
+                // and (beyond the reference) only a command with as many top-level commands as
+                // its pattern: `git status*` does not allow `git status; rm -rf ~`, which the
+                // reference lets through.
+                let command = shell::allow_candidate(&call.command);
+                let segments = shell::split(&command).len();
                 rule.command
                     .iter()
-                    .any(|p| glob::matches(p, &call.command) && shell::split(p).len() == segments)
+                    .any(|p| glob::matches(p, &command) && shell::split(p).len() == segments)
             } else {
                 // Deny and ask rules see every command inside it.
                 let candidates = shell::effective_commands(&call.command);
@@ -452,6 +454,34 @@ mod tests {
                 call_of(DriverKind::Codex, "shell", &json!({"command": "git push"})),
                 "deny",
                 "no-push",
+            ),
+            // Codex runs every command through a shell wrapper; rules see through it.
+            (
+                call_of(
+                    DriverKind::Codex,
+                    "shell",
+                    &json!({"command": "/bin/bash -lc 'git push'"}),
+                ),
+                "deny",
+                "no-push",
+            ),
+            (
+                call_of(
+                    DriverKind::Codex,
+                    "shell",
+                    &json!({"command": "/bin/bash -lc 'cargo test'"}),
+                ),
+                "allow",
+                "tests",
+            ),
+            (
+                call_of(
+                    DriverKind::Codex,
+                    "shell",
+                    &json!({"command": "/bin/bash -lc 'cargo test; rm x'"}),
+                ),
+                "ask",
+                "default",
             ),
             (
                 call_of(

@@ -203,9 +203,16 @@ fn fold_git_options(s: &str) -> String {
 }
 
 /// What `deny` and `ask` rules match a command against: the raw string, the normalised whole
-/// string, and each normalised top-level segment, without repeats.
+/// string, and each normalised top-level segment, without repeats; and (beyond the reference)
+/// the same for the script of a shell wrapper (`bash -lc '<script>'`, as Codex runs every
+/// command), so a rule on `git push*` also sees through the wrapper.
 pub fn effective_commands(raw: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    collect(raw, &mut out, 0);
+    out
+}
+
+fn collect(raw: &str, out: &mut Vec<String>, depth: usize) {
     let mut add = |c: String| {
         if !c.is_empty() && !out.contains(&c) {
             out.push(c);
@@ -213,8 +220,87 @@ pub fn effective_commands(raw: &str) -> Vec<String> {
     };
     add(raw.to_string());
     add(normalise(raw));
-    for seg in split(raw) {
+    let segments = split(raw);
+    for seg in &segments {
         add(normalise(seg));
+    }
+    if depth < 3 {
+        for seg in segments {
+            if let Some(script) = shell_script(&normalise(seg)) {
+                collect(&script, out, depth + 1);
+            }
+        }
+    }
+}
+
+/// The command an `allow` rule matches: the raw command, or the script of a command that is
+/// nothing but a shell wrapper.
+pub fn allow_candidate(raw: &str) -> String {
+    shell_script(raw.trim()).unwrap_or_else(|| raw.to_string())
+}
+
+/// `sh|bash|zsh|dash [-l] -c|-lc|-ic <script>` (any path to the shell) → the script, unquoted;
+/// `None` for anything else, including a wrapper with more after its script.
+pub fn shell_script(cmd: &str) -> Option<String> {
+    let (shell, mut rest) = next_word(cmd)?;
+    let name = shell.rsplit('/').next().unwrap_or(shell);
+    if !matches!(name, "sh" | "bash" | "zsh" | "dash") {
+        return None;
+    }
+    loop {
+        let (w, after) = next_word(rest)?;
+        rest = after;
+        match w {
+            "-l" | "--login" | "-i" => continue,
+            "-c" | "-lc" | "-cl" | "-ic" | "-ci" => break,
+            _ => return None,
+        }
+    }
+    let (script, after) = next_word(rest)?;
+    if !after.trim().is_empty() {
+        return None;
+    }
+    Some(unquote(script))
+}
+
+/// A shell word without its quoting (`'…'` verbatim, `"…"` with `\"`, `\\`, `\$` and `\``
+/// unescaped, a bare `\x` as `x`).
+fn unquote(word: &str) -> String {
+    let mut out = String::new();
+    let mut chars = word.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                for c in chars.by_ref() {
+                    if c == '\'' {
+                        break;
+                    }
+                    out.push(c);
+                }
+            }
+            '"' => {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => match chars.next() {
+                            Some(n @ ('"' | '\\' | '$' | '`')) => out.push(n),
+                            Some(n) => {
+                                out.push('\\');
+                                out.push(n);
+                            }
+                            None => out.push('\\'),
+                        },
+                        c => out.push(c),
+                    }
+                }
+            }
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            }
+            c => out.push(c),
+        }
     }
     out
 }
@@ -287,6 +373,26 @@ mod tests {
             ["X=1 git -C . push", "git push"]
         );
         assert_eq!(effective_commands("  "), ["  "]);
+    }
+
+    #[test]
+    fn shell_wrappers_are_seen_through() {
+        assert_eq!(
+            shell_script("/bin/bash -lc 'git push origin'").as_deref(),
+            Some("git push origin")
+        );
+        assert_eq!(
+            shell_script("sh -c \"echo \\\"a\\\" && ls\"").as_deref(),
+            Some("echo \"a\" && ls")
+        );
+        assert_eq!(shell_script("bash -l -c ls").as_deref(), Some("ls"));
+        assert_eq!(shell_script("bash script.sh"), None);
+        assert_eq!(shell_script("bash -c 'ls' extra"), None);
+        assert_eq!(shell_script("python -c 'x'"), None);
+        let effective = effective_commands("/bin/bash -lc 'cd x && git -C y push'");
+        assert!(effective.contains(&"git push".to_string()), "{effective:?}");
+        assert_eq!(allow_candidate("/bin/bash -lc 'touch a'"), "touch a");
+        assert_eq!(allow_candidate("touch a"), "touch a");
     }
 
     /// A word that needs no quoting and holds no separator.
