@@ -119,12 +119,18 @@ async fn a_parked_question_frees_the_slot_and_its_answer_resumes_the_thread() {
             "a",
             "text",
             "echo: Your earlier question \"Bash: git push\" was answered: Approve",
-        )
+        ) && transcript(e, "a").iter().any(|(t, _)| t == "turn_end")
     })
     .await;
     env.say(&s, "a", "run: git push");
-    env.wait("granted", |e| e.has(&s, "a", "text", "ran: git push"))
-        .await;
+    env.wait("granted and ended", |e| {
+        transcript(e, "a")
+            .iter()
+            .filter(|(t, _)| t == "turn_end")
+            .count()
+            == 2
+    })
+    .await;
     let got = transcript(&env, "a");
     let got: Vec<(&str, &str)> = got.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     assert_eq!(
