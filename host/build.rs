@@ -26,6 +26,7 @@ fn main() {
     watch(&plugins.join("Cargo.lock"));
     watch(&plugins.join("sdk"));
     watch(&plugins.join("agent-types"));
+    watch(&plugins.join("alias"));
     println!("cargo::rerun-if-env-changed=BLOBHUB_NO_BUNDLED");
 
     let mut entries = Vec::new();

@@ -206,8 +206,10 @@ impl Rig {
             format!(
                 "polling:\n  interval_idle_ms: 50\n  interval_active_ms: 50\n  backoff_max_ms: 1000\n\
                  agents:\n  test_double:\n    executable: {TEST_AGENT}\n{block}sections:\n  - name: s0\n    \
-                 job_type: session_agent_harness\n    session: {{org_id: {}, blob_id: {}, revision_id: {}, session_id: {}}}\n",
-                s.org_id, s.blob_id, s.revision_id, s.session_id
+                 job_type: session_agent_harness\n    session: {{org_id: {}, blob_id: {}, revision_id: {}, session_id: {}}}\n\
+                 workspace:\n  allowed_roots: [{}]\n",
+                s.org_id, s.blob_id, s.revision_id, s.session_id,
+                std::env::temp_dir().display()
             ),
         )
         .unwrap();

@@ -284,6 +284,11 @@ impl Rig {
                         s.org_id, s.blob_id, s.revision_id, s.session_id
                     ));
                 }
+                // The work folders are temporary folders, outside the default root (home).
+                text.push_str(&format!(
+                    "workspace:\n  allowed_roots: [{}]\n",
+                    std::env::temp_dir().display()
+                ));
                 std::fs::write(tree.config_path(), text).unwrap();
             }
             Kind::Reference => {
@@ -331,6 +336,13 @@ impl Rig {
                     .env("BLOBHUB_WORKER_HOME", self.our_tree().root())
                     .env_remove("BLOBHUB_WORKER_LOG")
                     .env_remove("RUST_LOG");
+                if std::env::var_os("BENCH_TRACE").is_some() {
+                    // The spawn's own line (`child_spawned`, with its duration) for the timeline.
+                    c.env(
+                        "BLOBHUB_WORKER_LOG",
+                        "info,blobhub_worker::runtime::capabilities::process=debug",
+                    );
+                }
                 if self.claude.is_some() {
                     // The CLI's HOME as the reference's: a folder of the rig, not the user's.
                     c.env("HOME", self.ref_home());
@@ -564,6 +576,51 @@ fn last_reply(rig: &Rig, s: &SessionIds, alias: &str) -> (Value, i64) {
         .expect("a reply");
     let at = epoch_micros(reply["created_at"].as_str().unwrap());
     (reply, at)
+}
+
+/// `BENCH_TRACE=1`: one turn's requests at the emulator, in ms from the person's item, between
+/// the item and the reply, with the model's first request and last response among them, so a
+/// gap in the worker's reaction shows where it is.
+fn trace_turn(rig: &Rig, asked_at: i64, first_request: i64, ended: i64, posted_at: i64) {
+    let mut rows: Vec<(i64, String)> = rig
+        .admin
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            let at = r.received_at_us as i64;
+            at >= asked_at && at <= posted_at
+        })
+        .map(|r| {
+            let what = r.command.unwrap_or(r.path);
+            (r.received_at_us as i64, what)
+        })
+        .collect();
+    // Ours logs each spawn (`child_spawned`, debug): when it returned and how long it took.
+    let log = std::fs::read_to_string(rig.dir.path().join("worker.log")).unwrap_or_default();
+    for line in log.lines().filter(|l| l.contains("child_spawned")) {
+        let Some(ts) = line.split_whitespace().next().filter(|t| t.ends_with('Z')) else {
+            continue;
+        };
+        let at = epoch_micros(ts);
+        if at >= asked_at && at <= posted_at {
+            let took = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("spawn_us="))
+                .unwrap_or("?");
+            rows.push((
+                at,
+                format!("(worker) agent spawned, the spawn took {took} µs"),
+            ));
+        }
+    }
+    rows.push((first_request, "(fake) first model request".into()));
+    rows.push((ended, "(fake) last response ended".into()));
+    rows.push((posted_at, "(emulator) reply accepted".into()));
+    rows.sort();
+    println!("{:?} turn timeline (ms after the person's item):", rig.kind);
+    for (at, what) in rows {
+        println!("  {:>9.2}  {what}", (at - asked_at) as f64 / 1000.0);
+    }
 }
 
 /// µs from `at` to the next `list_session_events` request, and the gap between that poll and the
@@ -916,6 +973,9 @@ struct ClaudeLatency {
     /// Person's item accepted → the next `list_session_events` request (the part of
     /// `to_request` spent waiting for a poll).
     to_poll: Vec<i64>,
+    /// That poll → the CLI's first model request: `to_request` without the wait for the poll,
+    /// turn by turn (the worker's reaction, the spawn and the CLI's start-up).
+    after_poll: Vec<i64>,
 }
 
 /// One worker driving the real CLI on one thread handed to `claude_code`, a turn at a time.
@@ -1011,6 +1071,12 @@ impl ClaudeRun {
         self.l.to_post.push(posted_at - ended);
         if let Some((to_poll, _)) = next_poll(rig, asked_at) {
             self.l.to_poll.push(to_poll);
+            self.l
+                .after_poll
+                .push(first.received_at_us as i64 - asked_at - to_poll);
+        }
+        if std::env::var_os("BENCH_TRACE").is_some() {
+            trace_turn(rig, asked_at, first.received_at_us as i64, ended, posted_at);
         }
     }
 
@@ -1027,6 +1093,10 @@ impl ClaudeRun {
             describe(&l.to_poll)
         );
         println!(
+            "{who}     that poll -> first model request:          {}",
+            describe(&l.after_poll)
+        );
+        println!(
             "{who}   claude: last model response -> text posted:  {}",
             describe(&l.to_post)
         );
@@ -1038,6 +1108,7 @@ impl ClaudeRun {
         }
         out.put("claude_req_p50", kind, quantile(&l.to_request, 0.5));
         out.put("claude_req_p90", kind, quantile(&l.to_request, 0.9));
+        out.put("claude_after_poll_p50", kind, quantile(&l.after_poll, 0.5));
         out.put("claude_post_p50", kind, quantile(&l.to_post, 0.5));
         out.put("claude_post_p90", kind, quantile(&l.to_post, 0.9));
     }
@@ -1368,6 +1439,13 @@ impl Figures {
             (
                 "cli_driven_start_p50",
                 "claude CLI alone, driven as the worker drives it: spawn → first model request, p50",
+                "ms",
+                "",
+                None,
+            ),
+            (
+                "claude_after_poll_p50",
+                "claude: the poll that saw the item → first model request, p50",
                 "ms",
                 "",
                 None,

@@ -8,8 +8,9 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct CodedError {
-    /// A stable machine code such as `CREDENTIALS_NOT_FOUND`.
-    pub code: &'static str,
+    /// A stable machine code such as `CREDENTIALS_NOT_FOUND`: one of the catalogue's, or a job
+    /// type's own code from its `validate`, passed through as the job type wrote it.
+    pub code: std::borrow::Cow<'static, str>,
     /// One sentence saying what is wrong.
     pub message: String,
     /// What the operator can do about it.
@@ -17,9 +18,12 @@ pub struct CodedError {
 }
 
 impl CodedError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        code: impl Into<std::borrow::Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
-            code,
+            code: code.into(),
             message: message.into(),
             hint: None,
         }

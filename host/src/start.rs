@@ -76,7 +76,8 @@ pub async fn preflight(tree: StateTree, tui: bool) -> Result<Started, CodedError
         .filter(|d| d.severity == Severity::Error)
         .collect();
     if let Some(first) = job_type_errors.first() {
-        let code = known_code(&first.code);
+        // The first diagnostic's code, as its job type wrote it (a third-party code included).
+        let code = first.code.clone();
         return Err(diagnostics_error(code, &tree, &job_type_errors));
     }
     let Some(runtime) = check.runtime else {
@@ -174,28 +175,13 @@ pub async fn run(
     crate::runtime::supervisor::run_until_stopped(runtime, inputs, verdicts, stop, observe).await;
 }
 
-/// Job types report codes as strings; the process code must be `'static`. Codes outside the
-/// catalogue are reported as `INVALID_CONFIG` with the original code in the message.
-fn known_code(code: &str) -> &'static str {
-    const CATALOGUE: [&str; 5] = [
-        "INVALID_CONFIG",
-        "UNKNOWN_JOB_TYPE",
-        "MISSING_SESSION_KEYS",
-        "DUPLICATE_SECTION_TARGET",
-        "OVERLAPPING_SECTION_PREFIX",
-    ];
-    CATALOGUE
-        .into_iter()
-        .find(|c| *c == code)
-        .unwrap_or("INVALID_CONFIG")
-}
-
 /// One error naming the file and listing every problem, each on its own line.
 pub fn diagnostics_error(
-    code: &'static str,
+    code: impl Into<std::borrow::Cow<'static, str>>,
     tree: &StateTree,
     errors: &[&Diagnostic],
 ) -> CodedError {
+    let code = code.into();
     let path = tree.config_path();
     let mut message = match errors {
         [one] => format!("{}: {one}", path.display()),
@@ -204,7 +190,7 @@ pub fn diagnostics_error(
     if errors.len() > 1 {
         for d in errors {
             let _ = write!(message, "\n  {d}");
-            if d.code != code {
+            if d.code != *code {
                 let _ = write!(message, " [{}]", d.code);
             }
         }

@@ -12,6 +12,7 @@ mod harness_revision;
 mod harness_support;
 mod login;
 mod preflight;
+mod reliability;
 mod runtime;
 mod runtime_cli;
 mod sandbox;

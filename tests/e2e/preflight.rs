@@ -255,3 +255,75 @@ async fn two_racing_starts_have_exactly_one_winner() {
     winner.terminate().await.assert_success();
     assert!(!home.tree.instance_path().exists());
 }
+
+/// A refusal of the job-type step under `--json` is one JSON object on stderr, with every
+/// problem inside it, whatever the number of diagnostics.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_preflight_refusal_is_one_json_object() {
+    let emu = emulator().await;
+    let home = Home::new();
+    home.logged_in(&emu);
+    home.write_config(
+        &SESSION_SECTION
+            .replace("      blob_id: blb_1\n", "")
+            .replace("      session_id: ses_1\n", ""),
+    );
+    let out = home.run(&["--json", "start"], None).await;
+    assert_eq!(out.status.code(), Some(1), "{out:#?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{out:#?}");
+    let doc: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(doc["code"], "MISSING_SESSION_KEYS");
+    let error = doc["error"].as_str().unwrap();
+    assert!(error.contains("sections[0].session.blob_id"), "{doc}");
+    assert!(error.contains("sections[0].session.session_id"), "{doc}");
+    assert!(out.stdout.is_empty(), "{out:#?}");
+    assert_no_session_command(&emu.admin());
+}
+
+/// A job type's warning (the harness's `UNKNOWN_KEY` for a key it does not read) is printed by
+/// `config check` and `start`, and does not stop either.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_type_warning_is_printed_and_does_not_block_start() {
+    let emu = emulator().await;
+    let home = Home::new();
+    home.logged_in(&emu);
+    home.write_config(&SESSION_SECTION.replace(
+        "      session_id: ses_1\n",
+        "      session_id: ses_1\n      sesion_prefix: tasks/\n",
+    ));
+    let check = home.run(&["config", "check"], None).await;
+    assert_eq!(check.status.code(), Some(0), "{check:#?}");
+    for needle in [
+        "warning: UNKNOWN_KEY",
+        "sections[0].session.sesion_prefix",
+        "0 error(s)",
+    ] {
+        assert!(check.stdout.contains(needle), "{needle}: {check:#?}");
+    }
+    let json = home.run(&["--json", "config", "check"], None).await;
+    assert_eq!(json.status.code(), Some(0), "{json:#?}");
+    let doc: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    assert_eq!(doc["errors"], 0, "{doc}");
+    assert!(
+        doc["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["code"] == "UNKNOWN_KEY"
+                && d["severity"] == "warning"
+                && d["path"] == "sections[0].session.sesion_prefix"),
+        "{doc}"
+    );
+
+    let running = home.spawn_start().await.expect("the worker starts");
+    assert!(
+        running
+            .stderr_head
+            .lines()
+            .any(|l| l.starts_with("warning: UNKNOWN_KEY") && l.contains("sesion_prefix")),
+        "{}",
+        running.stderr_head
+    );
+    running.terminate().await.assert_success();
+}

@@ -38,6 +38,8 @@ pub(crate) fn fixtures() -> &'static Path {
                 "wit-future",
                 "-p",
                 "impostor",
+                "-p",
+                "wit-v0-1-0",
             ])
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -442,6 +444,64 @@ async fn components_of_an_unsupported_wit_version_are_refused() {
         .collect();
     // Only the bundled harness was compiled and cached.
     assert_eq!(cached.len(), 1, "{cached:?}");
+}
+
+/// A component built against the frozen `blobhub:worker@0.1.0` (the fixture uses `wit_bindgen`
+/// on `wit/since_v0.1.0/`, no SDK) loads beside the bundled harness of the newest version, and
+/// runs a section through the 0.1.0 bindings: its imports reach the session, its `validate`
+/// codes are reported as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_of_the_frozen_wit_0_1_0_loads_and_runs() {
+    use blobhub_worker::runtime::wit::WitVersion;
+
+    let tree = tempfile::tempdir().unwrap();
+    install(tree.path(), "wit_v0_1_0");
+    let runtime = Runtime::load(Some(tree.path().join("plugins")), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        runtime.job_types.by_name["wit_v0_1_0"].wit,
+        WitVersion::V0_1_0
+    );
+    assert_eq!(
+        runtime.job_types.by_name["session_agent_harness"].wit,
+        WitVersion::Latest
+    );
+
+    let (emulator, ids) = emulator_with_session().await;
+    let config = json!({
+        "sections": [{"job_type": "wit_v0_1_0", "session": session_block(&ids)}],
+    });
+    let running = start(&emulator, tree.path(), config).await;
+    let admin = emulator.admin();
+    let mut proof = None;
+    for _ in 0..200 {
+        proof = admin.object(&ids.session_id, "wit-v0-1-0");
+        if proof.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let proof = proof.expect("the 0.1.0 component wrote its object");
+    assert_eq!(proof["wit"], "0.1.0", "{proof}");
+    assert_eq!(proof["session"], ids.session_id.as_str(), "{proof}");
+    assert_eq!(proof["worker"], env!("CARGO_PKG_VERSION"), "{proof}");
+    let report = running.stop().await;
+    assert!(report.preflight.is_empty(), "{:?}", report.preflight);
+    assert_eq!(report.sections.len(), 1);
+    assert_eq!(report.sections[0].1.code, None, "{:?}", report.sections);
+
+    // Its validate runs through the same bindings; a third-party code arrives unchanged.
+    let config = json!({
+        "sections": [{"job_type": "wit_v0_1_0", "session": session_block(&ids), "refuse": true}],
+    });
+    let report = start(&emulator, tree.path(), config)
+        .await
+        .task
+        .await
+        .unwrap();
+    let codes: Vec<&str> = report.preflight.iter().map(|e| e.code.as_str()).collect();
+    assert_eq!(codes, ["V010_REFUSED"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,6 +101,12 @@ async fn plugins_lists_bundled_and_installed_job_types() {
         .find(|j| j["name"] == "thread_mirror")
         .unwrap();
     assert_eq!(mirror["capabilities"], json!(["session"]));
+    // The contract versions this worker loads, and the one each job type was built against.
+    assert_eq!(
+        doc["wit_versions"],
+        json!(["blobhub:worker@0.1.x", "blobhub:worker@0.2.x"])
+    );
+    assert_eq!(mirror["wit"], "0.2.0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

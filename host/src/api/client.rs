@@ -9,7 +9,11 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{ApiError, RetryPolicy, parse_retry_after};
+use super::{ApiError, RetryPolicy, parse_retry_after, salvage};
+
+/// The `error` word of the failure returned for a success body that cannot be parsed (too deep,
+/// too big, a lone surrogate, not JSON); job types match it to treat the object as unreadable.
+pub const UNPARSEABLE: &str = "response_unparseable";
 
 /// Per-request timeout: connect, send and read together.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -336,10 +340,20 @@ impl Client {
             _ => {}
         }
         let bytes = response.bytes().await.map_err(network_error)?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(|_| ApiError::Transient {
-            status: Some(status.as_u16()),
-            detail: format!("HTTP {} with a body that is not JSON", status.as_u16()),
-        })?;
+        let value: Value = if status.is_success() {
+            // The same bytes come back on every retry: a success body that cannot be parsed is
+            // permanent for this request, never transient (api/salvage.rs keeps what it can).
+            salvage::parse_body(&bytes).map_err(|why| ApiError::CommandFailed {
+                status: status.as_u16(),
+                error: UNPARSEABLE.to_owned(),
+                message: why,
+            })?
+        } else {
+            serde_json::from_slice(&bytes).map_err(|_| ApiError::Transient {
+                status: Some(status.as_u16()),
+                detail: format!("HTTP {} with a body that is not JSON", status.as_u16()),
+            })?
+        };
         if value["status"].as_str() == Some("success") {
             return Ok(value);
         }

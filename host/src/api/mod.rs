@@ -5,7 +5,8 @@
 mod client;
 mod error;
 mod retry;
+mod salvage;
 
-pub use client::{Client, UserInfo};
+pub use client::{Client, UNPARSEABLE, UserInfo};
 pub use error::ApiError;
 pub use retry::{RetryPolicy, parse_retry_after};

@@ -151,7 +151,7 @@ pub async fn run(args: LoginArgs, output: &Output) -> anyhow::Result<ExitCode> {
 fn login_error(api_url: &str, err: ApiError) -> CodedError {
     let not_found = matches!(&err, ApiError::CommandFailed { status: 404, .. });
     let coded = CodedError::from(err);
-    match coded.code {
+    match coded.code.as_ref() {
         "API_NETWORK_ERROR" => CodedError {
             message: format!("nothing answered at {api_url}: {}", coded.message),
             ..coded

@@ -8,6 +8,10 @@
 
 mod config_check;
 mod config_init;
+#[cfg(feature = "demo")]
+mod demo;
+#[cfg(not(feature = "demo"))]
+#[path = "demo_absent.rs"]
 mod demo;
 mod login;
 mod memory;

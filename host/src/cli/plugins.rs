@@ -33,12 +33,7 @@ pub async fn run(args: PluginsArgs, output: &Output) -> anyhow::Result<ExitCode>
         Some(PluginsCommand::Check { file }) => match plugins_cmd::check(&file).await {
             Ok((human, document)) => output.result(&human, document),
             Err(e) => {
-                let message = e.to_string();
-                let message = message
-                    .split_once(": ")
-                    .map(|(_, m)| m.to_owned())
-                    .unwrap_or(message);
-                return Err(CodedError::new(e.code(), message)
+                return Err(CodedError::new(e.code(), e.to_string())
                     .with_hint("build job types with `cargo build --release --target wasm32-wasip2` against this worker's wit/ (docs/job-types.md)")
                     .into());
             }

@@ -62,7 +62,7 @@ pub async fn run(output: &Output) -> anyhow::Result<ExitCode> {
                     "server": {"reachable": false, "code": coded.code, "message": coded.message},
                 }),
             );
-            let hint = match coded.code {
+            let hint = match coded.code.as_ref() {
                 "AUTH_INVALID" => {
                     "the stored key was refused; run `blobhub-worker login` with a valid key"
                         .to_owned()

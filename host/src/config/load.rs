@@ -17,7 +17,7 @@ use serde_yaml::{Mapping, Value};
 use super::lines::LineIndex;
 use super::model::{
     AgentSettings, Concurrency, Config, JobTypeSettings, Permissions, Policy, PolicyRule, Polling,
-    Section,
+    Section, Workspace,
 };
 
 /// Portable effort values; anything else must look like a harness passthrough token.
@@ -85,7 +85,15 @@ impl LoadReport {
 
 /// Loads `path`. A missing or unreadable file is one error diagnostic.
 pub fn load_file(path: &Path) -> LoadReport {
-    match std::fs::read_to_string(path) {
+    // Read at most one byte over the limit: a huge file is refused without reading it all.
+    let read = std::fs::File::open(path).and_then(|f| {
+        use std::io::Read;
+        let mut text = String::new();
+        f.take(super::limits::MAX_BYTES as u64 + 1)
+            .read_to_string(&mut text)?;
+        Ok(text)
+    });
+    match read {
         Ok(text) => load_str(&text),
         Err(e) => LoadReport {
             config: None,
@@ -108,6 +116,20 @@ pub fn load_file(path: &Path) -> LoadReport {
 
 /// Parses and validates the text of a `config.yaml`.
 pub fn load_str(text: &str) -> LoadReport {
+    if let Err(message) = super::limits::check(text) {
+        return LoadReport {
+            config: None,
+            diagnostics: vec![Diagnostic {
+                severity: Severity::Error,
+                code: "INVALID_CONFIG".into(),
+                path: String::new(),
+                line: None,
+                message,
+            }],
+            lines: LineIndex::default(),
+            partial: None,
+        };
+    }
     let lines = LineIndex::build(text);
     let mut walk = Walk {
         lines,
@@ -353,6 +375,7 @@ impl Walk {
                 "sections",
                 "job_types",
                 "policy",
+                "workspace",
             ],
         );
         let polling = self.polling(Self::get(&top, "polling"));
@@ -361,6 +384,7 @@ impl Walk {
         let sections = self.sections(top.iter().find(|(k, _)| k == "sections").map(|(_, v)| *v));
         let job_types = self.job_types(Self::get(&top, "job_types"));
         let policy = self.policy(Self::get(&top, "policy"));
+        let workspace = self.workspace(Self::get(&top, "workspace"));
         Some(Config {
             polling,
             concurrency,
@@ -368,6 +392,7 @@ impl Walk {
             sections,
             job_types,
             policy,
+            workspace,
         })
     }
 
@@ -481,6 +506,27 @@ impl Walk {
             }
         }
         policy
+    }
+
+    fn workspace(&mut self, value: Option<&Value>) -> Workspace {
+        let Some(map) = self.mapping("workspace", value) else {
+            return Workspace::default();
+        };
+        self.unknown_keys("workspace", &map, &["allowed_roots"]);
+        let roots = self
+            .string_list("workspace.allowed_roots", Self::get(&map, "allowed_roots"))
+            .unwrap_or_default();
+        for (i, root) in roots.iter().enumerate() {
+            if !root.starts_with('/') {
+                self.error(
+                    &format!("workspace.allowed_roots[{i}]"),
+                    format!("must be an absolute path, got `{root}`"),
+                );
+            }
+        }
+        Workspace {
+            allowed_roots: roots,
+        }
     }
 
     fn polling(&mut self, value: Option<&Value>) -> Polling {

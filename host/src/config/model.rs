@@ -22,6 +22,17 @@ pub struct Config {
     pub job_types: BTreeMap<String, JobTypeSettings>,
     /// `policy`: the operator's ceiling over what threads may do.
     pub policy: Policy,
+    /// Our addition: where programs (agents) may be started.
+    pub workspace: Workspace,
+}
+
+/// `workspace`: where a job type may start programs (an agent's work folder).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Workspace {
+    /// Absolute folders; a start folder must resolve (symlinks followed) inside one of them.
+    /// Empty: the user's home folder (`HOME`). The state tree and system folders are refused
+    /// whatever this says.
+    pub allowed_roots: Vec<String>,
 }
 
 impl Config {

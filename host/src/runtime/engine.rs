@@ -16,8 +16,7 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine};
 
-use super::bindings::blobhub::worker as wit;
-use super::capabilities::SectionHost;
+use super::store::SectionHost;
 
 /// The epoch tick.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -116,21 +115,13 @@ impl Drop for WasmActivity {
     }
 }
 
-/// The linker: WASI p2 (for std: the preopened state folder, stderr, clocks, poll) and our
-/// interfaces.
+/// The linker: WASI p2 (for std: the preopened state folder, stderr, clocks, poll) and the
+/// `blobhub:worker` imports of every supported version ([`super::wit`]): their names differ by
+/// version, so one linker serves components of any of them.
 pub fn new_linker(engine: &Engine) -> wasmtime::Result<Linker<SectionHost>> {
     let mut linker = Linker::<SectionHost>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    type Data = wasmtime::component::HasSelf<SectionHost>;
-    wit::types::add_to_linker::<SectionHost, Data>(&mut linker, same)?;
-    wit::worker::add_to_linker::<SectionHost, Data>(&mut linker, same)?;
-    wit::session::add_to_linker::<SectionHost, Data>(&mut linker, same)?;
-    wit::feed::add_to_linker::<SectionHost, Data>(&mut linker, same)?;
-    wit::process::add_to_linker::<SectionHost, Data>(&mut linker, same)?;
-    wit::state::add_to_linker::<SectionHost, Data>(&mut linker, same)?;
-    wit::slots::add_to_linker::<SectionHost, Data>(&mut linker, same)?;
-    wit::status::add_to_linker::<SectionHost, Data>(&mut linker, same)?;
-    wit::log::add_to_linker::<SectionHost, Data>(&mut linker, same)?;
+    super::wit::add_to_linker(&mut linker)?;
     refuse_links(&mut linker)?;
     Ok(linker)
 }
@@ -225,12 +216,6 @@ fn refuse_links(linker: &mut Linker<SectionHost>) -> wasmtime::Result<()> {
     )?;
     linker.allow_shadowing(false);
     Ok(())
-}
-
-impl wit::types::Host for SectionHost {}
-
-fn same(h: &mut SectionHost) -> &mut SectionHost {
-    h
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! The plugin runtime: job types as WebAssembly components, one store and instance per section,
 //! capabilities scoped to that section (docs/architecture.md, docs/job-types.md).
 
-pub mod bindings;
 pub mod budget;
 pub mod cache;
 pub mod capabilities;
@@ -18,9 +17,12 @@ pub mod quotas;
 pub mod section;
 pub mod settings;
 pub mod start;
+pub mod store;
 pub mod supervisor;
 pub mod transport;
+pub mod wit;
 pub mod wit_version;
+pub mod work_folder;
 
 pub use loader::{JobTypes, LoadError, LoadedJobType, Origin};
 pub use preflight::PreflightError;

@@ -1,8 +1,12 @@
-//! A value that a tokio task is producing, exposed to the guest as a pollable resource.
+//! The two shapes of a guest handle that waits, each a `wasi:io/poll` pollable: [`Pending`], one
+//! value a tokio task is producing (a session reply), and [`Inbox`], a stream of values a task
+//! sends (feed batches, a child's output lines). The capabilities wrap them in their handles so
+//! that `subscribe` and `take`/`next` are written once.
 
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
 
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// `Waiting` until the task finishes, then `Ready` once, then `Taken`. Dropping it detaches the
@@ -74,5 +78,60 @@ impl<T: Send + 'static> wasmtime_wasi::p2::Pollable for Pending<T> {
             };
             self.state = State::Ready(value);
         }
+    }
+}
+
+/// Values a task sends, in order, one at a time: `ready` waits for the next (and keeps it),
+/// `next` hands it out without blocking.
+pub struct Inbox<T> {
+    rx: mpsc::UnboundedReceiver<T>,
+    buffered: Option<T>,
+}
+
+impl<T: Send> Inbox<T> {
+    pub fn new(rx: mpsc::UnboundedReceiver<T>) -> Self {
+        Inbox { rx, buffered: None }
+    }
+
+    /// The next value, if one has arrived; never blocks.
+    pub fn next(&mut self) -> Option<T> {
+        self.buffered.take().or_else(|| self.rx.try_recv().ok())
+    }
+
+    /// Resolves once [`Inbox::next`] will return a value. When the sender is gone and nothing is
+    /// left, never: nothing will ever arrive (the guest's other pollables still wake it).
+    pub async fn ready(&mut self) {
+        if self.buffered.is_none() {
+            match self.rx.recv().await {
+                Some(value) => self.buffered = Some(value),
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_inbox_keeps_order_and_what_ready_saw() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut inbox = Inbox::new(rx);
+        assert_eq!(inbox.next(), None);
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        inbox.ready().await;
+        assert_eq!(inbox.next(), Some(1));
+        assert_eq!(inbox.next(), Some(2));
+        assert_eq!(inbox.next(), None);
+    }
+
+    #[tokio::test]
+    async fn a_pending_value_is_taken_once() {
+        let mut pending = Pending::spawn(async { 7 }, |_| 0);
+        wasmtime_wasi::p2::Pollable::ready(&mut pending).await;
+        assert_eq!(pending.take(), Some(7));
+        assert_eq!(pending.take(), None);
     }
 }

@@ -12,6 +12,7 @@ fn describe_json(jt: &LoadedJobType) -> Value {
         "version": jt.descriptor.version,
         "summary": jt.descriptor.summary,
         "capabilities": jt.descriptor.capabilities.iter().map(capability_text).collect::<Vec<_>>(),
+        "wit": jt.wit.as_str(),
         "origin": match &jt.origin { Origin::Bundled => "bundled".to_owned(), Origin::Installed(p) => p.display().to_string() },
     })
 }
@@ -24,10 +25,11 @@ fn describe_text(jt: &LoadedJobType) -> String {
         .map(capability_text)
         .collect();
     format!(
-        "{} {} ({})\n    {}\n    capabilities: {}",
+        "{} {} ({}, blobhub:worker@{})\n    {}\n    capabilities: {}",
         jt.descriptor.name,
         jt.descriptor.version,
         jt.origin,
+        jt.wit.as_str(),
         jt.descriptor.summary,
         if caps.is_empty() {
             "none".into()
@@ -46,9 +48,9 @@ pub async fn list(tree_root: &Path) -> anyhow::Result<(String, Value)> {
     )
     .await?;
     let job_types = &runtime.job_types;
-    let supported: Vec<String> = loader::SUPPORTED_WIT
+    let supported: Vec<String> = super::wit::WitVersion::ALL
         .iter()
-        .map(|(major, minor)| format!("blobhub:worker@{major}.{minor}.x"))
+        .map(|v| format!("blobhub:worker@{}", v.range()))
         .collect();
     let document = json!({
         "wit_versions": supported,
@@ -69,7 +71,7 @@ pub async fn list(tree_root: &Path) -> anyhow::Result<(String, Value)> {
         ));
     }
     for f in &job_types.failures {
-        out.push_str(&format!("not loaded: {f}\n"));
+        out.push_str(&format!("not loaded: {}: {f}\n", f.code()));
     }
     if job_types.by_name.is_empty() {
         out.push_str("no job types\n");

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::bindings::types::Section;
 use super::capabilities::session::SessionBinding;
 use super::capabilities::{Grants, SectionContext, Shared};
 use super::loader::{JobTypes, LoadedJobType};
-use super::section::{SectionPlan, scratch_store};
+use super::section::SectionPlan;
+use super::store::scratch_store;
+use super::wit::latest::types::{Section, SessionTarget, Severity};
 
 /// One coded refusal of the preflight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub struct PreflightError {
     pub code: String,
     pub message: String,
     pub field: Option<String>,
+    /// A job type's warning: shown, and the section still runs.
+    pub warning: bool,
 }
 
 impl std::fmt::Display for PreflightError {
@@ -34,12 +37,63 @@ impl std::fmt::Display for PreflightError {
     }
 }
 
+/// The session target of a section's `session` block: all four keys, non-empty strings.
+pub fn session_target(settings: &serde_json::Map<String, Value>) -> Option<SessionTarget> {
+    let block = settings.get("session")?;
+    let get = |key: &str| {
+        block
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|v| !v.trim().is_empty())
+            .map(str::to_owned)
+    };
+    Some(SessionTarget {
+        org_id: get("org_id")?,
+        blob_id: get("blob_id")?,
+        revision_id: get("revision_id")?,
+        session: get("session_id")?,
+    })
+}
+
+/// The keys the session target of `section` lacks, one `MISSING_SESSION_KEYS` each (or one for
+/// a missing block).
+fn missing_session_keys(section: &crate::config::Section) -> Vec<PreflightError> {
+    let i = section.index;
+    let Some(block) = section.settings.get("session").filter(|b| b.is_object()) else {
+        return vec![PreflightError {
+            code: "MISSING_SESSION_KEYS".into(),
+            message: "the section has no `session` block".into(),
+            field: Some(format!("sections[{i}].session")),
+            warning: false,
+        }];
+    };
+    SESSION_KEYS
+        .iter()
+        .filter(|key| {
+            !block
+                .get(**key)
+                .and_then(Value::as_str)
+                .is_some_and(|v| !v.trim().is_empty())
+        })
+        .map(|key| PreflightError {
+            code: "MISSING_SESSION_KEYS".into(),
+            message: format!("the section's session block lacks `{key}`"),
+            field: Some(format!("sections[{i}].session.{key}")),
+            warning: false,
+        })
+        .collect()
+}
+
+/// The keys of a section's `session` block that make its session target.
+pub const SESSION_KEYS: [&str; 4] = ["org_id", "blob_id", "revision_id", "session_id"];
+
 /// The WIT `section` record of a config.yaml section.
 pub fn section_record(section: &crate::config::Section, worker_config: &Value) -> Section {
     Section {
         index: u32::try_from(section.index).unwrap_or(u32::MAX),
         name: section.name.clone().unwrap_or_default(),
         job_type: section.job_type.clone(),
+        target: session_target(&section.settings),
         settings: Value::Object(section.settings.clone()).to_string(),
         worker_config: worker_config.to_string(),
     }
@@ -51,7 +105,7 @@ pub async fn validate(
     job: &LoadedJobType,
     sections: &[Section],
     limits: &crate::config::JobTypeSettings,
-) -> Result<Vec<super::bindings::job::SectionCheck>, (String, String)> {
+) -> Result<Vec<super::wit::latest::job::SectionCheck>, (String, String)> {
     let mut store = scratch_store(engine, limits).map_err(|e| {
         (
             "JOB_TYPE_TRAPPED".to_string(),
@@ -60,10 +114,7 @@ pub async fn validate(
     })?;
     let run = async {
         let instance = job.checks_pre.instantiate_async(&mut store).await?;
-        instance
-            .blobhub_worker_job()
-            .call_validate(&mut store, sections)
-            .await
+        instance.call_validate(&mut store, sections).await
     };
     run.await.map_err(|e| {
         let data = store.data();
@@ -93,8 +144,8 @@ pub struct Verdict {
     pub job: Option<Arc<LoadedJobType>>,
     pub record: Section,
     pub state_dir: std::path::PathBuf,
-    /// The section's own keys (its `session` block among them).
-    pub settings: Value,
+    /// The job type's warnings on this section (it runs nevertheless).
+    pub warnings: Vec<PreflightError>,
     pub grants: Grants,
     pub limits: crate::config::JobTypeSettings,
     /// The section cannot run: its job type's `validate` broke (code, message).
@@ -120,9 +171,10 @@ pub async fn verdicts(
             Ok(job) => job,
             Err(e @ super::loader::ResolveError::ComponentNotFound { .. }) => {
                 errors.push(PreflightError {
-                    code: "JOB_TYPE_COMPONENT_NOT_FOUND".into(),
+                    code: e.code().into(),
                     message: e.to_string(),
                     field: Some(format!("job_types.{}.component", record.job_type)),
+                    warning: false,
                 });
                 continue;
             }
@@ -137,7 +189,7 @@ pub async fn verdicts(
                     refused: Some((failure.code().to_owned(), failure.to_string())),
                     record,
                     state_dir: Default::default(),
-                    settings: Value::Null,
+                    warnings: Vec::new(),
                     grants: Default::default(),
                 });
                 continue;
@@ -152,10 +204,23 @@ pub async fn verdicts(
                         known.join(", ")
                     ),
                     field: Some(format!("sections[{i}].job_type")),
+                    warning: false,
                 });
                 continue;
             }
         };
+        // The session target is host contract: a job type that asks for the session API gets
+        // sections whose `session` block the host could read, or none at all.
+        if record.target.is_none()
+            && job
+                .descriptor
+                .capabilities
+                .iter()
+                .any(|c| matches!(c, super::wit::latest::job::Capability::Session))
+        {
+            errors.extend(missing_session_keys(section));
+            continue;
+        }
         by_type
             .entry(record.job_type.clone())
             .or_insert_with(|| (job, Vec::new()))
@@ -176,7 +241,7 @@ pub async fn verdicts(
                         job: Some(Arc::clone(&job)),
                         record,
                         state_dir: Default::default(),
-                        settings: Value::Null,
+                        warnings: Vec::new(),
                         grants: Default::default(),
                         limits: limits.clone(),
                         refused: Some((code.clone(), message.clone())),
@@ -198,15 +263,24 @@ pub async fn verdicts(
                     code: "JOB_TYPE_INVALID".into(),
                     message: format!("`{name}` returned no verdict on section {}", record.index),
                     field: Some(format!("sections[{}]", record.index)),
+                    warning: false,
                 });
                 continue;
             };
-            if !check.diagnostics.is_empty() {
-                errors.extend(check.diagnostics.iter().map(|d| PreflightError {
+            let (found_warnings, found_errors): (Vec<_>, Vec<_>) = check
+                .diagnostics
+                .iter()
+                .map(|d| PreflightError {
                     code: d.code.clone(),
                     message: d.message.clone(),
                     field: d.field.clone(),
-                }));
+                    warning: matches!(d.severity, Severity::Warning),
+                })
+                .partition(|d| d.warning);
+            if !found_errors.is_empty() {
+                errors.extend(found_errors);
+                // Shown beside the errors, so a fix of both takes one round.
+                errors.extend(found_warnings);
                 continue;
             }
             let key = check.state_key.clone().unwrap_or_default();
@@ -220,20 +294,15 @@ pub async fn verdicts(
                     code: "JOB_TYPE_INVALID".into(),
                     message: format!("`{name}` returned the invalid state key `{key}`"),
                     field: Some(format!("sections[{}]", record.index)),
+                    warning: false,
                 });
                 continue;
             }
-            let raw = settings
-                .sections
-                .iter()
-                .find(|s| s.index == record.index as usize)
-                .map(|s| Value::Object(s.settings.clone()))
-                .unwrap_or_default();
             plans.push(Verdict {
                 job: Some(Arc::clone(&job)),
                 record,
                 state_dir: jobs_dir.join(format!("{name}-{key}")),
-                settings: raw,
+                warnings: found_warnings,
                 grants: grants.clone(),
                 limits: limits.clone(),
                 refused: None,
@@ -251,6 +320,7 @@ pub async fn verdicts(
                     plan.state_dir.display()
                 ),
                 field: Some(format!("sections[{}]", plan.record.index)),
+                warning: false,
             });
         }
     }
@@ -280,7 +350,7 @@ pub fn plans(
                         name: v.record.name.clone(),
                         job_type: name,
                         state_dir: v.state_dir,
-                        session: SessionBinding::from_settings(&v.settings),
+                        session: SessionBinding::for_target(v.record.target.as_ref()),
                         grants: v.grants,
                         quotas: super::quotas::Quotas::new(&v.limits),
                         shared: Arc::clone(shared),

@@ -6,20 +6,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
-use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, UpdateDeadline};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+use wasmtime::Engine;
 
-use super::bindings::types::Section;
-use super::budget::ComputeBudget;
-use super::capabilities::{
-    MemoryCap, SectionContext, SectionHost, Shared, SlotPool, StatusBoard, WorkerInfo,
-};
+use super::capabilities::{SectionContext, Shared};
 use super::loader::LoadedJobType;
-use super::transport::{CallFuture, Channel, SessionTransport, TransportError};
+use super::store::{SectionHost, store_for, wasi_for};
+use super::wit::latest::types::Section;
 
 /// How a section ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +49,7 @@ impl SectionPlan {
             name: record.name.clone(),
             job_type: job_type.to_owned(),
             state_dir: PathBuf::new(),
-            session: super::capabilities::session::SessionBinding::from_settings(&Value::Null),
+            session: super::capabilities::session::SessionBinding::unbound(),
             grants: Default::default(),
             quotas: super::quotas::Quotas::new(&Default::default()),
             shared: Arc::clone(shared),
@@ -68,112 +62,6 @@ impl SectionPlan {
             refused: Some((code.to_owned(), message.to_owned())),
         }
     }
-}
-
-fn store_for(engine: &Engine, host: SectionHost) -> Store<SectionHost> {
-    let mut store = Store::new(engine, host);
-    store.limiter(|h| &mut h.limits);
-    store.call_hook(|mut ctx, hook| {
-        let data = ctx.data_mut();
-        data.activity.on_call_hook(hook);
-        if data.busy.on_call_hook(hook, Instant::now()) {
-            return Err(wasmtime::format_err!(
-                "JOB_TYPE_UNRESPONSIVE: the job type computed for longer than its budget"
-            ));
-        }
-        Ok(())
-    });
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|mut ctx| {
-        if ctx.data_mut().busy.on_tick(Instant::now()) {
-            return Err(wasmtime::format_err!(
-                "JOB_TYPE_UNRESPONSIVE: the job type computed for too long without returning to the host"
-            ));
-        }
-        // Yield to tokio every tick so that a busy guest cannot starve other sections.
-        Ok(UpdateDeadline::Yield(1))
-    });
-    store
-}
-
-/// A WASI context that sees only `state_dir` (as `/`) and a stderr that becomes the section's
-/// log lines: no environment, no arguments, no network.
-fn wasi_for(state_dir: Option<&Path>, section: &Arc<SectionContext>) -> wasmtime::Result<WasiCtx> {
-    let mut builder = WasiCtxBuilder::new();
-    builder
-        .stderr(super::guest_stderr::GuestStderr(Arc::clone(section)))
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false);
-    if let Some(dir) = state_dir {
-        builder.preopened_dir(dir, "/", FsPerms::ReadWrite)?;
-    }
-    Ok(builder.build())
-}
-
-/// A transport for stores that must not reach the network (`describe`, `validate`).
-pub struct NoTransport;
-
-impl SessionTransport for NoTransport {
-    fn call(&self, _: Channel, _: &str, _: &str, _: serde_json::Map<String, Value>) -> CallFuture {
-        Box::pin(async {
-            Err(TransportError::Network(
-                "no session API during describe/validate".into(),
-            ))
-        })
-    }
-}
-
-/// Worker-wide state for stores that run no section (describe, validate, `plugins check`).
-pub fn detached_shared() -> Arc<Shared> {
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    Arc::new(Shared {
-        transport: Arc::new(NoTransport),
-        settings: super::settings::RuntimeSettings::defaults(),
-        status: Arc::new(StatusBoard::default()),
-        slots: SlotPool::new(0),
-        processes: Arc::default(),
-        worker: WorkerInfo {
-            user_id: String::new(),
-            instance_id: String::new(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            started_at: super::capabilities::worker::now_utc(),
-            shutdown: rx,
-        },
-        secrets: Vec::new(),
-        jobs_dir: PathBuf::new(),
-    })
-}
-
-/// A store with no state folder and no grants, for `describe` and `validate`, under the job
-/// type's memory limit and compute budget.
-pub fn scratch_store(
-    engine: &Engine,
-    limits: &crate::config::JobTypeSettings,
-) -> wasmtime::Result<Store<SectionHost>> {
-    let context = Arc::new(SectionContext {
-        index: u32::MAX,
-        name: String::new(),
-        job_type: String::new(),
-        state_dir: PathBuf::new(),
-        session: super::capabilities::session::SessionBinding::from_settings(&Value::Null),
-        grants: Default::default(),
-        quotas: super::quotas::Quotas::new(limits),
-        shared: detached_shared(),
-    });
-    let host = SectionHost {
-        wasi: wasi_for(None, &context)?,
-        table: ResourceTable::new(),
-        limits: MemoryCap {
-            max_bytes: (limits.memory_limit_mib as usize) << 20,
-            hit: false,
-        },
-        busy: ComputeBudget::new(Duration::from_millis(limits.max_busy_ms)),
-        section: context,
-        feed_task: None,
-        activity: Default::default(),
-    };
-    Ok(store_for(engine, host))
 }
 
 /// Run the section to its end. Never panics on guest failure: every failure becomes a code.
@@ -237,25 +125,16 @@ async fn run_inner(engine: &Engine, job: Option<&LoadedJobType>, plan: SectionPl
             };
         }
     };
-    let host = SectionHost {
+    let host = SectionHost::new(
         wasi,
-        table: ResourceTable::new(),
-        limits: MemoryCap {
-            max_bytes: usize::try_from(plan.memory_limit_mib << 20).unwrap_or(usize::MAX),
-            hit: false,
-        },
-        busy: ComputeBudget::new(plan.max_busy),
-        section: Arc::clone(&ctx),
-        feed_task: None,
-        activity: Default::default(),
-    };
+        Arc::clone(&ctx),
+        usize::try_from(plan.memory_limit_mib << 20).unwrap_or(usize::MAX),
+        plan.max_busy,
+    );
     let mut store = store_for(engine, host);
     let run = async {
         let instance = job.pre.instantiate_async(&mut store).await?;
-        instance
-            .blobhub_worker_job()
-            .call_run(&mut store, &plan.record)
-            .await
+        instance.call_run(&mut store, &plan.record).await
     };
     // The state folder's quota is measured beside the run: the guest also writes through WASI,
     // which no host call sees. Over it, the run is dropped (its children die with the store).

@@ -44,6 +44,8 @@ pub struct RuntimeSettings {
     /// The worker-wide blocks handed to guests as `worker-config`: the config as JSON, defaults
     /// filled in, `sections` removed.
     pub worker_config: Value,
+    /// `workspace.allowed_roots`, or the user's home folder: where programs may be started.
+    pub work_roots: Vec<std::path::PathBuf>,
 }
 
 impl From<&Config> for RuntimeSettings {
@@ -78,6 +80,20 @@ impl From<&Config> for RuntimeSettings {
             job_types: config.job_types.clone(),
             sections: config.sections.clone(),
             worker_config,
+            work_roots: if config.workspace.allowed_roots.is_empty() {
+                std::env::var_os("HOME")
+                    .filter(|h| !h.is_empty())
+                    .map(std::path::PathBuf::from)
+                    .into_iter()
+                    .collect()
+            } else {
+                config
+                    .workspace
+                    .allowed_roots
+                    .iter()
+                    .map(std::path::PathBuf::from)
+                    .collect()
+            },
         }
     }
 }
@@ -126,5 +142,44 @@ mod tests {
         assert!(s.worker_config.get("sections").is_none());
         assert_eq!(s.worker_config["polling"]["interval_active_ms"], 3000);
         assert_eq!(s.sections.len(), 1);
+    }
+
+    /// Keys the harness reads that the host's config does not have yet. Each must still be
+    /// missing (the test says so when the host gains it, so the entry is removed then).
+    const KNOWN_GAPS: &[&str] = &[];
+
+    /// `worker-config` is JSON whose schema is the host's `Config`: every key the bundled harness
+    /// reads (its `worker_config::READS`) must be in what the host hands it, or the harness would
+    /// read a key the host drops as unknown.
+    #[test]
+    fn every_worker_config_key_the_harness_reads_is_the_host_s() {
+        let source = include_str!("../../../plugins/session-agent-harness/src/worker_config.rs");
+        let list = source
+            .split("pub const READS: &[&str] = &[")
+            .nth(1)
+            .and_then(|rest| rest.split("];").next())
+            .expect("READS in the harness");
+        let reads: Vec<&str> = list.split('"').skip(1).step_by(2).collect();
+        assert!(reads.len() >= 10, "{reads:?}");
+        let settings = RuntimeSettings::from(&config(json!({
+            "agents": {"claude_code": {}},
+            "sections": [],
+        })));
+        for key in reads {
+            let pointer = key.replace("<type>", "claude_code");
+            let known = settings.worker_config.pointer(&pointer).is_some();
+            if KNOWN_GAPS.contains(&key) {
+                assert!(
+                    !known,
+                    "{key} is now in worker-config: remove it from KNOWN_GAPS"
+                );
+            } else {
+                assert!(
+                    known,
+                    "the harness reads {key}, which the host's worker-config lacks: {}",
+                    settings.worker_config
+                );
+            }
+        }
     }
 }

@@ -8,31 +8,9 @@ use serde_json::{Map, Value};
 
 use super::preflight::Verdict;
 use super::supervisor::{Runtime, RuntimeInputs};
-use super::transport::{CallFuture, Channel, SessionTransport, TransportError};
-use crate::api::{ApiError, Client};
+use super::transport::{CallFuture, Channel, SessionTransport};
+use crate::api::Client;
 use crate::config::Config;
-
-impl From<ApiError> for TransportError {
-    fn from(e: ApiError) -> Self {
-        match e {
-            ApiError::AuthInvalid { .. } => TransportError::AuthInvalid,
-            ApiError::RateLimited { .. } => TransportError::RateLimited(e.to_string()),
-            ApiError::Transient { .. } => TransportError::Transient(e.to_string()),
-            ApiError::Network { .. } | ApiError::InvalidConfiguration { .. } => {
-                TransportError::Network(e.to_string())
-            }
-            ApiError::CommandFailed {
-                status,
-                error,
-                message,
-            } => TransportError::CommandFailed {
-                status,
-                error,
-                message,
-            },
-        }
-    }
-}
 
 /// The foundation's client as the runtime's transport (it owns the key and the retries).
 pub struct ClientTransport(pub Client);
@@ -52,14 +30,14 @@ impl SessionTransport for ClientTransport {
                 Channel::Query => client.query(&revision_id, &command, args).await,
                 Channel::Command => client.command(&revision_id, &command, args).await,
             };
-            Ok(answer?)
+            answer
         })
     }
 
     fn revision(&self, org: &str, blob: &str, reference: &str) -> CallFuture {
         let client = self.0.clone();
         let (org, blob, reference) = (org.to_owned(), blob.to_owned(), reference.to_owned());
-        Box::pin(async move { Ok(client.revision(&org, &blob, &reference).await?) })
+        Box::pin(async move { client.revision(&org, &blob, &reference).await })
     }
 }
 
@@ -89,7 +67,7 @@ pub async fn validate_config(
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let inputs = RuntimeInputs {
         config: config.clone(),
-        transport: Arc::new(super::section::NoTransport),
+        transport: Arc::new(super::store::NoTransport),
         tree_root: tree_root.to_path_buf(),
         user_id: String::new(),
         instance_id: String::new(),
@@ -106,17 +84,28 @@ pub async fn validate_config(
     {
         // A job type whose validate broke: `start` runs the other sections, and a check reports
         // it as a warning.
+        // A job type's warnings are shown the same way.
         Ok(verdicts) => {
             let refusals = verdicts
                 .iter()
-                .filter_map(|v| {
-                    let (code, message) = v.refused.clone()?;
-                    Some((
-                        false,
-                        code,
-                        format!("sections[{}]", v.record.index),
-                        message,
-                    ))
+                .flat_map(|v| {
+                    let refused = v.refused.clone().map(|(code, message)| {
+                        (
+                            false,
+                            code,
+                            format!("sections[{}]", v.record.index),
+                            message,
+                        )
+                    });
+                    let warnings = v.warnings.iter().map(|w| {
+                        (
+                            false,
+                            w.code.clone(),
+                            w.field.clone().unwrap_or_default(),
+                            w.message.clone(),
+                        )
+                    });
+                    refused.into_iter().chain(warnings)
                 })
                 .collect();
             (refusals, Some(verdicts))
@@ -124,7 +113,7 @@ pub async fn validate_config(
         Err(errors) => (
             errors
                 .into_iter()
-                .map(|e| (true, e.code, e.field.unwrap_or_default(), e.message))
+                .map(|e| (!e.warning, e.code, e.field.unwrap_or_default(), e.message))
                 .collect(),
             None,
         ),

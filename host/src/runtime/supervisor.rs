@@ -10,13 +10,12 @@ use tokio::task::JoinSet;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-use super::capabilities::{
-    ProcessRegistry, SectionHost, Shared, SlotPool, StatusBoard, WorkerInfo,
-};
+use super::capabilities::{ProcessRegistry, Shared, SlotPool, StatusBoard, WorkerInfo};
 use super::loader::{self, JobTypes};
 use super::preflight::{self, PreflightError};
 use super::section::{self, SectionEnd};
 use super::settings::RuntimeSettings;
+use super::store::SectionHost;
 use super::transport::SessionTransport;
 use crate::config::Config;
 use crate::signals::StopRequests;

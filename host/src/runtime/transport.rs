@@ -16,24 +16,9 @@ pub enum Channel {
     Command,
 }
 
-/// A failed call, in the shape of the WIT `api-error`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TransportError {
-    #[error("AUTH_INVALID: BlobHub answered 401/403")]
-    AuthInvalid,
-    #[error("API_RATE_LIMITED: {0}")]
-    RateLimited(String),
-    #[error("API_TRANSIENT_ERROR: {0}")]
-    Transient(String),
-    #[error("API_NETWORK_ERROR: {0}")]
-    Network(String),
-    #[error("API_COMMAND_FAILED: HTTP {status}: {error}: {message}")]
-    CommandFailed {
-        status: u16,
-        error: String,
-        message: String,
-    },
-}
+/// A failed call: the HTTP client's own error ([`crate::api::ApiError`]), relayed unchanged to
+/// the session capability, which maps it to the WIT `api-error` in one place.
+pub use crate::api::ApiError as TransportError;
 
 pub type CallFuture = Pin<Box<dyn Future<Output = Result<Value, TransportError>> + Send>>;
 

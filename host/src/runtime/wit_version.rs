@@ -8,8 +8,8 @@
 //! - the names of the component's top-level `blobhub:worker/*` imports and exports, whose `@X.Y.Z`
 //!   suffix is what linking will ask for, stamp or not.
 //!
-//! A component is supported when every version it names has a major.minor of
-//! [`super::loader::SUPPORTED_WIT`].
+//! A component is supported when every version it names is in the semver range of one version
+//! of [`super::wit::WitVersion`] ([`super::loader::check_wit_version`]).
 
 use wasmparser::{Parser, Payload};
 
@@ -97,15 +97,16 @@ mod tests {
     fn the_bundled_harness_carries_the_sdk_s_stamp_and_names() {
         let (_, wasm) = crate::runtime::loader::BUNDLED[0];
         let declared = read(wasm).unwrap();
-        assert_eq!(declared.stamp.as_deref(), Some("0.1.0"));
+        let latest = crate::runtime::wit::latest::VERSION;
+        assert_eq!(declared.stamp.as_deref(), Some(latest));
+        let job = format!("blobhub:worker/job@{latest}");
+        assert!(declared.names.iter().any(|n| *n == job), "{declared:?}");
         assert!(
             declared
                 .names
                 .iter()
-                .any(|n| n == "blobhub:worker/job@0.1.0"),
-            "{declared:?}"
+                .all(|n| n.ends_with(&format!("@{latest}")))
         );
-        assert!(declared.names.iter().all(|n| n.ends_with("@0.1.0")));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The guest SDK for BlobHub Worker job types (`blobhub:worker@0.1.0`, world `job-type`).
+//! The guest SDK for BlobHub Worker job types (`blobhub:worker@0.2.0`, world `job-type`).
 //!
 //! A job type implements [`JobType`] and exports it with [`export_job_type!`]:
 //!
@@ -47,18 +47,21 @@ pub use wait::{
     Either, acquire_slot, next_batch, next_output, race, reply, shutdown, sleep, wait_for,
 };
 
-/// The exported interface's types: `Descriptor`, `Capability`, `Section`, `SectionCheck`,
-/// `Outcome`, `Diagnostic`.
+/// The exported interface's types: `Descriptor`, `Capability`, `Section`, `SessionTarget`,
+/// `SectionCheck`, `Outcome`, `Diagnostic`, `Severity`.
 pub mod job {
-    pub use crate::bindings::blobhub::worker::types::{Diagnostic, Section};
+    pub use crate::bindings::blobhub::worker::types::{
+        Diagnostic, Section, SessionTarget, Severity,
+    };
     pub use crate::bindings::exports::blobhub::worker::job::{
         Capability, Descriptor, Outcome, SectionCheck,
     };
 }
 
-/// The WIT package version this SDK was built against; the host refuses a component whose
-/// `blobhub:worker` imports carry a major/minor it does not support.
-pub const WIT_VERSION: &str = "0.1.0";
+/// The WIT package version this SDK was built against (the `package` line of `wit/worker.wit`).
+/// The host reads it from the stamp below and refuses a component of a version it does not
+/// support (`JOB_TYPE_WIT_UNSUPPORTED`); `blobhub-worker plugins` lists the supported ones.
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// [`WIT_VERSION`], stamped into every component built with this SDK as the custom section
 /// `blobhub:worker-api-version`. The host reads it from the bytes before it compiles or caches
@@ -120,7 +123,7 @@ pub fn log_event(level: log::Level, event: &str, thread: Option<&str>, fields: &
     log::emit(level, event, thread, &fields);
 }
 
-/// A diagnostic for `validate`.
+/// An error diagnostic for `validate`: the section cannot run.
 pub fn diagnostic(
     code: &str,
     message: impl Into<String>,
@@ -130,5 +133,31 @@ pub fn diagnostic(
         code: code.to_owned(),
         message: message.into(),
         field,
+        severity: job::Severity::Error,
+    }
+}
+
+/// A warning for `validate`: shown to the operator by `config check` and `start`; the section
+/// still runs.
+pub fn warning(code: &str, message: impl Into<String>, field: Option<String>) -> job::Diagnostic {
+    job::Diagnostic {
+        severity: job::Severity::Warning,
+        ..diagnostic(code, message, field)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The stamp must say what the bindings were generated from: a stale constant would make the
+    /// host dispatch a component to the wrong version's bindings.
+    #[test]
+    fn wit_version_is_the_package_version_of_wit() {
+        let wit = include_str!("../../../wit/worker.wit");
+        let package = wit
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("package blobhub:worker@"))
+            .and_then(|l| l.strip_suffix(';'))
+            .expect("a package line");
+        assert_eq!(package, super::WIT_VERSION);
     }
 }

@@ -13,7 +13,15 @@ pub struct Session;
 
 async fn json(r: raw::Reply) -> Result<Value, ApiError> {
     let text = reply(r).await?;
-    serde_json::from_str(&text).map_err(|e| ApiError::Transient(format!("reply is not JSON: {e}")))
+    // The host parsed this text already; if it still cannot be parsed here, it never will be:
+    // permanent, with the host's word for an unparseable success body.
+    serde_json::from_str(&text).map_err(|e| {
+        ApiError::CommandFailed(CommandFailure {
+            status: 200,
+            error: "response_unparseable".into(),
+            message: format!("reply is not JSON: {e}"),
+        })
+    })
 }
 
 impl Page {

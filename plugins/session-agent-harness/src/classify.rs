@@ -8,18 +8,9 @@ use serde_json::Value;
 /// The alias of the worker object (affinity lock and activity log).
 pub const WORKER_ALIAS: &str = "worker";
 
-/// Alias grammar: 1–256 chars, segments of `[A-Za-z0-9._@-]+` joined by `/`, no `.`/`..`.
+/// The platform's alias grammar, defined once in `blobhub_alias`.
 pub fn alias_is_valid(alias: &str) -> bool {
-    !alias.is_empty()
-        && alias.len() <= 256
-        && alias.split('/').all(|seg| {
-            !seg.is_empty()
-                && seg != "."
-                && seg != ".."
-                && seg
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c))
-        })
+    blobhub_alias::is_valid(alias)
 }
 
 /// Whether an alias is in the section's watched range (`prefix` "" = the whole session).

@@ -5,13 +5,20 @@
 //! inclusive server would redeliver one. Here every fetch overlaps the previous one by
 //! [`OVERLAP_SECS`] and the cursor remembers the ids it has seen inside that window: items are
 //! neither skipped nor repeated whatever the server's timestamp precision.
+//!
+//! The platform's listings are eventually consistent: an item can become visible seconds after
+//! a later one (its own SDK re-reads a 5 s overlap). The overlap is therefore 5 s, and the
+//! worker's own posts never move the cursor's anchor by being read back ([`ItemCursor::note`]):
+//! they only move it once they are old enough that everything created before them is visible
+//! (the thread's task decides that, guest/thread.rs), so a person's late item is not skipped
+//! because the worker answered a later one in the meantime.
 
 use serde::{Deserialize, Serialize};
 
 use crate::timestamp;
 
 /// How far each fetch reaches back before the newest seen item.
-pub const OVERLAP_SECS: i64 = 1;
+pub const OVERLAP_SECS: i64 = 5;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemCursor {
@@ -39,11 +46,11 @@ impl ItemCursor {
     /// Whether an item has not been seen yet. Items older than the window were seen (they came
     /// before the newest seen one); inside it, the id decides.
     pub fn is_new(&self, item_id: &str, created_at: &str) -> bool {
-        if self.created_at.is_empty() {
-            return true;
-        }
         if self.recent.iter().any(|(id, _)| id == item_id) || item_id == self.item_id {
             return false;
+        }
+        if self.created_at.is_empty() {
+            return true;
         }
         match self.window_start() {
             Some(start) => timestamp::cmp(created_at, &start) == std::cmp::Ordering::Greater,
@@ -69,6 +76,15 @@ impl ItemCursor {
         }
     }
 
+    /// Record an item as seen without moving the anchor (the worker's own items): it is not
+    /// delivered again, and items before it that are not visible yet are not skipped.
+    pub fn note(&mut self, item_id: &str, created_at: &str) {
+        if !self.recent.iter().any(|(id, _)| id == item_id) {
+            self.recent
+                .push((item_id.to_string(), created_at.to_string()));
+        }
+    }
+
     fn window_start(&self) -> Option<String> {
         timestamp::earlier(&self.created_at, OVERLAP_SECS)
     }
@@ -89,8 +105,8 @@ mod tests {
     fn equal_timestamps_are_neither_skipped_nor_repeated() {
         let mut c = ItemCursor::default();
         c.advance("a", "2026-01-01T00:00:05.100Z");
-        // The next fetch overlaps: it starts a whole second earlier.
-        assert_eq!(c.created_since().unwrap(), "2026-01-01T00:00:04Z");
+        // The next fetch overlaps: it starts five seconds earlier.
+        assert_eq!(c.created_since().unwrap(), "2026-01-01T00:00:00Z");
         // `a` comes back in the overlap and is dropped; `b` shares its timestamp and is kept.
         assert!(!c.is_new("a", "2026-01-01T00:00:05.100Z"));
         assert!(c.is_new("b", "2026-01-01T00:00:05.100Z"));
@@ -99,7 +115,7 @@ mod tests {
         // A late item inside the window that was never seen is still delivered.
         assert!(c.is_new("late", "2026-01-01T00:00:05.000Z"));
         // Items before the window were necessarily seen.
-        assert!(!c.is_new("old", "2026-01-01T00:00:03Z"));
+        assert!(!c.is_new("old", "2025-12-31T23:59:59Z"));
     }
 
     #[test]
@@ -110,6 +126,36 @@ mod tests {
         assert_eq!(c.recent.len(), 1);
         assert_eq!(c.item_id, "b");
         assert!(!c.is_new("a", "2026-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn own_items_do_not_move_the_anchor_past_a_late_item() {
+        let mut c = ItemCursor::default();
+        // B (a person's) is read; A, created 1 s before it, is not visible yet.
+        c.advance("b", "2026-01-01T00:00:01Z");
+        // The worker's answers are read back over the next seconds.
+        for (i, at) in ["00:00:02", "00:00:04", "00:00:09", "00:00:20"]
+            .iter()
+            .enumerate()
+        {
+            c.note(&format!("own{i}"), &format!("2026-01-01T{at}Z"));
+        }
+        // A surfaces: still inside the window, delivered once.
+        assert!(c.is_new("a", "2026-01-01T00:00:00Z"));
+        c.advance("a", "2026-01-01T00:00:00Z");
+        assert!(!c.is_new("a", "2026-01-01T00:00:00Z"));
+        // The worker's own items are not delivered again.
+        assert!(!c.is_new("own3", "2026-01-01T00:00:20Z"));
+        assert_eq!(c.item_id, "b");
+        assert_eq!(c.created_since().unwrap(), "2025-12-31T23:59:56Z");
+    }
+
+    #[test]
+    fn the_overlap_is_at_least_the_platforms_five_seconds() {
+        let mut c = ItemCursor::default();
+        c.advance("b", "2026-01-01T00:00:10Z");
+        assert!(c.is_new("late", "2026-01-01T00:00:05.001Z"));
+        assert!(!c.is_new("old", "2026-01-01T00:00:05Z"));
     }
 
     #[test]

@@ -263,29 +263,35 @@ pub fn inbound_text(item: &Value) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
-/// Is this item one the worker wrote? Yes if its `metadata.post_id` is one this worker posted
-/// (`own_post_ids`, persisted in the thread's log), or if it was posted by the worker's user with a
-/// `pst_` post id and a worker item type (covers items whose local record was lost). A person's
-/// message from the web UI carries neither, so a person sharing the worker's account is heard.
+/// Is this item one the worker wrote? Only an item posted under the worker's user id can be: then
+/// it is the worker's if its `metadata.post_id` is one this worker recorded posting
+/// (`own_post_ids`, kept in the thread's log), or — only when that record is empty, i.e. the local
+/// state was lost — if it has a `pst_` post id and a worker item type. Another user's item is
+/// always a message, whatever it carries (copying a post id hides nothing), and a person
+/// sharing the worker's account is heard (the web UI sets no post id).
 pub fn is_own(
     item: &Value,
     worker_user: &str,
     own_post_ids: &std::collections::HashSet<String>,
 ) -> bool {
+    if worker_user.is_empty() || item.get("user_id").and_then(Value::as_str) != Some(worker_user) {
+        return false;
+    }
     let post_id = item
         .pointer("/metadata/post_id")
         .and_then(Value::as_str)
         .unwrap_or("");
-    if !post_id.is_empty() && own_post_ids.contains(post_id) {
-        return true;
+    if post_id.is_empty() {
+        return false;
+    }
+    if !own_post_ids.is_empty() {
+        return own_post_ids.contains(post_id);
     }
     let ty = item
         .pointer("/metadata/type")
         .and_then(Value::as_str)
         .unwrap_or("");
-    item.get("user_id").and_then(Value::as_str) == Some(worker_user)
-        && post_id.starts_with("pst_")
-        && WORKER_TYPES.contains(&ty)
+    post_id.starts_with("pst_") && WORKER_TYPES.contains(&ty)
 }
 
 #[cfg(test)]
@@ -397,12 +403,18 @@ mod tests {
         let person =
             json!({"user_id": "u1", "content": [{"type": "text", "text": "hi"}], "metadata": {}});
         assert!(!is_own(&person, "u1", &own));
-        // A worker item whose local record was lost is still recognised.
+        // A worker-shaped item this worker did not record posting is heard while it has a record.
         let lost = json!({"user_id": "u1", "metadata": {"type": "turn_end", "post_id": "pst_Z"}});
-        assert!(is_own(&lost, "u1", &own));
+        assert!(!is_own(&lost, "u1", &own));
+        // With the local record lost, the worker's own items are still recognised by shape.
+        assert!(is_own(&lost, "u1", &HashSet::new()));
         // Another user's item with a worker-looking shape is a message.
         let other = json!({"user_id": "u2", "metadata": {"type": "text", "post_id": "pst_Q"}});
         assert!(!is_own(&other, "u1", &own));
+        // ... even when it copies a post id the worker used.
+        let copied = json!({"user_id": "u2", "metadata": {"type": "text", "post_id": "pst_A"}});
+        assert!(!is_own(&copied, "u1", &own));
+        assert!(!is_own(&copied, "u1", &HashSet::new()));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod sections;
 pub mod settings;
 pub mod timestamp;
 pub mod truncate;
+pub mod worker_config;
 
 #[cfg(target_arch = "wasm32")]
 mod guest;

@@ -100,6 +100,11 @@ pub struct ThreadRecord {
     #[serde(default)]
     pub turn: Option<TurnRecord>,
     pub last_event: String,
+    /// A write the thread's state depends on that has not landed yet (e.g. `envelope write:
+    /// failed`); cleared when it lands. It is retried for the section's life, and a restart
+    /// re-drives it from the envelope and this record.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub outstanding: String,
 }
 
 /// `threads/<alias segments>/` — the alias grammar makes every segment a safe folder name.

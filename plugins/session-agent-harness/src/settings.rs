@@ -170,6 +170,9 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
             ),
         ));
     };
+    for (field, value) in [("agent.model", &env.model), ("agent.effort", &env.effort)] {
+        check_agent_word(field, value)?;
+    }
     let permissions = first_set(&[
         &env.permissions,
         tier2(worker_config, t, "permissions"),
@@ -293,6 +296,30 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
     })
 }
 
+/// The longest `agent.model` / `agent.effort` a thread may set.
+pub const AGENT_WORD_MAX: usize = 128;
+
+/// A thread-supplied model or effort goes onto the agent's command line: it must be a plain word
+/// (letters, digits, `.`, `_`, `-`, `:`, `/`, `@`, `+`, at most [`AGENT_WORD_MAX`] bytes). Empty
+/// means "not set".
+fn check_agent_word(field: &str, value: &str) -> Result<(), Failure> {
+    let ok = value.len() <= AGENT_WORD_MAX
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-:/@+".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            "AGENT_SETTINGS_INVALID",
+            format!(
+                "{field} {:?} is not a model or effort name (at most {AGENT_WORD_MAX} characters of letters, digits and ._-:/@+)",
+                abridge(value)
+            ),
+        ))
+    }
+}
+
 /// At most 80 characters of a value quoted in a message.
 fn abridge(s: &str) -> String {
     if s.chars().count() <= 80 {
@@ -314,6 +341,27 @@ mod tests {
             work_folder: "/tmp".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn thread_model_and_effort_must_be_plain_words() {
+        let cfg = json!({"agents": {"test_double": {}}});
+        let mut e = env("test_double");
+        e.model = "claude-sonnet-4-5@2025:x/y+z".into();
+        e.effort = "high".into();
+        assert!(resolve(&e, &cfg).is_ok());
+        for bad in ["a b", "x\0y", "m;rm -rf /", "\u{202e}abc", "é"] {
+            let mut e = env("test_double");
+            e.model = bad.into();
+            let f = resolve(&e, &cfg).unwrap_err();
+            assert_eq!(f.code, "AGENT_SETTINGS_INVALID", "{bad:?}");
+        }
+        let mut e = env("test_double");
+        e.effort = "e".repeat(AGENT_WORD_MAX + 1);
+        assert_eq!(
+            resolve(&e, &cfg).unwrap_err().code,
+            "AGENT_SETTINGS_INVALID"
+        );
     }
 
     #[test]

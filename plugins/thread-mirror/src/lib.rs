@@ -32,36 +32,42 @@ impl JobType for ThreadMirror {
         }
     }
 
+    /// The host hands over the session target (`section.target`) and has already refused a
+    /// section whose `session` block lacks a key; what is left is a job type's own rule: one
+    /// mirror per session.
     fn validate(sections: Vec<job::Section>) -> Vec<job::SectionCheck> {
         let mut seen = BTreeSet::new();
         sections
             .into_iter()
             .map(|section| {
-                let settings: Value =
-                    sdk::serde_json::from_str(&section.settings).unwrap_or(Value::Null);
                 let mut diagnostics = Vec::new();
-                let mut key = String::new();
-                for field in ["org_id", "blob_id", "revision_id", "session_id"] {
-                    match settings
-                        .pointer(&format!("/session/{field}"))
-                        .and_then(Value::as_str)
-                    {
-                        Some(v) if !v.is_empty() => key.push_str(v),
-                        _ => diagnostics.push(sdk::diagnostic(
+                let Some(target) = &section.target else {
+                    return job::SectionCheck {
+                        index: section.index,
+                        state_key: None,
+                        diagnostics: vec![sdk::diagnostic(
                             "MISSING_SESSION_KEYS",
-                            format!("the section's session block lacks `{field}`"),
-                            Some(format!("sections[{}].session.{field}", section.index)),
-                        )),
-                    }
-                }
-                if diagnostics.is_empty() && !seen.insert(key.clone()) {
+                            "the section names no session",
+                            Some(format!("sections[{}].session", section.index)),
+                        )],
+                    };
+                };
+                let key = [
+                    &target.org_id,
+                    &target.blob_id,
+                    &target.revision_id,
+                    &target.session,
+                ]
+                .map(String::as_str)
+                .join("\n");
+                if !seen.insert(key) {
                     diagnostics.push(sdk::diagnostic(
                         "DUPLICATE_SECTION_TARGET",
                         "another thread_mirror section mirrors the same session",
                         Some(format!("sections[{}].session", section.index)),
                     ));
                 }
-                let state_key = diagnostics.is_empty().then(|| state_key(&settings));
+                let state_key = diagnostics.is_empty().then(|| state_key(&target.session));
                 job::SectionCheck {
                     index: section.index,
                     state_key,
@@ -85,12 +91,9 @@ impl JobType for ThreadMirror {
 sdk::export_job_type!(ThreadMirror);
 
 /// `<session_id>` with anything outside `[A-Za-z0-9._-]` replaced, at most 128 characters.
-fn state_key(settings: &Value) -> String {
-    let id = settings
-        .pointer("/session/session_id")
-        .and_then(Value::as_str)
-        .unwrap_or("session");
-    id.chars()
+fn state_key(session_id: &str) -> String {
+    session_id
+        .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "._-".contains(c) {
                 c

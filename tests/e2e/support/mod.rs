@@ -90,8 +90,22 @@ impl Home {
             .unwrap();
     }
 
+    /// Writes `config.yaml`. The tests' work folders are temporary folders, outside the default
+    /// work root (the user's home), so a config that names no `workspace` gets
+    /// `workspace.allowed_roots: [<temp dir>]` added.
     pub fn write_config(&self, text: &str) {
         std::fs::create_dir_all(self.root()).unwrap();
+        let mut text = text.to_owned();
+        let names_workspace = text.starts_with("workspace:") || text.contains("\nworkspace:");
+        if text.contains("sections:") && !names_workspace {
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&format!(
+                "workspace:\n  allowed_roots: [{}]\n",
+                std::env::temp_dir().display()
+            ));
+        }
         std::fs::write(self.tree.config_path(), text).unwrap();
     }
 

@@ -87,6 +87,26 @@ impl Admin {
         })
     }
 
+    /// [`Admin::post_item`], but listings leave the item out for `hidden_for` (the platform's
+    /// listings are eventually consistent). The `session_thread_item_posted` event is emitted at
+    /// once, as the platform emits it when the item is stored.
+    pub fn post_item_hidden(
+        &self,
+        session_id: &str,
+        alias: &str,
+        content: Value,
+        as_user: &str,
+        hidden_for: std::time::Duration,
+    ) -> Result<Value, ApiError> {
+        self.shared.mutate(|st| {
+            let item = st.post_item(session_id, alias, content, None, None, as_user)?;
+            let id = item["id"].as_str().unwrap_or_default().to_owned();
+            st.hidden_until
+                .insert(id, std::time::Instant::now() + hidden_for);
+            Ok((item, true))
+        })
+    }
+
     /// Stores a session file as `as_user`, as `upload_session_file` would (4 MiB cap; emits
     /// `session_object_modified` with `type: "file"`). Returns the object as the API shows it.
     pub fn upload_file(

@@ -335,7 +335,17 @@ pub fn execute(
                 .objects
                 .get(alias)
                 .ok_or_else(|| crate::store::object_not_found(alias))?;
-            let (items, next) = list_by_time(&obj.items, args, ascending)?;
+            let now = std::time::Instant::now();
+            let visible: Vec<Value> = obj
+                .items
+                .iter()
+                .filter(|i| {
+                    let id = i["id"].as_str().unwrap_or_default();
+                    !state.hidden_until.get(id).is_some_and(|t| *t > now)
+                })
+                .cloned()
+                .collect();
+            let (items, next) = list_by_time(&visible, args, ascending)?;
             Ok((with_cursor(json!({"items": items}), next), false))
         }
         "get_session_thread_item" => {

@@ -29,6 +29,10 @@ pub struct State {
     /// strictly increasing even across a restart with a state file.
     pub last_micros: u64,
     pub next_id: u64,
+    /// Items listings do not show yet (item id → when they become visible): the platform's
+    /// listings are eventually consistent, and tests set this to reproduce a late item.
+    #[serde(skip)]
+    pub hidden_until: BTreeMap<String, std::time::Instant>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -451,19 +455,9 @@ pub fn object_not_found(alias: &str) -> ApiError {
     ApiError::new(404, "not_found", format!("no object {alias:?}"))
 }
 
-/// The platform's alias grammar: 1–256 chars, `/`-joined segments of `[A-Za-z0-9._@-]+`, no `.`/`..`.
+/// The platform's alias grammar ([`blobhub_alias`]).
 pub fn check_alias(alias: &str) -> Result<(), ApiError> {
-    let ok = !alias.is_empty()
-        && alias.len() <= 256
-        && alias.split('/').all(|seg| {
-            !seg.is_empty()
-                && seg != "."
-                && seg != ".."
-                && seg
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c))
-        });
-    if ok {
+    if blobhub_alias::is_valid(alias) {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!("invalid alias {alias:?}")))

@@ -22,11 +22,13 @@ use tokio::sync::mpsc;
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::DynPollable;
 
-use super::{SectionContext, SectionHost};
-use crate::runtime::bindings::feed::{self as wit, Batch};
-use crate::runtime::bindings::session::ApiError;
+use super::SectionContext;
+use crate::runtime::pending::Inbox;
 use crate::runtime::settings::Polling;
+use crate::runtime::store::SectionHost;
 use crate::runtime::transport::Channel;
+use crate::runtime::wit::latest::feed::{self as wit, Batch};
+use crate::runtime::wit::latest::session::ApiError;
 
 /// Pages drained per poll at most (a runaway guard; the rest comes next poll).
 const MAX_PAGES: usize = 20;
@@ -35,8 +37,7 @@ type Item = Result<Batch, ApiError>;
 
 /// The guest's handle: batches arrive through a channel from the poller task.
 pub struct SubscriptionHandle {
-    rx: mpsc::UnboundedReceiver<Item>,
-    buffered: Option<Item>,
+    inbox: Inbox<Item>,
     /// The guest's activity flag, read by the poller.
     active: watch::Sender<bool>,
 }
@@ -44,13 +45,8 @@ pub struct SubscriptionHandle {
 #[wasmtime_wasi::async_trait]
 impl wasmtime_wasi::p2::Pollable for SubscriptionHandle {
     async fn ready(&mut self) {
-        if self.buffered.is_none() {
-            match self.rx.recv().await {
-                Some(item) => self.buffered = Some(item),
-                // The poller ended (shutdown): nothing will ever arrive.
-                None => std::future::pending::<()>().await,
-            }
-        }
+        // When the poller ended (shutdown), nothing will ever arrive.
+        self.inbox.ready().await
     }
 }
 
@@ -113,8 +109,7 @@ impl wit::Host for SectionHost {
         let task = tokio::spawn(poll_loop(Arc::clone(&self.section), start, tx, active_rx));
         self.feed_task = Some(task.abort_handle());
         Ok(self.table.push(SubscriptionHandle {
-            rx,
-            buffered: None,
+            inbox: Inbox::new(rx),
             active,
         })?)
     }
@@ -129,8 +124,7 @@ impl wit::HostSubscription for SectionHost {
     }
 
     fn next(&mut self, sub: Resource<SubscriptionHandle>) -> wasmtime::Result<Option<Item>> {
-        let handle = self.table.get_mut(&sub)?;
-        Ok(handle.buffered.take().or_else(|| handle.rx.try_recv().ok()))
+        Ok(self.table.get_mut(&sub)?.inbox.next())
     }
 
     fn set_active(

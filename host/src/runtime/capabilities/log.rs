@@ -1,9 +1,9 @@
 //! `blobhub:worker/log`: guest events as `tracing` events tagged with the section (and thread),
 //! within the section's log-line quota, each field cut to a bounded length.
 
-use super::SectionHost;
-use crate::runtime::bindings::log::{self as wit, Level};
 use crate::runtime::quotas::{LogAdmission, clip};
+use crate::runtime::store::SectionHost;
+use crate::runtime::wit::latest::log::{self as wit, Level};
 
 impl wit::Host for SectionHost {
     fn emit(

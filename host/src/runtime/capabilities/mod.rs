@@ -1,5 +1,6 @@
-//! The WIT imports, one module per capability. Each is implemented on [`SectionHost`], the data
-//! of one section's store, so every call is scoped to that section by construction.
+//! The WIT imports, one module per capability. Each is implemented on
+//! [`SectionHost`](crate::runtime::store::SectionHost), the data of one section's store, so every
+//! call is scoped to that section by construction.
 
 pub mod feed;
 pub mod log;
@@ -12,9 +13,6 @@ pub mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-
-use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use process::{Grants, ProcessRegistry};
 pub use slots::SlotPool;
@@ -66,70 +64,5 @@ impl SectionContext {
         } else {
             self.name.clone()
         }
-    }
-}
-
-/// The data of one section's store.
-pub struct SectionHost {
-    pub wasi: WasiCtx,
-    pub table: ResourceTable,
-    pub limits: MemoryCap,
-    pub busy: crate::runtime::budget::ComputeBudget,
-    pub section: Arc<SectionContext>,
-    /// The current feed subscription's poller, aborted when replaced or when the store drops.
-    pub feed_task: Option<tokio::task::AbortHandle>,
-    /// Whether this store's guest is executing wasm, for the epoch ticker.
-    pub activity: crate::runtime::engine::WasmActivity,
-}
-
-impl Drop for SectionHost {
-    fn drop(&mut self) {
-        if let Some(task) = self.feed_task.take() {
-            task.abort();
-        }
-    }
-}
-
-impl WasiView for SectionHost {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-/// Caps a store's linear memories and tables (`job_types.<name>.memory_limit_mib`).
-pub struct MemoryCap {
-    pub max_bytes: usize,
-    /// Set when a grow was refused, so that the resulting trap is reported as out-of-memory.
-    pub hit: bool,
-}
-
-impl wasmtime::ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.hit = true;
-            return Err(wasmtime::format_err!(
-                "JOB_TYPE_OUT_OF_MEMORY: linear memory would grow to {desired} bytes, over the limit of {} bytes",
-                self.max_bytes
-            ));
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        // Tables hold function references; 1M entries is far beyond any honest guest.
-        Ok(desired <= 1 << 20)
     }
 }

@@ -17,14 +17,16 @@ use tokio::sync::mpsc;
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::DynPollable;
 
-use super::SectionHost;
-use crate::runtime::bindings::job::Capability;
-use crate::runtime::bindings::process::{
-    self as wit, ExitStatus, Output, SpawnError, SpawnRequest,
-};
 use crate::runtime::child_env::{self, EnvPolicy};
 use crate::runtime::child_sandbox;
+use crate::runtime::pending::Inbox;
 use crate::runtime::settings::RuntimeSettings;
+use crate::runtime::store::SectionHost;
+use crate::runtime::wit::latest::job::Capability;
+use crate::runtime::wit::latest::process::{
+    self as wit, ExitStatus, Output, SpawnError, SpawnRequest,
+};
+use crate::runtime::work_folder;
 
 /// What one job type may start: the programs in the intersection of what it declared and what
 /// the operator granted, and the variables it may set in their environment.
@@ -212,8 +214,7 @@ fn finish_line(buf: &mut Vec<u8>) -> String {
 pub struct ChildHandle {
     pid: u32,
     stdin: Option<mpsc::UnboundedSender<String>>,
-    rx: mpsc::UnboundedReceiver<Output>,
-    buffered: Option<Output>,
+    output: Inbox<Output>,
     exited: bool,
     registry: Arc<ProcessRegistry>,
 }
@@ -231,12 +232,7 @@ impl Drop for ChildHandle {
 #[wasmtime_wasi::async_trait]
 impl wasmtime_wasi::p2::Pollable for ChildHandle {
     async fn ready(&mut self) {
-        if self.buffered.is_none() {
-            match self.rx.recv().await {
-                Some(item) => self.buffered = Some(item),
-                None => std::future::pending::<()>().await,
-            }
-        }
+        self.output.ready().await
     }
 }
 
@@ -253,36 +249,56 @@ impl SectionHost {
         })
     }
 
-    /// The folder a child starts in: an existing absolute folder outside the worker's state
-    /// tree, or inside this section's own folder. Every refusal reads the same, so a job type
-    /// cannot use spawn to learn which of the host's folders exist.
+    /// The folder a child starts in: an existing absolute folder inside this section's own
+    /// state folder, or inside one of the work roots (`workspace.allowed_roots`, default the
+    /// user's home), checked on the path as given and again after symlinks are resolved, and never
+    /// inside the rest of the state tree or a system folder (see [`work_folder::allowed`]).
+    /// A folder that does not exist and one outside the roots read differently (the job type
+    /// reports `WORK_FOLDER_NOT_FOUND` or `WORK_FOLDER_NOT_ALLOWED`); a lexical check comes first,
+    /// so only folders inside the roots can be probed for existence.
     fn check_cwd(&self, cwd: &str) -> Result<PathBuf, SpawnError> {
         let refused = || {
             SpawnError::BadDirectory(format!(
                 "`{cwd}` is not a folder this job type may start a program in"
             ))
         };
+        let not_allowed = |why: &str| {
+            SpawnError::BadDirectory(format!(
+                "`{cwd}` is not allowed as a work folder: {why} (workspace.allowed_roots in config.yaml)"
+            ))
+        };
         let path = Path::new(cwd);
         if !path.is_absolute() {
             return Err(refused());
+        }
+        let tree = self
+            .section
+            .shared
+            .tree_root()
+            .map(|t| t.canonicalize().unwrap_or_else(|_| t.to_path_buf()));
+        let own = self
+            .section
+            .state_dir
+            .canonicalize()
+            .unwrap_or_else(|_| self.section.state_dir.clone());
+        let roots = &self.section.shared.settings.work_roots;
+        let lexical = work_folder::normalize(path);
+        if !lexical.starts_with(&own) {
+            work_folder::allowed(&lexical, roots, tree.as_deref()).map_err(not_allowed)?;
         }
         let real = path.canonicalize().map_err(|_| refused())?;
         if !real.is_dir() {
             return Err(refused());
         }
-        let tree = self.section.shared.tree_root();
-        if let Some(tree) = tree.and_then(|t| t.canonicalize().ok())
-            && real.starts_with(&tree)
-        {
-            let own = self.section.state_dir.canonicalize().ok();
-            if !own.is_some_and(|own| real.starts_with(own)) {
-                return Err(refused());
-            }
+        if real.starts_with(&own) {
+            return Ok(real);
         }
+        work_folder::allowed(&real, roots, tree.as_deref()).map_err(not_allowed)?;
         Ok(real)
     }
 
     fn spawn_child(&mut self, request: SpawnRequest) -> Result<ChildHandle, SpawnError> {
+        let started = std::time::Instant::now();
         let path = self.check_spawn(&request.program)?;
         let cwd = self.check_cwd(&request.cwd)?;
         let shared = &self.section.shared;
@@ -311,6 +327,15 @@ impl SectionHost {
             .map_err(|e| SpawnError::Failed(format!("{}: {e}", path.display())))?;
         let pid = child.id().unwrap_or_default();
         shared.processes.add(pid as i32);
+        // The fork, the sandbox and the exec are synchronous here; their cost is part of every
+        // agent's start (docs/benchmarks.md reads it from this line).
+        tracing::debug!(
+            section = %self.section.label(),
+            program = %request.program,
+            pid,
+            spawn_us = started.elapsed().as_micros() as u64,
+            "child_spawned"
+        );
 
         let (out_tx, rx) = mpsc::unbounded_channel();
         let (in_tx, mut in_rx) = mpsc::unbounded_channel::<String>();
@@ -367,8 +392,7 @@ impl SectionHost {
         Ok(ChildHandle {
             pid,
             stdin: Some(in_tx),
-            rx,
-            buffered: None,
+            output: Inbox::new(rx),
             exited: false,
             registry: Arc::clone(&shared.processes),
         })
@@ -452,7 +476,7 @@ impl wit::HostChild for SectionHost {
 
     fn next_output(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<Option<Output>> {
         let handle = self.table.get_mut(&child)?;
-        let next = handle.buffered.take().or_else(|| handle.rx.try_recv().ok());
+        let next = handle.output.next();
         if matches!(next, Some(Output::Exited(_))) {
             handle.exited = true;
             handle.stdin = None;

@@ -12,10 +12,11 @@ use serde_json::{Map, Value, json};
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::DynPollable;
 
-use super::SectionHost;
-use crate::runtime::bindings::session::{self as wit, ApiError, CommandFailure, Page};
 use crate::runtime::pending::Pending;
+use crate::runtime::store::SectionHost;
 use crate::runtime::transport::{Channel, SessionTransport, TransportError};
+use crate::runtime::wit::latest::session::{self as wit, ApiError, CommandFailure, Page};
+use crate::runtime::wit::latest::types::SessionTarget;
 
 /// The section's session as configured, and the id bound by the first successful `get_session`.
 #[derive(Debug, Clone)]
@@ -31,22 +32,31 @@ pub struct SessionBinding {
 }
 
 impl SessionBinding {
-    pub fn from_settings(settings: &Value) -> SessionBinding {
-        let get = |k: &str| {
-            settings
-                .pointer(&format!("/session/{k}"))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
+    /// Bound to the section's session target (the WIT `section.target`); a section without one
+    /// gets an empty target, and the platform refuses every command of it.
+    pub fn for_target(target: Option<&SessionTarget>) -> SessionBinding {
+        let (org_id, blob_id, revision_id, session_ref) = match target {
+            Some(t) => (
+                t.org_id.clone(),
+                t.blob_id.clone(),
+                t.revision_id.clone(),
+                t.session.clone(),
+            ),
+            None => Default::default(),
         };
         SessionBinding {
-            org_id: get("org_id"),
-            blob_id: get("blob_id"),
-            revision_id: get("revision_id"),
-            session_ref: get("session_id"),
+            org_id,
+            blob_id,
+            revision_id,
+            session_ref,
             bound_id: Arc::new(Mutex::new(None)),
             resolved_revision: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// For stores that run no section.
+    pub fn unbound() -> SessionBinding {
+        SessionBinding::for_target(None)
     }
 
     fn session_id(&self) -> String {
@@ -67,13 +77,17 @@ fn died(message: String) -> Result<String, ApiError> {
     )))
 }
 
+/// The HTTP client's failure as the guest sees it: the one mapping from the host's error shape
+/// to the WIT's. The messages are the client's own (they name the HTTP status and the cause).
 impl From<TransportError> for ApiError {
     fn from(e: TransportError) -> Self {
         match e {
-            TransportError::AuthInvalid => ApiError::AuthInvalid,
-            TransportError::RateLimited(m) => ApiError::RateLimited(m),
-            TransportError::Transient(m) => ApiError::Transient(m),
-            TransportError::Network(m) => ApiError::Network(m),
+            TransportError::AuthInvalid { .. } => ApiError::AuthInvalid,
+            TransportError::RateLimited { .. } => ApiError::RateLimited(e.to_string()),
+            TransportError::Transient { .. } => ApiError::Transient(e.to_string()),
+            TransportError::Network { .. } | TransportError::InvalidConfiguration { .. } => {
+                ApiError::Network(e.to_string())
+            }
             TransportError::CommandFailed {
                 status,
                 error,
@@ -87,25 +101,15 @@ impl From<TransportError> for ApiError {
     }
 }
 
-/// The platform's alias grammar: 1–256 characters, `/`-joined segments of
-/// `[A-Za-z0-9._@-]+`, none of them `.` or `..`. Refusing anything else here gives the guest a
-/// precise error without a round trip; accepting less than the platform would refuse real aliases.
+/// The platform's alias grammar ([`blobhub_alias`]). Refusing anything else here gives the guest
+/// a precise error without a round trip.
 pub fn check_alias(alias: &str) -> Result<(), String> {
-    let ok = !alias.is_empty()
-        && alias.len() <= 256
-        && alias.split('/').all(|seg| {
-            !seg.is_empty()
-                && seg != "."
-                && seg != ".."
-                && seg
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c))
-        });
-    if ok {
+    if blobhub_alias::is_valid(alias) {
         Ok(())
     } else {
         Err(format!(
-            "`{alias}` is not a session object alias (1-256 characters: segments of [A-Za-z0-9._@-] joined by `/`)"
+            "`{alias}` is not a session object alias ({})",
+            blobhub_alias::GRAMMAR
         ))
     }
 }

@@ -12,8 +12,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::DynPollable;
 
-use super::SectionHost;
-use crate::runtime::bindings::slots as wit;
+use crate::runtime::store::SectionHost;
+use crate::runtime::wit::latest::slots as wit;
 
 #[derive(Debug, Clone)]
 pub struct SlotPool {

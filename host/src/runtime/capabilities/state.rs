@@ -1,9 +1,9 @@
 //! `blobhub:worker/state`: atomic writes and appends inside the section's state folder, confined
 //! to it by [`confined`] (no link is followed, whoever planted it).
 
-use super::SectionHost;
-use crate::runtime::bindings::state as wit;
 use crate::runtime::confined;
+use crate::runtime::store::SectionHost;
+use crate::runtime::wit::latest::state as wit;
 
 impl wit::Host for SectionHost {
     fn write_atomic(

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
-use super::SectionHost;
-use crate::runtime::bindings::status::{self as wit, ThreadRow};
 use crate::runtime::quotas::clip;
+use crate::runtime::store::SectionHost;
+use crate::runtime::wit::latest::status::{self as wit, ThreadRow};
 
 /// One section's line and its thread rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -4,8 +4,8 @@ use tokio::sync::watch;
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::DynPollable;
 
-use super::SectionHost;
-use crate::runtime::bindings::worker::{self as wit, WorkerIdentity};
+use crate::runtime::store::SectionHost;
+use crate::runtime::wit::latest::worker::{self as wit, WorkerIdentity};
 
 /// The worker process as guests see it.
 #[derive(Debug, Clone)]

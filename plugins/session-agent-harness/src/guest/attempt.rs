@@ -98,8 +98,16 @@ impl TurnState {
     }
 }
 
+/// The words the host's refusal of a start folder carries when the folder exists but is outside
+/// `workspace.allowed_roots`, inside the state tree or a system folder.
+const NOT_ALLOWED_MARK: &str = "workspace.allowed_roots";
+
 fn spawn_failure(e: process::SpawnError) -> Failure {
     match e {
+        // The host names its work-folder policy when that is why (see `NOT_ALLOWED_MARK`).
+        process::SpawnError::BadDirectory(m) if m.contains(NOT_ALLOWED_MARK) => {
+            Failure::new("WORK_FOLDER_NOT_ALLOWED", m)
+        }
         process::SpawnError::BadDirectory(m) => Failure::new("WORK_FOLDER_NOT_FOUND", m),
         process::SpawnError::NotGranted(m) | process::SpawnError::NotFound(m) => {
             Failure::new("AGENT_EXECUTABLE_NOT_FOUND", m)

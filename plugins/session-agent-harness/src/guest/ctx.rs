@@ -2,8 +2,9 @@
 //! for logging and for writes that must be retried.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use blobhub_worker_sdk::serde_json::{Value, json};
 use blobhub_worker_sdk::session::{ApiError, Session};
@@ -15,7 +16,7 @@ use crate::items::Item;
 pub struct Ctx {
     pub name: String,
     pub job_type: String,
-    /// The section's `session` block as configured.
+    /// The section's session target and `session_prefix`, shaped as config.yaml's `session` block.
     pub session_block: Value,
     pub prefix: String,
     pub worker_config: Value,
@@ -35,23 +36,30 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(section: &job::Section) -> Ctx {
         let settings: Value = sdk::serde_json::from_str(&section.settings).unwrap_or(Value::Null);
-        let session_block = settings.get("session").cloned().unwrap_or(json!({}));
-        let prefix = session_block
-            .get("session_prefix")
+        let prefix = settings
+            .pointer("/session/session_prefix")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let session_id = session_block
-            .get("session_id")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        // The session target is the host's (`section.target`); the block recorded in section.yaml
+        // and thread records keeps its config.yaml shape.
+        let (session_id, mut session_block) = match &section.target {
+            Some(t) => (
+                t.session.clone(),
+                json!({"org_id": t.org_id, "blob_id": t.blob_id, "revision_id": t.revision_id, "session_id": t.session}),
+            ),
+            None => (String::new(), json!({})),
+        };
+        if !prefix.is_empty() {
+            session_block["session_prefix"] = json!(prefix);
+        }
         Ctx {
             name: section.name.clone(),
             job_type: section.job_type.clone(),
             job_label: format!(
                 "{}-{}",
                 section.job_type,
-                crate::sections::state_key(session_id, &prefix)
+                crate::sections::state_key(&session_id, &prefix)
             ),
             session_block,
             prefix,
@@ -99,6 +107,13 @@ impl Ctx {
         }
     }
 
+    /// [`Ctx::activity`] in a task of its own: whoever announces does not wait for the post
+    /// (an outage of the `worker` thread must not hold up a section's events or a thread).
+    pub fn activity_detached(self: &Rc<Self>, item: Item) {
+        let ctx = Rc::clone(self);
+        drop(sdk::spawn(async move { ctx.activity(item).await }));
+    }
+
     /// Post an activity-log item on the `worker` thread: best effort, idempotent (post id).
     pub async fn activity(&self, item: Item) {
         let (content, mut metadata) = item;
@@ -115,7 +130,44 @@ impl Ctx {
     }
 }
 
-pub fn log(level: Level, event: &str, thread: Option<&str>, fields: Value) {
+/// Warnings repeated with the same event (and thread) within this window are counted, not
+/// written: a thread stuck behind an outage says so once a minute, not on every retry.
+const WARN_REPEAT_WINDOW: Duration = Duration::from_secs(60);
+
+thread_local! {
+    /// `(event, thread)` → when it was last written and how many repeats were held back since.
+    static WARNED: RefCell<HashMap<(String, String), (Instant, u64)>> = RefCell::new(HashMap::new());
+}
+
+pub fn log(level: Level, event: &str, thread: Option<&str>, mut fields: Value) {
+    if matches!(level, Level::Warning) {
+        let key = (event.to_string(), thread.unwrap_or("").to_string());
+        let now = Instant::now();
+        let held_back = WARNED.with(|w| {
+            let mut w = w.borrow_mut();
+            match w.get_mut(&key) {
+                Some((at, held)) if now.duration_since(*at) < WARN_REPEAT_WINDOW => {
+                    *held += 1;
+                    None
+                }
+                Some((at, held)) => {
+                    let n = *held;
+                    *at = now;
+                    *held = 0;
+                    Some(n)
+                }
+                None => {
+                    w.insert(key, (now, 0));
+                    Some(0)
+                }
+            }
+        });
+        match held_back {
+            None => return,
+            Some(0) => {}
+            Some(n) => fields["repeats_not_logged"] = json!(n),
+        }
+    }
     sdk::log_event(level, event, thread, &fields);
 }
 
@@ -149,6 +201,76 @@ where
             Err(e) if retryable(&e) && attempt < retries => {
                 backoff(attempt).await;
                 attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// The word the host answers for a success reply whose body cannot be parsed (too deep, too big,
+/// not JSON): retrying cannot help, so it is permanent for that object or listing.
+pub const UNPARSEABLE: &str = "response_unparseable";
+
+/// Whether `e` is a success reply the host could not parse.
+pub fn is_unparseable(e: &ApiError) -> bool {
+    matches!(e, ApiError::CommandFailed(f) if f.error == UNPARSEABLE)
+}
+
+/// The longest pause between two tries of a write the thread's state depends on:
+/// `polling.backoff_max_ms` (so a test can hold a fault for minutes of retries in seconds).
+pub fn backoff_cap(worker_config: &Value) -> Duration {
+    let ms = worker_config
+        .pointer("/polling/backoff_max_ms")
+        .and_then(Value::as_u64)
+        .unwrap_or(30_000);
+    Duration::from_millis(ms.clamp(10, 300_000))
+}
+
+/// The pause before try `attempt + 1`: 0.5 s doubling up to `cap`, then ±25 % jitter so the
+/// threads of a section held behind one outage do not all come back in the same instant.
+pub fn persistent_delay(attempt: u32, cap: Duration, jitter: f64) -> Duration {
+    let base = Duration::from_millis(500u64.saturating_mul(1 << attempt.min(16))).min(cap);
+    base.mul_f64(0.75 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// A number in `[0, 1)` from the host's ULID source (its last characters are random).
+fn jitter() -> f64 {
+    let id = worker::new_ulid();
+    let h = id
+        .bytes()
+        .rev()
+        .take(8)
+        .fold(0u64, |h, b| h.wrapping_mul(131).wrapping_add(b as u64));
+    (h % 10_000) as f64 / 10_000.0
+}
+
+/// Run `op` until it succeeds or fails for good: every [`retryable`] failure is retried, with
+/// [`persistent_delay`], for as long as the caller lives (a thread's task or a section's alias
+/// task, both dropped on shutdown, detach or teardown). For the writes and reads a thread's
+/// state depends on: giving up would leave the thread in a state nobody acts on.
+pub async fn persistent<T, F, Fut>(
+    ctx: &Ctx,
+    what: &str,
+    thread: Option<&str>,
+    mut op: F,
+) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let cap = backoff_cap(&ctx.worker_config);
+    let mut attempt = 0u32;
+    loop {
+        match op().await {
+            Err(e) if retryable(&e) => {
+                log(
+                    Level::Warning,
+                    what,
+                    thread,
+                    json!({"attempt": attempt + 1, "error": e.to_string(), "retrying": true}),
+                );
+                sdk::sleep(persistent_delay(attempt, cap, jitter())).await;
+                attempt = attempt.saturating_add(1);
             }
             done => return done,
         }

@@ -28,13 +28,19 @@ impl JobType for Harness {
     }
 
     fn validate(sections: Vec<job::Section>) -> Vec<job::SectionCheck> {
-        let input: Vec<(u32, Value)> = sections
+        let input: Vec<sections::Input> = sections
             .iter()
-            .map(|s| {
-                (
-                    s.index,
-                    sdk::serde_json::from_str(&s.settings).unwrap_or(Value::Null),
-                )
+            .map(|s| sections::Input {
+                index: s.index,
+                target: s.target.as_ref().map(|t| {
+                    [
+                        t.org_id.clone(),
+                        t.blob_id.clone(),
+                        t.revision_id.clone(),
+                        t.session.clone(),
+                    ]
+                }),
+                settings: sdk::serde_json::from_str(&s.settings).unwrap_or(Value::Null),
             })
             .collect();
         sections::validate(&input)
@@ -45,7 +51,13 @@ impl JobType for Harness {
                 diagnostics: c
                     .problems
                     .into_iter()
-                    .map(|p| sdk::diagnostic(p.code, p.message, p.field))
+                    .map(|p| {
+                        if p.warning {
+                            sdk::warning(p.code, p.message, p.field)
+                        } else {
+                            sdk::diagnostic(p.code, p.message, p.field)
+                        }
+                    })
                     .collect(),
             })
             .collect()

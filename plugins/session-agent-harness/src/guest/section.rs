@@ -1,8 +1,8 @@
 //! A section's life: attach, discover the threads, follow the event feed, keep the `worker`
 //! object fresh, and end on shutdown, a terminal session event or an external detach.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -11,12 +11,13 @@ use blobhub_worker_sdk::session::ApiError;
 use blobhub_worker_sdk::{self as sdk, Either, job, log::Level, status, worker};
 
 use super::attach::{self, Refusal};
-use super::ctx::{Ctx, download_retrying, log, retryable};
+use super::ctx::{Ctx, is_unparseable, log, persistent, retryable};
 use super::store;
 use super::thread::{self, Thread};
 use crate::classify::{self, WORKER_ALIAS};
 use crate::items;
 use crate::records::{Attachment, CodeMessage, Events, SectionRecord};
+use crate::settings::Failure;
 
 const HEARTBEAT: Duration = Duration::from_secs(30);
 const REATTACH: Duration = Duration::from_secs(30);
@@ -27,8 +28,24 @@ struct Section {
     threads: RefCell<BTreeMap<String, Rc<Thread>>>,
     /// Aliases known not to be job threads (skipped at discovery only).
     not_mine: RefCell<HashSet<String>>,
-    quiesced: std::cell::Cell<bool>,
+    quiesced: Cell<bool>,
+    /// The section is ending: alias tasks start nothing new.
+    ending: Cell<bool>,
     record: RefCell<SectionRecord>,
+    /// Per alias, what its task still has to do (see [`Section::schedule`]).
+    /// Values discovery already read, taken by the alias's first `Read`.
+    prefetched: RefCell<HashMap<String, Value>>,
+    /// The generation moves with every event, so work asked for during a run is not lost.
+    todo: RefCell<HashMap<String, (Todo, u64)>>,
+}
+
+/// The work an event leaves for an alias's task; a newer event replaces an older one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Todo {
+    /// Read the object and act on its value.
+    Read,
+    /// The object is gone.
+    Delete,
 }
 
 fn outcome(code: Option<&str>, message: impl Into<String>) -> job::Outcome {
@@ -41,7 +58,7 @@ fn outcome(code: Option<&str>, message: impl Into<String>) -> job::Outcome {
 pub async fn run(section: job::Section) -> job::Outcome {
     let ctx = Rc::new(Ctx::new(&section));
     let previous: SectionRecord = store::read_yaml(SECTION_YAML).unwrap_or_default();
-    let s = Section {
+    let s = Rc::new(Section {
         record: RefCell::new(SectionRecord {
             name: ctx.name.clone(),
             job_type: ctx.job_type.clone(),
@@ -53,8 +70,11 @@ pub async fn run(section: job::Section) -> job::Outcome {
         ctx,
         threads: RefCell::new(BTreeMap::new()),
         not_mine: RefCell::new(HashSet::new()),
-        quiesced: std::cell::Cell::new(false),
-    };
+        quiesced: Cell::new(false),
+        ending: Cell::new(false),
+        todo: RefCell::new(HashMap::new()),
+        prefetched: RefCell::new(HashMap::new()),
+    });
     status::set_section("attaching", "");
     // Attach, retrying failures that may pass (the reference gives up on a pinned revision).
     loop {
@@ -91,7 +111,7 @@ pub async fn run(section: job::Section) -> job::Outcome {
             }
         }
     }
-    s.ctx.activity(items::attached()).await;
+    s.ctx.activity_detached(items::attached());
     s.set_attachment("attached", "", "");
     status::set_section("attached", "");
     log(
@@ -107,7 +127,7 @@ impl Section {
     /// Posts `thread_registered` for `alias` unless an earlier run of this section did. The
     /// alias is recorded before the post (local state before side effects): a crash between the
     /// two loses the announcement rather than repeating it.
-    async fn announce(&self, alias: &str) {
+    fn announce(&self, alias: &str) {
         let first = {
             let mut r = self.record.borrow_mut();
             let first = r.registered.insert(alias.to_string());
@@ -117,7 +137,7 @@ impl Section {
             first
         };
         if first {
-            self.ctx.activity(items::thread_registered(alias)).await;
+            self.ctx.activity_detached(items::thread_registered(alias));
             log(Level::Info, "thread_registered", Some(alias), json!({}));
         } else {
             log(Level::Debug, "thread_known", Some(alias), json!({}));
@@ -176,13 +196,14 @@ impl Section {
         }
     }
 
-    async fn follow(&self) -> job::Outcome {
+    async fn follow(self: &Rc<Self>) -> job::Outcome {
         let cursor = Some(self.record.borrow().events.cursor.clone()).filter(|c| !c.is_empty());
         // Follow before discovering, so nothing that happens during discovery is missed.
         let sub = Rc::new(sdk::Feed::follow(cursor.as_deref()));
         self.ctx.set_feed(Rc::clone(&sub));
         self.discover().await;
         let mut next_beat = std::time::Instant::now() + HEARTBEAT;
+        let mut beat: Option<sdk::JoinHandle<()>> = None;
         loop {
             let refused = self.ctx.refused.borrow_mut().take();
             if let Some((code, message)) = refused {
@@ -192,11 +213,17 @@ impl Section {
             let next = sdk::race(sub.next(), sdk::race(sdk::sleep(wait), sdk::shutdown())).await;
             match next {
                 Either::Right(Either::Right(())) => {
+                    self.ending.set(true);
                     thread::teardown_all(&self.all()).await;
                     return outcome(None, "shutdown");
                 }
                 Either::Right(Either::Left(())) => {
-                    attach::heartbeat(&self.ctx).await;
+                    // In a task of its own: a keep-alive held up by an outage must not hold up
+                    // the events. One at a time.
+                    if beat.as_ref().is_none_or(|b| b.is_finished()) {
+                        let ctx = Rc::clone(&self.ctx);
+                        beat = Some(sdk::spawn(async move { attach::heartbeat(&ctx).await }));
+                    }
                     next_beat = std::time::Instant::now() + HEARTBEAT;
                 }
                 Either::Left(Ok(batch)) => {
@@ -242,7 +269,7 @@ impl Section {
     }
 
     /// One event; `Some` ends the section.
-    async fn dispatch(&self, event: &Value) -> Option<job::Outcome> {
+    async fn dispatch(self: &Rc<Self>, event: &Value) -> Option<job::Outcome> {
         let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
         match kind {
             "session_closing" => {
@@ -307,48 +334,122 @@ impl Section {
                 if ty.is_some_and(|t| t != "thread") {
                     return None;
                 }
-                self.consider(alias).await;
+                self.schedule(alias, Todo::Read);
             }
             "session_thread_item_posted" => {
                 if let Some(t) = self.threads.borrow().get(alias) {
                     t.nudge();
                 }
             }
-            "session_object_deleted" => {
-                self.not_mine.borrow_mut().remove(alias);
-                let removed = self.threads.borrow_mut().remove(alias);
-                self.forget_registration(alias);
-                if let Some(t) = removed {
-                    t.teardown().await;
-                    status::remove_thread(alias);
-                    self.ctx.activity(items::thread_removed(alias)).await;
-                    log(Level::Info, "thread_removed", Some(alias), json!({}));
-                }
-            }
+            "session_object_deleted" => self.schedule(alias, Todo::Delete),
             _ => {}
         }
         None
     }
 
+    /// Leave `todo` for `alias`'s task, starting the task if none runs. Everything an object
+    /// event causes (reads retried through an outage, activations, stops, removals) runs there,
+    /// one alias at a time in event order, so the section's event loop never waits on one
+    /// thread's reads, writes or posts.
+    fn schedule(self: &Rc<Self>, alias: &str, todo: Todo) {
+        let running = {
+            let mut pending = self.todo.borrow_mut();
+            let generation = pending.get(alias).map_or(0, |(_, g)| g + 1);
+            pending
+                .insert(alias.to_string(), (todo, generation))
+                .is_some()
+        };
+        if running {
+            return;
+        }
+        let s = Rc::clone(self);
+        let alias = alias.to_string();
+        drop(sdk::spawn(async move {
+            loop {
+                let Some((todo, generation)) = s.todo.borrow().get(&alias).copied() else {
+                    return;
+                };
+                if s.ending.get() {
+                    s.todo.borrow_mut().remove(&alias);
+                    return;
+                }
+                match todo {
+                    Todo::Read => s.consider(&alias).await,
+                    Todo::Delete => s.remove(&alias).await,
+                }
+                // Done, unless an event arrived meanwhile: then its work is next.
+                let mut pending = s.todo.borrow_mut();
+                if pending.get(&alias).map(|(_, g)| *g) == Some(generation) {
+                    pending.remove(&alias);
+                    return;
+                }
+            }
+        }));
+    }
+
+    async fn remove(&self, alias: &str) {
+        self.not_mine.borrow_mut().remove(alias);
+        let removed = self.threads.borrow_mut().remove(alias);
+        self.forget_registration(alias);
+        if let Some(t) = removed {
+            t.teardown().await;
+            status::remove_thread(alias);
+            self.ctx.activity(items::thread_removed(alias)).await;
+            log(Level::Info, "thread_removed", Some(alias), json!({}));
+        }
+    }
+
     /// Download, classify, register and evaluate one alias.
     async fn consider(&self, alias: &str) {
-        let value = match download_retrying(&self.ctx.session, alias).await {
+        let known = self.prefetched.borrow_mut().remove(alias);
+        if let Some(value) = known {
+            self.act_on(alias, value).await;
+            return;
+        }
+        // Retried through any outage: a hand-off whose read fails must still be taken up once
+        // the platform answers again (this task is the alias's own; nothing else waits on it).
+        let read = persistent(&self.ctx, "thread_read_failed", Some(alias), || {
+            self.ctx.session.download_value(alias)
+        });
+        let value = match read.await {
             Ok(v) => v,
             Err(e) => {
-                let level = if retryable(&e) {
-                    Level::Warning
-                } else {
-                    Level::Info
-                };
-                log(
-                    level,
-                    "thread_read_refused",
-                    Some(alias),
-                    json!({"error": e.to_string()}),
-                );
+                self.unreadable(alias, &e).await;
                 return;
             }
         };
+        self.act_on(alias, value).await;
+    }
+
+    /// The object could not be read for good: a value that cannot be parsed stays out (or, for a
+    /// thread this section runs, fails it); a refusal (e.g. the object is already gone) is noted.
+    async fn unreadable(&self, alias: &str, e: &ApiError) {
+        if !is_unparseable(e) {
+            log(
+                Level::Info,
+                "thread_read_refused",
+                Some(alias),
+                json!({"error": e.to_string()}),
+            );
+            return;
+        }
+        let message = format!("the thread's object cannot be parsed: {e}");
+        log(
+            Level::Warning,
+            "thread_object_unreadable",
+            Some(alias),
+            json!({"code": "THREAD_OBJECT_UNREADABLE", "error": e.to_string()}),
+        );
+        let existing = self.threads.borrow().get(alias).cloned();
+        if let Some(t) = existing {
+            t.teardown().await;
+            t.fail(Failure::new("THREAD_OBJECT_UNREADABLE", message))
+                .await;
+        }
+    }
+
+    /// Classify a freshly read value, register the thread if it is new, and evaluate it.
+    async fn act_on(&self, alias: &str, value: Value) {
         if !classify::is_job_thread(&value) {
             self.not_mine.borrow_mut().insert(alias.to_string());
             return;
@@ -362,7 +463,7 @@ impl Section {
                 self.threads
                     .borrow_mut()
                     .insert(alias.to_string(), Rc::clone(&t));
-                self.announce(alias).await;
+                self.announce(alias);
                 t
             }
         };
@@ -371,7 +472,7 @@ impl Section {
 
     /// Find the threads that exist already: active ones first (they reclaim their slots before
     /// pending ones compete), then everything else.
-    async fn discover(&self) {
+    async fn discover(self: &Rc<Self>) {
         let mut aliases = Vec::new();
         let mut listed_all = false;
         let mut cursor: Option<String> = None;
@@ -420,32 +521,28 @@ impl Section {
         }
         let mut values = Vec::new();
         for alias in aliases {
-            match download_retrying(&self.ctx.session, &alias).await {
+            // One read each (the host already retries): an object that does not answer now is
+            // read again by its own task, so one outage or bad object does not hold up the rest.
+            match self.ctx.session.download_value(&alias).await {
                 Ok(v) if classify::is_job_thread(&v) => values.push((alias, v)),
                 Ok(_) => {
                     self.not_mine.borrow_mut().insert(alias);
                 }
-                Err(e) => log(
-                    Level::Warning,
-                    "thread_read_refused",
-                    Some(&alias),
-                    json!({"error": e.to_string()}),
-                ),
+                Err(e) if retryable(&e) => self.schedule(&alias, Todo::Read),
+                Err(e) => self.unreadable(&alias, &e).await,
             }
         }
         values.sort_by_key(|(_, v)| classify::Envelope::parse(v).state != "active");
+        // Each alias's task starts in this order, so active threads take their slots first.
         for (alias, value) in values {
-            let t = Thread::new(Rc::clone(&self.ctx), &alias);
-            self.threads
-                .borrow_mut()
-                .insert(alias.clone(), Rc::clone(&t));
-            self.announce(&alias).await;
-            thread::evaluate(&t, &value).await;
+            self.prefetched.borrow_mut().insert(alias.clone(), value);
+            self.schedule(&alias, Todo::Read);
         }
     }
 
     /// End the section: every thread's task and agent stops (prompts stay open on the thread).
     async fn detach(&self, code: &'static str, message: &str) -> job::Outcome {
+        self.ending.set(true);
         let threads = self.all();
         thread::teardown_all(&threads).await;
         for t in &threads {

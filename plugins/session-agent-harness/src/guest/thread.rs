@@ -7,14 +7,13 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use blobhub_worker_sdk::serde_json::{Value, json};
 use blobhub_worker_sdk::session::ApiError;
 use blobhub_worker_sdk::{self as sdk, JoinHandle, log::Level, process, status};
 
-use super::ctx::{
-    Ctx, download_retrying, list_items_since, log, new_post_id, post_retrying, upload_retrying,
-};
+use super::ctx::{Ctx, list_items_since, log, new_post_id, persistent, post_retrying};
 use super::store;
 use super::sync::Notify;
 use super::turn;
@@ -27,6 +26,15 @@ use crate::prompt::{self, Prompt};
 use crate::records::ThreadRecord;
 use crate::settings::{self, Failure, Settings};
 use crate::truncate;
+
+/// How long after its creation an item may become visible in listings (the platform's listings
+/// are eventually consistent; its SDK allows 5 s) plus a margin: a post of ours this old means
+/// every item created before it is visible.
+pub const LATE_VISIBILITY: Duration = Duration::from_secs(crate::cursor::OVERLAP_SECS as u64 + 1);
+
+/// The top-level field the host sets on a listed item it could not parse (it keeps the item's
+/// `id` and `created_at`, so the item can be skipped in order).
+pub const UNREADABLE_MARK: &str = "unreadable";
 
 /// A person's message, queued for the next turn.
 #[derive(Debug, Clone)]
@@ -75,6 +83,11 @@ pub struct Thread {
     turn_running: Cell<bool>,
     /// Moves whenever `turn_running` does.
     turn_changes: Notify,
+    /// Our posts that landed (when, id, `created_at`), oldest first, until they are old enough
+    /// to anchor the fetch cursor (see [`Thread::ingest`]).
+    posted: RefCell<VecDeque<(Instant, String, String)>>,
+    /// The state word the dashboard row shows now (re-rendered when `outstanding` changes).
+    row_state: RefCell<String>,
 }
 
 /// Marks a thread's agent turn as running for as long as it lives (every way out of a turn,
@@ -133,6 +146,8 @@ impl Thread {
             failing: Cell::new(false),
             turn_running: Cell::new(false),
             turn_changes: Notify::default(),
+            row_state: RefCell::new(String::new()),
+            posted: RefCell::new(VecDeque::new()),
             ctx,
         })
     }
@@ -403,6 +418,7 @@ impl Thread {
 
     /// Update the dashboard row.
     pub fn row(&self, state: &str) {
+        self.row_state.replace(state.to_string());
         let rec = self.rec.borrow();
         let settings = self.settings.borrow();
         let error = rec
@@ -419,7 +435,14 @@ impl Thread {
             state: state.to_string(),
             agent: rec.workspace.agent_type.clone(),
             session_id: rec.agent.agent_session_id.clone(),
-            detail: settings.as_ref().map(Settings::detail).unwrap_or_default(),
+            detail: {
+                let detail = settings.as_ref().map(Settings::detail).unwrap_or_default();
+                if rec.outstanding.is_empty() {
+                    detail
+                } else {
+                    format!("{detail} · retrying {}", rec.outstanding)
+                }
+            },
             last_event: rec.last_event.clone(),
             prompt: self.prompt.borrow().as_ref().map(|p| p.prompt.summary()),
             error: if state == "failed" { error } else { None },
@@ -480,6 +503,11 @@ impl Thread {
                 ) {
                     rec.items.last_posted.advance(id, at);
                     rec.items.last_posted.recent.clear();
+                    self.posted.borrow_mut().push_back((
+                        Instant::now(),
+                        id.to_string(),
+                        at.to_string(),
+                    ));
                 }
                 if metadata.get("type").and_then(Value::as_str) != Some("turn_end") {
                     let text = items::text_of(&content);
@@ -519,8 +547,24 @@ impl Thread {
     /// Fetch the items posted since the fetch cursor and route the people's messages: the first
     /// one after a prompt opened becomes its answer, the others are queued for the next turn.
     pub async fn ingest(&self) -> Result<(), ApiError> {
+        // Our posts old enough that everything created before them is visible by now: the
+        // newest of them may anchor the cursor once this fetch has been read.
+        let ripe = {
+            let mut posted = self.posted.borrow_mut();
+            let mut ripe = None;
+            while posted
+                .front()
+                .is_some_and(|(at, _, _)| at.elapsed() >= LATE_VISIBILITY)
+            {
+                ripe = posted
+                    .pop_front()
+                    .map(|(_, id, created_at)| (id, created_at));
+            }
+            ripe
+        };
         let since = self.fetch.borrow().created_since();
         let fetched = list_items_since(&self.ctx.session, &self.alias, since).await?;
+        let mut unreadable = Vec::new();
         for item in fetched {
             let id = item
                 .get("id")
@@ -535,9 +579,14 @@ impl Thread {
             if id.is_empty() || !self.fetch.borrow().is_new(&id, &at) {
                 continue;
             }
-            self.fetch.borrow_mut().advance(&id, &at);
             if items::is_own(&item, self.ctx.user_id(), &self.own.borrow()) {
+                self.fetch.borrow_mut().note(&id, &at);
                 self.replay_answer(&item);
+                continue;
+            }
+            self.fetch.borrow_mut().advance(&id, &at);
+            if let Some(why) = item.get(UNREADABLE_MARK).and_then(Value::as_str) {
+                unreadable.push((id, why.to_string()));
                 continue;
             }
             let answers = item
@@ -563,6 +612,22 @@ impl Thread {
             } else {
                 self.inbox.borrow_mut().push_back(msg);
             }
+        }
+        if let Some((id, at)) = ripe {
+            self.fetch.borrow_mut().advance(&id, &at);
+        }
+        // Permanent: the same bytes parse no better next time. The item is skipped, and the
+        // thread says so (the person can post it again in another form).
+        for (id, why) in unreadable {
+            log(
+                Level::Warning,
+                "item_unreadable",
+                Some(&self.alias),
+                json!({"code": "ITEM_UNREADABLE", "item_id": id, "error": why}),
+            );
+            let text =
+                format!("ITEM_UNREADABLE: item {id} cannot be parsed and was skipped ({why})");
+            let _ = self.post(items::status("error", &text), None).await;
         }
         Ok(())
     }
@@ -701,24 +766,50 @@ impl Thread {
         self.row("failed");
     }
 
-    /// Write the envelope's control channel, keeping everything else (read-modify-write,
-    /// retried). Returns whether it landed.
+    /// Write the envelope's control channel, keeping everything else (read-modify-write).
+    /// Retried through any outage for as long as the thread's task (or the alias's task) lives,
+    /// with the write recorded as outstanding in the thread's local state meanwhile, so a restart
+    /// finishes it. Returns whether it landed; only a permanent refusal (the session takes no more
+    /// writes, the object is gone or cannot be parsed) gives up.
     pub async fn write_state(&self, state: &str) -> bool {
-        let current = download_retrying(&self.ctx.session, &self.alias)
-            .await
-            .unwrap_or(Value::Null);
-        match upload_retrying(&self.ctx.session, &self.alias, &with_state(&current, state)).await {
-            Ok(()) => true,
+        self.set_outstanding(&format!("envelope write: {state}"));
+        let (ctx, alias): (&Ctx, &str) = (&self.ctx, &self.alias);
+        let attempt = persistent(ctx, "envelope_write_failed", Some(alias), || async move {
+            let current = ctx.session.download_value(alias).await?;
+            ctx.session
+                .upload_object(alias, &with_state(&current, state))
+                .await
+        });
+        let landed = match attempt.await {
+            Ok(_) => true,
             Err(e) => {
                 self.ctx.check_refusal(&e);
                 log(
                     Level::Error,
-                    "envelope_write_failed",
+                    "envelope_write_abandoned",
                     Some(&self.alias),
                     json!({"state": state, "error": e.to_string()}),
                 );
                 false
             }
+        };
+        self.set_outstanding("");
+        landed
+    }
+
+    /// Record (or clear, with "") the write this thread still owes the platform; the dashboard
+    /// row shows it.
+    fn set_outstanding(&self, what: &str) {
+        let changed = {
+            let mut rec = self.rec.borrow_mut();
+            let changed = rec.outstanding != what;
+            rec.outstanding = what.to_string();
+            changed
+        };
+        if changed {
+            let _ = self.save();
+            let state = self.row_state.borrow().clone();
+            self.row(if state.is_empty() { "idle" } else { &state });
         }
     }
 

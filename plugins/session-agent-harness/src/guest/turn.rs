@@ -2,14 +2,14 @@
 //! time, the person's queued messages joined into one turn, the agent's lines posted in order.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use blobhub_worker_sdk::serde_json::json;
 use blobhub_worker_sdk::{self as sdk, Either, log::Level, slots, worker};
 
 use super::attempt::{self, TurnState};
 use super::ctx::log;
-use super::thread::{Mode, Thread, TurnRunning};
+use super::thread::{LATE_VISIBILITY, Mode, Thread, TurnRunning};
 use crate::agent::{Outcome, Status, Usage};
 use crate::cursor::ItemCursor;
 use crate::items;
@@ -89,6 +89,9 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
         t.cancel_prompt("thread_restart").await;
     }
     t.fetch_from_consumed();
+    // When to look once more after activity: an item posted just before another may only
+    // become visible after it (eventually consistent listings), and no event announces that.
+    let mut late_check: Option<Instant> = Some(Instant::now() + LATE_VISIBILITY);
     loop {
         let seen = t.nudge_generation();
         let fetched = t.try_ingest().await;
@@ -99,12 +102,22 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
             } else {
                 "active (idle)"
             });
-            let recheck = if !fetched || t.answer_waiting() {
+            let mut recheck = if !fetched || t.answer_waiting() {
                 SHORT_RECHECK
             } else {
                 IDLE_RECHECK
             };
-            sdk::race(t.nudged_since(seen), sdk::sleep(recheck)).await;
+            if let Some(due) = late_check {
+                recheck = recheck.min(due.saturating_duration_since(Instant::now()));
+            }
+            match sdk::race(t.nudged_since(seen), sdk::sleep(recheck)).await {
+                Either::Left(()) => late_check = Some(Instant::now() + LATE_VISIBILITY),
+                Either::Right(()) => {
+                    if late_check.is_some_and(|due| due <= Instant::now()) {
+                        late_check = None;
+                    }
+                }
+            }
             continue;
         };
         log(
@@ -117,7 +130,7 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
             slot = Some(wait_for_slot(&t).await);
         }
         match turn(&t, &settings, &text, boundary, &mut slot).await {
-            Ok(TurnEnded::Completed) => {}
+            Ok(TurnEnded::Completed) => late_check = Some(Instant::now() + LATE_VISIBILITY),
             Ok(TurnEnded::Stopped) => return,
             Err(f) => {
                 t.fail(f).await;
