@@ -21,7 +21,10 @@
 //! Behaviour of a turn, decided by its text: `crash` exits with status 3 before answering;
 //! `sleep: <ms>` waits that long, then echoes; `ask: <question>` raises a permission request and
 //! replies `answered: <answer>`; `think: <t>` and `tool: <command>` emit a thinking item and a
-//! tool call with its result before the echo; `stamp` replies `stamp: read=<µs> sent=<µs>` (wall
+//! tool call with its result before the echo; `run: <command>` and `write: <path>` ask
+//! permission for a `Bash` / `Write` call (with `input` `{command}` / `{file_path}`, as Claude
+//! Code does) and reply `ran: <command>` / `wrote: <path>` when approved, else
+//! `refused: <the reason it was given>`; `stamp` replies `stamp: read=<µs> sent=<µs>` (wall
 //! clock when the turn was read and the reply written); anything else replies `echo: <text>`.
 //!
 //! The session survives restarts: a fresh session id is minted when `--session-id` is absent, and
@@ -40,6 +43,11 @@ enum Action {
     Crash,
     Sleep(u64),
     Ask(String),
+    /// Ask permission for a tool call (`Bash` or `Write`) with this input.
+    Call {
+        tool: &'static str,
+        input: Value,
+    },
     Think(String),
     Tool(String),
     /// Reply with the wall-clock times the turn was read and the reply written (for latency
@@ -62,6 +70,20 @@ fn parse_action(text: &str) -> Action {
     if let Some(rest) = first.strip_prefix("ask:") {
         let question = rest.lines().next().unwrap_or("").trim();
         return Action::Ask(question.to_string());
+    }
+    if let Some(rest) = first.strip_prefix("run:") {
+        let command = rest.lines().next().unwrap_or("").trim();
+        return Action::Call {
+            tool: "Bash",
+            input: json!({"command": command}),
+        };
+    }
+    if let Some(rest) = first.strip_prefix("write:") {
+        let path = rest.lines().next().unwrap_or("").trim();
+        return Action::Call {
+            tool: "Write",
+            input: json!({"file_path": path}),
+        };
     }
     if let Some(rest) = first.strip_prefix("think:") {
         return Action::Think(rest.lines().next().unwrap_or("").trim().to_string());
@@ -92,7 +114,7 @@ tests and demo drive (docs/testing.md). One process runs one turn, JSON lines on
 usage: blobhub-test-agent [--session-id <id>] [--model <m>] [--effort <e>] [--permissions <p>]
 
 A turn's text decides what it does: `crash`, `sleep: <ms>`, `ask: <question>`, `think: <t>`,
-`tool: <command>`, `stamp`; anything else is echoed.
+`tool: <command>`, `run: <command>`, `write: <path>`, `stamp`; anything else is echoed.
 ";
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -265,36 +287,25 @@ pub fn main() {
             format!("echo: {text}")
         }
         Action::Ask(question) => {
-            let request_id = "req_1";
-            out.send(
-                json!({"type": "permission_request", "request_id": request_id,
-                            "tool": "ask", "question": question}),
-            );
-            loop {
-                match lines.next() {
-                    Some(Ok(line)) => match parse_input(&line) {
-                        Ok(Input::PermissionResponse {
-                            request_id: id,
-                            answer,
-                            approved,
-                        }) if id == request_id => {
-                            let answer = if answer.is_empty() {
-                                if approved { "Approve" } else { "Deny" }.to_string()
-                            } else {
-                                answer
-                            };
-                            break format!("answered: {answer}");
-                        }
-                        Ok(_) => continue,
-                        Err(e) => eprintln!("blobhub-test-agent: ignoring input: {e}"),
-                    },
-                    // stdin closed while waiting: the worker withdrew the question.
-                    _ => {
-                        out.send(json!({"type": "turn_end", "status": "cancelled",
-                                        "error": "permission request withdrawn"}));
-                        std::process::exit(0);
-                    }
-                }
+            let request = json!({"type": "permission_request", "request_id": "req_1",
+                                 "tool": "ask", "question": question});
+            let (_, answer) = request_permission(&mut out, &mut lines, request);
+            format!("answered: {answer}")
+        }
+        Action::Call { tool, input } => {
+            let what = input
+                .get("command")
+                .or_else(|| input.get("file_path"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let request = json!({"type": "permission_request", "request_id": "req_1",
+                                 "tool": tool, "input": input,
+                                 "question": format!("{tool}: {what}")});
+            match request_permission(&mut out, &mut lines, request) {
+                (true, _) if tool == "Bash" => format!("ran: {what}"),
+                (true, _) => format!("wrote: {what}"),
+                (false, answer) => format!("refused: {answer}"),
             }
         }
         Action::Echo => format!("echo: {text}"),
@@ -315,6 +326,43 @@ pub fn main() {
     }));
 }
 
+/// Send a permission request and wait for its response: (approved, the answer's text, or
+/// `Approve`/`Deny` when it carries none). Exits when stdin closes first (the worker withdrew the
+/// request).
+fn request_permission<W: Write>(
+    out: &mut Out<W>,
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    request: Value,
+) -> (bool, String) {
+    let request_id = request["request_id"].as_str().unwrap_or("").to_string();
+    out.send(request);
+    loop {
+        match lines.next() {
+            Some(Ok(line)) => match parse_input(&line) {
+                Ok(Input::PermissionResponse {
+                    request_id: id,
+                    answer,
+                    approved,
+                }) if id == request_id => {
+                    let answer = if answer.is_empty() {
+                        if approved { "Approve" } else { "Deny" }.to_string()
+                    } else {
+                        answer
+                    };
+                    return (approved, answer);
+                }
+                Ok(_) => continue,
+                Err(e) => eprintln!("blobhub-test-agent: ignoring input: {e}"),
+            },
+            _ => {
+                out.send(json!({"type": "turn_end", "status": "cancelled",
+                                "error": "permission request withdrawn"}));
+                std::process::exit(0);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +381,20 @@ mod tests {
         assert_eq!(parse_action("think: hmm"), Action::Think("hmm".into()));
         assert_eq!(parse_action("tool: ls -la"), Action::Tool("ls -la".into()));
         assert_eq!(parse_action("stamp"), Action::Stamp);
+        assert_eq!(
+            parse_action("run: git push origin"),
+            Action::Call {
+                tool: "Bash",
+                input: json!({"command": "git push origin"})
+            }
+        );
+        assert_eq!(
+            parse_action("write: /etc/hosts"),
+            Action::Call {
+                tool: "Write",
+                input: json!({"file_path": "/etc/hosts"})
+            }
+        );
     }
 
     #[test]

@@ -547,3 +547,42 @@ async fn a_stop_mid_turn_interrupts_claude_and_closes_the_turn() {
         .await;
     worker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_claude_thread_is_decided_by_its_policy() {
+    let Some(c) = Claude::new("ses_claude_guarded", "").await else {
+        return;
+    };
+    let worker = c.env.start().await;
+    let work = c.env.work_folder().to_path_buf();
+    let mut v = c.envelope("pending");
+    v["thread"]["metadata"]["agent"]["permissions"] = json!("guarded");
+    v["thread"]["metadata"]["policy"] = json!({"default": "ask", "rules": [
+        {"id": "no-push", "effect": "exec", "action": "deny", "command": ["git push*"]},
+        {"id": "touch", "effect": "exec", "action": "allow", "command": ["touch *"]},
+    ]});
+    c.env.set_envelope(&c.s, "t", v);
+    c.active("t").await;
+
+    // Allowed by a rule: it runs without a prompt.
+    c.env.say(&c.s, "t", "TOOL:Bash touch allowed.txt");
+    c.wait_text("t", "Tool result seen").await;
+    c.wait_count("t", "turn_end", 1).await;
+    assert!(work.join("allowed.txt").exists(), "the allowed command ran");
+    assert_eq!(c.count("t", "pending_prompt"), 0);
+
+    // Denied by a rule: never runs, the model is told which rule.
+    c.env.say(&c.s, "t", "TOOL:Bash git push origin main");
+    let seen = c.wait_text("t", "Tool error seen").await;
+    c.wait_count("t", "turn_end", 2).await;
+    let said = meta(&seen, "/content/0/text").as_str().unwrap();
+    assert!(said.contains("Denied by policy rule 'no-push'"), "{said}");
+    let denied = c.first("t", "policy_denied");
+    assert_eq!(
+        meta(&denied, "/content/0/text"),
+        "Blocked by policy rule 'no-push': git push origin main"
+    );
+    assert_eq!(c.count("t", "policy_applied"), 2);
+    assert_eq!(c.count("t", "pending_prompt"), 0);
+    worker.terminate().await;
+}

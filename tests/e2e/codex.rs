@@ -524,3 +524,43 @@ async fn a_silent_turn_is_interrupted_and_fails_the_thread_as_stalled() {
     eventually("no codex process is left", || c.codex_pids().is_empty()).await;
     worker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_codex_thread_is_decided_by_its_policy_through_the_shell_wrapper() {
+    let Some(c) = Codex::new("ses_codex_guarded", "").await else {
+        return;
+    };
+    let worker = c.env.start().await;
+    let work = c.env.work_folder().to_path_buf();
+    let mut v = c.envelope("pending");
+    v["thread"]["metadata"]["agent"]["permissions"] = json!("guarded");
+    v["thread"]["metadata"]["policy"] = json!({"default": "ask", "rules": [
+        {"id": "no-denied", "effect": "exec", "action": "deny", "command": ["touch denied*"]},
+        {"id": "allowed", "effect": "exec", "action": "allow", "command": ["touch allowed*"]},
+    ]});
+    c.env.set_envelope(&c.s, "t", v);
+    c.active("t").await;
+
+    // Codex runs `/bin/bash -lc '<command>'`: the rules see the command inside.
+    c.env.say(&c.s, "t", "TOOL:shell! touch allowed.txt");
+    c.wait_text("t", "Tool output seen").await;
+    c.wait_count("t", "turn_end", 1).await;
+    assert!(work.join("allowed.txt").exists(), "the allowed command ran");
+
+    c.env.say(&c.s, "t", "TOOL:shell! touch denied.txt");
+    c.wait_text("t", "rejected by user").await;
+    c.wait_count("t", "turn_end", 2).await;
+    assert!(
+        !work.join("denied.txt").exists(),
+        "the denied command did not run"
+    );
+    let denied = c.of_type("t", "policy_denied");
+    assert_eq!(denied.len(), 1);
+    assert_eq!(
+        meta(&denied[0], "/content/0/text"),
+        "Blocked by policy rule 'no-denied': /bin/bash -lc 'touch denied.txt'"
+    );
+    assert_eq!(c.of_type("t", "pending_prompt").len(), 0);
+    assert_eq!(c.of_type("t", "policy_applied").len(), 2);
+    worker.terminate().await;
+}

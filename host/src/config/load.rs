@@ -16,8 +16,8 @@ use serde_yaml::{Mapping, Value};
 
 use super::lines::LineIndex;
 use super::model::{
-    AgentSettings, Concurrency, Config, JobTypeSettings, Permissions, Polling, Section, Shutdown,
-    Workspace,
+    AgentSettings, Concurrency, Config, JobTypeSettings, Permissions, Policy, PolicyRule, Polling,
+    Section, Shutdown, Workspace,
 };
 
 /// Portable effort values; anything else must look like a harness passthrough token.
@@ -375,6 +375,7 @@ impl Walk {
                 "agents",
                 "sections",
                 "job_types",
+                "policy",
                 "workspace",
             ],
         );
@@ -384,6 +385,7 @@ impl Walk {
         let agents = self.agents(Self::get(&top, "agents"));
         let sections = self.sections(top.iter().find(|(k, _)| k == "sections").map(|(_, v)| *v));
         let job_types = self.job_types(Self::get(&top, "job_types"));
+        let policy = self.policy(Self::get(&top, "policy"));
         let workspace = self.workspace(Self::get(&top, "workspace"));
         Some(Config {
             polling,
@@ -392,8 +394,121 @@ impl Walk {
             agents,
             sections,
             job_types,
+            policy,
             workspace,
         })
+    }
+
+    /// `policy`: `allow_autonomous` and the operator's `rules`. A rule's unknown key is an
+    /// error, not a warning: a misspelt `command` would turn a narrow rule into one that
+    /// matches every call.
+    fn policy(&mut self, value: Option<&Value>) -> Policy {
+        let mut policy = Policy::default();
+        let Some(map) = self.mapping("policy", value) else {
+            return policy;
+        };
+        self.unknown_keys("policy", &map, agent_types::policy::CONFIG_KEYS);
+        match Self::get(&map, "allow_autonomous") {
+            None => {}
+            Some(Value::Bool(b)) => policy.allow_autonomous = *b,
+            Some(other) => self.error(
+                "policy.allow_autonomous",
+                format!("expected true or false, found {}", type_name(other)),
+            ),
+        }
+        let items = match Self::get(&map, "rules") {
+            None => return policy,
+            Some(Value::Sequence(items)) => items,
+            Some(other) => {
+                self.error(
+                    "policy.rules",
+                    format!("expected a list of rules, found {}", type_name(other)),
+                );
+                return policy;
+            }
+        };
+        let mut seen_ids = BTreeSet::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("policy.rules[{i}]");
+            let Some(fields) = self.mapping(&path, Some(item)) else {
+                continue;
+            };
+            let mut ok = true;
+            for (key, _) in &fields {
+                if !agent_types::policy::RULE_KEYS.contains(&key.as_str()) {
+                    self.error(
+                        &child(&path, key),
+                        format!(
+                            "unknown key `{key}` in a policy rule (known: {})",
+                            agent_types::policy::RULE_KEYS.join(", ")
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            let text = |w: &mut Self, key: &str| match Self::get(&fields, key) {
+                None => Some(String::new()),
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(other) => {
+                    w.error(
+                        &child(&path, key),
+                        format!("expected a string, found {}", type_name(other)),
+                    );
+                    None
+                }
+            };
+            let (Some(id), Some(effect), Some(action), Some(outside)) = (
+                text(self, "id"),
+                text(self, "effect"),
+                text(self, "action"),
+                text(self, "outside"),
+            ) else {
+                continue;
+            };
+            let command = self
+                .string_list(&child(&path, "command"), Self::get(&fields, "command"))
+                .unwrap_or_default();
+            let id = if id.is_empty() {
+                format!("rule-{}", i + 1)
+            } else {
+                id
+            };
+            if !seen_ids.insert(id.clone()) {
+                self.error(
+                    &child(&path, "id"),
+                    format!("duplicates the id `{id}` of an earlier rule"),
+                );
+                continue;
+            }
+            let action = if action.is_empty() {
+                "allow".to_string()
+            } else {
+                action
+            };
+            if effect.is_empty() {
+                self.error(
+                    &child(&path, "effect"),
+                    "is required (write, exec, read or network)",
+                );
+                continue;
+            }
+            if let Err(e) =
+                agent_types::policy::check_rule(&effect, &action, &outside, !command.is_empty())
+            {
+                self.error(&path, e);
+                continue;
+            }
+            if ok {
+                policy.rules.push(PolicyRule {
+                    id,
+                    effect,
+                    action,
+                    command,
+                    outside,
+                });
+            }
+        }
+        policy
     }
 
     fn workspace(&mut self, value: Option<&Value>) -> Workspace {
@@ -547,7 +662,18 @@ impl Walk {
                     Permissions::default()
                 }),
             };
+            let wait = self.string(&child(&path, "wait"), Self::get(&fields, "wait"));
+            if let Some(w) = &wait
+                && w != "held"
+                && w != "parked"
+            {
+                self.error(
+                    &child(&path, "wait"),
+                    format!("`{w}` is not one of held, parked"),
+                );
+            }
             let settings = AgentSettings {
+                wait,
                 executable: self.string(
                     &child(&path, "executable"),
                     Self::get(&fields, "executable"),
@@ -944,6 +1070,59 @@ sections:
         assert_eq!(grants.allow_spawn.unwrap(), ["claude", "codex"]);
         assert_eq!(config.job_type("other").memory_limit_mib, 256);
         assert_eq!(config.retry_policy().cap.as_millis(), 20000);
+    }
+
+    #[test]
+    fn policy_block_is_typed_and_checked() {
+        let report = load_str(
+            "policy:\n  allow_autonomous: false\n  rules:\n    - {id: no-push, effect: exec, action: deny, command: [\"git push*\"]}\n    - {effect: write, outside: work_folder, action: deny}\nagents:\n  codex: {permissions: guarded}\n  claude_code: {wait: parked}\nsections: []\n",
+        );
+        assert!(report.diagnostics.is_empty(), "{:?}", report.diagnostics);
+        let config = report.config.unwrap();
+        assert!(!config.policy.allow_autonomous);
+        assert_eq!(config.agent("codex").permissions, Permissions::Guarded);
+        assert_eq!(config.agent("codex").wait, None);
+        assert_eq!(config.agent("claude_code").wait.as_deref(), Some("parked"));
+        let report = load_str("agents:\n  codex: {wait: later}\nsections: []\n");
+        assert_eq!(
+            report.errors().map(|d| d.path.as_str()).collect::<Vec<_>>(),
+            ["agents.codex.wait"]
+        );
+        let ids: Vec<_> = config
+            .policy
+            .rules
+            .iter()
+            .map(|r| (r.id.as_str(), r.action.as_str()))
+            .collect();
+        assert_eq!(ids, [("no-push", "deny"), ("rule-2", "deny")]);
+        // worker-config carries the block, defaults filled in.
+        let wc = crate::runtime::settings::RuntimeSettings::from(&config).worker_config;
+        assert_eq!(wc["policy"]["allow_autonomous"], false);
+        assert_eq!(wc["policy"]["rules"][0]["command"][0], "git push*");
+        let wc = crate::runtime::settings::RuntimeSettings::defaults().worker_config;
+        assert_eq!(
+            wc["policy"],
+            serde_json::json!({"allow_autonomous": true, "rules": []})
+        );
+
+        let report = load_str(
+            "policy:\n  allow_autonomous: \"no\"\n  rules:\n    - {id: a, effect: shell}\n    - {id: b, effect: exec, outside: work_folder}\n    - {id: c, effect: write, action: allow, outside: outbox}\n    - {id: d, effect: exec, commands: [x]}\n    - {id: e, effect: write, command: [x]}\n    - {id: f}\n    - {id: a, effect: read}\nsections: []\n",
+        );
+        let errors: Vec<_> = report.errors().map(|d| d.path.as_str()).collect();
+        assert_eq!(
+            errors,
+            [
+                "policy.allow_autonomous",
+                "policy.rules[0]",
+                "policy.rules[1]",
+                "policy.rules[2]",
+                "policy.rules[3].commands",
+                "policy.rules[4]",
+                "policy.rules[5].effect",
+                "policy.rules[6].id",
+            ]
+        );
+        assert!(report.errors().all(|d| d.code == "INVALID_CONFIG"));
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct Config {
     pub sections: Vec<Section>,
     /// Our addition: per-job-type grants of the operator.
     pub job_types: BTreeMap<String, JobTypeSettings>,
+    /// `policy`: the operator's ceiling over what threads may do.
+    pub policy: Policy,
     /// Our addition: where programs (agents) may be started.
     pub workspace: Workspace,
 }
@@ -116,22 +118,25 @@ impl Shutdown {
     }
 }
 
-/// `approval` routes sensitive actions to a human; `autonomous` runs without a gate.
+/// `approval` routes sensitive actions to a human; `autonomous` runs without a gate;
+/// `guarded` lets the thread's policy (and `policy.rules`) decide, asking a human on `ask`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Permissions {
     #[default]
     Approval,
     Autonomous,
+    Guarded,
 }
 
 impl Permissions {
-    pub const VOCABULARY: [&str; 2] = ["approval", "autonomous"];
+    pub const VOCABULARY: [&str; 3] = ["approval", "autonomous", "guarded"];
 
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "approval" => Some(Self::Approval),
             "autonomous" => Some(Self::Autonomous),
+            "guarded" => Some(Self::Guarded),
             _ => None,
         }
     }
@@ -140,8 +145,41 @@ impl Permissions {
         match self {
             Self::Approval => "approval",
             Self::Autonomous => "autonomous",
+            Self::Guarded => "guarded",
         }
     }
+}
+
+/// `policy`: the operator's ceiling (docs/configuration.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// `false`: a thread asking for `autonomous` fails with `POLICY_AUTONOMOUS_FORBIDDEN`.
+    pub allow_autonomous: bool,
+    /// Checked before every guarded thread's own rules; a thread cannot override them.
+    pub rules: Vec<PolicyRule>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            allow_autonomous: true,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One of `policy.rules`, with its defaults filled in (`action: allow`, `id: rule-<n>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyRule {
+    pub id: String,
+    /// `write`, `exec`, `read` or `network`.
+    pub effect: String,
+    /// `allow`, `deny` or `ask`.
+    pub action: String,
+    /// `fnmatch` patterns on the command (exec rules only).
+    pub command: Vec<String>,
+    /// `""`, `work_folder` or `outbox`.
+    pub outside: String,
 }
 
 /// `agents.<agent_type>`.
@@ -167,6 +205,8 @@ pub struct AgentSettings {
     /// Seconds a turn may go without a line from its agent (while no person is being asked)
     /// before it is interrupted and the thread fails with `AGENT_STALLED`; 0 never.
     pub stall_timeout_s: u32,
+    /// `held` or `parked`: what an agent's question does to its turn (docs/session-agent-harness.md).
+    pub wait: Option<String>,
 }
 
 impl Default for AgentSettings {
@@ -181,6 +221,7 @@ impl Default for AgentSettings {
             turn_retries: agent_types::DEFAULT_TURN_RETRIES,
             turn_retry_delays_ms: agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec(),
             stall_timeout_s: agent_types::DEFAULT_STALL_TIMEOUT_S,
+            wait: None,
         }
     }
 }

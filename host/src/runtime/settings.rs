@@ -149,7 +149,7 @@ mod tests {
 
     /// Keys the harness reads that the host's config does not have yet. Each must still be
     /// missing (the test says so when the host gains it, so the entry is removed then).
-    const KNOWN_GAPS: &[&str] = &["/policy/allow_autonomous"];
+    const KNOWN_GAPS: &[&str] = &[];
 
     /// `worker-config` is JSON whose schema is the host's `Config`: every key the bundled harness
     /// reads (its `worker_config::READS`) must be in what the host hands it, or the harness would

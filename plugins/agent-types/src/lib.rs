@@ -5,6 +5,8 @@
 //! `agent.type` and to pick the driver. Before this table the names lived in six places across
 //! the two crates and had drifted (`agents.test_double: {}` granted nothing).
 
+pub mod policy;
+
 /// The driver that speaks to an agent type's CLI. The harness maps each kind to its code; the
 /// host only needs to know whether there is one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +55,9 @@ pub const SETTINGS: &[&str] = &[
     // Seconds without a line from the agent, while no person is asked, before the turn is
     // interrupted and the thread fails with AGENT_STALLED (0: never).
     "stall_timeout_s",
+    // `held` (the agent waits for a person's answer) or `parked` (its turn ends; the answer
+    // starts the next one).
+    "wait",
 ];
 
 /// `stall_timeout_s` when the config does not set it: 30 minutes. Long enough for a silent

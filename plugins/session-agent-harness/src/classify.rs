@@ -53,6 +53,8 @@ pub struct Envelope {
     pub effort: String,
     pub permissions: String,
     pub work_folder: String,
+    /// The `policy` block as written (`None` when absent or null); checked at activation.
+    pub policy: Option<Value>,
 }
 
 /// Longest string accepted from an envelope field; longer values are treated as malformed (they
@@ -78,6 +80,7 @@ impl Envelope {
             effort: field("/agent/effort"),
             permissions: field("/agent/permissions"),
             work_folder: field("/workspace/work_folder"),
+            policy: meta.get("policy").filter(|p| !p.is_null()).cloned(),
         }
     }
 }

@@ -3,8 +3,8 @@
 //! prompt's questions, and adopting an open prompt after a restart.
 //!
 //! Only **held** waits are implemented: the agent process stays alive and blocked on its request
-//! until the answer arrives. Parked waits and one-shot grants are not (yet) — see
-//! docs/session-agent-harness.md.
+//! until the answer arrives. Parked waits are not (yet); an approval answered after its agent is
+//! gone becomes a one-shot grant (crate::grants) — see docs/session-agent-harness.md.
 
 use serde_json::{Value, json};
 
@@ -59,6 +59,26 @@ impl Prompt {
             options.insert(1, json!({"label": APPROVE_FOR_SESSION, "description": ""}));
         }
         self
+    }
+
+    /// Records which call an approval is for (`grant_key`, see crate::grants), so an answer
+    /// given after the agent process is gone grants exactly that call.
+    pub fn with_grant_key(mut self, key: Option<String>) -> Prompt {
+        if let (Some(key), Some(q)) = (key, self.questions.first_mut()) {
+            q["grant_key"] = json!(key);
+        }
+        self
+    }
+
+    /// The approval's `subject` and `grant_key` (from its first question).
+    pub fn subject_and_key(&self) -> (String, Option<String>) {
+        let q = self.questions.first();
+        let field = |k: &str| {
+            q.and_then(|q| q.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        (field("subject").unwrap_or_default(), field("grant_key"))
     }
 
     /// The first question's prose, for the dashboard.
@@ -240,6 +260,10 @@ pub fn denial_for_agent(reply: &str) -> String {
         format!("The person denied this tool use and said: {reply}")
     }
 }
+
+/// What an agent is told when its request is parked (`wait: parked`): nobody refused.
+pub const PARK_NOTICE: &str = "This request is parked waiting for a person; nobody refused it. \
+Stop here: you will be told the answer in your next turn, when they reply.";
 
 /// The turn an agent gets when it is resumed after a transient model-API failure cut its
 /// previous attempt short.

@@ -64,8 +64,9 @@ pub struct AgentRecord {
     pub state: String,
     pub agent_session_id: String,
     pub error: CodeMessage,
-    /// Parked prompts and one-shot grants are not implemented; kept for shape compatibility.
+    /// The one-shot grant (crate::grants): `{subject, verdict, granted_by, grant_key}`.
     pub grant: Option<Value>,
+    /// Parked prompts are not implemented; kept for shape compatibility.
     pub park: Option<Value>,
     pub usage_total: Value,
 }

@@ -9,6 +9,7 @@ use blobhub_agent_types::{self as agent_types, DriverKind};
 use serde_json::Value;
 
 use crate::classify::Envelope;
+use crate::policy::{self, Gate};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -18,8 +19,10 @@ pub struct Settings {
     pub executable: String,
     pub model: String,
     pub effort: String,
-    /// `autonomous` or `approval`.
+    /// `autonomous`, `approval` or `guarded`.
     pub permissions: String,
+    /// The policy gate of a `guarded` thread (`None` in the other modes).
+    pub gate: Option<Gate>,
     pub work_folder: String,
     /// config.yaml's `agents.<type>.env`: set in the agent's environment (config tier only; a
     /// session cannot choose an agent's variables). The host has refused `BLOBHUB_*` names.
@@ -32,6 +35,9 @@ pub struct Settings {
     /// Seconds without a line from the agent (while no person is asked) before the turn is
     /// interrupted and the thread fails with `AGENT_STALLED`; 0 never (config tier only).
     pub stall_timeout_s: u32,
+    /// `held` (the agent waits for a person's answer) or `parked` (the turn ends at once and
+    /// the answer starts the next one); config tier only.
+    pub wait: String,
 }
 
 impl Settings {
@@ -53,11 +59,13 @@ impl Settings {
             model: String::new(),
             effort: String::new(),
             permissions: "approval".into(),
+            gate: None,
             work_folder: "/work".into(),
             env: Vec::new(),
             turn_retries: agent_types::DEFAULT_TURN_RETRIES,
             turn_retry_delays_ms: agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec(),
             stall_timeout_s: agent_types::DEFAULT_STALL_TIMEOUT_S,
+            wait: "held".into(),
         }
     }
 
@@ -114,6 +122,14 @@ fn first_set(values: &[&str]) -> String {
 /// Resolve and check the settings of a thread being activated or recovered. `worker_config` is
 /// the section's `worker-config` JSON.
 pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failure> {
+    // A malformed policy block fails the thread whatever its permissions: a person who wrote
+    // one expects it to mean something.
+    let thread_policy = env
+        .policy
+        .as_ref()
+        .map(policy::parse_thread_policy)
+        .transpose()
+        .map_err(|e| Failure::new("POLICY_INVALID", format!("policy block is malformed: {e}")))?;
     let wf = &env.work_folder;
     if wf.is_empty() || !wf.starts_with('/') {
         return Err(Failure::new(
@@ -176,22 +192,42 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
                 ));
             }
         }
-        "guarded" => {
-            return Err(Failure::new(
-                "PERMISSIONS_UNSUPPORTED",
-                "permissions guarded (policy rules) is not supported by this worker build yet",
-            ));
-        }
+        "guarded" => {}
         other => {
             return Err(Failure::new(
                 "PERMISSIONS_UNSUPPORTED",
                 format!(
-                    "permissions {:?} is not one of autonomous, approval",
+                    "permissions {:?} is not one of autonomous, approval, guarded",
                     abridge(other)
                 ),
             ));
         }
     }
+    let gate = if permissions == "guarded" {
+        let Some(thread) = thread_policy else {
+            return Err(Failure::new(
+                "POLICY_MISSING",
+                "permissions guarded needs a policy block on the thread",
+            ));
+        };
+        // Checked by the host at start already; a rule it let through cannot fail here.
+        let worker_rules = policy::parse_rules(
+            worker_config.pointer("/policy/rules"),
+            policy::Origin::Worker,
+            "config policy.rules",
+        )
+        .map_err(|e| Failure::new("POLICY_INVALID", e))?;
+        Some(Gate {
+            worker_rules,
+            thread,
+            work_folder: wf.clone(),
+            // Artifacts are not published by this build, so there is no outbox: every path is
+            // outside it (as the reference treats an unusable outbox).
+            outbox: None,
+        })
+    } else {
+        None
+    };
     let configured = tier2(worker_config, t, "executable");
     let executable = if env.executable.is_empty() {
         first_set(&[configured, agent_type.default_executable])
@@ -238,10 +274,15 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
         turn_retries,
         turn_retry_delays_ms,
         stall_timeout_s,
+        wait: match tier2(worker_config, t, "wait") {
+            "parked" => "parked".to_string(),
+            _ => "held".to_string(),
+        },
         executable,
         model: first_set(&[&env.model, tier2(worker_config, t, "model")]),
         effort: first_set(&[&env.effort, tier2(worker_config, t, "effort")]),
         permissions,
+        gate,
         work_folder: wf.clone(),
         env: block
             .and_then(|b| b.get("env"))
@@ -399,14 +440,38 @@ mod tests {
             "PERMISSIONS_UNSUPPORTED"
         );
         e.permissions = "guarded".into();
-        assert_eq!(
-            resolve(&e, &cfg).unwrap_err().code,
-            "PERMISSIONS_UNSUPPORTED"
-        );
+        assert_eq!(resolve(&e, &cfg).unwrap_err().code, "POLICY_MISSING");
+        e.policy = Some(json!({"default": "ask"}));
+        let s = resolve(&e, &cfg).unwrap();
+        assert_eq!(s.gate.map(|g| g.thread.default), Some("ask".to_string()));
+        // Malformed: refused whatever the permissions, before the work folder is looked at.
+        e.policy = Some(json!({"default": "sometimes"}));
+        e.permissions = "approval".into();
+        e.work_folder = "relative".into();
+        assert_eq!(resolve(&e, &cfg).unwrap_err().code, "POLICY_INVALID");
+        e.work_folder = "/tmp".into();
+        e.policy = None;
         e.permissions = "autonomous".into();
         assert_eq!(
             resolve(&e, &cfg).unwrap_err().code,
             "POLICY_AUTONOMOUS_FORBIDDEN"
         );
+    }
+
+    #[test]
+    fn guarded_threads_get_the_operators_rules_first() {
+        let cfg = json!({"agents": {"test_double": {}}, "policy": {"allow_autonomous": true,
+            "rules": [{"id": "no-sudo", "effect": "exec", "action": "deny", "command": ["sudo*"]}]}});
+        let mut e = env("test_double");
+        e.permissions = "guarded".into();
+        e.policy = Some(json!({"rules": [{"id": "all", "effect": "exec", "action": "allow"}]}));
+        let gate = resolve(&e, &cfg).unwrap().gate.unwrap();
+        let call = crate::policy::call_of(
+            DriverKind::TestAgent,
+            "Bash",
+            &json!({"command": "sudo ls"}),
+        );
+        assert_eq!(gate.decide(&call).rule, "no-sudo");
+        assert_eq!(gate.work_folder, "/tmp");
     }
 }

@@ -20,7 +20,10 @@ pub const READS: &[&str] = &[
     "/agents/<type>/turn_retries",
     "/agents/<type>/turn_retry_delays_ms",
     "/agents/<type>/stall_timeout_s",
+    "/agents/<type>/wait",
     "/policy/allow_autonomous",
+    "/policy/rules",
+    "/polling/backoff_max_ms",
 ];
 
 #[cfg(test)]
@@ -45,7 +48,7 @@ mod tests {
     #[test]
     fn every_key_settings_reads_is_listed() {
         let source = include_str!("settings.rs");
-        let code = source.split("#[cfg(test)]").next().unwrap();
+        let code = source.split("\n#[cfg(test)]\nmod tests").next().unwrap();
         let mut read: Vec<String> = Vec::new();
         for key in literals_after(code, "tier2(worker_config, t, ") {
             read.push(format!("/agents/<type>/{key}"));
@@ -79,6 +82,12 @@ mod tests {
         ] {
             for (i, _) in text.match_indices("worker_config") {
                 let after = text[i + "worker_config".len()..].trim_start();
+                // A direct read must name a listed key (ctx.rs reads the backoff cap).
+                if let Some(rest) = after.strip_prefix(".pointer(\"") {
+                    let key = rest.split('"').next().unwrap_or("");
+                    assert!(READS.contains(&key), "{file} reads {key}, not in READS");
+                    continue;
+                }
                 assert!(
                     !after.starts_with(".pointer") && !after.starts_with(".get("),
                     "{file} reads worker_config itself"

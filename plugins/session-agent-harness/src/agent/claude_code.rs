@@ -259,11 +259,16 @@ impl ClaudeCode {
                 let tool = str_of(&request, "tool_name");
                 let input = request.get("input").cloned().unwrap_or(json!({}));
                 let question = permission_question(&tool, &input);
-                self.pending
-                    .insert(request_id.clone(), Pending::Permission { input });
+                self.pending.insert(
+                    request_id.clone(),
+                    Pending::Permission {
+                        input: input.clone(),
+                    },
+                );
                 Step::event(AgentEvent::PermissionRequest {
                     request_id,
                     tool,
+                    input,
                     question,
                     session_option: false,
                 })

@@ -469,6 +469,7 @@ impl Codex {
                 Step::event(AgentEvent::PermissionRequest {
                     request_id,
                     tool: "shell".into(),
+                    input: json!({"command": command}),
                     question,
                     session_option: true,
                 })
@@ -483,11 +484,13 @@ impl Codex {
                 if !paths.is_empty() {
                     question.push_str(&format!("\n\n`{}`", paths.join(", ")));
                 }
+                let input = json!({"paths": paths});
                 self.pending
                     .insert(request_id.clone(), Pending::Decision { rpc_id });
                 Step::event(AgentEvent::PermissionRequest {
                     request_id,
                     tool: "apply_patch".into(),
+                    input,
                     question,
                     session_option: true,
                 })
@@ -498,6 +501,7 @@ impl Codex {
                     "{}\n\n`{permissions}`",
                     reason.unwrap_or("Grant codex these additional permissions?")
                 );
+                let input = json!({"permissions": permissions.clone()});
                 self.pending.insert(
                     request_id.clone(),
                     Pending::Permissions {
@@ -508,6 +512,7 @@ impl Codex {
                 Step::event(AgentEvent::PermissionRequest {
                     request_id,
                     tool: "permissions".into(),
+                    input,
                     question,
                     session_option: true,
                 })

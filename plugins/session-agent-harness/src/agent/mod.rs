@@ -48,6 +48,9 @@ pub enum AgentEvent {
         request_id: String,
         /// The tool's name (the prompt's subject).
         tool: String,
+        /// The call's input as the policy of a `guarded` thread reads it (claude: the tool's
+        /// input; codex: `{command}` or `{paths}`).
+        input: Value,
         /// The question for the person.
         question: String,
         /// The agent can also take an approval for the rest of its session

@@ -66,6 +66,7 @@ impl Driver for TestAgent {
             "permission_request" => AgentEvent::PermissionRequest {
                 request_id: s(&v, "request_id"),
                 tool: s(&v, "tool"),
+                input: v.get("input").cloned().unwrap_or(Value::Null),
                 question: s(&v, "question"),
                 session_option: false,
             },

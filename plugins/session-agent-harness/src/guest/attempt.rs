@@ -46,6 +46,11 @@ pub struct TurnState {
     /// The agent went silent for the stall timeout and was interrupted: the thread fails with
     /// `AGENT_STALLED`.
     pub stalled: bool,
+    /// The session id the current attempt advertised, if any (crate::resume).
+    pub emitted: Option<String>,
+    /// A prompt was parked (`wait: parked`): the agent is stopped and the turn ends without a
+    /// `turn_end`; the answer starts the next turn.
+    pub parked: bool,
 }
 
 impl TurnState {
@@ -69,6 +74,8 @@ impl TurnState {
             stop_seen,
             usage_total: t.usage_total(),
             stalled: false,
+            emitted: None,
+            parked: false,
         }
     }
 
@@ -214,6 +221,11 @@ pub async fn run(
                 for event in step.events {
                     on_event(t, settings, driver.as_mut(), &child, st, event).await;
                 }
+                if st.parked && !interrupted {
+                    // The refusal is written; the agent's own session keeps the rest.
+                    interrupted = true;
+                    end_by = Some(ask_to_end(driver.as_mut(), &child));
+                }
                 if step.finished && end_by.is_none() {
                     child.close_stdin();
                     end_by = Some(Instant::now() + END_GRACE);
@@ -302,8 +314,15 @@ async fn on_event(
     st: &mut TurnState,
     event: AgentEvent,
 ) {
+    if st.parked && !matches!(event, AgentEvent::Session(_)) {
+        // Parked: whatever the agent says before it is stopped is not the person's business.
+        return;
+    }
     match event {
         AgentEvent::Session(id) => {
+            if !id.is_empty() {
+                st.emitted = Some(id.clone());
+            }
             if !id.is_empty() && id != st.session_id {
                 st.session_id = id.clone();
                 // Persisted at once: a restart mid-turn must resume this session, not start anew.
@@ -314,6 +333,7 @@ async fn on_event(
         AgentEvent::PermissionRequest {
             request_id,
             tool,
+            input,
             question,
             session_option,
         } => {
@@ -322,11 +342,40 @@ async fn on_event(
                 write(child, driver.answer(&request_id, Answer::Approve));
                 return;
             }
-            let mut p = Prompt::approval(format!("prm_{}", worker::new_ulid()), &tool, &question);
+            match super::gate::check(t, settings, st, &tool, &input).await {
+                Some(super::gate::Gated::Allow) => {
+                    write(child, driver.answer(&request_id, Answer::Approve));
+                    return;
+                }
+                Some(super::gate::Gated::Deny(why)) => {
+                    write(child, driver.answer(&request_id, Answer::Deny(&why)));
+                    return;
+                }
+                None => {}
+            }
+            let key = crate::grants::grant_key(settings.driver, &tool, &input);
+            match t.spend_grant(&tool, key.as_deref(), &settings.work_folder) {
+                None => {}
+                Some(granted_by) => {
+                    let item = crate::grants::granted_item(&tool, &granted_by);
+                    let answer = if t.post(item, Some(&st.turn_id)).await.is_ok() {
+                        Answer::Approve
+                    } else {
+                        // The grant is spent either way: never spendable twice.
+                        Answer::Unanswered(
+                            "the approval could not be recorded on the thread; a person did approve this call, retry it",
+                        )
+                    };
+                    write(child, driver.answer(&request_id, answer));
+                    return;
+                }
+            }
+            let mut p = Prompt::approval(format!("prm_{}", worker::new_ulid()), &tool, &question)
+                .with_grant_key(key);
             if session_option {
                 p = p.with_session_option();
             }
-            ask(t, driver, child, st, request_id, p).await;
+            ask(t, settings, driver, child, st, request_id, p).await;
         }
         AgentEvent::Question {
             request_id,
@@ -337,7 +386,7 @@ async fn on_event(
                 kind: "ask_user_question".into(),
                 questions,
             };
-            ask(t, driver, child, st, request_id, p).await;
+            ask(t, settings, driver, child, st, request_id, p).await;
         }
         other => {
             if let Some(item) = items::agent_item(&other) {
@@ -356,6 +405,7 @@ fn write(child: &process::Child, lines: Vec<String>) {
 /// Put a prompt to the person: post it, and hold the agent's request open until the answer.
 async fn ask(
     t: &Rc<Thread>,
+    settings: &Settings,
     driver: &mut dyn Driver,
     child: &process::Child,
     st: &mut TurnState,
@@ -397,10 +447,26 @@ async fn ask(
     // Held wait begins: what led to the question is consumed, so a restart does not replay it
     // as the answer; and the slot goes back to the pool, since a person may take a long time
     // and other threads should not wait for them.
+    let parked = settings.wait == "parked";
+    if parked {
+        // Parked: the prompt stays open with no agent waiting on it (as after a restart), the
+        // agent is told nobody refused and is stopped, and the answer starts the next turn.
+        write(
+            child,
+            driver.answer(&request_id, Answer::Unanswered(prompt::PARK_NOTICE)),
+        );
+        st.parked = true;
+        log(
+            Level::Info,
+            "thread_parked",
+            Some(&t.alias),
+            json!({"turn_id": st.turn_id, "kind": p.kind, "prompt_id": p.prompt_id}),
+        );
+    }
     t.hold_prompt(
         OpenPrompt {
             prompt: p,
-            request_id: Some(request_id),
+            request_id: (!parked).then_some(request_id),
             asked_at,
         },
         &st.boundary,

@@ -3,6 +3,7 @@
 mod attach;
 mod attempt;
 mod ctx;
+mod gate;
 mod section;
 mod store;
 mod sync;

@@ -206,6 +206,8 @@ impl Thread {
             rec.agent.state = "active".into();
             if fresh {
                 rec.agent.error = Default::default();
+                // A new run: a grant of the previous one does not carry over.
+                rec.agent.grant = None;
             }
         }
         self.save()
@@ -253,9 +255,47 @@ impl Thread {
             return;
         }
         if let Some((open, answers, msg)) = self.resolve_prompt(None).await {
+            // Approved while no agent waited: the agent's next call of that kind is approved
+            // once, without asking again (persisted at once).
+            if open.prompt.kind == "approval" && prompt::approved(&answers) {
+                let (subject, key) = open.prompt.subject_and_key();
+                // A request that named no call records no grant (crate::grants).
+                if !subject.is_empty() && key.is_some() {
+                    self.rec.borrow_mut().agent.grant = Some(crate::grants::record(
+                        &subject,
+                        &open.prompt.prompt_id,
+                        key.as_deref(),
+                    ));
+                    let _ = self.save();
+                }
+            }
             let text = prompt::resume_text(&open.prompt.summary(), &answers);
             self.inbox.borrow_mut().push_front(Msg { text, ..msg });
         }
+    }
+
+    /// Spend the one-shot grant if it covers this request: cleared and persisted before the
+    /// call is approved, so it can never be spent twice. Returns the prompt that granted it.
+    pub fn spend_grant(
+        &self,
+        subject: &str,
+        key: Option<&str>,
+        work_folder: &str,
+    ) -> Option<String> {
+        let granted_by = {
+            let rec = self.rec.borrow();
+            crate::grants::matches(rec.agent.grant.as_ref()?, subject, key, work_folder)?
+        };
+        self.rec.borrow_mut().agent.grant = None;
+        // Not persisted: not spent (a person is asked instead).
+        self.save().ok()?;
+        log(
+            Level::Info,
+            "approval_grant_consumed",
+            Some(&self.alias),
+            json!({"subject": subject, "granted_by": granted_by}),
+        );
+        Some(granted_by)
     }
 
     /// An answer is waiting for a prompt (delivered, or to be resolved, shortly).
@@ -829,6 +869,18 @@ impl Thread {
                 return;
             }
         };
+        if settings
+            .gate
+            .as_ref()
+            .is_some_and(|g| g.uses_outbox() && g.outbox.is_none())
+        {
+            log(
+                Level::Warning,
+                "policy_outbox_unusable",
+                Some(&self.alias),
+                json!({"reason": "this thread has no usable artifacts outbox; every path counts as outside it"}),
+            );
+        }
         {
             let mut rec = self.rec.borrow_mut();
             rec.workspace.agent_type = settings.agent_type.clone();
@@ -897,6 +949,7 @@ pub async fn stop(t: &Rc<Thread>, state: &str) {
         let mut rec = t.rec.borrow_mut();
         rec.agent.state = state.to_string();
         rec.agent.error = Default::default();
+        rec.agent.grant = None;
     }
     let _ = t.save();
     t.wire_active.set(false);

@@ -182,10 +182,15 @@ async fn turn(
     let _running = TurnRunning::start(t);
     let clock = std::time::Instant::now();
     let mut st = TurnState::new(t, turn_id, boundary, resume, slot.take());
+    super::gate::applied(t, settings, &mut st).await;
     let mut usage = Usage::default();
     let mut resumes = 0u32;
     let mut input = text.to_string();
+    // The session the last attempt was asked to resume (crate::resume).
+    let mut requested: String;
     let outcome = loop {
+        requested = st.session_id.clone();
+        st.emitted = None;
         let outcome = attempt::run(t, settings, &input, &mut st).await?;
         usage.add(&outcome.usage);
         if let Some(total) = &outcome.usage_total {
@@ -245,6 +250,33 @@ async fn turn(
     let elapsed = clock.elapsed().as_millis() as u64;
     if st.stopping && outcome.status != Status::Completed {
         return stopped(t, &mut st, &usage, elapsed).await;
+    }
+    if st.parked {
+        // No `turn_end`: the turn goes on when the person answers. Its messages are consumed
+        // (the agent has them in its session) and the thread holds no slot meanwhile.
+        *slot = None;
+        t.finish_turn(&st.session_id, &st.boundary, st.usage_total.as_ref())
+            .map_err(|e| {
+                Failure::new(
+                    "THREAD_POST_FAILED",
+                    format!("local state could not be written: {e}"),
+                )
+            })?;
+        return Ok(TurnEnded::Completed);
+    }
+    if status != Status::Completed && (outcome.ended_by_agent || st.emitted.is_some()) {
+        // A broken resume pointer must not fail every later turn too.
+        let keep = crate::resume::resolve_session_id(&requested, st.emitted.as_deref(), true);
+        if keep != st.session_id {
+            log(
+                Level::Warning,
+                "agent_session_cleared",
+                Some(&t.alias),
+                json!({"turn_id": st.turn_id, "requested": requested, "emitted": st.emitted}),
+            );
+            st.session_id = keep;
+            t.set_agent_session(&st.session_id);
+        }
     }
     // Post failures first: the thread fails with them, and nothing more is posted this turn.
     if let Some(f) = st.post_failure.take() {
