@@ -70,10 +70,10 @@ fn missing_session_keys(section: &crate::config::Section) -> Vec<PreflightError>
     SESSION_KEYS
         .iter()
         .filter(|key| {
-            !block
+            block
                 .get(**key)
                 .and_then(Value::as_str)
-                .is_some_and(|v| !v.trim().is_empty())
+                .is_none_or(|v| v.trim().is_empty())
         })
         .map(|key| PreflightError {
             code: "MISSING_SESSION_KEYS".into(),
