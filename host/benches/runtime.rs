@@ -124,8 +124,14 @@ impl Bench {
     }
 }
 
+/// The session of every section (the fake transport answers whatever it is); the host refuses
+/// a section of a session job type without one.
+fn session() -> Value {
+    json!({"org_id": "org_bench", "blob_id": "blb_bench", "revision_id": "rev_bench", "session_id": "ses_bench"})
+}
+
 fn section(threads: u64, first: u64, rounds: u64) -> Value {
-    json!({"job_type": "concurrency_probe", "threads": threads, "first": first, "rounds": rounds})
+    json!({"job_type": "concurrency_probe", "threads": threads, "first": first, "rounds": rounds, "session": session()})
 }
 
 /// Candidate (1) `one` = true: one instance runs all threads; (2) false: an instance per thread.
@@ -255,7 +261,9 @@ async fn main() {
     // Host-call round trip.
     let n = 1_000_000u64;
     let start = Instant::now();
-    let (_s, _tx, task) = bench.start(vec![json!({"job_type": "concurrency_probe", "calls": n})]);
+    let (_s, _tx, task) = bench.start(vec![
+        json!({"job_type": "concurrency_probe", "calls": n, "session": session()}),
+    ]);
     let _ = task.await;
     println!(
         "host-call round trip (guest -> host is-shutting-down, x{n}, incl. instantiate): {:.1} ns/call",
@@ -268,7 +276,7 @@ async fn main() {
         Some(which) => {
             match which.as_str() {
                 "idle" => {
-                    let idle = json!({"job_type": "concurrency_probe", "idle": true});
+                    let idle = json!({"job_type": "concurrency_probe", "idle": true, "session": session()});
                     memory(&bench, "idle section", vec![idle; 200], 200).await;
                 }
                 "one" => {

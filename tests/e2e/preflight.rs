@@ -326,4 +326,28 @@ async fn a_job_type_warning_is_printed_and_does_not_block_start() {
         running.stderr_head
     );
     running.terminate().await.assert_success();
+
+    // Under --json the warning is in the `started` document.
+    use tokio::io::AsyncBufReadExt;
+    let mut child = home
+        .command(&["--json", "start"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().expect("a start line");
+    let doc: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(doc["event"], "started", "{doc}");
+    assert!(
+        doc["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["code"] == "UNKNOWN_KEY" && w["path"] == "sections[0].session.sesion_prefix"),
+        "{doc}"
+    );
+    let pid = i32::try_from(child.id().unwrap()).unwrap();
+    // SAFETY: plain kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert_eq!(child.wait().await.unwrap().code(), Some(0));
 }

@@ -298,8 +298,6 @@ async fn escape_attempts_fail_with_typed_errors_and_the_key_stays_hidden() {
             {"job_type": "escape_attempts", "attempt": "spawn", "session": session},
             {"job_type": "escape_attempts", "attempt": "session", "session": session},
             {"job_type": "escape_attempts", "attempt": "leak", "session": session, "cwd": outside.path()},
-            // No session block: every call is refused before anything is sent.
-            {"job_type": "escape_attempts", "attempt": "sessionless"},
         ],
     });
     let user = User::demo();
@@ -365,18 +363,26 @@ async fn escape_attempts_fail_with_typed_errors_and_the_key_stays_hidden() {
         "the guest has no environment: {}",
         leak.message
     );
-    let sessionless = end(4);
+    // No session block: the host reads the session target itself and refuses the section of a
+    // job type that asks for the session API at preflight, so nothing can be sent for it.
+    let config = json!({
+        "sections": [{"job_type": "escape_attempts", "attempt": "sessionless"}],
+    });
+    let report = start(&emulator, tree.path(), config)
+        .await
+        .task
+        .await
+        .unwrap();
+    let refusals: Vec<(&str, Option<&str>)> = report
+        .preflight
+        .iter()
+        .map(|e| (e.code.as_str(), e.field.as_deref()))
+        .collect();
     assert_eq!(
-        sessionless.code.as_deref(),
-        Some("BLOCKED"),
-        "{}",
-        sessionless.message
+        refusals,
+        [("MISSING_SESSION_KEYS", Some("sections[0].session"))]
     );
-    assert!(
-        sessionless.message.contains("no complete `session` block"),
-        "{}",
-        sessionless.message
-    );
+    assert!(report.sections.is_empty());
     let malformed: Vec<String> = emulator
         .admin()
         .requests()

@@ -218,7 +218,9 @@ async fn a_broken_validate_fails_only_its_own_sections() {
     env.configure(&[&s], 4, "");
     let config_path = tree.join("config.yaml");
     let mut config = std::fs::read_to_string(&config_path).unwrap();
-    config.push_str("  - name: broken\n    job_type: escape_attempts\n    validate: spin\n");
+    // A session block: the host refuses a session job type's section without one at preflight,
+    // before any validate runs.
+    config.push_str("  - name: broken\n    job_type: escape_attempts\n    validate: spin\n    session: {org_id: o, blob_id: b, revision_id: r, session_id: ses_broken}\n");
     // And a component that does not even load.
     std::fs::write(tree.join("plugins/junk.wasm"), b"\0asm junk").unwrap();
     config.push_str("  - name: junk\n    job_type: junk\n");

@@ -27,7 +27,7 @@ pub enum LoadError {
     },
     #[error("{origin} is not a loadable component: {detail}")]
     Invalid { origin: String, detail: String },
-    #[error("{origin} was built against {found}; this host supports blobhub:worker@{supported}")]
+    #[error("{origin} was built against {found}; this host supports {supported}")]
     WitUnsupported {
         origin: String,
         found: String,
@@ -126,25 +126,27 @@ pub fn check_wit_version(wasm: &[u8], origin: &str) -> Result<WitVersion, LoadEr
     })?;
     let supported = WitVersion::ALL
         .iter()
-        .map(|v| v.range())
+        .map(|v| format!("blobhub:worker@{}", v.range()))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut found: Option<WitVersion> = None;
+    // The first version named, and what named it.
+    let mut found: Option<(WitVersion, String)> = None;
     for (what, version) in declared.versions() {
-        let matched = WitVersion::matching(version);
-        let consistent = match (matched, found) {
-            (None, _) => false,
-            (Some(m), Some(f)) => m == f,
-            (Some(_), None) => true,
+        let refused = |found: String| LoadError::WitUnsupported {
+            origin: origin.to_owned(),
+            found,
+            supported: supported.clone(),
         };
-        if !consistent {
-            return Err(LoadError::WitUnsupported {
-                origin: origin.to_owned(),
-                found: what,
-                supported,
-            });
+        let Some(matched) = WitVersion::matching(version) else {
+            return Err(refused(what));
+        };
+        match &found {
+            Some((first, first_what)) if *first != matched => {
+                return Err(refused(format!("both {first_what} and {what}")));
+            }
+            Some(_) => {}
+            None => found = Some((matched, what)),
         }
-        found = matched;
     }
     if declared.names.is_empty() {
         return Err(LoadError::Invalid {
@@ -153,10 +155,12 @@ pub fn check_wit_version(wasm: &[u8], origin: &str) -> Result<WitVersion, LoadEr
         });
     }
     // Names were read, so a version was found.
-    found.ok_or_else(|| LoadError::Invalid {
-        origin: origin.to_owned(),
-        detail: "it names no blobhub:worker version".into(),
-    })
+    found
+        .map(|(version, _)| version)
+        .ok_or_else(|| LoadError::Invalid {
+            origin: origin.to_owned(),
+            detail: "it names no blobhub:worker version".into(),
+        })
 }
 
 /// Compile (or load from the cache), check the WIT version, pre-link and call `describe`.
@@ -381,4 +385,81 @@ pub async fn load_all(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::wit::latest;
+    use crate::runtime::wit_version::STAMP_SECTION;
+
+    /// The bundled harness with its SDK stamp rewritten to `version` (same length): its imports
+    /// still name the supported version, so only the stamp can refuse it.
+    fn restamped(version: &str) -> Vec<u8> {
+        let (_, wasm) = BUNDLED[0];
+        let needle = [STAMP_SECTION.as_bytes(), latest::VERSION.as_bytes()].concat();
+        let at = wasm
+            .windows(needle.len())
+            .position(|w| w == needle.as_slice())
+            .expect("the SDK's stamp");
+        let mut bytes = wasm.to_vec();
+        let start = at + STAMP_SECTION.len();
+        bytes[start..start + version.len()].copy_from_slice(version.as_bytes());
+        bytes
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_component_stamped_with_an_unsupported_version_is_refused_before_the_cache() {
+        let engine = crate::runtime::engine::new_engine().unwrap();
+        let linker = crate::runtime::engine::new_linker(&engine).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let bytes = restamped("0.9.0");
+        let err = load_bytes(
+            &engine,
+            &linker,
+            &bytes,
+            Origin::Bundled,
+            Some(cache.path()),
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert_eq!(err.code(), "JOB_TYPE_WIT_UNSUPPORTED", "{err}");
+        assert!(
+            err.to_string()
+                .contains("blobhub:worker-api-version = 0.9.0"),
+            "{err}"
+        );
+        let written: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
+        assert!(written.is_empty(), "{written:?}");
+
+        // The same bytes with a supported stamp load, and are cached.
+        let ok = load_bytes(
+            &engine,
+            &linker,
+            &restamped(latest::VERSION),
+            Origin::Bundled,
+            Some(cache.path()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok.wit, WitVersion::Latest);
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_stamp_and_names_of_two_versions_are_refused() {
+        // A 0.1.0 stamp on a component whose names say 0.2.0.
+        let err = check_wit_version(&restamped("0.1.0"), "x.wasm").unwrap_err();
+        assert_eq!(err.code(), "JOB_TYPE_WIT_UNSUPPORTED", "{err}");
+        assert!(
+            err.to_string()
+                .contains("both blobhub:worker-api-version = 0.1.0 and blobhub:worker/"),
+            "{err}"
+        );
+        assert_eq!(
+            check_wit_version(&restamped(latest::VERSION), "x.wasm").unwrap(),
+            WitVersion::Latest
+        );
+    }
 }

@@ -82,7 +82,7 @@ impl<T: Send + 'static> wasmtime_wasi::p2::Pollable for Pending<T> {
 }
 
 /// Values a task sends, in order, one at a time: `ready` waits for the next (and keeps it),
-/// `next` hands it out without blocking.
+/// `take` hands it out without blocking.
 pub struct Inbox<T> {
     rx: mpsc::UnboundedReceiver<T>,
     buffered: Option<T>,
@@ -94,11 +94,11 @@ impl<T: Send> Inbox<T> {
     }
 
     /// The next value, if one has arrived; never blocks.
-    pub fn next(&mut self) -> Option<T> {
+    pub fn take(&mut self) -> Option<T> {
         self.buffered.take().or_else(|| self.rx.try_recv().ok())
     }
 
-    /// Resolves once [`Inbox::next`] will return a value. When the sender is gone and nothing is
+    /// Resolves once [`Inbox::take`] will return a value. When the sender is gone and nothing is
     /// left, never: nothing will ever arrive (the guest's other pollables still wake it).
     pub async fn ready(&mut self) {
         if self.buffered.is_none() {
@@ -118,13 +118,13 @@ mod tests {
     async fn an_inbox_keeps_order_and_what_ready_saw() {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut inbox = Inbox::new(rx);
-        assert_eq!(inbox.next(), None);
+        assert_eq!(inbox.take(), None);
         tx.send(1).unwrap();
         tx.send(2).unwrap();
         inbox.ready().await;
-        assert_eq!(inbox.next(), Some(1));
-        assert_eq!(inbox.next(), Some(2));
-        assert_eq!(inbox.next(), None);
+        assert_eq!(inbox.take(), Some(1));
+        assert_eq!(inbox.take(), Some(2));
+        assert_eq!(inbox.take(), None);
     }
 
     #[tokio::test]

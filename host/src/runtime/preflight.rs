@@ -70,10 +70,10 @@ fn missing_session_keys(section: &crate::config::Section) -> Vec<PreflightError>
     SESSION_KEYS
         .iter()
         .filter(|key| {
-            !block
+            block
                 .get(**key)
                 .and_then(Value::as_str)
-                .is_some_and(|v| !v.trim().is_empty())
+                .is_none_or(|v| v.trim().is_empty())
         })
         .map(|key| PreflightError {
             code: "MISSING_SESSION_KEYS".into(),
@@ -375,4 +375,54 @@ pub async fn check(
 ) -> Result<Vec<(Option<Arc<LoadedJobType>>, SectionPlan)>, Vec<PreflightError>> {
     let verdicts = verdicts(engine, job_types, &shared.settings, jobs_dir).await?;
     Ok(plans(verdicts, shared))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn section(settings: Value) -> crate::config::Section {
+        crate::config::Section {
+            index: 2,
+            name: None,
+            job_type: "x".into(),
+            settings: settings.as_object().cloned().unwrap_or_default(),
+            line: None,
+        }
+    }
+
+    #[test]
+    fn the_session_target_needs_all_four_keys() {
+        let full = json!({"session": {"org_id": "o", "blob_id": "b", "revision_id": "default", "session_id": "main", "session_prefix": "t/"}});
+        let target = session_target(&section(full.clone()).settings).unwrap();
+        assert_eq!(
+            (
+                target.org_id.as_str(),
+                target.blob_id.as_str(),
+                target.revision_id.as_str(),
+                target.session.as_str()
+            ),
+            ("o", "b", "default", "main")
+        );
+        assert!(missing_session_keys(&section(full)).is_empty());
+
+        let partial = json!({"session": {"org_id": "o", "blob_id": " ", "revision_id": 7}});
+        assert!(session_target(&section(partial.clone()).settings).is_none());
+        let fields: Vec<String> = missing_session_keys(&section(partial))
+            .into_iter()
+            .map(|e| e.field.unwrap())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "sections[2].session.blob_id",
+                "sections[2].session.revision_id",
+                "sections[2].session.session_id"
+            ]
+        );
+        let none = missing_session_keys(&section(json!({"other": 1})));
+        assert_eq!(none.len(), 1);
+        assert_eq!(none[0].field.as_deref(), Some("sections[2].session"));
+    }
 }

@@ -26,11 +26,10 @@ impl SessionTransport for ClientTransport {
         let client = self.0.clone();
         let (revision_id, command) = (revision_id.to_owned(), command.to_owned());
         Box::pin(async move {
-            let answer = match channel {
+            match channel {
                 Channel::Query => client.query(&revision_id, &command, args).await,
                 Channel::Command => client.command(&revision_id, &command, args).await,
-            };
-            answer
+            }
         })
     }
 

@@ -100,7 +100,7 @@ mod tests {
         let latest = crate::runtime::wit::latest::VERSION;
         assert_eq!(declared.stamp.as_deref(), Some(latest));
         let job = format!("blobhub:worker/job@{latest}");
-        assert!(declared.names.iter().any(|n| *n == job), "{declared:?}");
+        assert!(declared.names.contains(&job), "{declared:?}");
         assert!(
             declared
                 .names

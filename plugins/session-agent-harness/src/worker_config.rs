@@ -48,6 +48,7 @@ mod tests {
     #[test]
     fn every_key_settings_reads_is_listed() {
         let source = include_str!("settings.rs");
+        // The tests at the end build their own configs.
         let code = source.split("\n#[cfg(test)]\nmod tests").next().unwrap();
         let mut read: Vec<String> = Vec::new();
         for key in literals_after(code, "tier2(worker_config, t, ") {

@@ -124,7 +124,7 @@ impl wit::HostSubscription for SectionHost {
     }
 
     fn next(&mut self, sub: Resource<SubscriptionHandle>) -> wasmtime::Result<Option<Item>> {
-        Ok(self.table.get_mut(&sub)?.inbox.next())
+        Ok(self.table.get_mut(&sub)?.inbox.take())
     }
 
     fn set_active(

@@ -476,7 +476,7 @@ impl wit::HostChild for SectionHost {
 
     fn next_output(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<Option<Output>> {
         let handle = self.table.get_mut(&child)?;
-        let next = handle.output.next();
+        let next = handle.output.take();
         if matches!(next, Some(Output::Exited(_))) {
             handle.exited = true;
             handle.stdin = None;

@@ -441,3 +441,69 @@ impl old::log::Host for SectionHost {
         new::log::Host::emit(self, level.into(), event, thread, fields)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_0_1_0_job_type_sees_its_section_without_the_target_and_only_refuses() {
+        let section = NewSection {
+            index: 3,
+            name: "n".into(),
+            job_type: "j".into(),
+            target: Some(new::types::SessionTarget {
+                org_id: "o".into(),
+                blob_id: "b".into(),
+                revision_id: "r".into(),
+                session: "s".into(),
+            }),
+            settings: r#"{"session":{"session_id":"s"}}"#.into(),
+            worker_config: "{}".into(),
+        };
+        let old = OldSection::from(&section);
+        assert_eq!(
+            (old.index, old.settings.as_str(), old.worker_config.as_str()),
+            (3, section.settings.as_str(), "{}")
+        );
+        let check = NewSectionCheck::from(OldSectionCheck {
+            index: 3,
+            state_key: None,
+            diagnostics: vec![OldDiagnostic {
+                code: "OWN_CODE".into(),
+                message: "m".into(),
+                field: None,
+            }],
+        });
+        assert_eq!(check.diagnostics[0].code, "OWN_CODE");
+        assert!(matches!(
+            check.diagnostics[0].severity,
+            new::types::Severity::Error
+        ));
+    }
+
+    #[test]
+    fn failures_reach_a_0_1_0_guest_unchanged() {
+        let failure = NewApiError::CommandFailed(NewCommandFailure {
+            status: 409,
+            error: "session_not_open".into(),
+            message: "closed".into(),
+        });
+        match OldApiError::from(failure) {
+            OldApiError::CommandFailed(f) => {
+                assert_eq!((f.status, f.error.as_str()), (409, "session_not_open"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            OldOutput::from(NewOutput::Exited(NewExitStatus {
+                code: Some(2),
+                signal: None
+            })),
+            OldOutput::Exited(OldExitStatus {
+                code: Some(2),
+                signal: None
+            })
+        ));
+    }
+}

@@ -5,7 +5,9 @@
 //! - `session`: name another session through an alias;
 //! - `leak`: report its environment, a granted child's environment and arguments, its files and
 //!   a session reply, so the test can look for the API key in all of them;
-//! - `sessionless`: well-formed session calls from a section without a `session` block;
+//! - `sessionless`: well-formed session calls from a section without a `session` block (the host
+//!   now refuses such a section of a job type declaring `session` at preflight, so this runs only
+//!   if that check is lost; the host's call-time refusal stays behind it);
 //! - `hostile`: every attack of a hostile job type on the host, one after the other, each line of
 //!   the outcome `<attack> BLOCKED|ESCAPED <evidence>`; it ends spinning on an import, which the
 //!   compute budget must stop (`JOB_TYPE_UNRESPONSIVE`), after posting its report as the
