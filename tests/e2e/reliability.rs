@@ -157,7 +157,8 @@ async fn one_threads_outage_does_not_hold_up_another() {
         refused(e, "upload_session_object") >= PAST_EVERY_BUDGET
     })
     .await;
-    env.admin.set_faults("post_session_thread_item", Faults::default());
+    env.admin
+        .set_faults("post_session_thread_item", Faults::default());
     env.say(&s, "tasks/ok", "still here?");
     env.wait("the healthy thread answered", |e| {
         e.has(&s, "tasks/ok", "text", "echo: still here?")
@@ -389,4 +390,43 @@ async fn a_bad_model_name_fails_with_a_settings_code() {
         env.transcript(&s, "tasks/t1")
     );
     worker.terminate().await;
+}
+
+/// Item 4: every file of the corpus that once hung `config check` and `start` is answered with
+/// `INVALID_CONFIG` naming the nesting limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pathological_configs_are_refused_by_check_and_start() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config-corpus");
+    let mut files: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4);
+    for file in files {
+        let home = crate::support::Home::new();
+        // `start` checks the config after the credentials and the identity.
+        home.write_credentials("http://127.0.0.1:9/v1", "bhk_unused");
+        home.write_identity("usr_unused");
+        // Written as is: the test helper's `write_config` would append a block.
+        std::fs::copy(&file, home.tree.config_path()).unwrap();
+        for args in [&["config", "check"][..], &["start"][..]] {
+            let out = home.run(args, None).await;
+            assert!(!out.status.success(), "{args:?} {}", file.display());
+            assert!(
+                out.stdout.contains("INVALID_CONFIG") || out.stderr.contains("INVALID_CONFIG"),
+                "{args:?} {}: {} {}",
+                file.display(),
+                out.stdout,
+                out.stderr
+            );
+            assert!(
+                format!("{}{}", out.stdout, out.stderr).contains("nested deeper than 64"),
+                "{args:?} {}: {}",
+                file.display(),
+                out.stderr
+            );
+        }
+    }
 }

@@ -218,11 +218,19 @@ mod tests {
         let v = parse_body(body.as_bytes()).unwrap();
         let items = v["items"].as_array().unwrap();
         assert_eq!(items.len(), 3);
-        assert_eq!(items[0], json!({"id": "a", "created_at": "t1", "content": []}));
+        assert_eq!(
+            items[0],
+            json!({"id": "a", "created_at": "t1", "content": []})
+        );
         assert_eq!(items[1]["id"], "b");
         assert_eq!(items[1]["created_at"], "t2");
         assert_eq!(items[1]["user_id"], "u");
-        assert!(items[1]["unreadable"].as_str().unwrap().contains("recursion"));
+        assert!(
+            items[1]["unreadable"]
+                .as_str()
+                .unwrap()
+                .contains("recursion")
+        );
         assert!(items[1].get("content").is_none());
         assert_eq!(items[2], json!({"id": "c"}));
         assert_eq!(v["status"], "success");

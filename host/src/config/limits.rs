@@ -86,7 +86,9 @@ mod tests {
     fn deep_flow_block_and_dash_nesting_is_refused() {
         let flow = format!("a: {}1{}\n", "[".repeat(65), "]".repeat(65));
         assert!(check(&flow).unwrap_err().contains("line 1"));
-        let block: String = (0..70).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        let block: String = (0..70)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
         assert!(check(&block).unwrap_err().contains("line 65:"));
         let dashes = format!("a:\n{}x\n", "- ".repeat(70));
         assert!(check(&dashes).unwrap_err().contains("line 2"));

@@ -398,10 +398,7 @@ impl Walk {
         };
         self.unknown_keys("workspace", &map, &["allowed_roots"]);
         let roots = self
-            .string_list(
-                "workspace.allowed_roots",
-                Self::get(&map, "allowed_roots"),
-            )
+            .string_list("workspace.allowed_roots", Self::get(&map, "allowed_roots"))
             .unwrap_or_default();
         for (i, root) in roots.iter().enumerate() {
             if !root.starts_with('/') {

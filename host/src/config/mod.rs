@@ -8,6 +8,6 @@ mod model;
 pub use lines::LineIndex;
 pub use load::{Diagnostic, LoadReport, Severity, load_file, load_str};
 pub use model::{
-    AgentSettings, Concurrency, Config, JobTypeSettings, Permissions, Polling, Section,
-    Workspace, default_executable,
+    AgentSettings, Concurrency, Config, JobTypeSettings, Permissions, Polling, Section, Workspace,
+    default_executable,
 };

@@ -56,7 +56,10 @@ mod tests {
     #[test]
     fn normalize_resolves_dots_lexically() {
         assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
-        assert_eq!(normalize(Path::new("/../../proc/self")), PathBuf::from("/proc/self"));
+        assert_eq!(
+            normalize(Path::new("/../../proc/self")),
+            PathBuf::from("/proc/self")
+        );
         assert_eq!(normalize(Path::new("/")), PathBuf::from("/"));
     }
 
@@ -82,6 +85,9 @@ mod tests {
         }
         // A root that is a system folder does not make its folders allowed.
         assert!(allowed(Path::new("/etc/x"), &[PathBuf::from("/")], None).is_err());
-        assert_eq!(allowed(Path::new("/srv/x"), &[PathBuf::from("/")], None), Ok(()));
+        assert_eq!(
+            allowed(Path::new("/srv/x"), &[PathBuf::from("/")], None),
+            Ok(())
+        );
     }
 }

@@ -134,7 +134,10 @@ mod tests {
         // B (a person's) is read; A, created 1 s before it, is not visible yet.
         c.advance("b", "2026-01-01T00:00:01Z");
         // The worker's answers are read back over the next seconds.
-        for (i, at) in ["00:00:02", "00:00:04", "00:00:09", "00:00:20"].iter().enumerate() {
+        for (i, at) in ["00:00:02", "00:00:04", "00:00:09", "00:00:20"]
+            .iter()
+            .enumerate()
+        {
             c.note(&format!("own{i}"), &format!("2026-01-01T{at}Z"));
         }
         // A surfaces: still inside the window, delivered once.

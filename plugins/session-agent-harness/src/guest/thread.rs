@@ -516,7 +516,9 @@ impl Thread {
                 .front()
                 .is_some_and(|(at, _, _)| at.elapsed() >= LATE_VISIBILITY)
             {
-                ripe = posted.pop_front().map(|(_, id, created_at)| (id, created_at));
+                ripe = posted
+                    .pop_front()
+                    .map(|(_, id, created_at)| (id, created_at));
             }
             ripe
         };
@@ -583,7 +585,8 @@ impl Thread {
                 Some(&self.alias),
                 json!({"code": "ITEM_UNREADABLE", "item_id": id, "error": why}),
             );
-            let text = format!("ITEM_UNREADABLE: item {id} cannot be parsed and was skipped ({why})");
+            let text =
+                format!("ITEM_UNREADABLE: item {id} cannot be parsed and was skipped ({why})");
             let _ = self.post(items::status("error", &text), None).await;
         }
         Ok(())
