@@ -341,7 +341,7 @@ pub fn execute(
                 .iter()
                 .filter(|i| {
                     let id = i["id"].as_str().unwrap_or_default();
-                    !state.hidden_until.get(id).is_some_and(|t| *t > now)
+                    state.hidden_until.get(id).is_none_or(|t| *t <= now)
                 })
                 .cloned()
                 .collect();
