@@ -7,11 +7,13 @@
 
 pub mod activity;
 pub mod agent;
+pub mod backoff;
 pub mod classify;
 pub mod cursor;
 pub mod items;
 pub mod prompt;
 pub mod records;
+pub mod repeats;
 pub mod sections;
 pub mod settings;
 pub mod timestamp;
