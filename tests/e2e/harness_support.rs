@@ -73,7 +73,9 @@ impl Env {
         let mut text = format!(
             "polling:\n  interval_idle_ms: 100\n  interval_active_ms: 50\n  backoff_max_ms: 1000\n\
              concurrency:\n  max_agents: {max_agents}\n\
-             agents:\n  test_double:\n    executable: {TEST_AGENT}\n{extra}sections:\n"
+             agents:\n  test_double:\n    executable: {TEST_AGENT}\n{extra}\
+             workspace:\n  allowed_roots: [{}]\nsections:\n",
+            std::env::temp_dir().display()
         );
         for (i, s) in sessions.iter().enumerate() {
             text.push_str(&format!(

@@ -129,6 +129,47 @@ async fn a_failure_during_a_long_write_outage_lands_when_it_ends() {
     worker.terminate().await;
 }
 
+/// Item 2 across a restart: the worker is killed while its `failed` write is still being
+/// retried; the next run finishes the write and announces the failure once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outstanding_failure_is_finished_after_a_restart() {
+    let env = Env::new().await;
+    let s = env.session("ses_redrive");
+    configure_fast(&env, &s);
+    let mut worker = env.start().await;
+    attached(&env, &s).await;
+    env.handoff(&s, "tasks/t1");
+    env.wait("thread active", |e| e.state(&s, "tasks/t1") == "active")
+        .await;
+
+    fail_all(&env, "upload_session_object");
+    env.say(&s, "tasks/t1", "crash");
+    env.wait("the write outage outlasting every budget", |e| {
+        refused(e, "upload_session_object") >= PAST_EVERY_BUDGET
+    })
+    .await;
+    worker.child.kill().await.unwrap();
+    assert_eq!(env.state(&s, "tasks/t1"), "active");
+    assert!(!env.activity(&s).contains(&"thread_failed".to_string()));
+    env.admin.clear_faults();
+
+    let worker = env.start().await;
+    env.wait("envelope failed", |e| e.state(&s, "tasks/t1") == "failed")
+        .await;
+    env.wait("thread_failed announced", |e| {
+        e.activity(&s).contains(&"thread_failed".to_string())
+    })
+    .await;
+    assert!(!env.activity(&s).contains(&"thread_recovered".to_string()));
+    let failed = env
+        .activity(&s)
+        .iter()
+        .filter(|t| *t == "thread_failed")
+        .count();
+    assert_eq!(failed, 1);
+    worker.terminate().await;
+}
+
 /// Item 8: while one thread's writes fail, another thread's messages are answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_threads_outage_does_not_hold_up_another() {
@@ -390,4 +431,43 @@ async fn a_bad_model_name_fails_with_a_settings_code() {
         env.transcript(&s, "tasks/t1")
     );
     worker.terminate().await;
+}
+
+/// Item 4: every file of the corpus that once hung `config check` and `start` is answered with
+/// `INVALID_CONFIG` naming the nesting limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pathological_configs_are_refused_by_check_and_start() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config-corpus");
+    let mut files: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4);
+    for file in files {
+        let home = crate::support::Home::new();
+        // `start` checks the config after the credentials and the identity.
+        home.write_credentials("http://127.0.0.1:9/v1", "bhk_unused");
+        home.write_identity("usr_unused");
+        // Written as is: the test helper's `write_config` would append a block.
+        std::fs::copy(&file, home.tree.config_path()).unwrap();
+        for args in [&["config", "check"][..], &["start"][..]] {
+            let out = home.run(args, None).await;
+            assert!(!out.status.success(), "{args:?} {}", file.display());
+            assert!(
+                out.stdout.contains("INVALID_CONFIG") || out.stderr.contains("INVALID_CONFIG"),
+                "{args:?} {}: {} {}",
+                file.display(),
+                out.stdout,
+                out.stderr
+            );
+            assert!(
+                format!("{}{}", out.stdout, out.stderr).contains("nested deeper than 64"),
+                "{args:?} {}: {}",
+                file.display(),
+                out.stderr
+            );
+        }
+    }
 }

@@ -293,6 +293,8 @@ async fn escape_attempts_fail_with_typed_errors_and_the_key_stays_hidden() {
     let home = std::env::var("HOME").unwrap_or_default();
     let config = json!({
         "job_types": {"escape_attempts": {"allow_spawn": ["env"], "allow_env": ["JOB_VAR"]}},
+        // `outside` is a temporary folder, outside the default work root (the user's home).
+        "workspace": {"allowed_roots": [std::env::temp_dir()]},
         "sections": [
             {"job_type": "escape_attempts", "attempt": "path", "session": session},
             {"job_type": "escape_attempts", "attempt": "spawn", "session": session},

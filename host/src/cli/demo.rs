@@ -64,12 +64,14 @@ pub async fn run(args: DemoArgs, output: &Output) -> anyhow::Result<ExitCode> {
             "polling:\n  interval_idle_ms: 200\n  interval_active_ms: 100\n\
              agents:\n  test_double:\n    executable: {}\n\
              sections:\n  - name: demo\n    job_type: session_agent_harness\n    \
-             session: {{org_id: {}, blob_id: {}, revision_id: {}, session_id: {}}}\n",
+             session: {{org_id: {}, blob_id: {}, revision_id: {}, session_id: {}}}\n\
+             workspace:\n  allowed_roots: [{}]\n",
             agent.display(),
             ids.org_id,
             ids.blob_id,
             ids.revision_id,
-            ids.session_id
+            ids.session_id,
+            work.display()
         ),
     )?;
     say(output, &format!("emulator   {}", emu.api_url()));

@@ -7,6 +7,7 @@
 
 pub mod activity;
 pub mod agent;
+pub mod backoff;
 pub mod classify;
 pub mod cursor;
 pub mod grants;
@@ -14,6 +15,7 @@ pub mod items;
 pub mod policy;
 pub mod prompt;
 pub mod records;
+pub mod repeats;
 pub mod resume;
 pub mod sections;
 pub mod settings;

@@ -253,9 +253,10 @@ impl SectionHost {
     /// state folder, or inside one of the work roots (`workspace.allowed_roots`, default the
     /// user's home), checked on the path as given and again after symlinks are resolved, and never
     /// inside the rest of the state tree or a system folder (see [`work_folder::allowed`]).
-    /// A folder that does not exist and one outside the roots read differently (the job type
-    /// reports `WORK_FOLDER_NOT_FOUND` or `WORK_FOLDER_NOT_ALLOWED`); a lexical check comes first,
-    /// so only folders inside the roots can be probed for existence.
+    /// A folder that does not exist inside the roots and a folder outside them read differently
+    /// (the job type reports `WORK_FOLDER_NOT_FOUND` or `WORK_FOLDER_NOT_ALLOWED`); every refusal
+    /// of the second kind reads the same whatever the reason (logged at debug level), and the
+    /// lexical check comes first, so only folders inside the roots can be probed for existence.
     fn check_cwd(&self, cwd: &str) -> Result<PathBuf, SpawnError> {
         let refused = || {
             SpawnError::BadDirectory(format!(
@@ -263,13 +264,14 @@ impl SectionHost {
             ))
         };
         let not_allowed = |why: &str| {
+            tracing::debug!(section = %self.section.label(), cwd, why, "start folder refused");
             SpawnError::BadDirectory(format!(
-                "`{cwd}` is not allowed as a work folder: {why} (workspace.allowed_roots in config.yaml)"
+                "`{cwd}` is not allowed as a work folder (it must be inside workspace.allowed_roots of config.yaml, outside the worker's state tree and system folders)"
             ))
         };
         let path = Path::new(cwd);
         if !path.is_absolute() {
-            return Err(refused());
+            return Err(not_allowed("a relative path"));
         }
         let tree = self
             .section

@@ -2,7 +2,6 @@
 //! for logging and for writes that must be retried.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,9 @@ use blobhub_worker_sdk::session::{ApiError, Session};
 use blobhub_worker_sdk::{self as sdk, job, log::Level, worker};
 
 use crate::activity::Activity;
+use crate::backoff;
 use crate::items::Item;
+use crate::repeats::Repeats;
 
 pub struct Ctx {
     pub name: String,
@@ -130,39 +131,15 @@ impl Ctx {
     }
 }
 
-/// Warnings repeated with the same event (and thread) within this window are counted, not
-/// written: a thread stuck behind an outage says so once a minute, not on every retry.
-const WARN_REPEAT_WINDOW: Duration = Duration::from_secs(60);
-
 thread_local! {
-    /// `(event, thread)` → when it was last written and how many repeats were held back since.
-    static WARNED: RefCell<HashMap<(String, String), (Instant, u64)>> = RefCell::new(HashMap::new());
+    /// Repeated warnings held back (crate::repeats).
+    static WARNED: RefCell<Repeats> = RefCell::new(Repeats::default());
 }
 
 pub fn log(level: Level, event: &str, thread: Option<&str>, mut fields: Value) {
     if matches!(level, Level::Warning) {
         let key = (event.to_string(), thread.unwrap_or("").to_string());
-        let now = Instant::now();
-        let held_back = WARNED.with(|w| {
-            let mut w = w.borrow_mut();
-            match w.get_mut(&key) {
-                Some((at, held)) if now.duration_since(*at) < WARN_REPEAT_WINDOW => {
-                    *held += 1;
-                    None
-                }
-                Some((at, held)) => {
-                    let n = *held;
-                    *at = now;
-                    *held = 0;
-                    Some(n)
-                }
-                None => {
-                    w.insert(key, (now, 0));
-                    Some(0)
-                }
-            }
-        });
-        match held_back {
+        match WARNED.with(|w| w.borrow_mut().admit(key, Instant::now())) {
             None => return,
             Some(0) => {}
             Some(n) => fields["repeats_not_logged"] = json!(n),
@@ -216,23 +193,6 @@ pub fn is_unparseable(e: &ApiError) -> bool {
     matches!(e, ApiError::CommandFailed(f) if f.error == UNPARSEABLE)
 }
 
-/// The longest pause between two tries of a write the thread's state depends on:
-/// `polling.backoff_max_ms` (so a test can hold a fault for minutes of retries in seconds).
-pub fn backoff_cap(worker_config: &Value) -> Duration {
-    let ms = worker_config
-        .pointer("/polling/backoff_max_ms")
-        .and_then(Value::as_u64)
-        .unwrap_or(30_000);
-    Duration::from_millis(ms.clamp(10, 300_000))
-}
-
-/// The pause before try `attempt + 1`: 0.5 s doubling up to `cap`, then ±25 % jitter so the
-/// threads of a section held behind one outage do not all come back in the same instant.
-pub fn persistent_delay(attempt: u32, cap: Duration, jitter: f64) -> Duration {
-    let base = Duration::from_millis(500u64.saturating_mul(1 << attempt.min(16))).min(cap);
-    base.mul_f64(0.75 + 0.5 * jitter.clamp(0.0, 1.0))
-}
-
 /// A number in `[0, 1)` from the host's ULID source (its last characters are random).
 fn jitter() -> f64 {
     let id = worker::new_ulid();
@@ -245,7 +205,7 @@ fn jitter() -> f64 {
 }
 
 /// Run `op` until it succeeds or fails for good: every [`retryable`] failure is retried, with
-/// [`persistent_delay`], for as long as the caller lives (a thread's task or a section's alias
+/// [`backoff::delay`], for as long as the caller lives (a thread's task or a section's alias
 /// task, both dropped on shutdown, detach or teardown). For the writes and reads a thread's
 /// state depends on: giving up would leave the thread in a state nobody acts on.
 pub async fn persistent<T, F, Fut>(
@@ -258,7 +218,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ApiError>>,
 {
-    let cap = backoff_cap(&ctx.worker_config);
+    let cap = backoff::cap(&ctx.worker_config);
     let mut attempt = 0u32;
     loop {
         match op().await {
@@ -269,7 +229,7 @@ where
                     thread,
                     json!({"attempt": attempt + 1, "error": e.to_string(), "retrying": true}),
                 );
-                sdk::sleep(persistent_delay(attempt, cap, jitter())).await;
+                sdk::sleep(backoff::delay(attempt, cap, jitter())).await;
                 attempt = attempt.saturating_add(1);
             }
             done => return done,

@@ -111,7 +111,10 @@ pub async fn run(section: job::Section) -> job::Outcome {
             }
         }
     }
-    s.ctx.activity_detached(items::attached());
+    // Awaited, before following: whoever sees `attached` and then hands a thread off finds it
+    // picked up by discovery or by the feed (the feed's starting point is fixed by the host
+    // concurrently with discovery, so a hand-off during both could otherwise fall between them).
+    s.ctx.activity(items::attached()).await;
     s.set_attachment("attached", "", "");
     status::set_section("attached", "");
     log(

@@ -916,8 +916,22 @@ pub async fn evaluate(t: &Rc<Thread>, value: &Value) {
                 return;
             }
             if t.rec.borrow().agent.state == "failed" {
-                // Our `failed` write did not land earlier: try again rather than resurrect.
-                t.write_state("failed").await;
+                // Our `failed` write did not land earlier (a restart cut it short): finish it
+                // rather than resurrect the thread, and announce it, which the failure path does
+                // only after the write.
+                if t.write_state("failed").await {
+                    let (code, message) = {
+                        let rec = t.rec.borrow();
+                        (
+                            rec.agent.error.code.clone().unwrap_or_default(),
+                            rec.agent.error.message.clone().unwrap_or_default(),
+                        )
+                    };
+                    t.ctx
+                        .activity(items::thread_failed(&t.alias, &code, &message))
+                        .await;
+                }
+                t.row("failed");
                 return;
             }
             t.begin(&env, Mode::Recover).await;
