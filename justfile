@@ -22,10 +22,12 @@ lint:
 
 # Runtime benchmarks and concurrency measurements, then our worker against the reference worker
 # (installed once under target/reference-worker), also both driving the real Claude Code CLI
-# (installed once in tests/agents); the bench itself talks only to 127.0.0.1.
+# (installed once in tests/agents); the bench itself talks only to 127.0.0.1. Last, the hour-long
+# soak (BENCH_SOAK_S shortens it).
 # Release; results go in docs/benchmarks.md.
 bench:
     cargo bench -p blobhub-worker --bench runtime
     [ -x tests/agents/node_modules/.bin/claude ] || npm ci --prefix tests/agents
     BLOBHUB_REFERENCE_WORKER=$(tests/emulator/reference/install.sh target/reference-worker) cargo bench -p blobhub-worker --bench harness
     cargo bench -p blobhub-worker --bench agents
+    cargo bench -p blobhub-worker --bench harness -- soak

@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use blobhub_emulator::{Admin, CreateSession, Emulator, EmulatorConfig, SessionIds, User};
 use blobhub_fake_anthropic::FakeAnthropic;
@@ -1325,6 +1325,207 @@ async fn inspect(window: Duration) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 5. Soak: a long conversation over several threads with faults and periodic SIGKILLs.
+
+/// Messages of the soak that were lost, answered twice, or left without an answer, per thread.
+#[derive(Debug, Default)]
+struct SoakTally {
+    sent: usize,
+    answered: usize,
+    /// Turns a kill cut after the agent had begun them, closed `interrupted` (by design).
+    closed: usize,
+    lost: usize,
+    duplicated: usize,
+    duplicate_posts: usize,
+    /// Threads whose envelope is not `active` at the end, or that hold a lost message.
+    stuck: usize,
+}
+
+/// Part `soak` (explicit only: `cargo bench --bench harness -- soak`): `BENCH_SOAK_S` seconds
+/// (default 3600) of messages to `BENCH_SOAK_THREADS` threads (default 4) of one section, one
+/// every 1–3 s to a random thread, with 3 % 5xx, 2 % 429 and 1 % dropped connections on every
+/// command (a 5xx or drop comes after the command ran: the outcome unknown to the worker) and a
+/// SIGKILL of the worker every `BENCH_SOAK_KILL_S` seconds (default 60), restarted at once. Then the faults
+/// stop and the worker gets two minutes to catch up. Reports lost, duplicated and stuck counts
+/// (the target is zero for each) and the worker's RSS at each kill.
+async fn soak(duration: Duration, threads: usize, kill_every: Duration) {
+    let rig = Rig::new(Kind::Ours, None, 1).await;
+    let s = rig.sessions[0].clone();
+    let aliases: Vec<String> = (0..threads).map(|t| format!("soak/t{t}")).collect();
+    let mut child = rig.spawn();
+    rig.wait_attached().await;
+    for alias in &aliases {
+        rig.admin
+            .upload_object(&s.session_id, alias, rig.envelope("pending"), PERSON)
+            .unwrap();
+    }
+    let active = |alias: &str| {
+        rig.admin
+            .object(&s.session_id, alias)
+            .and_then(|v| {
+                v.pointer("/thread/metadata/instance/state")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .is_some_and(|st| st == "active")
+    };
+    rig.wait("every soak thread active", |_| {
+        aliases.iter().all(|a| active(a))
+    })
+    .await;
+    rig.admin.set_fault_seed(0x50a4);
+    rig.admin.set_faults(
+        "*",
+        blobhub_emulator::Faults {
+            rate_5xx: 0.03,
+            rate_429: 0.02,
+            retry_after_s: 0,
+            rate_drop: 0.01,
+            after_apply: true,
+            ..Default::default()
+        },
+    );
+    let mut rng = fastrand::Rng::with_seed(0x50a4);
+    let mut sent: Vec<Vec<usize>> = vec![Vec::new(); threads];
+    let mut rss: Vec<u64> = Vec::new();
+    let started = Instant::now();
+    let mut next_kill = started + kill_every;
+    let mut n = 0usize;
+    while started.elapsed() < duration {
+        let t = rng.usize(..threads);
+        rig.admin
+            .post_item(
+                &s.session_id,
+                &aliases[t],
+                json!([{"type": "text", "text": format!("m{n}")}]),
+                None,
+                PERSON,
+            )
+            .expect("person posts");
+        sent[t].push(n);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(rng.u64(1000..3000))).await;
+        if Instant::now() >= next_kill {
+            if let Some(pid) = child.id() {
+                rss.push(rss_kib(pid));
+            }
+            let _ = child.kill().await;
+            child = rig.spawn();
+            next_kill += kill_every;
+        }
+    }
+    rig.admin.clear_faults();
+    // Catch up: every message answered or its turn closed, on every thread (or two minutes).
+    let tally = |rig: &Rig| soak_tally(rig, &s, &aliases, &sent);
+    let _ = rig
+        .admin
+        .wait_for(Duration::from_secs(120), |_| {
+            let t = tally(&rig);
+            t.lost == 0 && t.stuck == 0
+        })
+        .await;
+    if let Some(pid) = child.id() {
+        rss.push(rss_kib(pid));
+    }
+    let t = tally(&rig);
+    stop(&mut child).await;
+    println!(
+        "soak: {:.0} s, {threads} threads, a SIGKILL every {} s ({} kills), faults on every command",
+        duration.as_secs_f64(),
+        kill_every.as_secs(),
+        rss.len().saturating_sub(1)
+    );
+    println!(
+        "soak: {} messages: {} answered, {} turns closed interrupted by a kill, {} lost, {} answered twice, {} duplicate posts, {} threads stuck",
+        t.sent, t.answered, t.closed, t.lost, t.duplicated, t.duplicate_posts, t.stuck
+    );
+    let mib = |k: &u64| format!("{:.1}", *k as f64 / 1024.0);
+    println!(
+        "soak: worker RSS at each kill and at the end (MiB): {}",
+        rss.iter().map(mib).collect::<Vec<_>>().join(" ")
+    );
+    if let (Some(first), Some(last)) = (rss.first(), rss.last()) {
+        println!(
+            "soak: RSS growth first → last: {:+.1} MiB",
+            (*last as f64 - *first as f64) / 1024.0
+        );
+    }
+}
+
+/// Counts what a person would see on each soak thread: `echo: m<k>` replies (a turn may answer
+/// several messages at once, `\n\n`-joined), turns closed `interrupted`, repeated post ids.
+fn soak_tally(rig: &Rig, s: &SessionIds, aliases: &[String], sent: &[Vec<usize>]) -> SoakTally {
+    let mut t = SoakTally::default();
+    for (alias, messages) in aliases.iter().zip(sent) {
+        let items = rig.items(s, alias);
+        let mut echoed: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut post_ids = std::collections::HashSet::new();
+        // For each message: is there an interrupted turn_end after it?
+        let mut asked_at: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut interrupted_at: Vec<usize> = Vec::new();
+        for (pos, item) in items.iter().enumerate() {
+            if let Some(p) = item.pointer("/metadata/post_id").and_then(Value::as_str)
+                && !post_ids.insert(p.to_owned())
+            {
+                t.duplicate_posts += 1;
+            }
+            let text = item["content"][0]["text"].as_str().unwrap_or_default();
+            let ty = item["metadata"]["type"].as_str().unwrap_or_default();
+            if item["user_id"] == PERSON {
+                if let Some(k) = text.strip_prefix('m').and_then(|d| d.parse().ok()) {
+                    asked_at.insert(k, pos);
+                }
+            } else if ty == "text" {
+                if let Some(body) = text.strip_prefix("echo: ") {
+                    for part in body.split("\n\n") {
+                        if let Some(k) = part.strip_prefix('m').and_then(|d| d.parse().ok()) {
+                            *echoed.entry(k).or_default() += 1;
+                        }
+                    }
+                }
+            } else if ty == "turn_end" && item.to_string().contains("interrupted") {
+                interrupted_at.push(pos);
+            }
+        }
+        let mut lost_here = 0;
+        for k in messages {
+            t.sent += 1;
+            match echoed.get(k).copied().unwrap_or(0) {
+                0 => {
+                    let closed = asked_at
+                        .get(k)
+                        .is_some_and(|at| interrupted_at.iter().any(|i| i > at));
+                    if closed {
+                        t.closed += 1;
+                    } else {
+                        lost_here += 1;
+                    }
+                }
+                1 => t.answered += 1,
+                _ => {
+                    t.answered += 1;
+                    t.duplicated += 1;
+                }
+            }
+        }
+        t.lost += lost_here;
+        let state = rig
+            .admin
+            .object(&s.session_id, alias)
+            .and_then(|v| {
+                v.pointer("/thread/metadata/instance/state")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        if lost_here > 0 || state != "active" {
+            t.stuck += 1;
+        }
+    }
+    t
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /// figure → (ours, reference).
 #[derive(Default)]
@@ -1647,6 +1848,28 @@ async fn main() {
     }
     if parts.iter().any(|a| a == "inspect") {
         inspect(window).await;
+    }
+    if parts.iter().any(|a| a == "soak") {
+        let secs = |name: &str, default: u64| {
+            Duration::from_secs(
+                std::env::var(name)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(default)
+                    .max(1),
+            )
+        };
+        let threads = std::env::var("BENCH_SOAK_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4usize)
+            .clamp(1, 64);
+        soak(
+            secs("BENCH_SOAK_S", 3600),
+            threads,
+            secs("BENCH_SOAK_KILL_S", 60),
+        )
+        .await;
     }
     println!("load average at the end: {}", load());
     out.table();

@@ -50,4 +50,47 @@ mod tests {
             assert!(!is_valid(bad), "{bad}");
         }
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// One segment the grammar allows: its characters, never `.` or `..`.
+        fn segment() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9._@-]{1,24}".prop_filter("not . or ..", |s| s != "." && s != "..")
+        }
+
+        proptest! {
+            #[test]
+            fn joined_segments_within_the_length_are_valid(
+                parts in proptest::collection::vec(segment(), 1..8)
+            ) {
+                let alias = parts.join("/");
+                prop_assert_eq!(is_valid(&alias), alias.len() <= MAX_LEN);
+            }
+
+            #[test]
+            fn a_character_outside_the_set_makes_it_invalid(
+                prefix in "[A-Za-z0-9]{0,8}",
+                bad in "[^A-Za-z0-9._@/-]",
+                suffix in "[A-Za-z0-9]{0,8}",
+            ) {
+                let alias = format!("{prefix}{bad}{suffix}");
+                prop_assert!(!is_valid(&alias));
+            }
+
+            #[test]
+            fn empty_and_dot_segments_make_it_invalid(
+                parts in proptest::collection::vec(segment(), 1..4),
+                at in 0usize..4,
+                bad in prop_oneof![Just(""), Just("."), Just("..")],
+            ) {
+                let mut parts = parts;
+                let at = at.min(parts.len());
+                parts.insert(at, bad.to_owned());
+                prop_assert!(!is_valid(&parts.join("/")));
+            }
+
+        }
+    }
 }
