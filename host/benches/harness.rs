@@ -1220,42 +1220,68 @@ fn cpu(root: u32) -> (u64, u64) {
     (ticks, ns)
 }
 
+/// The servers the idle figures are measured against: the emulator as it is (keeps connections
+/// alive, answers in microseconds), and the emulator made to imitate a slower server that keeps
+/// no connection alive (`Connection: close` on every response, 300 ms added to every request),
+/// so that the per-poll cost is not the emulator's timing alone. (name, keep-alive, latency ms,
+/// figure key suffix)
+const IDLE_SERVERS: [(&str, bool, u64, &str); 2] = [
+    ("emulator", true, 0, ""),
+    ("no keep-alive, +300 ms", false, 300, "_slow"),
+];
+
 async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut Figures) {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    for sections in [1, 10] {
-        let rig = Rig::new(kind, reference, sections).await;
-        rig.warm_up().await;
-        let mut child = rig.spawn();
-        rig.wait_attached().await;
-        tokio::time::sleep(SETTLE).await;
-        let pid = child.id().expect("running");
-        let rss0 = rss_kib(pid);
-        rig.admin.clear_requests();
-        let (t0, n0) = cpu(pid);
-        tokio::time::sleep(window).await;
-        let (t1, n1) = cpu(pid);
-        let rss1 = rss_kib(pid);
-        let mut calls: BTreeMap<String, usize> = BTreeMap::new();
-        for r in rig.admin.requests() {
-            *calls
-                .entry(r.command.unwrap_or_else(|| r.path.clone()))
-                .or_default() += 1;
+    for (server, keep_alive, latency_ms, suffix) in IDLE_SERVERS {
+        for sections in [1, 10] {
+            let rig = Rig::new(kind, reference, sections).await;
+            rig.admin.set_keep_alive(keep_alive);
+            if latency_ms > 0 {
+                rig.admin.set_faults(
+                    "*",
+                    blobhub_emulator::Faults {
+                        latency_ms,
+                        ..Default::default()
+                    },
+                );
+            }
+            rig.warm_up().await;
+            let mut child = rig.spawn();
+            rig.wait_attached().await;
+            tokio::time::sleep(SETTLE).await;
+            let pid = child.id().expect("running");
+            let rss0 = rss_kib(pid);
+            rig.admin.clear_requests();
+            let (t0, n0) = cpu(pid);
+            tokio::time::sleep(window).await;
+            let (t1, n1) = cpu(pid);
+            let rss1 = rss_kib(pid);
+            let mut calls: BTreeMap<String, usize> = BTreeMap::new();
+            for r in rig.admin.requests() {
+                *calls
+                    .entry(r.command.unwrap_or_else(|| r.path.clone()))
+                    .or_default() += 1;
+            }
+            let procs = process_tree(pid).len();
+            stop(&mut child).await;
+            let secs = window.as_secs_f64();
+            let tick_pct = (t1 - t0) as f64 / hz / secs * 100.0;
+            let ns_pct = (n1 - n0) as f64 / 1e9 / secs * 100.0;
+            let requests: usize = calls.values().sum();
+            let per_request_us = (n1 - n0) as f64 / 1e3 / requests.max(1) as f64;
+            let rss = rss0.max(rss1) as f64 / 1024.0;
+            let who = if kind == Kind::Ours { "ours" } else { "ref " };
+            println!(
+                "{who}   idle, {server}, {sections:2} section(s): RSS {rss:6.1} MiB ({procs} \
+                 process(es)), CPU {ns_pct:.4} % of a core (schedstat; utime+stime {tick_pct:.3} %) \
+                 over {secs:.0} s = {per_request_us:.1} µs per request"
+            );
+            println!("         requests in the window: {calls:?}");
+            out.put(&format!("rss{sections}{suffix}"), kind, rss);
+            out.put(&format!("cpu{sections}{suffix}"), kind, ns_pct);
+            out.put(&format!("poll_us{sections}{suffix}"), kind, per_request_us);
         }
-        let procs = process_tree(pid).len();
-        stop(&mut child).await;
-        let secs = window.as_secs_f64();
-        let tick_pct = (t1 - t0) as f64 / hz / secs * 100.0;
-        let ns_pct = (n1 - n0) as f64 / 1e9 / secs * 100.0;
-        let rss = rss0.max(rss1) as f64 / 1024.0;
-        let who = if kind == Kind::Ours { "ours" } else { "ref " };
-        println!(
-            "{who}   idle, {sections:2} section(s): RSS {rss:6.1} MiB ({procs} process(es)), CPU {ns_pct:.4} % \
-             of a core (schedstat; utime+stime {tick_pct:.3} %) over {secs:.0} s"
-        );
-        println!("         requests in the window: {calls:?}");
-        out.put(&format!("rss{sections}"), kind, rss);
-        out.put(&format!("cpu{sections}"), kind, ns_pct);
     }
 }
 
@@ -1512,6 +1538,41 @@ impl Figures {
                 "% core",
                 "≤ 0.15",
                 Some(|v| v <= 0.15),
+            ),
+            (
+                "poll_us1",
+                "idle CPU per request, 1 section",
+                "µs",
+                "≤ 50",
+                Some(|v| v <= 50.0),
+            ),
+            (
+                "poll_us10",
+                "idle CPU per request, 10 sections",
+                "µs",
+                "≤ 50",
+                Some(|v| v <= 50.0),
+            ),
+            (
+                "cpu10_slow",
+                "idle CPU, 10 sections, no keep-alive +300 ms",
+                "% core",
+                "≤ 0.05",
+                Some(|v| v <= 0.05),
+            ),
+            (
+                "poll_us1_slow",
+                "idle CPU per request, 1 section, no keep-alive +300 ms",
+                "µs",
+                "≤ 50",
+                Some(|v| v <= 50.0),
+            ),
+            (
+                "poll_us10_slow",
+                "idle CPU per request, 10 sections, no keep-alive +300 ms",
+                "µs",
+                "≤ 50",
+                Some(|v| v <= 50.0),
             ),
         ];
         println!();
