@@ -1285,6 +1285,88 @@ async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut 
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// 5. Scale: many sections (issue 14).
+
+/// Section counts of part `scale`.
+const SCALE_SECTIONS: [usize; 5] = [1, 10, 50, 100, 200];
+
+/// The reference is measured up to this many sections: it did not attach 50 sessions within
+/// 120 s in the issue's measurement, more than the bench's patience.
+const SCALE_REFERENCE_MAX: usize = 10;
+
+/// Width of the slot in which the bench counts the most event polls arriving together.
+const PEAK_SLOT_US: u64 = 50_000;
+
+/// The most `times` (µs, any order) within any `PEAK_SLOT_US`.
+fn peak_in_slot(mut times: Vec<u64>) -> usize {
+    times.sort_unstable();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] >= PEAK_SLOT_US {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+/// Per section count: attach time (spawn → every section's `attached` item, compile cache
+/// filled), then after `SETTLE` the RSS, CPU and requests over `window`, and how evenly the event
+/// polls of all sections spread over the poll interval (the most in any 50 ms slot, beside the
+/// even share).
+async fn scale(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut Figures) {
+    let who = if kind == Kind::Ours { "ours" } else { "ref " };
+    for sections in SCALE_SECTIONS {
+        if kind == Kind::Reference && sections > SCALE_REFERENCE_MAX {
+            println!(
+                "{who}   scale, {sections:3} sections: not measured (see SCALE_REFERENCE_MAX)"
+            );
+            continue;
+        }
+        let rig = Rig::new(kind, reference, sections).await;
+        rig.warm_up().await;
+        let t0 = std::time::Instant::now();
+        let mut child = rig.spawn();
+        rig.wait_attached().await;
+        let attach_s = t0.elapsed().as_secs_f64();
+        tokio::time::sleep(SETTLE).await;
+        let pid = child.id().expect("running");
+        let rss0 = rss_kib(pid);
+        rig.admin.clear_requests();
+        let (_, n0) = cpu(pid);
+        tokio::time::sleep(window).await;
+        let (_, n1) = cpu(pid);
+        let rss1 = rss_kib(pid);
+        let requests = rig.admin.requests();
+        stop(&mut child).await;
+        let secs = window.as_secs_f64();
+        let cpu_pct = (n1 - n0) as f64 / 1e9 / secs * 100.0;
+        let polls: Vec<u64> = requests
+            .iter()
+            .filter(|r| r.command.as_deref() == Some("list_session_events"))
+            .map(|r| r.received_at_us)
+            .collect();
+        let per_request_us = (n1 - n0) as f64 / 1e3 / requests.len().max(1) as f64;
+        let rpm = requests.len() as f64 / (secs / 60.0) / sections as f64;
+        let even = sections as f64 * PEAK_SLOT_US as f64 / 1.5e6;
+        let peak = peak_in_slot(polls);
+        let rss = rss0.max(rss1) as f64 / 1024.0;
+        println!(
+            "{who}   scale, {sections:3} sections: attached in {attach_s:.2} s, RSS {rss:6.1} MiB, \
+             CPU {cpu_pct:.4} % of a core ({per_request_us:.1} µs per request), {rpm:.1} \
+             requests per minute per section, event polls in one 50 ms slot at most {peak} \
+             (even spread {even:.1})"
+        );
+        out.put(&format!("scale_attach{sections}"), kind, attach_s);
+        out.put(&format!("scale_rss{sections}"), kind, rss);
+        out.put(&format!("scale_cpu{sections}"), kind, cpu_pct);
+        out.put(&format!("scale_rpm{sections}"), kind, rpm);
+        out.put(&format!("scale_peak{sections}"), kind, peak as f64);
+    }
+}
+
 /// `inspect`: where our idle worker's memory and CPU go (not part of the default run): the
 /// `smaps_rollup`, the largest mappings by RSS, and CPU per thread over the window.
 async fn inspect(window: Duration) {
@@ -1575,10 +1657,38 @@ impl Figures {
                 Some(|v| v <= 50.0),
             ),
         ];
+        let mut scale_rows: Vec<(String, String, &str, &str, Option<Check>)> = Vec::new();
+        for what in ["attach", "rss", "cpu", "rpm", "peak"] {
+            for n in SCALE_SECTIONS {
+                let (label, unit, target, check): (&str, &str, &str, Option<Check>) =
+                    match (what, n) {
+                        ("attach", 200) => ("attach time", "s", "≤ 10", Some(|v| v <= 10.0)),
+                        ("attach", _) => ("attach time", "s", "", None),
+                        ("rss", 100) => ("idle RSS", "MiB", "≤ 30", Some(|v| v <= 30.0)),
+                        ("rss", _) => ("idle RSS", "MiB", "", None),
+                        ("cpu", 10) => ("idle CPU", "% core", "≤ 0.05", Some(|v| v <= 0.05)),
+                        ("cpu", 50) => ("idle CPU", "% core", "≤ 0.25", Some(|v| v <= 0.25)),
+                        ("cpu", _) => ("idle CPU", "% core", "", None),
+                        ("rpm", _) => ("requests per minute per section", "", "", None),
+                        _ => ("event polls in one 50 ms slot, most", "", "", None),
+                    };
+                scale_rows.push((
+                    format!("scale_{what}{n}"),
+                    format!("{label}, {n} sections"),
+                    unit,
+                    target,
+                    check,
+                ));
+            }
+        }
+        let scale_rows: Vec<(&str, &str, &str, &str, Option<Check>)> = scale_rows
+            .iter()
+            .map(|(k, l, u, t, c)| (k.as_str(), l.as_str(), *u, *t, *c))
+            .collect();
         println!();
         println!("| figure | unit | ours | reference | ours/ref | target | met? |");
         println!("|---|---|---|---|---|---|---|");
-        for (key, label, unit, target, check) in rows {
+        for (key, label, unit, target, check) in rows.iter().chain(scale_rows.iter()) {
             let Some((ours, reference)) = self.0.get(*key) else {
                 continue;
             };
@@ -1692,6 +1802,11 @@ async fn main() {
     for &kind in &kinds {
         if wants("idle") {
             idle(kind, r, window, &mut out).await;
+        }
+    }
+    for &kind in &kinds {
+        if wants("scale") {
+            scale(kind, r, window, &mut out).await;
         }
     }
     if wants("claude") {
