@@ -1367,6 +1367,129 @@ async fn scale(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// 6. Scale: many threads in one section (issue 14).
+
+/// (threads, `max_agents`) of part `threads`; the reference keeps its own concurrency setting and
+/// runs only the cases up to `THREADS_REFERENCE_MAX` threads.
+const THREAD_CASES: [(usize, usize); 4] = [(1, 1), (20, 20), (20, 4), (200, 200)];
+const THREADS_REFERENCE_MAX: usize = 20;
+
+/// The worker's own RSS (KiB), without its children (the agents).
+fn own_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `threads` threads handed off in one section, then one message posted to each at once: every
+/// reply's latency (the person's item's `created_at` → the reply's), and the worker's RSS per
+/// active thread (its own process, and with the agents' processes).
+async fn threads(kind: Kind, reference: Option<&Path>, out: &mut Figures) {
+    let who = if kind == Kind::Ours { "ours" } else { "ref " };
+    for (n, max_agents) in THREAD_CASES {
+        if kind == Kind::Reference && (n > THREADS_REFERENCE_MAX || max_agents < n) {
+            continue;
+        }
+        let rig = Rig::new(kind, reference, 1).await;
+        if kind == Kind::Ours {
+            let path = rig.our_tree().config_path();
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            text.push_str(&format!("concurrency:\n  max_agents: {max_agents}\n"));
+            std::fs::write(&path, text).unwrap();
+        }
+        let s = rig.sessions[0].clone();
+        let aliases: Vec<String> = (1..=n)
+            .map(|i| match kind {
+                Kind::Ours => format!("t{i}"),
+                Kind::Reference => format!("tasks/t{i}"),
+            })
+            .collect();
+        let mut child = rig.spawn();
+        rig.wait_attached().await;
+        let pid = child.id().expect("running");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (own0, tree0) = (own_rss_kib(pid), rss_kib(pid));
+        for alias in &aliases {
+            rig.admin
+                .upload_object(&s.session_id, alias, rig.envelope("pending"), PERSON)
+                .unwrap();
+        }
+        if max_agents >= n {
+            rig.wait("every thread active", |_| {
+                aliases.iter().all(|a| {
+                    rig.admin
+                        .object(&s.session_id, a)
+                        .and_then(|v| {
+                            v.pointer("/thread/metadata/instance/state")
+                                .and_then(Value::as_str)
+                                .map(|st| st == "active")
+                        })
+                        .unwrap_or(false)
+                })
+            })
+            .await;
+        }
+        let (own1, tree1) = (own_rss_kib(pid), rss_kib(pid));
+        let text = if kind == Kind::Ours { "stamp" } else { "hello" };
+        let mut asked = Vec::new();
+        for alias in &aliases {
+            let item = rig
+                .admin
+                .post_item(
+                    &s.session_id,
+                    alias,
+                    json!([{"type": "text", "text": text}]),
+                    None,
+                    PERSON,
+                )
+                .expect("person posts");
+            asked.push(epoch_micros(item["created_at"].as_str().unwrap()));
+        }
+        let replied = rig
+            .admin
+            .wait_for(Duration::from_secs(180), |_| {
+                aliases.iter().all(|a| rig.count(&s, a, "turn_end") >= 1)
+            })
+            .await;
+        let (own2, tree2) = (own_rss_kib(pid), rss_kib(pid));
+        let mut latencies = Vec::new();
+        for (alias, at) in aliases.iter().zip(&asked) {
+            if rig.count(&s, alias, "turn_end") >= 1 {
+                latencies.push(last_reply(&rig, &s, alias).1 - at);
+            }
+        }
+        stop(&mut child).await;
+        if latencies.is_empty() {
+            println!("{who}   threads {n:3} (max_agents {max_agents}): no reply within 180 s");
+            continue;
+        }
+        let own_per = (own1.max(own2) as f64 - own0 as f64) / n as f64;
+        let tree_per = (tree1.max(tree2) as f64 - tree0 as f64) / n as f64;
+        println!(
+            "{who}   threads {n:3} (max_agents {max_agents:3}): {}{} reply latency {}; RSS per \
+             active thread {own_per:.0} KiB (worker), {tree_per:.0} KiB (with the agents)",
+            latencies.len(),
+            if replied {
+                ""
+            } else {
+                " (not all replied in 180 s)"
+            },
+            describe(&latencies)
+        );
+        let key = format!("threads{n}_{max_agents}");
+        out.put(&format!("{key}_p50"), kind, quantile(&latencies, 0.5));
+        out.put(&format!("{key}_p99"), kind, quantile(&latencies, 0.99));
+        out.put(&format!("{key}_max"), kind, quantile(&latencies, 1.0));
+        out.put(&format!("{key}_rss"), kind, own_per);
+    }
+}
+
 /// `inspect`: where our idle worker's memory and CPU go (not part of the default run): the
 /// `smaps_rollup`, the largest mappings by RSS, and CPU per thread over the window.
 async fn inspect(window: Duration) {
@@ -1681,6 +1804,28 @@ impl Figures {
                 ));
             }
         }
+        for (n, max_agents) in THREAD_CASES {
+            for (what, label, unit) in [
+                ("p50", "reply latency p50", "ms"),
+                ("p99", "reply latency p99", "ms"),
+                ("max", "reply latency max", "ms"),
+                ("rss", "worker RSS per active thread", "KiB"),
+            ] {
+                // 200 threads at once: every reply within one poll interval (1.5 s) plus 1 s.
+                let (target, check): (&str, Option<Check>) = if n == 200 && what == "max" {
+                    ("≤ 2500", Some(|v| v <= 2500.0))
+                } else {
+                    ("", None)
+                };
+                scale_rows.push((
+                    format!("threads{n}_{max_agents}_{what}"),
+                    format!("{label}, {n} threads, max_agents {max_agents}"),
+                    unit,
+                    target,
+                    check,
+                ));
+            }
+        }
         let scale_rows: Vec<(&str, &str, &str, &str, Option<Check>)> = scale_rows
             .iter()
             .map(|(k, l, u, t, c)| (k.as_str(), l.as_str(), *u, *t, *c))
@@ -1802,6 +1947,11 @@ async fn main() {
     for &kind in &kinds {
         if wants("idle") {
             idle(kind, r, window, &mut out).await;
+        }
+    }
+    for &kind in &kinds {
+        if wants("threads") {
+            threads(kind, r, &mut out).await;
         }
     }
     for &kind in &kinds {
