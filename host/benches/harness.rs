@@ -1327,9 +1327,16 @@ async fn scale(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut
         }
         let rig = Rig::new(kind, reference, sections).await;
         rig.warm_up().await;
+        // The warm-up posted one `attached` item per session: this start posts the second.
         let t0 = std::time::Instant::now();
         let mut child = rig.spawn();
-        rig.wait_attached().await;
+        let sessions = rig.sessions.clone();
+        rig.wait("attached again on every session", |_| {
+            sessions
+                .iter()
+                .all(|s| rig.count(s, "worker", "attached") >= 2)
+        })
+        .await;
         let attach_s = t0.elapsed().as_secs_f64();
         tokio::time::sleep(SETTLE).await;
         let pid = child.id().expect("running");
