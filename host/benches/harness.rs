@@ -13,14 +13,18 @@
 //!    stdin, the agent's line → the posted item; p50/p99 with the thread idle (posted at a random
 //!    moment) and right after a turn (posted as soon as the previous `turn_end` lands);
 //! 3. idle RSS (VmRSS summed over the worker's process tree) and CPU (utime+stime over a fixed
-//!    window, % of one core) with 1 and 10 sections, each on its own session, no threads;
+//!    window, % of one core) with 1 and 10 sections, each on its own session, no threads, against
+//!    the emulator and against it imitating a slower server without keep-alive; CPU per request;
 //! 4. with the real Claude Code CLI (`BLOBHUB_CLAUDE`, else tests/agents/node_modules/.bin/claude;
 //!    `npm ci --prefix tests/agents` installs it) against the fake Anthropic API in-process
 //!    (`blobhub-fake-anthropic`), both workers driving the same CLI: a person's item → the CLI's
 //!    first model request arriving at the fake, and the fake's last response of the turn sent →
-//!    the agent's text item posted; the item posted at a random moment of the poll cycle.
+//!    the agent's text item posted; the item posted at a random moment of the poll cycle;
+//! 5. `threads`: 1, 20, 200 threads in one section, one message each at once (issue 14);
+//! 6. `scale`: 1 to 200 sections: attach time, RSS, CPU, requests, poll spread (issue 14).
 //!
-//! Arguments (after `--`): any of `launch`, `latency`, `idle`, `claude` to run only those parts.
+//! Arguments (after `--`): any of `launch`, `latency`, `idle`, `threads`, `scale`, `claude` to
+//! run only those parts.
 //! `BENCH_TURNS` (default 30 per condition), `BENCH_CLAUDE_TURNS` (default 10) and
 //! `BENCH_IDLE_WINDOW_S` (default 20) shorten it.
 //! Every loop is bounded; every wait has a deadline; only 127.0.0.1 is contacted.
