@@ -13,14 +13,18 @@
 //!    stdin, the agent's line → the posted item; p50/p99 with the thread idle (posted at a random
 //!    moment) and right after a turn (posted as soon as the previous `turn_end` lands);
 //! 3. idle RSS (VmRSS summed over the worker's process tree) and CPU (utime+stime over a fixed
-//!    window, % of one core) with 1 and 10 sections, each on its own session, no threads;
+//!    window, % of one core) with 1 and 10 sections, each on its own session, no threads, against
+//!    the emulator and against it imitating a slower server without keep-alive; CPU per request;
 //! 4. with the real Claude Code CLI (`BLOBHUB_CLAUDE`, else tests/agents/node_modules/.bin/claude;
 //!    `npm ci --prefix tests/agents` installs it) against the fake Anthropic API in-process
 //!    (`blobhub-fake-anthropic`), both workers driving the same CLI: a person's item → the CLI's
 //!    first model request arriving at the fake, and the fake's last response of the turn sent →
-//!    the agent's text item posted; the item posted at a random moment of the poll cycle.
+//!    the agent's text item posted; the item posted at a random moment of the poll cycle;
+//! 5. `threads`: 1, 20, 200 threads in one section, one message each at once (issue 14);
+//! 6. `scale`: 1 to 200 sections: attach time, RSS, CPU, requests, poll spread (issue 14).
 //!
-//! Arguments (after `--`): any of `launch`, `latency`, `idle`, `claude` to run only those parts.
+//! Arguments (after `--`): any of `launch`, `latency`, `idle`, `threads`, `scale`, `claude` to
+//! run only those parts.
 //! `BENCH_TURNS` (default 30 per condition), `BENCH_CLAUDE_TURNS` (default 10) and
 //! `BENCH_IDLE_WINDOW_S` (default 20) shorten it.
 //! Every loop is bounded; every wait has a deadline; only 127.0.0.1 is contacted.
@@ -1220,42 +1224,291 @@ fn cpu(root: u32) -> (u64, u64) {
     (ticks, ns)
 }
 
+/// The servers the idle figures are measured against: the emulator as it is (keeps connections
+/// alive, answers in microseconds), and the emulator made to imitate a slower server that keeps
+/// no connection alive (`Connection: close` on every response, 300 ms added to every request),
+/// so that the per-poll cost is not the emulator's timing alone. (name, keep-alive, latency ms,
+/// figure key suffix)
+const IDLE_SERVERS: [(&str, bool, u64, &str); 2] = [
+    ("emulator", true, 0, ""),
+    ("no keep-alive, +300 ms", false, 300, "_slow"),
+];
+
 async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut Figures) {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    for sections in [1, 10] {
+    for (server, keep_alive, latency_ms, suffix) in IDLE_SERVERS {
+        for sections in [1, 10] {
+            let rig = Rig::new(kind, reference, sections).await;
+            rig.admin.set_keep_alive(keep_alive);
+            if latency_ms > 0 {
+                rig.admin.set_faults(
+                    "*",
+                    blobhub_emulator::Faults {
+                        latency_ms,
+                        ..Default::default()
+                    },
+                );
+            }
+            rig.warm_up().await;
+            let mut child = rig.spawn();
+            rig.wait_attached().await;
+            tokio::time::sleep(SETTLE).await;
+            let pid = child.id().expect("running");
+            let rss0 = rss_kib(pid);
+            rig.admin.clear_requests();
+            let (t0, n0) = cpu(pid);
+            tokio::time::sleep(window).await;
+            let (t1, n1) = cpu(pid);
+            let rss1 = rss_kib(pid);
+            let mut calls: BTreeMap<String, usize> = BTreeMap::new();
+            for r in rig.admin.requests() {
+                *calls
+                    .entry(r.command.unwrap_or_else(|| r.path.clone()))
+                    .or_default() += 1;
+            }
+            let procs = process_tree(pid).len();
+            stop(&mut child).await;
+            let secs = window.as_secs_f64();
+            let tick_pct = (t1 - t0) as f64 / hz / secs * 100.0;
+            let ns_pct = (n1 - n0) as f64 / 1e9 / secs * 100.0;
+            let requests: usize = calls.values().sum();
+            let per_request_us = (n1 - n0) as f64 / 1e3 / requests.max(1) as f64;
+            let rss = rss0.max(rss1) as f64 / 1024.0;
+            let who = if kind == Kind::Ours { "ours" } else { "ref " };
+            println!(
+                "{who}   idle, {server}, {sections:2} section(s): RSS {rss:6.1} MiB ({procs} \
+                 process(es)), CPU {ns_pct:.4} % of a core (schedstat; utime+stime {tick_pct:.3} %) \
+                 over {secs:.0} s = {per_request_us:.1} µs per request"
+            );
+            println!("         requests in the window: {calls:?}");
+            out.put(&format!("rss{sections}{suffix}"), kind, rss);
+            out.put(&format!("cpu{sections}{suffix}"), kind, ns_pct);
+            out.put(&format!("poll_us{sections}{suffix}"), kind, per_request_us);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Scale: many sections (issue 14).
+
+/// Section counts of part `scale`.
+const SCALE_SECTIONS: [usize; 5] = [1, 10, 50, 100, 200];
+
+/// The reference is measured up to this many sections: it did not attach 50 sessions within
+/// 120 s in the issue's measurement, more than the bench's patience.
+const SCALE_REFERENCE_MAX: usize = 10;
+
+/// Width of the slot in which the bench counts the most event polls arriving together.
+const PEAK_SLOT_US: u64 = 50_000;
+
+/// The most `times` (µs, any order) within any `PEAK_SLOT_US`.
+fn peak_in_slot(mut times: Vec<u64>) -> usize {
+    times.sort_unstable();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] >= PEAK_SLOT_US {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+/// Per section count: attach time (spawn → every section's `attached` item, compile cache
+/// filled), then after `SETTLE` the RSS, CPU and requests over `window`, and how evenly the event
+/// polls of all sections spread over the poll interval (the most in any 50 ms slot, beside the
+/// even share).
+async fn scale(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut Figures) {
+    let who = if kind == Kind::Ours { "ours" } else { "ref " };
+    for sections in SCALE_SECTIONS {
+        if kind == Kind::Reference && sections > SCALE_REFERENCE_MAX {
+            println!(
+                "{who}   scale, {sections:3} sections: not measured (see SCALE_REFERENCE_MAX)"
+            );
+            continue;
+        }
         let rig = Rig::new(kind, reference, sections).await;
         rig.warm_up().await;
+        // The warm-up posted one `attached` item per session: this start posts the second.
+        let t0 = std::time::Instant::now();
         let mut child = rig.spawn();
-        rig.wait_attached().await;
+        let sessions = rig.sessions.clone();
+        rig.wait("attached again on every session", |_| {
+            sessions
+                .iter()
+                .all(|s| rig.count(s, "worker", "attached") >= 2)
+        })
+        .await;
+        let attach_s = t0.elapsed().as_secs_f64();
         tokio::time::sleep(SETTLE).await;
         let pid = child.id().expect("running");
         let rss0 = rss_kib(pid);
         rig.admin.clear_requests();
-        let (t0, n0) = cpu(pid);
+        let (_, n0) = cpu(pid);
         tokio::time::sleep(window).await;
-        let (t1, n1) = cpu(pid);
+        let (_, n1) = cpu(pid);
         let rss1 = rss_kib(pid);
-        let mut calls: BTreeMap<String, usize> = BTreeMap::new();
-        for r in rig.admin.requests() {
-            *calls
-                .entry(r.command.unwrap_or_else(|| r.path.clone()))
-                .or_default() += 1;
-        }
-        let procs = process_tree(pid).len();
+        let requests = rig.admin.requests();
         stop(&mut child).await;
         let secs = window.as_secs_f64();
-        let tick_pct = (t1 - t0) as f64 / hz / secs * 100.0;
-        let ns_pct = (n1 - n0) as f64 / 1e9 / secs * 100.0;
+        let cpu_pct = (n1 - n0) as f64 / 1e9 / secs * 100.0;
+        let polls: Vec<u64> = requests
+            .iter()
+            .filter(|r| r.command.as_deref() == Some("list_session_events"))
+            .map(|r| r.received_at_us)
+            .collect();
+        let per_request_us = (n1 - n0) as f64 / 1e3 / requests.len().max(1) as f64;
+        let rpm = requests.len() as f64 / (secs / 60.0) / sections as f64;
+        let even = sections as f64 * PEAK_SLOT_US as f64 / 1.5e6;
+        let peak = peak_in_slot(polls);
         let rss = rss0.max(rss1) as f64 / 1024.0;
-        let who = if kind == Kind::Ours { "ours" } else { "ref " };
         println!(
-            "{who}   idle, {sections:2} section(s): RSS {rss:6.1} MiB ({procs} process(es)), CPU {ns_pct:.4} % \
-             of a core (schedstat; utime+stime {tick_pct:.3} %) over {secs:.0} s"
+            "{who}   scale, {sections:3} sections: attached in {attach_s:.2} s, RSS {rss:6.1} MiB, \
+             CPU {cpu_pct:.4} % of a core ({per_request_us:.1} µs per request), {rpm:.1} \
+             requests per minute per section, event polls in one 50 ms slot at most {peak} \
+             (even spread {even:.1})"
         );
-        println!("         requests in the window: {calls:?}");
-        out.put(&format!("rss{sections}"), kind, rss);
-        out.put(&format!("cpu{sections}"), kind, ns_pct);
+        out.put(&format!("scale_attach{sections}"), kind, attach_s);
+        out.put(&format!("scale_rss{sections}"), kind, rss);
+        out.put(&format!("scale_cpu{sections}"), kind, cpu_pct);
+        out.put(&format!("scale_rpm{sections}"), kind, rpm);
+        out.put(&format!("scale_peak{sections}"), kind, peak as f64);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Scale: many threads in one section (issue 14).
+
+/// (threads, `max_agents`) of part `threads`; the reference keeps its own concurrency setting and
+/// runs only the cases up to `THREADS_REFERENCE_MAX` threads.
+const THREAD_CASES: [(usize, usize); 4] = [(1, 1), (20, 20), (20, 4), (200, 200)];
+const THREADS_REFERENCE_MAX: usize = 20;
+
+/// The worker's own RSS (KiB), without its children (the agents).
+fn own_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `threads` threads handed off in one section, then one message posted to each at once: every
+/// reply's latency (the person's item's `created_at` → the reply's), and the worker's RSS per
+/// active thread (its own process, and with the agents' processes).
+async fn threads(kind: Kind, reference: Option<&Path>, out: &mut Figures) {
+    let who = if kind == Kind::Ours { "ours" } else { "ref " };
+    for (n, max_agents) in THREAD_CASES {
+        if kind == Kind::Reference && (n > THREADS_REFERENCE_MAX || max_agents < n) {
+            continue;
+        }
+        let rig = Rig::new(kind, reference, 1).await;
+        if kind == Kind::Ours {
+            let path = rig.our_tree().config_path();
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            text.push_str(&format!("concurrency:\n  max_agents: {max_agents}\n"));
+            std::fs::write(&path, text).unwrap();
+        }
+        let s = rig.sessions[0].clone();
+        let aliases: Vec<String> = (1..=n)
+            .map(|i| match kind {
+                Kind::Ours => format!("t{i}"),
+                Kind::Reference => format!("tasks/t{i}"),
+            })
+            .collect();
+        let mut child = rig.spawn();
+        rig.wait_attached().await;
+        let pid = child.id().expect("running");
+        // After the startup memory release 5 s after the start line (host/src/cli/memory.rs).
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let (own0, tree0) = (own_rss_kib(pid), rss_kib(pid));
+        for alias in &aliases {
+            rig.admin
+                .upload_object(&s.session_id, alias, rig.envelope("pending"), PERSON)
+                .unwrap();
+        }
+        // The reference keeps its own concurrency (4 agents): its other threads wait for a slot.
+        if kind == Kind::Ours && max_agents >= n {
+            rig.wait("every thread active", |_| {
+                aliases.iter().all(|a| {
+                    rig.admin
+                        .object(&s.session_id, a)
+                        .and_then(|v| {
+                            v.pointer("/thread/metadata/instance/state")
+                                .and_then(Value::as_str)
+                                .map(|st| st == "active")
+                        })
+                        .unwrap_or(false)
+                })
+            })
+            .await;
+        }
+        let (own1, tree1) = (own_rss_kib(pid), rss_kib(pid));
+        let text = if kind == Kind::Ours { "stamp" } else { "hello" };
+        let mut asked = Vec::new();
+        for alias in &aliases {
+            let item = rig
+                .admin
+                .post_item(
+                    &s.session_id,
+                    alias,
+                    json!([{"type": "text", "text": text}]),
+                    None,
+                    PERSON,
+                )
+                .expect("person posts");
+            asked.push(epoch_micros(item["created_at"].as_str().unwrap()));
+        }
+        // Queued threads get a slot only when a running one gives it up; do not wait the full
+        // patience for replies that may never come.
+        let patience = if kind == Kind::Ours && max_agents < n {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(180)
+        };
+        let replied = rig
+            .admin
+            .wait_for(patience, |_| {
+                aliases.iter().all(|a| rig.count(&s, a, "turn_end") >= 1)
+            })
+            .await;
+        let (own2, tree2) = (own_rss_kib(pid), rss_kib(pid));
+        let mut latencies = Vec::new();
+        for (alias, at) in aliases.iter().zip(&asked) {
+            if rig.count(&s, alias, "turn_end") >= 1 {
+                latencies.push(last_reply(&rig, &s, alias).1 - at);
+            }
+        }
+        stop(&mut child).await;
+        if latencies.is_empty() {
+            println!(
+                "{who}   threads {n:3} (max_agents {max_agents}): no reply within {patience:?}"
+            );
+            continue;
+        }
+        let own_per = (own1.max(own2) as f64 - own0 as f64) / n as f64;
+        let tree_per = (tree1.max(tree2) as f64 - tree0 as f64) / n as f64;
+        println!(
+            "{who}   threads {n:3} (max_agents {max_agents:3}): {}{} reply latency {}; RSS per \
+             active thread {own_per:.0} KiB (worker), {tree_per:.0} KiB (with the agents)",
+            latencies.len(),
+            if replied {
+                String::new()
+            } else {
+                format!(" of {n} (the others did not reply within {patience:?})")
+            },
+            describe(&latencies)
+        );
+        let key = format!("threads{n}_{max_agents}");
+        out.put(&format!("{key}_p50"), kind, quantile(&latencies, 0.5));
+        out.put(&format!("{key}_p99"), kind, quantile(&latencies, 0.99));
+        out.put(&format!("{key}_max"), kind, quantile(&latencies, 1.0));
+        out.put(&format!("{key}_rss"), kind, own_per);
     }
 }
 
@@ -1714,11 +1967,96 @@ impl Figures {
                 "≤ 0.15",
                 Some(|v| v <= 0.15),
             ),
+            (
+                "poll_us1",
+                "idle CPU per request, 1 section",
+                "µs",
+                "≤ 50",
+                Some(|v| v <= 50.0),
+            ),
+            (
+                "poll_us10",
+                "idle CPU per request, 10 sections",
+                "µs",
+                "≤ 50",
+                Some(|v| v <= 50.0),
+            ),
+            (
+                "cpu10_slow",
+                "idle CPU, 10 sections, no keep-alive +300 ms",
+                "% core",
+                "≤ 0.05",
+                Some(|v| v <= 0.05),
+            ),
+            (
+                "poll_us1_slow",
+                "idle CPU per request, 1 section, no keep-alive +300 ms",
+                "µs",
+                "≤ 50",
+                Some(|v| v <= 50.0),
+            ),
+            (
+                "poll_us10_slow",
+                "idle CPU per request, 10 sections, no keep-alive +300 ms",
+                "µs",
+                "≤ 50",
+                Some(|v| v <= 50.0),
+            ),
         ];
+        let mut scale_rows: Vec<(String, String, &str, &str, Option<Check>)> = Vec::new();
+        for what in ["attach", "rss", "cpu", "rpm", "peak"] {
+            for n in SCALE_SECTIONS {
+                let (label, unit, target, check): (&str, &str, &str, Option<Check>) =
+                    match (what, n) {
+                        ("attach", 200) => ("attach time", "s", "≤ 10", Some(|v| v <= 10.0)),
+                        ("attach", _) => ("attach time", "s", "", None),
+                        ("rss", 100) => ("idle RSS", "MiB", "≤ 30", Some(|v| v <= 30.0)),
+                        ("rss", _) => ("idle RSS", "MiB", "", None),
+                        ("cpu", 10) => ("idle CPU", "% core", "≤ 0.05", Some(|v| v <= 0.05)),
+                        ("cpu", 50) => ("idle CPU", "% core", "≤ 0.25", Some(|v| v <= 0.25)),
+                        ("cpu", _) => ("idle CPU", "% core", "", None),
+                        ("rpm", _) => ("requests per minute per section", "", "", None),
+                        _ => ("event polls in one 50 ms slot, most", "", "", None),
+                    };
+                scale_rows.push((
+                    format!("scale_{what}{n}"),
+                    format!("{label}, {n} sections"),
+                    unit,
+                    target,
+                    check,
+                ));
+            }
+        }
+        for (n, max_agents) in THREAD_CASES {
+            for (what, label, unit) in [
+                ("p50", "reply latency p50", "ms"),
+                ("p99", "reply latency p99", "ms"),
+                ("max", "reply latency max", "ms"),
+                ("rss", "worker RSS per active thread", "KiB"),
+            ] {
+                // 200 threads at once: every reply within one poll interval (1.5 s) plus 1 s.
+                let (target, check): (&str, Option<Check>) = if n == 200 && what == "max" {
+                    ("≤ 2500", Some(|v| v <= 2500.0))
+                } else {
+                    ("", None)
+                };
+                scale_rows.push((
+                    format!("threads{n}_{max_agents}_{what}"),
+                    format!("{label}, {n} threads, max_agents {max_agents}"),
+                    unit,
+                    target,
+                    check,
+                ));
+            }
+        }
+        let scale_rows: Vec<(&str, &str, &str, &str, Option<Check>)> = scale_rows
+            .iter()
+            .map(|(k, l, u, t, c)| (k.as_str(), l.as_str(), *u, *t, *c))
+            .collect();
         println!();
         println!("| figure | unit | ours | reference | ours/ref | target | met? |");
         println!("|---|---|---|---|---|---|---|");
-        for (key, label, unit, target, check) in rows {
+        for (key, label, unit, target, check) in rows.iter().chain(scale_rows.iter()) {
             let Some((ours, reference)) = self.0.get(*key) else {
                 continue;
             };
@@ -1832,6 +2170,16 @@ async fn main() {
     for &kind in &kinds {
         if wants("idle") {
             idle(kind, r, window, &mut out).await;
+        }
+    }
+    for &kind in &kinds {
+        if wants("threads") {
+            threads(kind, r, &mut out).await;
+        }
+    }
+    for &kind in &kinds {
+        if wants("scale") {
+            scale(kind, r, window, &mut out).await;
         }
     }
     if wants("claude") {

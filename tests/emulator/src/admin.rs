@@ -254,6 +254,14 @@ impl Admin {
         lock(&self.shared.faults).clear();
     }
 
+    /// `false`: connections accepted from now on end after one response (`Connection: close`),
+    /// like servers that keep no connection alive; the client opens a new one per request.
+    pub fn set_keep_alive(&self, keep_alive: bool) {
+        self.shared
+            .keep_alive
+            .store(keep_alive, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Reseeds the fault RNG so rates below 1.0 repeat exactly.
     pub fn set_fault_seed(&self, seed: u64) {
         lock(&self.shared.faults).seed(seed);

@@ -34,9 +34,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let shared = shared.clone();
+                let keep_alive = shared.keep_alive.load(std::sync::atomic::Ordering::Relaxed);
                 conns.spawn(async move {
                     let svc = service_fn(move |req| handle(shared.clone(), req));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = http1::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}

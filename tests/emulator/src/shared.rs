@@ -33,6 +33,9 @@ pub struct Shared {
     state_file: Option<PathBuf>,
     pub requests: Mutex<Vec<RequestRecord>>,
     pub faults: Mutex<FaultTable>,
+    /// False: every response carries `Connection: close` and the connection ends after it, as
+    /// servers that do not keep connections alive do (benches measure a new connection per call).
+    pub keep_alive: std::sync::atomic::AtomicBool,
     version: watch::Sender<u64>,
 }
 
@@ -61,6 +64,7 @@ impl Shared {
             state_file,
             requests: Mutex::new(Vec::new()),
             faults: Mutex::new(FaultTable::default()),
+            keep_alive: std::sync::atomic::AtomicBool::new(true),
             version: watch::Sender::new(0),
         };
         shared.persist(&lock(&shared.state))?;

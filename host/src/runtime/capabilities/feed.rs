@@ -7,9 +7,15 @@
 //!
 //! Cadence: `interval_active` between polls while the guest says its section is active
 //! (`set-active`), `interval_idle` otherwise; a switch to idle shortens the wait already under
-//! way ([`next_poll_at`]). Failures back off whatever the activity.
+//! way ([`next_poll_at`]). Failures back off whatever the activity. The first wait after a
+//! section's first request is a random part of `interval_idle`, so that the polls of many
+//! sections started together spread over the interval instead of arriving together.
+//!
+//! Bounded work: a poll reads at most [`MAX_PAGES`] pages of [`PAGE_SIZE`] events and hands each
+//! page to the guest as its own batch; the next page is read only once the guest has taken the
+//! previous batch, so a session with 10,000 new events is never held in memory whole.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +39,9 @@ use crate::runtime::wit::latest::session::ApiError;
 /// Pages drained per poll at most (a runaway guard; the rest comes next poll).
 const MAX_PAGES: usize = 20;
 
+/// Events asked for per page (the platform's `limit`).
+const PAGE_SIZE: u64 = 1000;
+
 type Item = Result<Batch, ApiError>;
 
 /// The guest's handle: batches arrive through a channel from the poller task.
@@ -40,6 +49,9 @@ pub struct SubscriptionHandle {
     inbox: Inbox<Item>,
     /// The guest's activity flag, read by the poller.
     active: watch::Sender<bool>,
+    /// How many batches the guest has taken: the poller reads the next page only after this
+    /// reaches the number it sent (backpressure, see the module comment).
+    taken: watch::Sender<u64>,
 }
 
 #[wasmtime_wasi::async_trait]
@@ -105,12 +117,24 @@ impl wit::Host for SectionHost {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let (active, active_rx) = watch::channel(false);
+        let (taken, taken_rx) = watch::channel(0);
         let start = cursor.as_deref().and_then(Cursor::decode);
-        let task = tokio::spawn(poll_loop(Arc::clone(&self.section), start, tx, active_rx));
+        let outbox = Outbox {
+            tx,
+            taken: taken_rx,
+            sent: 0,
+        };
+        let task = tokio::spawn(poll_loop(
+            Arc::clone(&self.section),
+            start,
+            outbox,
+            active_rx,
+        ));
         self.feed_task = Some(task.abort_handle());
         Ok(self.table.push(SubscriptionHandle {
             inbox: Inbox::new(rx),
             active,
+            taken,
         })?)
     }
 }
@@ -124,7 +148,12 @@ impl wit::HostSubscription for SectionHost {
     }
 
     fn next(&mut self, sub: Resource<SubscriptionHandle>) -> wasmtime::Result<Option<Item>> {
-        Ok(self.table.get_mut(&sub)?.inbox.take())
+        let handle = self.table.get_mut(&sub)?;
+        let item = handle.inbox.take();
+        if item.is_some() {
+            handle.taken.send_modify(|n| *n += 1);
+        }
+        Ok(item)
     }
 
     fn set_active(
@@ -174,45 +203,78 @@ async fn initial_cursor(section: &SectionContext) -> Result<Cursor, ApiError> {
     Ok(cursor)
 }
 
-/// One poll: every new event after `cursor`, oldest first, across pages.
-async fn poll_once(section: &SectionContext, cursor: &Cursor) -> Result<Vec<Value>, ApiError> {
-    let mut fresh = Vec::new();
+/// The poller's end of the subscription: batches go out one at a time.
+struct Outbox {
+    tx: mpsc::UnboundedSender<Item>,
+    taken: watch::Receiver<u64>,
+    sent: u64,
+}
+
+impl Outbox {
+    /// Hands `item` to the guest and waits until it has taken it. False when the subscription
+    /// is gone.
+    async fn deliver(&mut self, item: Item) -> bool {
+        if self.tx.send(item).is_err() {
+            return false;
+        }
+        self.sent += 1;
+        let sent = self.sent;
+        self.taken.wait_for(|n| *n >= sent).await.is_ok()
+    }
+}
+
+/// One poll: every new event after `cursor`, oldest first, page by page; each page with new
+/// events is delivered as its own batch and advances `cursor`. `Ok(false)` when the
+/// subscription is gone.
+async fn poll_once(
+    section: &SectionContext,
+    cursor: &mut Cursor,
+    out: &mut Outbox,
+) -> Result<bool, ApiError> {
     let mut page_cursor: Option<String> = None;
     for _ in 0..MAX_PAGES {
         let mut args = Map::new();
         args.insert("ascending".into(), json!(true));
-        args.insert("limit".into(), json!(1000));
+        args.insert("limit".into(), json!(PAGE_SIZE));
         if !cursor.since.is_empty() {
             args.insert("created_since".into(), json!(cursor.since));
         }
         if let Some(c) = &page_cursor {
             args.insert("cursor".into(), json!(c));
         }
-        let answer = list(section, args).await?;
-        let events = answer["session_events"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let mut answer = list(section, args).await?;
+        let events = match answer.get_mut("session_events").map(Value::take) {
+            Some(Value::Array(events)) => events,
+            _ => Vec::new(),
+        };
         let empty = events.is_empty();
-        for event in events {
-            let delivered = event_id(&event).is_some_and(|id| cursor.seen.contains_key(&id));
-            if !delivered
-                && fresh
-                    .iter()
-                    .all(|e: &Value| event_id(e) != event_id(&event))
-            {
-                fresh.push(event);
-            }
-        }
+        let mut ids = HashSet::with_capacity(events.len());
+        let fresh: Vec<Value> = events
+            .into_iter()
+            .filter(|event| {
+                event_id(event).is_some_and(|id| !cursor.seen.contains_key(&id) && ids.insert(id))
+            })
+            .collect();
         page_cursor = answer["cursor"]
             .as_str()
             .filter(|c| !c.is_empty())
             .map(str::to_owned);
+        if !fresh.is_empty() {
+            cursor.advance(&fresh);
+            let batch = Batch {
+                events: fresh.iter().map(Value::to_string).collect(),
+                cursor: cursor.encode(),
+            };
+            drop(fresh);
+            if !out.deliver(Ok(batch)).await {
+                return Ok(false);
+            }
+        }
         if empty || page_cursor.is_none() {
             break;
         }
     }
-    Ok(fresh)
+    Ok(true)
 }
 
 /// Failures a guest must decide on; everything else is retried here with backoff.
@@ -277,64 +339,59 @@ async fn wait_next_poll(
 async fn poll_loop(
     section: Arc<SectionContext>,
     start: Option<Cursor>,
-    tx: mpsc::UnboundedSender<Item>,
+    mut out: Outbox,
     mut active: watch::Receiver<bool>,
 ) {
     let polling = section.shared.settings.polling.clone();
     let mut failures = 0u32;
     let mut cursor = start;
+    let mut first = true;
     loop {
-        let current = match cursor.take() {
-            Some(c) => c,
-            None => match initial_cursor(&section).await {
-                Ok(c) => c,
-                Err(e) => {
-                    failures += 1;
-                    if needs_decision(&e) && tx.send(Err(e)).is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(backoff(failures, &section)).await;
-                    continue;
-                }
-            },
-        };
-        let backoff_wait = match poll_once(&section, &current).await {
-            Ok(events) if events.is_empty() => {
-                failures = 0;
+        let result = match cursor.take() {
+            // The first request: where the feed starts (history is not replayed).
+            None => initial_cursor(&section).await.map(|c| {
+                cursor = Some(c);
+                true
+            }),
+            Some(mut current) => {
+                let result = poll_once(&section, &mut current, &mut out).await;
                 cursor = Some(current);
-                None
+                result
             }
-            Ok(events) => {
+        };
+        let backoff_wait = match result {
+            Ok(true) => {
                 failures = 0;
-                let mut next = current;
-                next.advance(&events);
-                let batch = Batch {
-                    events: events.iter().map(Value::to_string).collect(),
-                    cursor: next.encode(),
-                };
-                cursor = Some(next);
-                if tx.send(Ok(batch)).is_err() {
-                    return;
-                }
                 None
             }
+            Ok(false) => return,
             Err(e) => {
                 failures += 1;
-                cursor = Some(current);
-                if needs_decision(&e) && tx.send(Err(e)).is_err() {
+                if needs_decision(&e) && !out.deliver(Err(e)).await {
                     return;
                 }
                 Some(backoff(failures, &section))
             }
         };
-        if tx.is_closed() {
+        if out.tx.is_closed() {
             return;
         }
+        let wait = match backoff_wait {
+            None if first => Some(first_wait(&polling, fastrand::f64())),
+            other => other,
+        };
+        first = false;
         let last = Instant::now();
-        if !wait_next_poll(last, &polling, backoff_wait, &mut active).await {
+        if !wait_next_poll(last, &polling, wait, &mut active).await {
             return;
         }
     }
+}
+
+/// The wait after a section's first request: `unit` (in `[0, 1)`) of `interval_idle`, so that
+/// sections started together do not poll in lockstep for the rest of the process's life.
+fn first_wait(polling: &Polling, unit: f64) -> Duration {
+    polling.interval_idle.mul_f64(unit)
 }
 
 #[cfg(test)]
@@ -387,6 +444,14 @@ mod tests {
         assert_eq!(backoff_delay(40, &p, 0.5), ms(30000));
         assert_eq!(backoff_delay(1, &p, 0.0), ms(4800));
         assert!(backoff_delay(1, &p, 0.999) < ms(7200));
+    }
+
+    #[test]
+    fn the_first_wait_is_spread_over_the_idle_interval() {
+        let p = polling();
+        assert_eq!(first_wait(&p, 0.0), Duration::ZERO);
+        assert_eq!(first_wait(&p, 0.5), Duration::from_millis(750));
+        assert!(first_wait(&p, 0.999) < p.interval_idle);
     }
 
     #[test]
