@@ -313,10 +313,15 @@ async fn unparseable_items_and_objects_are_skipped_with_a_code() {
     env.wait("thread active", |e| e.state(&s, "tasks/t1") == "active")
         .await;
 
-    // An object 200 levels deep beside the thread, and a deep item on the thread itself.
+    // An object 200 levels deep and one over the size limit beside the thread, and a deep item
+    // on the thread itself.
     let mut bad = envelope("pending", env.work_folder());
     bad["thread"]["attributes"]["extra"] = deep(200);
     env.set_envelope(&s, "tasks/poison", bad);
+    // And one whose value is over the 64 MiB a parsed answer may hold.
+    let mut huge = envelope("pending", env.work_folder());
+    huge["thread"]["attributes"]["extra"] = json!("x".repeat(65 * 1024 * 1024));
+    env.set_envelope(&s, "tasks/huge", huge);
     env.admin
         .post_item(
             &s.session_id,
@@ -355,6 +360,7 @@ async fn unparseable_items_and_objects_are_skipped_with_a_code() {
         .count();
     assert!(later_reads <= reads + 2, "{reads} → {later_reads}");
     assert_eq!(env.state(&s, "tasks/poison"), "pending");
+    assert_eq!(env.state(&s, "tasks/huge"), "pending");
     worker.terminate().await;
 }
 
