@@ -10,6 +10,7 @@ use blobhub_emulator::{Faults, SessionIds};
 use serde_json::{Value, json};
 
 use crate::harness_support::{Env, TEST_AGENT, alice, envelope};
+use crate::support::Running;
 
 /// Refused requests a fault is held for: far past the former budgets (a read: 5 host attempts ×
 /// 5 guest tries = 25; an envelope write: 7 tries).
@@ -45,6 +46,16 @@ fn fail_all(env: &Env, command: &str) {
     );
 }
 
+/// A worker with fast polling on a new session, once its section has attached.
+async fn attached_fast(session: &str) -> (Env, SessionIds, Running) {
+    let env = Env::new().await;
+    let s = env.session(session);
+    configure_fast(&env, &s);
+    let worker = env.start().await;
+    attached(&env, &s).await;
+    (env, s, worker)
+}
+
 async fn attached(env: &Env, s: &SessionIds) {
     env.wait("attached", |e| {
         e.activity(s).contains(&"attached".to_string())
@@ -56,11 +67,7 @@ async fn attached(env: &Env, s: &SessionIds) {
 /// succeed again, however long that took.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handoff_during_a_long_read_outage_is_taken_up_when_it_ends() {
-    let env = Env::new().await;
-    let s = env.session("ses_read_outage");
-    configure_fast(&env, &s);
-    let worker = env.start().await;
-    attached(&env, &s).await;
+    let (env, s, worker) = attached_fast("ses_read_outage").await;
 
     fail_all(&env, "download_session_object");
     env.handoff(&s, "tasks/t1");
@@ -83,11 +90,7 @@ async fn a_handoff_during_a_long_read_outage_is_taken_up_when_it_ends() {
 /// writes succeed again, and says so once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_during_a_long_write_outage_lands_when_it_ends() {
-    let env = Env::new().await;
-    let s = env.session("ses_write_outage");
-    configure_fast(&env, &s);
-    let worker = env.start().await;
-    attached(&env, &s).await;
+    let (env, s, worker) = attached_fast("ses_write_outage").await;
     env.handoff(&s, "tasks/t1");
     env.wait("thread active", |e| e.state(&s, "tasks/t1") == "active")
         .await;
@@ -173,11 +176,7 @@ async fn an_outstanding_failure_is_finished_after_a_restart() {
 /// Item 8: while one thread's writes fail, another thread's messages are answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_threads_outage_does_not_hold_up_another() {
-    let env = Env::new().await;
-    let s = env.session("ses_isolated");
-    configure_fast(&env, &s);
-    let worker = env.start().await;
-    attached(&env, &s).await;
+    let (env, s, worker) = attached_fast("ses_isolated").await;
     env.handoff(&s, "tasks/ok");
     env.wait("ok active", |e| e.state(&s, "tasks/ok") == "active")
         .await;
@@ -217,11 +216,7 @@ async fn one_threads_outage_does_not_hold_up_another() {
 /// Item 6: a message that becomes visible after a later one is still delivered, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_visible_message_is_delivered_once() {
-    let env = Env::new().await;
-    let s = env.session("ses_late");
-    configure_fast(&env, &s);
-    let worker = env.start().await;
-    attached(&env, &s).await;
+    let (env, s, worker) = attached_fast("ses_late").await;
     env.handoff(&s, "tasks/t1");
     env.wait("thread active", |e| e.state(&s, "tasks/t1") == "active")
         .await;
@@ -257,11 +252,7 @@ async fn a_late_visible_message_is_delivered_once() {
 /// Item 5: another user's item copying one of the worker's post ids is still a message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_item_copying_a_worker_post_id_is_heard() {
-    let env = Env::new().await;
-    let s = env.session("ses_copied");
-    configure_fast(&env, &s);
-    let worker = env.start().await;
-    attached(&env, &s).await;
+    let (env, s, worker) = attached_fast("ses_copied").await;
     env.handoff(&s, "tasks/t1");
     env.wait("thread active", |e| e.state(&s, "tasks/t1") == "active")
         .await;
@@ -304,11 +295,7 @@ fn deep(levels: usize) -> Value {
 /// skipped with a code, the object is left alone, and nothing is retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unparseable_items_and_objects_are_skipped_with_a_code() {
-    let env = Env::new().await;
-    let s = env.session("ses_poison");
-    configure_fast(&env, &s);
-    let worker = env.start().await;
-    attached(&env, &s).await;
+    let (env, s, worker) = attached_fast("ses_poison").await;
     env.handoff(&s, "tasks/t1");
     env.wait("thread active", |e| e.state(&s, "tasks/t1") == "active")
         .await;
@@ -368,11 +355,7 @@ async fn unparseable_items_and_objects_are_skipped_with_a_code() {
 /// a system folder, through a symlink or through `..`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_folders_outside_the_allowed_roots_fail_the_thread() {
-    let env = Env::new().await;
-    let s = env.session("ses_confined");
-    configure_fast(&env, &s);
-    let worker = env.start().await;
-    attached(&env, &s).await;
+    let (env, s, worker) = attached_fast("ses_confined").await;
     let link = env.work_folder().join("to-etc");
     std::os::unix::fs::symlink("/etc", &link).unwrap();
     let tree = env.home.root().to_str().unwrap().to_string();
@@ -419,11 +402,7 @@ async fn work_folders_outside_the_allowed_roots_fail_the_thread() {
 /// Thread-supplied model and effort are checked before they reach the agent's command line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_model_name_fails_with_a_settings_code() {
-    let env = Env::new().await;
-    let s = env.session("ses_model");
-    configure_fast(&env, &s);
-    let worker = env.start().await;
-    attached(&env, &s).await;
+    let (env, s, worker) = attached_fast("ses_model").await;
     let mut e = envelope("pending", env.work_folder());
     e["thread"]["metadata"]["agent"]["model"] = json!("sonnet --dangerously-skip-permissions");
     env.set_envelope(&s, "tasks/t1", e);
