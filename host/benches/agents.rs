@@ -15,57 +15,21 @@
 //! from `BLOBHUB_CLAUDE` / `BLOBHUB_CODEX` or tests/agents/node_modules; a missing one is skipped
 //! with a note. Arguments (after `--`): any of `test_agent`, `claude_code`, `codex`.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
+mod common;
 
-use blobhub_emulator::{Admin, CreateSession, Emulator, EmulatorConfig, SessionIds, User};
-use blobhub_worker::state_tree::{
-    ApiCredentials, ApiKey, Credentials, Identity, IdentityUser, StateTree,
+use std::path::{Path, PathBuf};
+
+use blobhub_emulator::{Admin, CreateSession, Emulator, SessionIds};
+use blobhub_worker::state_tree::StateTree;
+use common::{
+    PATIENCE, TEST_AGENT, describe, emulator, epoch_micros, our_section, our_start, our_workspace,
+    quantile, stop, thread_state, write_our_login,
 };
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-const OURS_EXE: &str = env!("CARGO_BIN_EXE_blobhub-worker");
-const TEST_AGENT: &str = env!("CARGO_BIN_EXE_blobhub-test-agent");
-const PATIENCE: Duration = Duration::from_secs(60);
 const WORKER: &str = "usr_ours";
 const PERSON: &str = "usr_person";
-
-/// Microseconds since 1970 of `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` (the emulator's `created_at`).
-fn epoch_micros(ts: &str) -> i64 {
-    let (date, time) = ts.trim_end_matches('Z').split_once('T').unwrap();
-    let mut d = date.split('-').map(|x| x.parse::<i64>().unwrap());
-    let (y, m, day) = (d.next().unwrap(), d.next().unwrap(), d.next().unwrap());
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|x| x.parse::<i64>().unwrap());
-    let (h, mi, s) = (t.next().unwrap(), t.next().unwrap(), t.next().unwrap());
-    let frac: i64 = format!("{frac:0<6}")[..6].parse().unwrap();
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    ((days * 86_400 + h * 3600 + mi * 60 + s) * 1_000_000) + frac
-}
-
-/// Nearest-rank quantile of µs samples, in ms.
-fn quantile(v: &[i64], q: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_unstable();
-    v[((v.len() as f64 - 1.0) * q).round() as usize] as f64 / 1000.0
-}
-
-fn describe(v: &[i64]) -> String {
-    format!(
-        "p50 {:8.2} ms  p99 {:8.2} ms  min {:8.2}  max {:8.2}  (n={})",
-        quantile(v, 0.5),
-        quantile(v, 0.99),
-        quantile(v, 0.0),
-        quantile(v, 1.0),
-        v.len()
-    )
-}
 
 /// The CLI at `var` or in tests/agents, if installed.
 fn cli(var: &str, name: &str) -> Option<PathBuf> {
@@ -115,19 +79,7 @@ struct Rig {
 impl Rig {
     /// The emulator, a session, a fake for the agent and a worker home whose config drives it.
     async fn new(agent_type: &'static str, cli: Option<&Path>) -> Rig {
-        let user = |id: &str, key: &str| User {
-            id: id.into(),
-            name: id.into(),
-            email: format!("{id}@example.com"),
-            api_key: key.into(),
-        };
-        let emu = Emulator::start(EmulatorConfig {
-            users: vec![user(WORKER, "bhk_ours"), user(PERSON, "bhk_person")],
-            state_file: None,
-        })
-        .await
-        .expect("emulator starts");
-        let admin = emu.admin();
+        let (emu, admin) = emulator(&[(WORKER, "bhk_ours"), (PERSON, "bhk_person")]).await;
         let session = admin
             .create_session(CreateSession::default())
             .expect("session");
@@ -184,32 +136,14 @@ impl Rig {
             dir,
         };
         let tree = rig.tree();
-        tree.save_credentials(&Credentials {
-            api: ApiCredentials {
-                url: rig.emu.api_url(),
-                key: ApiKey::new("bhk_ours"),
-            },
-        })
-        .unwrap();
-        tree.save_identity(&Identity {
-            user: IdentityUser {
-                user_id: WORKER.into(),
-                name: String::new(),
-                email: String::new(),
-                recorded_at: "2026-01-01T00:00:00Z".into(),
-            },
-        })
-        .unwrap();
-        let s = &rig.session;
+        write_our_login(&tree, rig.emu.api_url(), WORKER, "bhk_ours");
         std::fs::write(
             tree.config_path(),
             format!(
                 "polling:\n  interval_idle_ms: 50\n  interval_active_ms: 50\n  backoff_max_ms: 1000\n\
-                 agents:\n  test_double:\n    executable: {TEST_AGENT}\n{block}sections:\n  - name: s0\n    \
-                 job_type: session_agent_harness\n    session: {{org_id: {}, blob_id: {}, revision_id: {}, session_id: {}}}\n\
-                 workspace:\n  allowed_roots: [{}]\n",
-                s.org_id, s.blob_id, s.revision_id, s.session_id,
-                std::env::temp_dir().display()
+                 agents:\n  test_double:\n    executable: {TEST_AGENT}\n{block}sections:\n{}{}",
+                our_section("s0", &rig.session),
+                our_workspace()
             ),
         )
         .unwrap();
@@ -221,16 +155,10 @@ impl Rig {
     }
 
     fn spawn(&self) -> Child {
-        let log = std::fs::File::create(self.dir.path().join("worker.log")).unwrap();
-        Command::new(OURS_EXE)
-            .arg("start")
-            .env("BLOBHUB_WORKER_HOME", self.tree().root())
-            .env_remove("BLOBHUB_WORKER_LOG")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true)
+        let log = self.dir.path().join("worker.log");
+        // A fresh log per measurement.
+        let _ = std::fs::remove_file(&log);
+        our_start(&self.tree(), &log)
             .spawn()
             .expect("spawn the worker")
     }
@@ -279,14 +207,7 @@ async fn measure(agent_type: &'static str, cli: Option<&Path>, turns: usize) -> 
         .upload_object(&rig.session.session_id, "t", envelope, PERSON)
         .unwrap();
     rig.wait("active", |a| {
-        a.object(&rig.session.session_id, "t")
-            .and_then(|v| {
-                v.pointer("/thread/metadata/instance/state")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
-            .as_deref()
-            == Some("active")
+        thread_state(a, &rig.session.session_id, "t") == "active"
     })
     .await;
     let text = if agent_type == "test_double" {
@@ -346,16 +267,7 @@ async fn measure(agent_type: &'static str, cli: Option<&Path>, turns: usize) -> 
             sample.to_post.push(posted_at - last);
         }
     }
-    if let Some(pid) = child.id() {
-        // SAFETY: signalling a child we spawned and have not reaped.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    }
-    if tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
+    stop(&mut child).await;
     sample
 }
 

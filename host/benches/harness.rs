@@ -29,83 +29,31 @@
 //! `BENCH_IDLE_WINDOW_S` (default 20) shorten it.
 //! Every loop is bounded; every wait has a deadline; only 127.0.0.1 is contacted.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use blobhub_emulator::{Admin, CreateSession, Emulator, EmulatorConfig, SessionIds, User};
+use blobhub_emulator::{Admin, CreateSession, Emulator, SessionIds};
 use blobhub_fake_anthropic::FakeAnthropic;
-use blobhub_worker::state_tree::{
-    ApiCredentials, ApiKey, Credentials, Identity, IdentityUser, StateTree,
+use blobhub_worker::state_tree::StateTree;
+use common::{
+    OURS_EXE, PATIENCE, TEST_AGENT, describe, emulator, epoch_micros, now_us, our_section,
+    our_start, our_workspace, quantile, stop, thread_state, write_our_login,
 };
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-const OURS_EXE: &str = env!("CARGO_BIN_EXE_blobhub-worker");
-const TEST_AGENT: &str = env!("CARGO_BIN_EXE_blobhub-test-agent");
 const REFERENCE_VAR: &str = "BLOBHUB_REFERENCE_WORKER";
 const CLAUDE_VAR: &str = "BLOBHUB_CLAUDE";
 /// Any single wait (a start, a reply, an attach) fails the bench after this long.
-const PATIENCE: Duration = Duration::from_secs(60);
-/// Idle measurements start this long after every section attached: past the worker's first
-/// release of startup memory (5 s after its start line; `host/src/cli/memory.rs`).
 const SETTLE: Duration = Duration::from_secs(10);
 const PERSON: &str = "usr_person";
 const OURS_USER: &str = "usr_ours";
 const REF_USER: &str = "usr_reference";
 const REF_PROFILE: &str = "emu";
-
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
-/// Microseconds since 1970 of `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` (the emulator's `created_at`).
-fn epoch_micros(ts: &str) -> i64 {
-    let (date, time) = ts.trim_end_matches('Z').split_once('T').unwrap();
-    let mut d = date.split('-').map(|x| x.parse::<i64>().unwrap());
-    let (y, m, day) = (d.next().unwrap(), d.next().unwrap(), d.next().unwrap());
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|x| x.parse::<i64>().unwrap());
-    let (h, mi, s) = (t.next().unwrap(), t.next().unwrap(), t.next().unwrap());
-    let frac: i64 = format!("{frac:0<6}")[..6].parse().unwrap();
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    ((days * 86_400 + h * 3600 + mi * 60 + s) * 1_000_000) + frac
-}
-
-/// Nearest-rank quantile of µs samples, in ms.
-fn quantile(v: &[i64], q: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_unstable();
-    v[((v.len() as f64 - 1.0) * q).round() as usize] as f64 / 1000.0
-}
-
-fn describe(v: &[i64]) -> String {
-    format!(
-        "p50 {:8.2} ms  p90 {:8.2} ms  p99 {:8.2} ms  min {:8.2}  max {:8.2}  (n={})",
-        quantile(v, 0.5),
-        quantile(v, 0.9),
-        quantile(v, 0.99),
-        quantile(v, 0.0),
-        quantile(v, 1.0),
-        v.len()
-    )
-}
-
-fn user(id: &str, key: &str) -> User {
-    User {
-        id: id.into(),
-        name: id.into(),
-        email: format!("{id}@example.com"),
-        api_key: key.into(),
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -175,17 +123,12 @@ impl Rig {
         sections: usize,
         claude: Option<Claude>,
     ) -> Rig {
-        let emu = Emulator::start(EmulatorConfig {
-            users: vec![
-                user(OURS_USER, "bhk_ours"),
-                user(REF_USER, "bhk_reference"),
-                user(PERSON, "bhk_person"),
-            ],
-            state_file: None,
-        })
-        .await
-        .expect("emulator starts");
-        let admin = emu.admin();
+        let (emu, admin) = emulator(&[
+            (OURS_USER, "bhk_ours"),
+            (REF_USER, "bhk_reference"),
+            (PERSON, "bhk_person"),
+        ])
+        .await;
         let sessions = (0..sections)
             .map(|i| {
                 admin
@@ -265,34 +208,12 @@ impl Rig {
         match self.kind {
             Kind::Ours => {
                 let tree = self.our_tree();
-                tree.save_credentials(&Credentials {
-                    api: ApiCredentials {
-                        url: api_url,
-                        key: ApiKey::new("bhk_ours"),
-                    },
-                })
-                .unwrap();
-                tree.save_identity(&Identity {
-                    user: IdentityUser {
-                        user_id: OURS_USER.into(),
-                        name: String::new(),
-                        email: String::new(),
-                        recorded_at: "2026-01-01T00:00:00Z".into(),
-                    },
-                })
-                .unwrap();
+                write_our_login(&tree, api_url, OURS_USER, "bhk_ours");
                 let mut text = format!("{}sections:\n", self.agents_block());
                 for (i, s) in self.sessions.iter().enumerate() {
-                    text.push_str(&format!(
-                        "  - name: s{i}\n    job_type: session_agent_harness\n    session: {{org_id: {}, blob_id: {}, revision_id: {}, session_id: {}}}\n",
-                        s.org_id, s.blob_id, s.revision_id, s.session_id
-                    ));
+                    text.push_str(&our_section(&format!("s{i}"), s));
                 }
-                // The work folders are temporary folders, outside the default root (home).
-                text.push_str(&format!(
-                    "workspace:\n  allowed_roots: [{}]\n",
-                    std::env::temp_dir().display()
-                ));
+                text.push_str(&our_workspace());
                 std::fs::write(tree.config_path(), text).unwrap();
             }
             Kind::Reference => {
@@ -328,18 +249,10 @@ impl Rig {
     }
 
     fn spawn(&self) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("worker.log"))
-            .unwrap();
+        let log_path = self.dir.path().join("worker.log");
         let mut cmd = match self.kind {
             Kind::Ours => {
-                let mut c = Command::new(OURS_EXE);
-                c.arg("start")
-                    .env("BLOBHUB_WORKER_HOME", self.our_tree().root())
-                    .env_remove("BLOBHUB_WORKER_LOG")
-                    .env_remove("RUST_LOG");
+                let mut c = our_start(&self.our_tree(), &log_path);
                 if std::env::var_os("BENCH_TRACE").is_some() {
                     // The spawn's own line (`child_spawned`, with its duration) for the timeline.
                     c.env(
@@ -355,6 +268,11 @@ impl Rig {
             }
             Kind::Reference => {
                 let mut c = Command::new(self.reference.as_ref().unwrap());
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log_path)
+                    .unwrap();
                 c.args(["start", "--profile", REF_PROFILE])
                     .env("HOME", self.ref_home())
                     .env("TEST_DOUBLE_SCRIPT", self.dir.path().join("script.json"))
@@ -362,16 +280,16 @@ impl Rig {
                     .env_remove("BLOBHUB_API_URL")
                     .env_remove("BLOBHUB_PROFILE")
                     .env_remove("TEST_DOUBLE_AUTO_PROMPT")
+                    .env("NO_PROXY", "127.0.0.1,localhost")
+                    .env("no_proxy", "127.0.0.1,localhost")
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log)
+                    .kill_on_drop(true)
                     .envs(self.claude_env());
                 c
             }
         };
-        cmd.env("NO_PROXY", "127.0.0.1,localhost")
-            .env("no_proxy", "127.0.0.1,localhost")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true);
         cmd.spawn().expect("spawn the worker")
     }
 
@@ -418,14 +336,7 @@ impl Rig {
     }
 
     fn state(&self, s: &SessionIds) -> String {
-        self.admin
-            .object(&s.session_id, self.kind.thread())
-            .and_then(|v| {
-                v.pointer("/thread/metadata/instance/state")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
-            .unwrap_or_default()
+        thread_state(&self.admin, &s.session_id, self.kind.thread())
     }
 
     /// Every section attached (its `attached` activity item posted).
@@ -447,20 +358,6 @@ impl Rig {
         let mut child = self.spawn();
         self.wait_attached().await;
         stop(&mut child).await;
-    }
-}
-
-/// SIGTERM, then reap (SIGKILL after 15 s).
-async fn stop(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: signalling a child we spawned and have not reaped.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    }
-    if tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
     }
 }
 
