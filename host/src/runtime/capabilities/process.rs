@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -212,7 +212,8 @@ fn finish_line(buf: &mut Vec<u8>) -> String {
 
 /// The guest's handle on a child.
 pub struct ChildHandle {
-    pid: u32,
+    /// Filled in by the spawner thread.
+    start: Arc<Start>,
     stdin: Option<mpsc::UnboundedSender<String>>,
     output: Inbox<Output>,
     exited: bool,
@@ -222,10 +223,13 @@ pub struct ChildHandle {
 impl Drop for ChildHandle {
     fn drop(&mut self) {
         // "Dropping the handle kills the process group."
-        if !self.exited {
-            kill_group(self.pid as i32, libc::SIGKILL);
+        // If the child is still being started, the spawner thread kills it once it runs.
+        if let Some(pid) = self.start.abandon() {
+            if !self.exited {
+                kill_group(pid as i32, libc::SIGKILL);
+            }
+            self.registry.remove(pid as i32);
         }
-        self.registry.remove(self.pid as i32);
     }
 }
 
@@ -324,23 +328,133 @@ impl SectionHost {
             .kill_on_drop(true);
         die_with_the_worker(&mut command);
         self.confine(&mut command, &cwd)?;
-        let mut child = command
-            .spawn()
-            .map_err(|e| SpawnError::Failed(format!("{}: {e}", path.display())))?;
+        // The fork, the sandbox and the exec happen on a spawner thread ([`Spawner`]): they take
+        // milliseconds (several on a loaded machine), and the guest waits for this call, so
+        // done here they would start one section's agents strictly one after another. What can be
+        // refused with a precise error was checked above; a failure past this point (the exec
+        // itself, the sandbox) reaches the job type as a line on stderr and an exit.
+        let (out_tx, rx) = mpsc::unbounded_channel();
+        let (in_tx, in_rx) = mpsc::unbounded_channel::<String>();
+        let start = Arc::new(Start::default());
+        let job = StartJob {
+            command,
+            label: self.section.label(),
+            program: request.program,
+            path,
+            start: Arc::clone(&start),
+            registry: Arc::clone(&shared.processes),
+            runtime: tokio::runtime::Handle::current(),
+            out_tx,
+            in_rx,
+            queued: started,
+        };
+        Spawner::global().submit(job);
+        Ok(ChildHandle {
+            start,
+            stdin: Some(in_tx),
+            output: Inbox::new(rx),
+            exited: false,
+            registry: Arc::clone(&shared.processes),
+        })
+    }
+}
+
+/// A child being started: its process id once the spawner thread forked it (`None` when the
+/// spawn failed), and whether the guest dropped its handle meanwhile.
+#[derive(Default)]
+struct Start {
+    state: Mutex<StartState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct StartState {
+    finished: bool,
+    pid: Option<u32>,
+    abandoned: bool,
+}
+
+impl Start {
+    /// The process id, waiting for the spawner thread if it has not finished yet (rarely more
+    /// than the fork and exec take).
+    fn wait_pid(&self) -> Option<u32> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while !s.finished {
+            s = self.done.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.pid
+    }
+
+    /// Records the outcome; true when the handle was dropped meanwhile (the caller kills it).
+    fn finish(&self, pid: Option<u32>) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.finished = true;
+        s.pid = pid;
+        self.done.notify_all();
+        s.abandoned
+    }
+
+    /// The handle is gone: the process id if the child runs already, else the spawner thread
+    /// kills it once started.
+    fn abandon(&self) -> Option<u32> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.abandoned = true;
+        s.pid
+    }
+}
+
+/// Everything the spawner thread needs to start one child and wire its pipes.
+struct StartJob {
+    command: tokio::process::Command,
+    label: String,
+    program: String,
+    path: PathBuf,
+    start: Arc<Start>,
+    registry: Arc<ProcessRegistry>,
+    runtime: tokio::runtime::Handle,
+    out_tx: mpsc::UnboundedSender<Output>,
+    in_rx: mpsc::UnboundedReceiver<String>,
+    queued: std::time::Instant,
+}
+
+impl StartJob {
+    fn run(mut self) {
+        // tokio's child reaping registers with the runtime.
+        let _runtime = self.runtime.enter();
+        let mut child = match self.command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                self.start.finish(None);
+                tracing::warn!(section = %self.label, program = %self.program, error = %e, "spawn_failed");
+                let _ = self.out_tx.send(Output::Stderr(format!(
+                    "the worker could not start {}: {e}",
+                    self.path.display()
+                )));
+                let _ = self.out_tx.send(Output::Exited(ExitStatus {
+                    code: None,
+                    signal: None,
+                }));
+                return;
+            }
+        };
         let pid = child.id().unwrap_or_default();
-        shared.processes.add(pid as i32);
-        // The fork, the sandbox and the exec are synchronous here; their cost is part of every
-        // agent's start (docs/benchmarks.md reads it from this line).
+        self.registry.add(pid as i32);
+        if self.start.finish(Some(pid)) {
+            // The guest dropped the handle while the child started.
+            kill_group(pid as i32, libc::SIGKILL);
+            self.registry.remove(pid as i32);
+        }
+        // The fork, the sandbox and the exec, plus any wait for a spawner thread; their cost is
+        // part of every agent's start (docs/benchmarks.md reads it from this line).
         tracing::debug!(
-            section = %self.section.label(),
-            program = %request.program,
+            section = %self.label,
+            program = %self.program,
             pid,
-            spawn_us = started.elapsed().as_micros() as u64,
+            spawn_us = self.queued.elapsed().as_micros() as u64,
             "child_spawned"
         );
-
-        let (out_tx, rx) = mpsc::unbounded_channel();
-        let (in_tx, mut in_rx) = mpsc::unbounded_channel::<String>();
+        let out_tx = self.out_tx;
+        let mut in_rx = self.in_rx;
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let mut stdin = child.stdin.take();
@@ -391,13 +505,53 @@ impl SectionHost {
             };
             let _ = out_tx2.send(Output::Exited(exit));
         });
-        Ok(ChildHandle {
-            pid,
-            stdin: Some(in_tx),
-            output: Inbox::new(rx),
-            exited: false,
-            registry: Arc::clone(&shared.processes),
+    }
+}
+
+/// How many children may be forked at once (the sections' agents beyond that wait their turn).
+const SPAWNER_THREADS: usize = 4;
+
+/// A few threads that live as long as the process and start every child. They must not exit:
+/// a child's parent-death signal follows the thread that forked it
+/// ([`die_with_the_worker`]), which is also why the runtime's blocking pool (whose idle
+/// threads end) is not used.
+struct Spawner {
+    jobs: std::sync::mpsc::Sender<StartJob>,
+}
+
+impl Spawner {
+    fn global() -> &'static Spawner {
+        static SPAWNER: OnceLock<Spawner> = OnceLock::new();
+        SPAWNER.get_or_init(|| {
+            let (jobs, rx) = std::sync::mpsc::channel::<StartJob>();
+            let rx = Arc::new(Mutex::new(rx));
+            for i in 0..SPAWNER_THREADS {
+                let rx = Arc::clone(&rx);
+                let spawned = std::thread::Builder::new()
+                    .name(format!("spawner-{i}"))
+                    .stack_size(256 * 1024)
+                    .spawn(move || {
+                        loop {
+                            let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                            match job {
+                                Ok(job) => job.run(),
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "spawner thread did not start");
+                }
+            }
+            Spawner { jobs }
         })
+    }
+
+    fn submit(&self, job: StartJob) {
+        if let Err(std::sync::mpsc::SendError(job)) = self.jobs.send(job) {
+            // No spawner thread (it could not be created): start it here instead.
+            job.run();
+        }
     }
 }
 
@@ -449,7 +603,8 @@ impl wit::Host for SectionHost {
 
 impl wit::HostChild for SectionHost {
     fn pid(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<u32> {
-        Ok(self.table.get(&child)?.pid)
+        // 0 when the program could not be started (its exit is already queued).
+        Ok(self.table.get(&child)?.start.wait_pid().unwrap_or(0))
     }
 
     fn write_stdin(
@@ -491,7 +646,10 @@ impl wit::HostChild for SectionHost {
         if handle.exited {
             return Ok(());
         }
-        let pgid = handle.pid as i32;
+        let Some(pid) = handle.start.wait_pid() else {
+            return Ok(());
+        };
+        let pgid = pid as i32;
         kill_group(pgid, libc::SIGTERM);
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(grace_ms.into())).await;
@@ -512,7 +670,7 @@ impl wit::HostChild for SectionHost {
 /// An orphaned agent could go on editing a work folder while the restarted worker runs a new one
 /// there. So each child asks the kernel for SIGKILL when the worker dies.
 ///
-/// The signal follows the thread that forked the child; spawns happen on the runtime's worker
+/// The signal follows the thread that forked the child; spawns happen on the [`Spawner`]'s
 /// threads, which live as long as the process.
 fn die_with_the_worker(command: &mut tokio::process::Command) {
     // SAFETY: getpid is async-signal-safe and runs before the fork.
