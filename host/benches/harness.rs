@@ -21,12 +21,14 @@
 //!    first model request arriving at the fake, and the fake's last response of the turn sent →
 //!    the agent's text item posted; the item posted at a random moment of the poll cycle;
 //! 5. `threads`: 1, 20, 200 threads in one section, one message each at once (issue 14);
-//! 6. `scale`: 1 to 200 sections: attach time, RSS, CPU, requests, poll spread (issue 14).
+//! 6. `scale`: 1 to 200 sections: attach time, RSS, CPU, requests, poll spread (issue 14);
+//! 7. `paging`: 10,000 events waiting in the feed and a thread of 10,000 items, each beside the
+//!    empty case: time and the worker's peak RSS (issue 14, bounded work per poll).
 //!
-//! Arguments (after `--`): any of `launch`, `latency`, `idle`, `threads`, `scale`, `claude` to
+//! Arguments (after `--`): any of `launch`, `latency`, `idle`, `threads`, `scale`, `paging`, `claude` to
 //! run only those parts.
 //! `BENCH_TURNS` (default 30 per condition), `BENCH_CLAUDE_TURNS` (default 10) and
-//! `BENCH_IDLE_WINDOW_S` (default 20) shorten it.
+//! `BENCH_IDLE_WINDOW_S` (default 20) shorten it; `BENCH_PAGING_N` (default 10,000) sizes `paging`.
 //! Every loop is bounded; every wait has a deadline; only 127.0.0.1 is contacted.
 
 mod common;
@@ -1409,6 +1411,148 @@ async fn threads(kind: Kind, reference: Option<&Path>, out: &mut Figures) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// 7. Bounded work per poll: a long backlog of events and a long thread (issue 14, item 4).
+
+/// How many events (part `paging`, backlog) and thread items (long thread) the large case holds;
+/// `BENCH_PAGING_N` overrides.
+const PAGING_N: usize = 10_000;
+
+/// The alias of a thread that is no job's (not handed off): its items make the event backlog.
+const PAGING_NOTES: &str = "notes";
+
+/// Samples the RSS of `pid` (its own, without children) every 20 ms until `stop` is set; the
+/// largest reading in KiB.
+fn rss_sampler(
+    pid: u32,
+) -> (
+    tokio::task::JoinHandle<u64>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stop);
+    let task = tokio::spawn(async move {
+        let mut peak = 0;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            peak = peak.max(own_rss_kib(pid));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        peak.max(own_rss_kib(pid))
+    });
+    (task, stop)
+}
+
+/// `n` items by the person on `alias` (each one a `session_thread_item_posted` event).
+fn post_many(rig: &Rig, s: &SessionIds, alias: &str, n: usize) {
+    for i in 0..n {
+        rig.admin
+            .post_item(
+                &s.session_id,
+                alias,
+                json!([{"type": "text", "text": format!("backlog message {i}")}]),
+                None,
+                PERSON,
+            )
+            .expect("person posts");
+    }
+}
+
+/// The thread envelope without a hand-off: a thread no worker runs yet.
+fn plain_thread() -> Value {
+    json!({"type": "thread", "thread": {"attributes": {"name": "bench"}, "metadata": {}}})
+}
+
+/// Part `paging`, for `n` = 0 (the baseline, same run) and `PAGING_N`:
+///
+/// - *event backlog*: the worker attached once and stopped; `n` items posted meanwhile on a
+///   thread that is no job's (so `n` events wait in the feed); the worker started again and, once
+///   attached, a thread handed off: the time from the hand-off to the thread `active` holds reading
+///   through the backlog, and the worker's peak RSS (sampled every 20 ms) shows whether it held
+///   the backlog whole;
+/// - *long thread*: a thread holding `n` items by the person is handed off; the time from the
+///   hand-off to the reply's `turn_end` and the peak RSS while it is read (all `n` items are new
+///   to the worker, so its first turn carries them all).
+async fn paging(kind: Kind, reference: Option<&Path>, n_large: usize, out: &mut Figures) {
+    let who = if kind == Kind::Ours { "ours" } else { "ref " };
+    for n in [0, n_large] {
+        // Event backlog.
+        let rig = Rig::new(kind, reference, 1).await;
+        let s = rig.sessions[0].clone();
+        let alias = kind.thread();
+        rig.admin
+            .upload_object(&s.session_id, PAGING_NOTES, plain_thread(), PERSON)
+            .unwrap();
+        rig.warm_up().await;
+        post_many(&rig, &s, PAGING_NOTES, n);
+        let mut child = rig.spawn();
+        let pid = child.id().expect("running");
+        rig.wait("attached again", |_| {
+            rig.count(&s, "worker", "attached") >= 2
+        })
+        .await;
+        let (sampler, stop_sampling) = rss_sampler(pid);
+        let t0 = Instant::now();
+        rig.admin
+            .upload_object(&s.session_id, alias, rig.envelope("pending"), PERSON)
+            .unwrap();
+        let taken = rig
+            .admin
+            .wait_for(Duration::from_secs(180), |_| rig.state(&s) == "active")
+            .await;
+        let took = t0.elapsed().as_secs_f64() * 1000.0;
+        stop_sampling.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peak = sampler.await.unwrap_or(0) as f64 / 1024.0;
+        stop(&mut child).await;
+        if taken {
+            println!(
+                "{who}   paging, {n:5} events waiting: hand-off → active {took:8.1} ms, peak RSS {peak:6.1} MiB"
+            );
+            out.put(&format!("paging_events{n}_ms"), kind, took);
+            out.put(&format!("paging_events{n}_rss"), kind, peak);
+        } else {
+            println!(
+                "{who}   paging, {n:5} events waiting: the hand-off was not taken within 180 s"
+            );
+        }
+
+        // Long thread.
+        let rig = Rig::new(kind, reference, 1).await;
+        let s = rig.sessions[0].clone();
+        rig.admin
+            .upload_object(&s.session_id, alias, plain_thread(), PERSON)
+            .unwrap();
+        post_many(&rig, &s, alias, n.max(1));
+        let mut child = rig.spawn();
+        let pid = child.id().expect("running");
+        rig.wait_attached().await;
+        let (sampler, stop_sampling) = rss_sampler(pid);
+        let t0 = Instant::now();
+        rig.admin
+            .upload_object(&s.session_id, alias, rig.envelope("pending"), PERSON)
+            .unwrap();
+        let replied = rig
+            .admin
+            .wait_for(Duration::from_secs(180), |_| {
+                rig.count(&s, alias, "turn_end") >= 1
+            })
+            .await;
+        let took = t0.elapsed().as_secs_f64() * 1000.0;
+        stop_sampling.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peak = sampler.await.unwrap_or(0) as f64 / 1024.0;
+        stop(&mut child).await;
+        let items = n.max(1);
+        if replied {
+            println!(
+                "{who}   paging, thread of {items:5} items: hand-off → turn_end {took:8.1} ms, peak RSS {peak:6.1} MiB"
+            );
+            out.put(&format!("paging_items{n}_ms"), kind, took);
+            out.put(&format!("paging_items{n}_rss"), kind, peak);
+        } else {
+            println!("{who}   paging, thread of {items:5} items: no reply within 180 s");
+        }
+    }
+}
+
 /// `inspect`: where our idle worker's memory and CPU go (not part of the default run): the
 /// `smaps_rollup`, the largest mappings by RSS, and CPU per thread over the window.
 async fn inspect(window: Duration) {
@@ -1946,6 +2090,32 @@ impl Figures {
                 ));
             }
         }
+        // Part `paging`: whatever sizes ran (0 is the baseline of the same run).
+        for key in self.0.keys().filter(|k| k.starts_with("paging_")) {
+            let (what, n, unit) = match key.rsplit_once('_') {
+                Some((head, "ms")) => (head, "hand-off → ", "ms"),
+                Some((head, _)) => (head, "peak RSS, ", "MiB"),
+                None => continue,
+            };
+            let label = if let Some(count) = what.strip_prefix("paging_events") {
+                format!("{n}{count} events waiting in the feed")
+            } else if let Some(count) = what.strip_prefix("paging_items") {
+                format!(
+                    "{n}a thread of {} items",
+                    if count == "0" { "1" } else { count }
+                )
+            } else {
+                continue;
+            };
+            let label = if unit == "ms" && what.starts_with("paging_events") {
+                format!("{label} (→ active)")
+            } else if unit == "ms" {
+                format!("{label} (→ turn_end)")
+            } else {
+                label
+            };
+            scale_rows.push((key.clone(), label, unit, "", None));
+        }
         let scale_rows: Vec<(&str, &str, &str, &str, Option<Check>)> = scale_rows
             .iter()
             .map(|(k, l, u, t, c)| (k.as_str(), l.as_str(), *u, *t, *c))
@@ -2072,6 +2242,16 @@ async fn main() {
     for &kind in &kinds {
         if wants("threads") {
             threads(kind, r, &mut out).await;
+        }
+    }
+    let paging_n = std::env::var("BENCH_PAGING_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PAGING_N)
+        .clamp(1, 1_000_000);
+    for &kind in &kinds {
+        if wants("paging") {
+            paging(kind, r, paging_n, &mut out).await;
         }
     }
     for &kind in &kinds {

@@ -264,6 +264,60 @@ pub async fn download_retrying(session: &Session, alias: &str) -> Result<Value, 
     retrying(4, || session.download_value(alias)).await
 }
 
+/// A thread's items oldest first, from `created_since` when given, one page (at most
+/// [`ItemPages::PAGE`] items) at a time, so that a long thread is never held whole.
+pub struct ItemPages {
+    since: Option<String>,
+    cursor: Option<String>,
+    pages: usize,
+    done: bool,
+}
+
+impl ItemPages {
+    /// Items asked for per page (the platform's `limit`).
+    pub const PAGE: u32 = 1000;
+    /// Pages read at most (a runaway guard: 200,000 items).
+    const MAX_PAGES: usize = 200;
+
+    pub fn new(since: Option<String>) -> ItemPages {
+        ItemPages {
+            since,
+            cursor: None,
+            pages: 0,
+            done: false,
+        }
+    }
+
+    /// The next page, `None` after the last one.
+    pub async fn next(
+        &mut self,
+        session: &Session,
+        alias: &str,
+    ) -> Result<Option<Vec<Value>>, ApiError> {
+        if self.done || self.pages >= Self::MAX_PAGES {
+            return Ok(None);
+        }
+        let page = sdk::session::Page {
+            ascending: true,
+            created_since: self.since.clone(),
+            cursor: self.cursor.clone(),
+            limit: Some(Self::PAGE),
+        };
+        // No retries of our own: the host retries reads, and a failed ingest is tried again by
+        // the thread's loop shortly after (turn.rs, `SHORT_RECHECK`).
+        let mut reply = session.list_items(alias, &page).await?;
+        self.pages += 1;
+        match reply.get("cursor").and_then(Value::as_str) {
+            Some(c) if !c.is_empty() => self.cursor = Some(c.to_string()),
+            _ => self.done = true,
+        }
+        Ok(Some(match reply.get_mut("items").map(Value::take) {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        }))
+    }
+}
+
 /// Every item of a thread, oldest first (all pages), from `created_since` when given.
 pub async fn list_items_since(
     session: &Session,

@@ -13,7 +13,7 @@ use blobhub_worker_sdk::serde_json::{Value, json};
 use blobhub_worker_sdk::session::ApiError;
 use blobhub_worker_sdk::{self as sdk, JoinHandle, log::Level, process, status};
 
-use super::ctx::{Ctx, list_items_since, log, new_post_id, persistent, post_retrying};
+use super::ctx::{Ctx, ItemPages, log, new_post_id, persistent, post_retrying};
 use super::store;
 use super::sync::Notify;
 use super::turn;
@@ -563,57 +563,71 @@ impl Thread {
             ripe
         };
         let since = self.fetch.borrow().created_since();
-        let fetched = list_items_since(&self.ctx.session, &self.alias, since).await?;
+        // Page by page: a long thread is never held whole (the cursor moves item by item, so a
+        // failure after some pages asks again from there).
+        let mut pages = ItemPages::new(since);
         let mut unreadable = Vec::new();
-        for item in fetched {
-            let id = item
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let at = item
-                .get("created_at")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            if id.is_empty() || !self.fetch.borrow().is_new(&id, &at) {
-                continue;
-            }
-            if items::is_own(&item, self.ctx.user_id(), &self.own.borrow()) {
-                self.fetch.borrow_mut().note(&id, &at);
-                self.replay_answer(&item);
-                continue;
-            }
-            self.fetch.borrow_mut().advance(&id, &at);
-            if let Some(why) = item.get(UNREADABLE_MARK).and_then(Value::as_str) {
-                unreadable.push((id, why.to_string()));
-                continue;
-            }
-            let answers = item
-                .pointer("/metadata/answers")
-                .filter(|a| a.as_array().is_some_and(|l| !l.is_empty()))
-                .cloned();
-            let text = match items::inbound_text(&item) {
-                Some(t) => t,
-                None if answers.is_some() => String::new(),
-                None => continue,
+        let mut failed = None;
+        loop {
+            let page = match pages.next(&self.ctx.session, &self.alias).await {
+                Ok(Some(page)) => page,
+                Ok(None) => break,
+                Err(e) => {
+                    // The unreadable items of the pages already taken are still reported.
+                    failed = Some(e);
+                    break;
+                }
             };
-            let answers_prompt = self.prompt.borrow().as_ref().is_some_and(|p| {
-                p.asked_at.is_empty()
-                    || crate::timestamp::cmp(&at, &p.asked_at) == std::cmp::Ordering::Greater
-            });
-            let msg = Msg {
-                item_id: id,
-                text,
-                answers,
-            };
-            if answers_prompt && self.answer.borrow().is_none() {
-                self.answer.replace(Some(msg));
-            } else {
-                self.inbox.borrow_mut().push_back(msg);
+            for item in page {
+                let id = item
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let at = item
+                    .get("created_at")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                if id.is_empty() || !self.fetch.borrow().is_new(&id, &at) {
+                    continue;
+                }
+                if items::is_own(&item, self.ctx.user_id(), &self.own.borrow()) {
+                    self.fetch.borrow_mut().note(&id, &at);
+                    self.replay_answer(&item);
+                    continue;
+                }
+                self.fetch.borrow_mut().advance(&id, &at);
+                if let Some(why) = item.get(UNREADABLE_MARK).and_then(Value::as_str) {
+                    unreadable.push((id, why.to_string()));
+                    continue;
+                }
+                let answers = item
+                    .pointer("/metadata/answers")
+                    .filter(|a| a.as_array().is_some_and(|l| !l.is_empty()))
+                    .cloned();
+                let text = match items::inbound_text(&item) {
+                    Some(t) => t,
+                    None if answers.is_some() => String::new(),
+                    None => continue,
+                };
+                let answers_prompt = self.prompt.borrow().as_ref().is_some_and(|p| {
+                    p.asked_at.is_empty()
+                        || crate::timestamp::cmp(&at, &p.asked_at) == std::cmp::Ordering::Greater
+                });
+                let msg = Msg {
+                    item_id: id,
+                    text,
+                    answers,
+                };
+                if answers_prompt && self.answer.borrow().is_none() {
+                    self.answer.replace(Some(msg));
+                } else {
+                    self.inbox.borrow_mut().push_back(msg);
+                }
             }
         }
-        if let Some((id, at)) = ripe {
+        if let Some((id, at)) = ripe.filter(|_| failed.is_none()) {
             self.fetch.borrow_mut().advance(&id, &at);
         }
         // Permanent: the same bytes parse no better next time. The item is skipped, and the
@@ -629,7 +643,7 @@ impl Thread {
                 format!("ITEM_UNREADABLE: item {id} cannot be parsed and was skipped ({why})");
             let _ = self.post(items::status("error", &text), None).await;
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// A `pending_prompt_resolved` we posted, met again when items are replayed after a
