@@ -89,6 +89,8 @@ struct Rig {
     dir: tempfile::TempDir,
     /// Set when the threads go to the real Claude Code CLI instead of the scripted agent.
     claude: Option<Claude>,
+    /// Added to our worker's environment (a variant measured beside the default).
+    env: Vec<(&'static str, String)>,
 }
 
 /// The real `claude` and the fake model API it talks to (one per rig).
@@ -153,6 +155,7 @@ impl Rig {
             sessions,
             dir: tempfile::tempdir().unwrap(),
             claude,
+            env: Vec::new(),
         };
         std::fs::create_dir_all(rig.work_folder()).unwrap();
         std::fs::create_dir_all(rig.ref_home()).unwrap();
@@ -255,6 +258,7 @@ impl Rig {
         let mut cmd = match self.kind {
             Kind::Ours => {
                 let mut c = our_start(&self.our_tree(), &log_path);
+                c.envs(self.env.iter().cloned());
                 if std::env::var_os("BENCH_TRACE").is_some() {
                     // The spawn's own line (`child_spawned`, with its duration) for the timeline.
                     c.env(
@@ -1133,57 +1137,73 @@ const IDLE_SERVERS: [(&str, bool, u64, &str); 2] = [
     ("no keep-alive, +300 ms", false, 300, "_slow"),
 ];
 
+/// Our worker as configured by default, and with one runtime worker thread
+/// (`BLOBHUB_WORKER_THREADS=1`), measured one after the other on the same server: (label,
+/// figure key suffix, the variable's value).
+const IDLE_OURS_VARIANTS: [(&str, &str, Option<&str>); 2] =
+    [("", "", None), (", 1 runtime worker", "_w1", Some("1"))];
+
 async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut Figures) {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    for (server, keep_alive, latency_ms, suffix) in IDLE_SERVERS {
+    let variants: &[(&str, &str, Option<&str>)] = match kind {
+        Kind::Ours => &IDLE_OURS_VARIANTS,
+        Kind::Reference => &[("", "", None)],
+    };
+    for (server, keep_alive, latency_ms, server_suffix) in IDLE_SERVERS {
         for sections in [1, 10] {
-            let rig = Rig::new(kind, reference, sections).await;
-            rig.admin.set_keep_alive(keep_alive);
-            if latency_ms > 0 {
-                rig.admin.set_faults(
-                    "*",
-                    blobhub_emulator::Faults {
-                        latency_ms,
-                        ..Default::default()
-                    },
-                );
-            }
-            rig.warm_up().await;
-            let mut child = rig.spawn();
-            rig.wait_attached().await;
-            tokio::time::sleep(SETTLE).await;
-            let pid = child.id().expect("running");
-            let rss0 = rss_kib(pid);
-            rig.admin.clear_requests();
-            let (t0, n0) = cpu(pid);
-            tokio::time::sleep(window).await;
-            let (t1, n1) = cpu(pid);
-            let rss1 = rss_kib(pid);
-            let mut calls: BTreeMap<String, usize> = BTreeMap::new();
-            for r in rig.admin.requests() {
-                *calls
-                    .entry(r.command.unwrap_or_else(|| r.path.clone()))
-                    .or_default() += 1;
-            }
-            let procs = process_tree(pid).len();
-            stop(&mut child).await;
-            let secs = window.as_secs_f64();
-            let tick_pct = (t1 - t0) as f64 / hz / secs * 100.0;
-            let ns_pct = (n1 - n0) as f64 / 1e9 / secs * 100.0;
-            let requests: usize = calls.values().sum();
-            let per_request_us = (n1 - n0) as f64 / 1e3 / requests.max(1) as f64;
-            let rss = rss0.max(rss1) as f64 / 1024.0;
-            let who = if kind == Kind::Ours { "ours" } else { "ref " };
-            println!(
-                "{who}   idle, {server}, {sections:2} section(s): RSS {rss:6.1} MiB ({procs} \
+            for &(variant, variant_suffix, workers) in variants {
+                let suffix = format!("{server_suffix}{variant_suffix}");
+                let mut rig = Rig::new(kind, reference, sections).await;
+                if let Some(n) = workers {
+                    rig.env.push(("BLOBHUB_WORKER_THREADS", n.to_owned()));
+                }
+                rig.admin.set_keep_alive(keep_alive);
+                if latency_ms > 0 {
+                    rig.admin.set_faults(
+                        "*",
+                        blobhub_emulator::Faults {
+                            latency_ms,
+                            ..Default::default()
+                        },
+                    );
+                }
+                rig.warm_up().await;
+                let mut child = rig.spawn();
+                rig.wait_attached().await;
+                tokio::time::sleep(SETTLE).await;
+                let pid = child.id().expect("running");
+                let rss0 = rss_kib(pid);
+                rig.admin.clear_requests();
+                let (t0, n0) = cpu(pid);
+                tokio::time::sleep(window).await;
+                let (t1, n1) = cpu(pid);
+                let rss1 = rss_kib(pid);
+                let mut calls: BTreeMap<String, usize> = BTreeMap::new();
+                for r in rig.admin.requests() {
+                    *calls
+                        .entry(r.command.unwrap_or_else(|| r.path.clone()))
+                        .or_default() += 1;
+                }
+                let procs = process_tree(pid).len();
+                stop(&mut child).await;
+                let secs = window.as_secs_f64();
+                let tick_pct = (t1 - t0) as f64 / hz / secs * 100.0;
+                let ns_pct = (n1 - n0) as f64 / 1e9 / secs * 100.0;
+                let requests: usize = calls.values().sum();
+                let per_request_us = (n1 - n0) as f64 / 1e3 / requests.max(1) as f64;
+                let rss = rss0.max(rss1) as f64 / 1024.0;
+                let who = if kind == Kind::Ours { "ours" } else { "ref " };
+                println!(
+                    "{who}   idle, {server}{variant}, {sections:2} section(s): RSS {rss:6.1} MiB ({procs} \
                  process(es)), CPU {ns_pct:.4} % of a core (schedstat; utime+stime {tick_pct:.3} %) \
                  over {secs:.0} s = {per_request_us:.1} µs per request"
-            );
-            println!("         requests in the window: {calls:?}");
-            out.put(&format!("rss{sections}{suffix}"), kind, rss);
-            out.put(&format!("cpu{sections}{suffix}"), kind, ns_pct);
-            out.put(&format!("poll_us{sections}{suffix}"), kind, per_request_us);
+                );
+                println!("         requests in the window: {calls:?}");
+                out.put(&format!("rss{sections}{suffix}"), kind, rss);
+                out.put(&format!("cpu{sections}{suffix}"), kind, ns_pct);
+                out.put(&format!("poll_us{sections}{suffix}"), kind, per_request_us);
+            }
         }
     }
 }
@@ -2005,8 +2025,8 @@ impl Figures {
                 "cpu10",
                 "idle CPU, 10 sections",
                 "% core",
-                "≤ 0.15",
-                Some(|v| v <= 0.15),
+                "≤ 0.05",
+                Some(|v| v <= 0.05),
             ),
             (
                 "poll_us1",
@@ -2039,6 +2059,27 @@ impl Figures {
             (
                 "poll_us10_slow",
                 "idle CPU per request, 10 sections, no keep-alive +300 ms",
+                "µs",
+                "≤ 50",
+                Some(|v| v <= 50.0),
+            ),
+            (
+                "cpu10_w1",
+                "idle CPU, 10 sections, 1 runtime worker",
+                "% core",
+                "≤ 0.05",
+                Some(|v| v <= 0.05),
+            ),
+            (
+                "poll_us10_w1",
+                "idle CPU per request, 10 sections, 1 runtime worker",
+                "µs",
+                "≤ 50",
+                Some(|v| v <= 50.0),
+            ),
+            (
+                "poll_us10_slow_w1",
+                "idle CPU per request, 10 sections, no keep-alive +300 ms, 1 runtime worker",
                 "µs",
                 "≤ 50",
                 Some(|v| v <= 50.0),

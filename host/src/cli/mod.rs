@@ -180,6 +180,11 @@ pub fn run() -> ExitCode {
 
 fn try_run(cli: Cli, output: &Output) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(runtime_workers())
+        // The blocking pool's idle threads would otherwise end after 10 s and be created again
+        // for each section's state-folder check (every 15 s): a thread's creation and teardown
+        // per check, in a worker that is otherwise asleep.
+        .thread_keep_alive(std::time::Duration::from_secs(300))
         .enable_all()
         .build()?;
     runtime.block_on(async move {
@@ -198,6 +203,15 @@ fn try_run(cli: Cli, output: &Output) -> anyhow::Result<ExitCode> {
             Command::Completions { shell } => Ok(completions(shell)),
         }
     })
+}
+
+/// The runtime's worker threads: `BLOBHUB_WORKER_THREADS` (1–64), else one per CPU.
+fn runtime_workers() -> usize {
+    std::env::var("BLOBHUB_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
 /// The default log filter: warnings and errors from everything, plus the job types' own info
