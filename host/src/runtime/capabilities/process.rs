@@ -733,6 +733,28 @@ mod tests {
         assert!(named.allows("claude") && !named.allows("codex"));
     }
 
+    #[test]
+    fn a_start_hands_its_pid_to_whoever_waits() {
+        let start = Arc::new(Start::default());
+        let waiter = {
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || start.wait_pid())
+        };
+        assert!(!start.finish(Some(42)), "nobody dropped the handle");
+        assert_eq!(waiter.join().unwrap(), Some(42));
+        assert_eq!(start.abandon(), Some(42), "a running child is killed by the handle");
+    }
+
+    #[test]
+    fn a_handle_dropped_while_starting_leaves_the_kill_to_the_spawner() {
+        let start = Start::default();
+        assert_eq!(start.abandon(), None);
+        assert!(start.finish(Some(7)), "the spawner must kill what it started");
+        let failed = Start::default();
+        assert!(!failed.finish(None));
+        assert_eq!(failed.wait_pid(), None);
+    }
+
     #[tokio::test]
     async fn overlong_lines_are_cut_and_the_next_line_survives() {
         let mut lines = Vec::new();
