@@ -39,7 +39,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use blobhub_emulator::{Admin, CreateSession, Emulator, SessionIds};
-use blobhub_fake_anthropic::FakeAnthropic;
+use blobhub_fake_anthropic::{FakeAnthropic, MessagesRequest};
 use blobhub_worker::state_tree::StateTree;
 use common::{
     OURS_EXE, PATIENCE, TEST_AGENT, describe, emulator, epoch_micros, now_us, our_section,
@@ -827,7 +827,7 @@ impl CliAlone {
         let text_at = text_at.expect("the CLI printed the reply");
         let calls: Vec<_> = self
             .fake
-            .messages_calls()
+            .model_calls()
             .into_iter()
             .filter(|r| r.received_at_us as i64 >= spawned_at)
             .collect();
@@ -956,7 +956,7 @@ impl ClaudeRun {
         // This turn's model requests: those that arrived after the person's item.
         let fake = &rig.claude.as_ref().expect("a claude rig").fake;
         let calls: Vec<_> = fake
-            .messages_calls()
+            .model_calls()
             .into_iter()
             .filter(|r| r.received_at_us as i64 >= asked_at)
             .collect();
