@@ -1140,8 +1140,72 @@ const IDLE_SERVERS: [(&str, bool, u64, &str); 2] = [
 /// Our worker as configured by default, and with one runtime worker thread
 /// (`BLOBHUB_WORKER_THREADS=1`), measured one after the other on the same server: (label,
 /// figure key suffix, the variable's value).
-const IDLE_OURS_VARIANTS: [(&str, &str, Option<&str>); 2] =
-    [("", "", None), (", 1 runtime worker", "_w1", Some("1"))];
+const IDLE_OURS_VARIANTS: [(&str, &str, Option<&str>); 3] = [
+    ("", "", None),
+    (", 1 runtime worker", "_w1", Some("1")),
+    (", HTTP client alone (the floor)", "_floor", Some("floor")),
+];
+
+/// `poll-floor <api-url> <key> <interval-ms> <revision>:<session>...`: this bench re-executed as
+/// the floor of an idle poll, measured beside our worker in part `idle`. It polls each session
+/// (`list_session_events`, newest event) every interval through the worker's own HTTP client
+/// (`blobhub_worker::api::Client`) on a runtime like the worker's, and does nothing else: no
+/// sections, no guests, no state. What our worker spends beyond this per request is its own.
+async fn poll_floor(args: &[String]) {
+    let [url, key, interval_ms, targets @ ..] = args else {
+        panic!("poll-floor <api-url> <key> <interval-ms> <revision>:<session>...");
+    };
+    let interval = Duration::from_millis(interval_ms.parse().unwrap());
+    let client = blobhub_worker::api::Client::new(
+        url,
+        key,
+        blobhub_worker::api::RetryPolicy {
+            max_attempts: 1,
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(100),
+        },
+    )
+    .unwrap();
+    let mut tasks = Vec::new();
+    for (i, target) in targets.iter().enumerate() {
+        let (revision, session) = target.split_once(':').unwrap();
+        let (client, revision, session) = (client.clone(), revision.to_owned(), session.to_owned());
+        // Spread like the worker's first polls.
+        let first = interval.mul_f64(i as f64 / targets.len() as f64);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(first).await;
+            loop {
+                let mut args = serde_json::Map::new();
+                args.insert("session_id".into(), json!(session));
+                args.insert("ascending".into(), json!(false));
+                args.insert("limit".into(), json!(1));
+                let _ = client.query(&revision, "list_session_events", args).await;
+                tokio::time::sleep(interval).await;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// The floor process of [`poll_floor`] on `rig`'s sessions, at the default idle interval.
+fn spawn_floor(rig: &Rig) -> Child {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.arg("poll-floor")
+        .arg(rig.emu.api_url())
+        .arg("bhk_ours")
+        .arg("1500");
+    for s in &rig.sessions {
+        c.arg(format!("{}:{}", s.revision_id, s.session_id));
+    }
+    c.env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    c.spawn().expect("spawn the poll floor")
+}
 
 async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut Figures) {
     // SAFETY: sysconf has no preconditions.
@@ -1155,7 +1219,8 @@ async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut 
             for &(variant, variant_suffix, workers) in variants {
                 let suffix = format!("{server_suffix}{variant_suffix}");
                 let mut rig = Rig::new(kind, reference, sections).await;
-                if let Some(n) = workers {
+                let floor = workers == Some("floor");
+                if let Some(n) = workers.filter(|_| !floor) {
                     rig.env.push(("BLOBHUB_WORKER_THREADS", n.to_owned()));
                 }
                 rig.admin.set_keep_alive(keep_alive);
@@ -1168,9 +1233,20 @@ async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut 
                         },
                     );
                 }
-                rig.warm_up().await;
-                let mut child = rig.spawn();
-                rig.wait_attached().await;
+                let mut child = if floor {
+                    // The sessions need an event for the floor's request to return one.
+                    for s in &rig.sessions {
+                        rig.admin
+                            .upload_object(&s.session_id, "worker", json!({}), PERSON)
+                            .unwrap();
+                    }
+                    spawn_floor(&rig)
+                } else {
+                    rig.warm_up().await;
+                    let child = rig.spawn();
+                    rig.wait_attached().await;
+                    child
+                };
                 tokio::time::sleep(SETTLE).await;
                 let pid = child.id().expect("running");
                 let rss0 = rss_kib(pid);
@@ -2078,6 +2154,20 @@ impl Figures {
                 Some(|v| v <= 50.0),
             ),
             (
+                "poll_us10_floor",
+                "idle CPU per request, 10 sessions, the HTTP client alone (floor)",
+                "µs",
+                "",
+                None,
+            ),
+            (
+                "poll_us10_slow_floor",
+                "idle CPU per request, 10 sessions, no keep-alive +300 ms, the HTTP client alone (floor)",
+                "µs",
+                "",
+                None,
+            ),
+            (
                 "poll_us10_slow_w1",
                 "idle CPU per request, 10 sections, no keep-alive +300 ms, 1 runtime worker",
                 "µs",
@@ -2217,6 +2307,11 @@ fn load() -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("poll-floor") {
+        poll_floor(&argv[2..]).await;
+        return;
+    }
     let parts: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

@@ -742,14 +742,21 @@ mod tests {
         };
         assert!(!start.finish(Some(42)), "nobody dropped the handle");
         assert_eq!(waiter.join().unwrap(), Some(42));
-        assert_eq!(start.abandon(), Some(42), "a running child is killed by the handle");
+        assert_eq!(
+            start.abandon(),
+            Some(42),
+            "a running child is killed by the handle"
+        );
     }
 
     #[test]
     fn a_handle_dropped_while_starting_leaves_the_kill_to_the_spawner() {
         let start = Start::default();
         assert_eq!(start.abandon(), None);
-        assert!(start.finish(Some(7)), "the spawner must kill what it started");
+        assert!(
+            start.finish(Some(7)),
+            "the spawner must kill what it started"
+        );
         let failed = Start::default();
         assert!(!failed.finish(None));
         assert_eq!(failed.wait_pid(), None);
