@@ -1393,6 +1393,31 @@ fn own_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds so far: (the worker's own, its reaped children's, this process's), from
+/// utime/stime and cutime/cstime (10 ms ticks; the bursts measured last seconds).
+fn burst_cpu(pid: u32) -> (f64, f64, f64) {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let fields = |p: &str| -> Vec<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        // Fields 14–17 (utime, stime, cutime, cstime); `rest` starts at field 3.
+        rest.split_whitespace()
+            .skip(11)
+            .take(4)
+            .map(|x| x.parse::<f64>().unwrap_or(0.0) / hz)
+            .collect()
+    };
+    let w = fields(&pid.to_string());
+    let me = fields("self");
+    let at = |v: &[f64], i: usize| v.get(i).copied().unwrap_or(0.0);
+    (
+        at(&w, 0) + at(&w, 1),
+        at(&w, 2) + at(&w, 3),
+        at(&me, 0) + at(&me, 1),
+    )
+}
+
 /// `threads` threads handed off in one section, then one message posted to each at once: every
 /// reply's latency (the person's item's `created_at` → the reply's), and the worker's RSS per
 /// active thread (its own process, and with the agents' processes).
@@ -1444,6 +1469,7 @@ async fn threads(kind: Kind, reference: Option<&Path>, out: &mut Figures) {
             .await;
         }
         let (own1, tree1) = (own_rss_kib(pid), rss_kib(pid));
+        let (cpu0, burst0) = (burst_cpu(pid), Instant::now());
         let text = if kind == Kind::Ours { "stamp" } else { "hello" };
         let mut asked = Vec::new();
         for alias in &aliases {
@@ -1473,6 +1499,7 @@ async fn threads(kind: Kind, reference: Option<&Path>, out: &mut Figures) {
             })
             .await;
         let (own2, tree2) = (own_rss_kib(pid), rss_kib(pid));
+        let (cpu1, burst_s) = (burst_cpu(pid), burst0.elapsed().as_secs_f64());
         let mut latencies = Vec::new();
         for (alias, at) in aliases.iter().zip(&asked) {
             if rig.count(&s, alias, "turn_end") >= 1 {
@@ -1498,6 +1525,16 @@ async fn threads(kind: Kind, reference: Option<&Path>, out: &mut Figures) {
                 format!(" of {n} (the others did not reply within {patience:?})")
             },
             describe(&latencies)
+        );
+        // Whether the burst waited on the CPU rather than on something done one at a time: the
+        // CPU time spent from the first message to the last reply, beside the wall time.
+        println!(
+            "         CPU from the first message to the last reply ({burst_s:.2} s): worker {:.2} s, \
+             its reaped agents {:.2} s, this bench with the emulator {:.2} s; load average {}",
+            cpu1.0 - cpu0.0,
+            cpu1.1 - cpu0.1,
+            cpu1.2 - cpu0.2,
+            load()
         );
         let key = format!("threads{n}_{max_agents}");
         out.put(&format!("{key}_p50"), kind, quantile(&latencies, 0.5));
