@@ -1642,7 +1642,13 @@ async fn paging(kind: Kind, reference: Option<&Path>, n_large: usize, out: &mut 
         rig.admin
             .upload_object(&s.session_id, PAGING_NOTES, plain_thread(), PERSON)
             .unwrap();
-        rig.warm_up().await;
+        // A first run that takes one event, so that the worker keeps a place in the feed to go
+        // on from (without one it would start at the newest event and skip the backlog).
+        let mut first = rig.spawn();
+        rig.wait_attached().await;
+        post_many(&rig, &s, PAGING_NOTES, 1);
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        stop(&mut first).await;
         post_many(&rig, &s, PAGING_NOTES, n);
         rig.admin.clear_requests();
         let spawned_us = now_us() as u64;
@@ -1721,7 +1727,10 @@ async fn paging(kind: Kind, reference: Option<&Path>, n_large: usize, out: &mut 
             out.put(&format!("paging_items{n}_ms"), kind, took);
             out.put(&format!("paging_items{n}_rss"), kind, peak);
         } else {
-            println!("{who}   paging, thread of {items:5} items: no reply within 180 s");
+            println!(
+                "{who}   paging, thread of {items:5} items: no reply within 180 s; worker log:\n{}",
+                rig.log_tail()
+            );
         }
     }
 }
