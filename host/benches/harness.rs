@@ -1646,6 +1646,15 @@ async fn paging(kind: Kind, reference: Option<&Path>, n_large: usize, out: &mut 
         // on from (without one it would start at the newest event and skip the backlog).
         let mut first = rig.spawn();
         rig.wait_attached().await;
+        // After the worker's first event poll (its starting point), then long enough for the
+        // next poll (interval plus the first poll's jitter) to take the event.
+        rig.wait("the first event poll", |a| {
+            a.requests()
+                .iter()
+                .any(|r| r.command.as_deref() == Some("list_session_events"))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         post_many(&rig, &s, PAGING_NOTES, 1);
         tokio::time::sleep(Duration::from_millis(3500)).await;
         stop(&mut first).await;
