@@ -1546,6 +1546,19 @@ async fn threads(kind: Kind, reference: Option<&Path>, out: &mut Figures) {
             cpu1.2 - cpu0.2,
             load()
         );
+        // Warnings the worker logged during the case (a failed read waits for a recheck).
+        let log = std::fs::read_to_string(rig.dir.path().join("worker.log")).unwrap_or_default();
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("\"warn") || l.contains("\"error"))
+            .collect();
+        if !warnings.is_empty() {
+            println!(
+                "         {} warning(s) in the worker's log, the first: {}",
+                warnings.len(),
+                warnings[0].chars().take(400).collect::<String>()
+            );
+        }
         let key = format!("threads{n}_{max_agents}");
         out.put(&format!("{key}_p50"), kind, quantile(&latencies, 0.5));
         out.put(&format!("{key}_p99"), kind, quantile(&latencies, 0.99));
