@@ -120,6 +120,15 @@ pub enum Mode {
     Recover,
 }
 
+/// How a [`Thread::try_ingest`] went: it decides when the thread looks again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    Yes,
+    Failed,
+    /// Refused before it was sent (the section's request queue was full).
+    Throttled,
+}
+
 impl Thread {
     pub fn new(ctx: Rc<Ctx>, alias: &str) -> Rc<Thread> {
         let rec = store::load_thread(alias).unwrap_or_else(|| {
@@ -527,11 +536,23 @@ impl Thread {
         }
     }
 
-    /// [`Thread::ingest`], logging a failure; returns whether it succeeded. A failed fetch leaves
-    /// the fetch cursor where it was, so the next attempt asks for the same items again.
-    pub async fn try_ingest(&self) -> bool {
+    /// [`Thread::ingest`], logging a failure. A failed fetch leaves the fetch cursor where it
+    /// was, so the next attempt asks for the same items again.
+    pub async fn try_ingest(&self) -> Fetched {
         match self.ingest().await {
-            Ok(()) => true,
+            Ok(()) => Fetched::Yes,
+            // The host refused to queue the request (this section has many in flight, e.g.
+            // hundreds of threads answered at once): it never ran, and the queue drains in
+            // moments.
+            Err(ApiError::Refused(m)) if m.starts_with("QUOTA_REQUESTS") => {
+                log(
+                    Level::Debug,
+                    "ingest_throttled",
+                    Some(&self.alias),
+                    json!({"error": m}),
+                );
+                Fetched::Throttled
+            }
             Err(e) => {
                 log(
                     Level::Warning,
@@ -539,7 +560,7 @@ impl Thread {
                     Some(&self.alias),
                     json!({"error": e.to_string()}),
                 );
-                false
+                Fetched::Failed
             }
         }
     }

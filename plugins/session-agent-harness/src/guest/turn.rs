@@ -9,7 +9,7 @@ use blobhub_worker_sdk::{self as sdk, Either, log::Level, slots, worker};
 
 use super::attempt::{self, TurnState};
 use super::ctx::log;
-use super::thread::{LATE_VISIBILITY, Mode, Thread, TurnRunning};
+use super::thread::{Fetched, LATE_VISIBILITY, Mode, Thread, TurnRunning};
 use crate::agent::{Outcome, Status, Usage};
 use crate::cursor::ItemCursor;
 use crate::items;
@@ -23,6 +23,10 @@ const IDLE_RECHECK: Duration = Duration::from_secs(60);
 /// answer awaits its resolve post (which failed), or the items could not be fetched (the host
 /// already retried; without this a message would wait for the next event, as in the reference).
 const SHORT_RECHECK: Duration = Duration::from_secs(5);
+
+/// Look again this soon after the host refused to queue the fetch (the section's request queue
+/// was full): the refused request never ran, and the queue drains within moments.
+const THROTTLED_RECHECK: Duration = Duration::from_millis(250);
 
 pub async fn run(t: Rc<Thread>, mode: Mode) {
     let Some(settings) = t.settings() else {
@@ -102,10 +106,11 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
             } else {
                 "active (idle)"
             });
-            let mut recheck = if !fetched || t.answer_waiting() {
-                SHORT_RECHECK
-            } else {
-                IDLE_RECHECK
+            let mut recheck = match fetched {
+                Fetched::Throttled => THROTTLED_RECHECK,
+                Fetched::Failed => SHORT_RECHECK,
+                Fetched::Yes if t.answer_waiting() => SHORT_RECHECK,
+                Fetched::Yes => IDLE_RECHECK,
             };
             if let Some(due) = late_check {
                 recheck = recheck.min(due.saturating_duration_since(Instant::now()));
