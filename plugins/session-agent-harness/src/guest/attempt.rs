@@ -11,7 +11,9 @@ use super::ctx::log;
 use super::store;
 use super::sync::Notify;
 use super::thread::{OpenPrompt, Thread};
-use crate::agent::{AgentEvent, Answer, Driver, Exit, Outcome, TurnInput, Usage, driver_for};
+use super::warm::{Taken, Warm};
+use crate::agent::prestart::StartSpec;
+use crate::agent::{AgentEvent, Answer, Driver, Exit, Outcome, Start, Usage, driver_for};
 use crate::cursor::ItemCursor;
 use crate::items;
 use crate::prompt::{self, Prompt};
@@ -118,49 +120,80 @@ fn spawn_failure(e: process::SpawnError) -> Failure {
     }
 }
 
-/// Run one attempt: start the agent, relay until it exits, and return its outcome.
+/// Run one attempt: start the agent (or take the one started ahead, `warm`, when it was started
+/// exactly as this attempt would start it), give it the turn, relay until it exits, and return
+/// its outcome.
 pub async fn run(
     t: &Rc<Thread>,
     settings: &Settings,
     text: &str,
     st: &mut TurnState,
+    mut warm: Option<Warm>,
 ) -> Result<Outcome, Failure> {
-    let mut driver = driver_for(settings.driver);
-    let launch = driver.launch(&TurnInput {
-        text,
-        resume: &st.session_id,
+    let mut fresh = driver_for(settings.driver);
+    let spec = StartSpec::new(
         settings,
-        usage_total: st.usage_total.as_ref(),
-    });
-    // The operator's variables first, the driver's on top: the driver's are what make the
-    // protocol work.
-    let mut env = settings.env.clone();
-    for (k, v) in launch.env {
-        env.retain(|(name, _)| *name != k);
-        env.push((k, v));
-    }
-    let child = process::spawn(&process::SpawnRequest {
-        program: settings.executable.clone(),
-        args: launch.args,
-        cwd: settings.work_folder.clone(),
-        env,
-    })
-    .map_err(spawn_failure)?;
-    log(
-        Level::Info,
-        "turn_started",
-        Some(&t.alias),
-        json!({"turn_id": st.turn_id, "pid": child.pid(), "resume": st.session_id,
-               "started_at": worker::now_utc()}),
+        fresh.launch(&Start {
+            resume: &st.session_id,
+            settings,
+            usage_total: st.usage_total.as_ref(),
+        }),
     );
-    let agent_log = store::stderr_log(&t.alias);
-    for line in &launch.stdin {
+    if let Some(why) = warm.as_ref().and_then(|w| w.mismatch(&spec)) {
+        super::warm::stop(t, &mut warm, why);
+    }
+    let taken = warm.and_then(|w| w.take(t));
+    let prestarted = taken.as_ref().map(|k| k.warm_for.as_millis() as u64);
+    let Taken {
+        child,
+        mut driver,
+        held,
+        ..
+    } = match taken {
+        Some(k) => k,
+        None => {
+            let child = process::spawn(&process::SpawnRequest {
+                program: spec.program,
+                args: spec.args,
+                cwd: spec.cwd,
+                env: spec.env,
+            })
+            .map_err(spawn_failure)?;
+            for line in &spec.stdin {
+                if let Err(e) = child.write_stdin(line) {
+                    return Err(Failure::new(
+                        "AGENT_CRASHED",
+                        format!("agent did not take the turn: {e}"),
+                    ));
+                }
+            }
+            Taken {
+                child,
+                driver: fresh,
+                held: Vec::new(),
+                warm_for: Duration::ZERO,
+            }
+        }
+    };
+    for line in &driver.turn(text) {
         if let Err(e) = child.write_stdin(line) {
             return Err(Failure::new(
                 "AGENT_CRASHED",
                 format!("agent did not take the turn: {e}"),
             ));
         }
+    }
+    log(
+        Level::Info,
+        "turn_started",
+        Some(&t.alias),
+        json!({"turn_id": st.turn_id, "pid": child.pid(), "resume": st.session_id,
+               "prestarted_ms": prestarted, "started_at": worker::now_utc()}),
+    );
+    let agent_log = store::stderr_log(&t.alias);
+    // What the process said during its handshake (the session's id) comes first.
+    for event in held {
+        on_event(t, settings, driver.as_mut(), &child, st, event).await;
     }
     // Once set, the agent must have exited by then or it is terminated.
     let mut end_by: Option<Instant> = None;
