@@ -380,7 +380,8 @@ async fn an_open_prompt_survives_a_restart() {
 async fn thread_deletion_and_session_lifecycle() {
     let env = Env::new().await;
     let s = env.session("ses_life");
-    env.configure(&[&s], 4, "");
+    // No agent started ahead of its message: a test agent in the folder then means a turn runs.
+    env.configure(&[&s], 4, "    prestart: false\n");
     let worker = env.start().await;
     env.handoff(&s, "gone");
     env.handoff(&s, "busy");
