@@ -120,6 +120,32 @@ fn spawn_failure(e: process::SpawnError) -> Failure {
     }
 }
 
+/// Start a new process as `spec` says and write its handshake.
+fn start_cold(spec: &StartSpec, driver: Box<dyn Driver>) -> Result<Taken, Failure> {
+    let child = process::spawn(&process::SpawnRequest {
+        program: spec.program.clone(),
+        args: spec.args.clone(),
+        cwd: spec.cwd.clone(),
+        env: spec.env.clone(),
+    })
+    .map_err(spawn_failure)?;
+    write_all(&child, &spec.stdin).map_err(|e| did_not_take(&e))?;
+    Ok(Taken {
+        child,
+        driver,
+        held: Vec::new(),
+        warm_for: Duration::ZERO,
+    })
+}
+
+fn write_all(child: &process::Child, lines: &[String]) -> Result<(), String> {
+    lines.iter().try_for_each(|l| child.write_stdin(l))
+}
+
+fn did_not_take(e: &str) -> Failure {
+    Failure::new("AGENT_CRASHED", format!("agent did not take the turn: {e}"))
+}
+
 /// Run one attempt: start the agent (or take the one started ahead, `warm`, when it was started
 /// exactly as this attempt would start it), give it the turn, relay until it exits, and return
 /// its outcome.
@@ -142,47 +168,33 @@ pub async fn run(
     if let Some(why) = warm.as_ref().and_then(|w| w.mismatch(&spec)) {
         super::warm::stop(t, &mut warm, why);
     }
-    let taken = warm.and_then(|w| w.take(t));
-    let prestarted = taken.as_ref().map(|k| k.warm_for.as_millis() as u64);
+    // A process started ahead comes with a spare driver, in case it is gone by the time the
+    // turn is written to it.
+    let (mut k, mut spare) = match warm.and_then(|w| w.take(t)) {
+        Some(k) => (k, Some(fresh)),
+        None => (start_cold(&spec, fresh)?, None),
+    };
+    let mut prestarted = spare.is_some().then_some(k.warm_for.as_millis() as u64);
+    if let Err(e) = write_all(&k.child, &k.driver.turn(text)) {
+        let Some(fresh) = spare.take() else {
+            return Err(did_not_take(&e));
+        };
+        log(
+            Level::Warning,
+            "agent_prestart_lost",
+            Some(&t.alias),
+            json!({"pid": k.child.pid(), "why": format!("its turn could not be written: {e}")}),
+        );
+        k = start_cold(&spec, fresh)?;
+        prestarted = None;
+        write_all(&k.child, &k.driver.turn(text)).map_err(|e| did_not_take(&e))?;
+    }
     let Taken {
         child,
         mut driver,
         held,
         ..
-    } = match taken {
-        Some(k) => k,
-        None => {
-            let child = process::spawn(&process::SpawnRequest {
-                program: spec.program,
-                args: spec.args,
-                cwd: spec.cwd,
-                env: spec.env,
-            })
-            .map_err(spawn_failure)?;
-            for line in &spec.stdin {
-                if let Err(e) = child.write_stdin(line) {
-                    return Err(Failure::new(
-                        "AGENT_CRASHED",
-                        format!("agent did not take the turn: {e}"),
-                    ));
-                }
-            }
-            Taken {
-                child,
-                driver: fresh,
-                held: Vec::new(),
-                warm_for: Duration::ZERO,
-            }
-        }
-    };
-    for line in &driver.turn(text) {
-        if let Err(e) = child.write_stdin(line) {
-            return Err(Failure::new(
-                "AGENT_CRASHED",
-                format!("agent did not take the turn: {e}"),
-            ));
-        }
-    }
+    } = k;
     log(
         Level::Info,
         "turn_started",
