@@ -470,8 +470,8 @@ fn log_lines<'a>(stderr: &'a str, event: &str) -> Vec<&'a str> {
 
 /// The only claude process of the work folder, once there is exactly one.
 async fn the_claude(c: &Claude) -> u32 {
-    eventually("one claude process", || c.claude_pids().len() == 1).await;
-    c.claude_pids()[0]
+    eventually("one claude process", || c.cli_pids().len() == 1).await;
+    c.cli_pids()[0]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,20 +481,16 @@ async fn each_turn_goes_to_a_claude_started_before_its_message() {
     };
     // Active, no message yet: the first turn's CLI is already running, and has asked nothing.
     let first = the_claude(&c).await;
-    assert!(c.fake.messages_calls().is_empty());
+    assert!(c.fake.model_calls().is_empty());
     c.env.say(&c.s, "t", "hello");
     c.wait_count("t", "turn_end", 1).await;
     // The turn is over: the next turn's CLI starts at once, resuming the session, and waits.
     eventually("the first turn's claude is gone", || {
-        !c.claude_pids().contains(&first)
+        !c.cli_pids().contains(&first)
     })
     .await;
     let second = the_claude(&c).await;
-    assert_eq!(
-        c.fake.messages_calls().len(),
-        1,
-        "the held CLI asks nothing"
-    );
+    assert_eq!(c.fake.model_calls().len(), 1, "the held CLI asks nothing");
     let before = c.agent_items("t").len();
     c.env.say(&c.s, "t", "hello again");
     c.wait_count("t", "turn_end", 2).await;
@@ -504,7 +500,7 @@ async fn each_turn_goes_to_a_claude_started_before_its_message() {
         "one reply, one turn_end"
     );
 
-    let requests = c.fake.messages_calls();
+    let requests = c.fake.model_calls();
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[1].last_user_text().as_deref(), Some("hello again"));
     assert_eq!(session_header(&requests[0]), session_header(&requests[1]));
@@ -549,7 +545,7 @@ async fn a_model_changed_between_turns_reaches_a_fresh_claude() {
     c.env
         .set_envelope(&c.s, "t", with_model("pending", "fake-model-b"));
     eventually("the claude held for the old model is stopped", || {
-        !c.claude_pids().contains(&held)
+        !c.cli_pids().contains(&held)
     })
     .await;
     c.env
@@ -563,7 +559,7 @@ async fn a_model_changed_between_turns_reaches_a_fresh_claude() {
         .await;
     c.env.say(&c.s, "t", "hello again");
     c.wait_count("t", "turn_end", 2).await;
-    let requests = c.fake.messages_calls();
+    let requests = c.fake.model_calls();
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].body["model"], "claude-sonnet-4-5");
     assert_eq!(requests[1].body["model"], "fake-model-b");
@@ -590,12 +586,12 @@ async fn a_stop_while_claude_waits_for_a_message_leaves_no_process() {
         })
         .await;
     eventually("the held claude is gone, and no other left", || {
-        c.claude_pids().is_empty()
+        c.cli_pids().is_empty()
     })
     .await;
     // It never said or asked anything.
     assert_eq!(c.agent_items("t").len(), before);
-    assert_eq!(c.fake.messages_calls().len(), 1);
+    assert_eq!(c.fake.model_calls().len(), 1);
     worker.terminate().await;
 }
 
@@ -607,10 +603,7 @@ async fn prestart_off_starts_claude_when_the_message_arrives() {
     };
     c.env.say(&c.s, "t", "hello");
     c.wait_count("t", "turn_end", 1).await;
-    eventually("no claude waits between turns", || {
-        c.claude_pids().is_empty()
-    })
-    .await;
+    eventually("no claude waits between turns", || c.cli_pids().is_empty()).await;
     let out = worker.terminate().await;
     assert!(log_lines(&out.stderr, "agent_prestarted").is_empty());
     assert_eq!(log_lines(&out.stderr, "turn_started").len(), 1);
