@@ -378,6 +378,16 @@ impl Thread {
             .and_then(|p| p.request_id.clone())
     }
 
+    /// The held prompt's agent is being stopped (its wait was demoted to a park): the prompt
+    /// stays open with no agent waiting on it, as after a restart, so its answer starts the next
+    /// turn. Returns the agent's request it stood for and the prompt.
+    pub fn demote_prompt(&self) -> Option<(String, Prompt)> {
+        let mut open = self.prompt.borrow_mut();
+        let open = open.as_mut()?;
+        let request_id = open.request_id.take()?;
+        Some((request_id, open.prompt.clone()))
+    }
+
     /// A held prompt (its agent is waiting) has an answer waiting to be delivered.
     pub fn held_prompt_answered(&self) -> bool {
         self.prompt
