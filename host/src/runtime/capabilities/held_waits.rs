@@ -68,7 +68,8 @@ impl HeldWaits {
             let Some(oldest) = r.entries.pop_front() else {
                 break;
             };
-            tracing::info!(key = %oldest.key, cap = r.cap, "held_wait_demoted");
+            // The job type logs `held_wait_demoted` with the question it parks.
+            tracing::debug!(key = %oldest.key, cap = r.cap, "held_wait_over_cap");
             oldest.demoted.send_replace(true);
         }
         HeldWaitHandle {
