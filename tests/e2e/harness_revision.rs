@@ -116,3 +116,47 @@ async fn a_commit_while_attached_quiesces_the_section_until_the_revision_is_read
     assert_no_duplicate_posts(&env, &s, "t");
     worker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reply_refused_during_a_commit_is_posted_once_the_revision_is_ready() {
+    let env = Env::new().await;
+    let s = env.session("ses_commit_turn");
+    env.configure(&[&s], 4, "");
+    let worker = env.start().await;
+    env.handoff(&s, "t");
+    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.say(&s, "t", "sleep: 1500");
+    eventually("the agent runs", || agent_processes(env.work_folder()) == 1).await;
+    // The section's event poll fails for now, so only the thread's own post meets the commit.
+    env.admin.set_faults(
+        "list_session_events",
+        blobhub_emulator::Faults {
+            rate_5xx: 1.0,
+            ..Default::default()
+        },
+    );
+    env.admin
+        .set_revision(&s.revision_id, None, Some("committing"))
+        .unwrap();
+    env.wait("the reply was refused", |e| {
+        e.admin
+            .requests()
+            .iter()
+            .any(|r| r.command.as_deref() == Some("post_session_thread_item") && r.status == 409)
+    })
+    .await;
+    env.admin
+        .set_revision(&s.revision_id, None, Some("ready"))
+        .unwrap();
+    env.admin.clear_faults();
+    env.wait("the reply and the turn's end are posted", |e| {
+        e.has(&s, "t", "text", "echo: sleep: 1500") && e.has(&s, "t", "turn_end", "Turn complete")
+    })
+    .await;
+    assert_eq!(env.state(&s, "t"), "active", "the thread did not fail");
+    env.say(&s, "t", "after");
+    env.wait("it goes on", |e| e.has(&s, "t", "text", "echo: after"))
+        .await;
+    assert_no_duplicate_posts(&env, &s, "t");
+    worker.terminate().await;
+}
