@@ -122,13 +122,22 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
             if let Some(due) = late_check {
                 recheck = recheck.min(due.saturating_duration_since(Instant::now()));
             }
+            if let Some(s) = &slot {
+                // Between turns the only agent process is the one held for the next turn
+                // (warm.rs): the slot, and that process with it, is kept (the next message starts
+                // at once) only while no other thread is queued for a slot.
+                s.set_idle(true);
+            }
             let until = Instant::now() + recheck;
             // The held agent's handshake is answered while the thread waits.
             let woke = loop {
                 let left = until.saturating_duration_since(Instant::now());
                 match sdk::race(
                     warm::next(&warm),
-                    sdk::race(t.nudged_since(seen), sdk::sleep(left)),
+                    sdk::race(
+                        slot_wanted(slot.as_ref()),
+                        sdk::race(t.nudged_since(seen), sdk::sleep(left)),
+                    ),
                 )
                 .await
                 {
@@ -137,8 +146,21 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
                 }
             };
             match woke {
-                Either::Left(()) => late_check = Some(Instant::now() + LATE_VISIBILITY),
-                Either::Right(()) => {
+                Either::Left(()) => {
+                    slot = None;
+                    // The held process counts against the slot: it goes with it.
+                    warm::stop(&t, &mut warm, "slot_given_back");
+                    log(
+                        Level::Info,
+                        "slot_given_back",
+                        Some(&t.alias),
+                        json!({"agent_session_id": t.agent_session_id()}),
+                    );
+                }
+                Either::Right(Either::Left(())) => {
+                    late_check = Some(Instant::now() + LATE_VISIBILITY);
+                }
+                Either::Right(Either::Right(())) => {
                     if late_check.is_some_and(|due| due <= Instant::now()) {
                         late_check = None;
                     }
@@ -152,8 +174,9 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
             Some(&t.alias),
             json!({"items": ids}),
         );
-        if slot.is_none() {
-            slot = Some(wait_for_slot(&t).await);
+        match &slot {
+            Some(s) => s.set_idle(false),
+            None => slot = Some(wait_for_slot(&t).await),
         }
         match turn(&t, &settings, &text, boundary, &mut slot, warm.take()).await {
             Ok(TurnEnded::Completed) => {
@@ -174,6 +197,14 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
                 return;
             }
         }
+    }
+}
+
+/// Completes when the host asks for the idle thread's slot back (never without a slot).
+async fn slot_wanted(slot: Option<&slots::Slot>) {
+    match slot {
+        Some(s) => sdk::wait_for(s.wanted()).await,
+        None => std::future::pending().await,
     }
 }
 
