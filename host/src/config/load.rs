@@ -16,7 +16,7 @@ use serde_yaml::{Mapping, Value};
 
 use super::lines::LineIndex;
 use super::model::{
-    AgentSettings, Concurrency, Config, JobTypeSettings, Permissions, Policy, PolicyRule, Polling,
+    AgentSettings, Attachments, Concurrency, Config, JobTypeSettings, Permissions, Policy, PolicyRule, Polling,
     Section, Shutdown, Workspace,
 };
 
@@ -377,6 +377,7 @@ impl Walk {
                 "job_types",
                 "policy",
                 "workspace",
+                "attachments",
             ],
         );
         let polling = self.polling(Self::get(&top, "polling"));
@@ -387,6 +388,7 @@ impl Walk {
         let job_types = self.job_types(Self::get(&top, "job_types"));
         let policy = self.policy(Self::get(&top, "policy"));
         let workspace = self.workspace(Self::get(&top, "workspace"));
+        let attachments = self.attachments(Self::get(&top, "attachments"));
         Some(Config {
             polling,
             concurrency,
@@ -396,7 +398,31 @@ impl Walk {
             job_types,
             policy,
             workspace,
+            attachments,
         })
+    }
+
+    /// `attachments.inbox`: a relative path that stays inside the work folder.
+    fn attachments(&mut self, value: Option<&Value>) -> Attachments {
+        let mut out = Attachments::default();
+        let Some(map) = self.mapping("attachments", value) else {
+            return out;
+        };
+        self.unknown_keys("attachments", &map, &["inbox"]);
+        if let Some(inbox) = self.string("attachments.inbox", Self::get(&map, "inbox")) {
+            let escapes = inbox.starts_with('/')
+                || inbox.split('/').any(|s| s == "..")
+                || inbox.split('/').all(|s| s.is_empty() || s == ".");
+            if escapes {
+                self.error(
+                    "attachments.inbox",
+                    format!("must be a folder inside the work folder (relative, no `..`), got `{inbox}`"),
+                );
+            } else {
+                out.inbox = inbox;
+            }
+        }
+        out
     }
 
     /// `policy`: `allow_autonomous` and the operator's `rules`. A rule's unknown key is an

@@ -29,6 +29,9 @@ pub enum ConfinedError {
         "`{0}` passes through a symbolic link or a non-folder; the state capability does not follow links"
     )]
     Link(String),
+    /// The file is larger than the limit (at least this many bytes).
+    #[error("`{path}` is larger than {limit} bytes")]
+    TooLarge { path: String, size: u64, limit: u64 },
     #[error("`{path}`: {source}")]
     Io {
         path: String,
@@ -208,12 +211,139 @@ pub fn read(root: &Path, path: &str, limit: u64) -> Result<Option<Vec<u8>>, Conf
             source,
         })?;
     if bytes.len() as u64 > limit {
-        return Err(ConfinedError::Io {
+        return Err(ConfinedError::TooLarge {
             path: path.to_string(),
-            source: std::io::Error::other(format!("larger than {limit} bytes")),
+            size: bytes.len() as u64,
+            limit,
         });
     }
     Ok(Some(bytes))
+}
+
+/// Make the folder `path` inside `root` (and the folders on the way, 0700). With `ignore_all`,
+/// also create `<path>/.gitignore` holding `*` unless an entry of that name exists (an existing
+/// one, whatever it is, is left alone and never written through).
+pub fn ensure_folder(root: &Path, path: &str, ignore_all: bool) -> Result<(), ConfinedError> {
+    let parts = components(path)?;
+    let dir = walk(root, path, &parts)?;
+    if !ignore_all {
+        return Ok(());
+    }
+    match openat(
+        &dir,
+        ".gitignore",
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::RUSR | Mode::WUSR,
+    ) {
+        Ok(fd) => std::fs::File::from(fd)
+            .write_all(b"*\n")
+            .map_err(|source| ConfinedError::Io {
+                path: format!("{path}/.gitignore"),
+                source,
+            }),
+        Err(Errno::EXIST) => Ok(()),
+        Err(e) => Err(io(path, e)),
+    }
+}
+
+/// What [`list_tree`] found at a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Folder,
+    Link,
+    Other,
+}
+
+/// One entry below a listed folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative to the listed folder, `/`-separated.
+    pub path: String,
+    pub kind: EntryKind,
+    /// Bytes of a regular file; 0 otherwise.
+    pub size: u64,
+}
+
+/// How deep [`list_tree`] goes below the listed folder.
+const LIST_DEPTH: usize = 64;
+
+/// Every entry below the folder `path` inside `root`, sorted by path, without following links:
+/// a link is listed and never entered, folders are opened by handle with `O_NOFOLLOW`. At most
+/// `max_entries` entries and [`LIST_DEPTH`] levels. A folder that does not exist lists as empty.
+pub fn list_tree(root: &Path, path: &str, max_entries: usize) -> Result<Vec<Entry>, ConfinedError> {
+    let parts = components(path)?;
+    let mut dir = open_root(root)?;
+    for folder in &parts {
+        dir = match openat(&dir, *folder, DIR_FLAGS, Mode::empty()) {
+            Err(Errno::NOENT) => return Ok(Vec::new()),
+            other => other.map_err(|e| io(path, e))?,
+        };
+    }
+    let mut out = Vec::new();
+    list_into(&dir, "", path, &mut out, max_entries, 0)?;
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+fn list_into(
+    dir: &OwnedFd,
+    prefix: &str,
+    shown: &str,
+    out: &mut Vec<Entry>,
+    max_entries: usize,
+    depth: usize,
+) -> Result<(), ConfinedError> {
+    use rustix::fs::{Dir, FileType, statat};
+    let mut names = Vec::new();
+    let mut listing = Dir::read_from(dir).map_err(|e| io(shown, e))?;
+    while let Some(entry) = listing.next() {
+        let entry = entry.map_err(|e| io(shown, e))?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        // A name that is not UTF-8 cannot be named back through this interface: skipped.
+        if let Ok(name) = std::str::from_utf8(name) {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    for name in names {
+        if out.len() >= max_entries {
+            return Ok(());
+        }
+        let Ok(stat) = statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let kind = match FileType::from_raw_mode(stat.st_mode) {
+            FileType::RegularFile => EntryKind::File,
+            FileType::Directory => EntryKind::Folder,
+            FileType::Symlink => EntryKind::Link,
+            _ => EntryKind::Other,
+        };
+        out.push(Entry {
+            path: rel.clone(),
+            kind,
+            size: if kind == EntryKind::File {
+                stat.st_size as u64
+            } else {
+                0
+            },
+        });
+        if kind == EntryKind::Folder && depth < LIST_DEPTH {
+            // Swapped for a link since the stat: O_NOFOLLOW refuses it, and it is not entered.
+            if let Ok(sub) = openat(dir, name.as_str(), DIR_FLAGS, Mode::empty()) {
+                list_into(&sub, &rel, shown, out, max_entries, depth + 1)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Bytes used by regular files under `root`, counted without following links (a link counts as

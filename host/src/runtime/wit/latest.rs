@@ -26,7 +26,9 @@ wasmtime::component::bindgen!({
 /// This version, as its package names it.
 pub const VERSION: &str = "0.2.0";
 
-pub use blobhub::worker::{feed, log, process, session, slots, state, status, types, worker};
+pub use blobhub::worker::{
+    feed, files, log, process, session, slots, state, status, types, worker,
+};
 pub use exports::blobhub::worker::job;
 
 /// Add this version's `blobhub:worker` imports to `linker`.
@@ -41,6 +43,7 @@ pub fn add_to_linker(
     blobhub::worker::types::add_to_linker::<SectionHost, Data>(linker, same)?;
     blobhub::worker::worker::add_to_linker::<SectionHost, Data>(linker, same)?;
     blobhub::worker::session::add_to_linker::<SectionHost, Data>(linker, same)?;
+    blobhub::worker::files::add_to_linker::<SectionHost, Data>(linker, same)?;
     blobhub::worker::feed::add_to_linker::<SectionHost, Data>(linker, same)?;
     blobhub::worker::process::add_to_linker::<SectionHost, Data>(linker, same)?;
     blobhub::worker::state::add_to_linker::<SectionHost, Data>(linker, same)?;
