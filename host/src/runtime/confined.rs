@@ -558,6 +558,79 @@ mod tests {
     }
 
     #[test]
+    fn listing_never_enters_or_reads_through_a_link() {
+        let (t, root) = tree();
+        let outside = t.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), "key").unwrap();
+        write_atomic(&root, "out/a.md", b"hello").unwrap();
+        write_atomic(&root, "out/sub/b.txt", b"x").unwrap();
+        symlink(&outside, root.join("out/dir-link")).unwrap();
+        symlink(outside.join("secret"), root.join("out/file-link")).unwrap();
+        let listed = list_tree(&root, "out", 100).unwrap();
+        let brief: Vec<(&str, EntryKind, u64)> = listed
+            .iter()
+            .map(|e| (e.path.as_str(), e.kind, e.size))
+            .collect();
+        assert_eq!(
+            brief,
+            [
+                ("a.md", EntryKind::File, 5),
+                ("dir-link", EntryKind::Link, 0),
+                ("file-link", EntryKind::Link, 0),
+                ("sub", EntryKind::Folder, 0),
+                ("sub/b.txt", EntryKind::File, 1),
+            ]
+        );
+        // Reading the link is refused; so is listing through it.
+        assert!(matches!(
+            read(&root, "out/file-link", 100),
+            Err(ConfinedError::Link(_))
+        ));
+        assert!(matches!(
+            list_tree(&root, "out/dir-link", 100),
+            Err(ConfinedError::Link(_))
+        ));
+        assert!(list_tree(&root, "missing", 100).unwrap().is_empty());
+        assert_eq!(list_tree(&root, "out", 2).unwrap().len(), 2);
+        assert!(matches!(
+            list_tree(&root, "../x", 100),
+            Err(ConfinedError::NotInside(_))
+        ));
+    }
+
+    #[test]
+    fn folders_are_made_with_an_ignore_file_and_never_through_a_link() {
+        let (t, root) = tree();
+        ensure_folder(&root, ".blobhub/inbox", true).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join(".blobhub/inbox/.gitignore")).unwrap(),
+            "*\n"
+        );
+        let mode = |p: &str| std::fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(".blobhub"), 0o700);
+        assert_eq!(mode(".blobhub/inbox/.gitignore"), 0o600);
+        // An existing ignore file (even a link) is left alone, never written through.
+        let outside = t.path().join("victim");
+        std::fs::write(&outside, "safe").unwrap();
+        std::fs::create_dir(root.join("out")).unwrap();
+        symlink(&outside, root.join("out/.gitignore")).unwrap();
+        ensure_folder(&root, "out", true).unwrap();
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "safe");
+        // A link on the way is refused.
+        symlink(t.path(), root.join("up")).unwrap();
+        assert!(matches!(
+            ensure_folder(&root, "up/inbox", true),
+            Err(ConfinedError::Link(_))
+        ));
+        assert!(!t.path().join("inbox").exists());
+        assert!(matches!(
+            ensure_folder(&root, "../inbox", false),
+            Err(ConfinedError::NotInside(_))
+        ));
+    }
+
+    #[test]
     fn usage_counts_files_and_not_what_links_point_to() {
         let (t, root) = tree();
         std::fs::write(t.path().join("big"), vec![0u8; 10_000]).unwrap();

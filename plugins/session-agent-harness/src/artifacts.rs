@@ -367,6 +367,20 @@ mod tests {
         assert_eq!(alias_for("r/", &deep, &none), None);
     }
 
+    proptest::proptest! {
+        /// Any relative path gets a valid alias under the prefix, or none.
+        #[test]
+        fn any_path_maps_to_a_valid_alias_or_none(
+            segments in proptest::collection::vec("\\PC{1,80}", 1..5)
+        ) {
+            let rel = segments.iter().map(|s| s.replace('/', "_")).collect::<Vec<_>>().join("/");
+            if let Some(alias) = alias_for("runs/r1/", &rel, &none) {
+                proptest::prop_assert!(blobhub_alias::is_valid(&alias), "{alias:?}");
+                proptest::prop_assert!(alias.starts_with("runs/r1/"));
+            }
+        }
+    }
+
     #[test]
     fn content_types_by_extension() {
         assert_eq!(content_type("a.PNG"), Some("image/png"));

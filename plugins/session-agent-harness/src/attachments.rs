@@ -306,6 +306,47 @@ pub fn inline_reference(f: &Local) -> String {
     format!("[{}] at {}", f.name, f.path)
 }
 
+/// A turn with images, as agents that read files natively are given it: the parts in order and
+/// each image's bytes (by absolute path) in base64.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeInput {
+    pub parts: Vec<Part>,
+    pub images: Vec<(String, String)>,
+}
+
+impl NativeInput {
+    /// The base64 bytes of the image at `path`, when they could be read.
+    pub fn image(&self, path: &str) -> Option<&str> {
+        self.images
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, b)| b.as_str())
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), for image blocks.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// The text of an `unavailable` reason for a failed download (at most 256 bytes).
 pub fn abridge_reason(reason: &str) -> String {
     if reason.len() <= 256 {
@@ -342,6 +383,22 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn base64_matches_rfc_4648() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), want);
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+    }
+
+    #[test]
     fn names_are_sanitised_as_specified() {
         let long_stem = "a".repeat(200);
         let long_ext = format!("x.{}", "e".repeat(17));
@@ -366,6 +423,29 @@ mod tests {
         // An extension over 16 characters is not kept: a plain cut.
         let name = format!("{}{long_ext}", "s".repeat(130));
         assert_eq!(sanitize(&name, 1), name[..128]);
+    }
+
+    proptest::proptest! {
+        /// Whatever a person names a file, the result is one plain path component.
+        #[test]
+        fn any_name_becomes_one_safe_component(name in "\\PC{0,300}", ordinal in 1usize..20) {
+            let safe = sanitize(&name, ordinal);
+            proptest::prop_assert!(!safe.is_empty() && safe.len() <= NAME_MAX, "{safe:?}");
+            proptest::prop_assert!(!safe.starts_with('.'), "{safe:?}");
+            proptest::prop_assert!(
+                safe.chars().all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c)),
+                "{safe:?}"
+            );
+            proptest::prop_assert!(clean_relative(&safe).as_deref() == Some(safe.as_str()));
+        }
+
+        /// An inbox that resolves is always a relative path without `..`.
+        #[test]
+        fn a_resolved_inbox_stays_inside(inbox in "[a-z./\\\\]{0,20}") {
+            if let (Some(p), _) = resolve_inbox(Some(&json!({"inbox": inbox})), None) {
+                proptest::prop_assert!(!p.starts_with('/') && !p.split('/').any(|s| s == ".." || s.is_empty()));
+            }
+        }
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct TurnState {
     /// A prompt was parked (`wait: parked`): the agent is stopped and the turn ends without a
     /// `turn_end`; the answer starts the next turn.
     pub parked: bool,
+    /// The turn's images, for agents that read them natively (the first attempt only).
+    pub native: Option<crate::attachments::NativeInput>,
 }
 
 impl TurnState {
@@ -76,6 +78,7 @@ impl TurnState {
             stalled: false,
             emitted: None,
             parked: false,
+            native: None,
         }
     }
 
@@ -126,6 +129,9 @@ pub async fn run(
     st: &mut TurnState,
 ) -> Result<Outcome, Failure> {
     let mut driver = driver_for(settings.driver);
+    if let Some(native) = &st.native {
+        driver.set_native(native);
+    }
     let launch = driver.launch(&TurnInput {
         text,
         resume: &st.session_id,

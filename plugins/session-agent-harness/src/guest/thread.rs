@@ -43,6 +43,27 @@ pub struct Msg {
     pub text: String,
     /// `metadata.answers`, when the message carried a structured answer.
     pub answers: Option<Value>,
+    /// The item's text and file blocks in order (crate::attachments); the turn renders these
+    /// when the message carries files, else `text`.
+    pub blocks: Vec<crate::attachments::Block>,
+}
+
+impl Msg {
+    /// The message with its words replaced by `text` (a resume prompt) and its files kept.
+    pub fn with_text(self, text: String) -> Msg {
+        use crate::attachments::Block;
+        let mut blocks = vec![Block::Text(text.clone())];
+        blocks.extend(
+            self.blocks
+                .into_iter()
+                .filter(|b| matches!(b, Block::File(_))),
+        );
+        Msg {
+            text,
+            blocks,
+            ..self
+        }
+    }
 }
 
 /// The open prompt of a thread. `request_id` is the agent's pending request when a live agent
@@ -270,7 +291,7 @@ impl Thread {
                 }
             }
             let text = prompt::resume_text(&open.prompt.summary(), &answers);
-            self.inbox.borrow_mut().push_front(Msg { text, ..msg });
+            self.inbox.borrow_mut().push_front(msg.with_text(text));
         }
     }
 
@@ -303,20 +324,15 @@ impl Thread {
         self.answer.borrow().is_some()
     }
 
-    /// Every queued message, joined into one turn's text, with the fetch position as the turn's
-    /// boundary; `None` when nothing is queued.
-    pub fn take_turn_input(&self) -> Option<(String, ItemCursor, Vec<String>)> {
+    /// Every queued message (one turn's input, see guest/files.rs), with the fetch position as
+    /// the turn's boundary; `None` when nothing is queued.
+    pub fn take_turn_input(&self) -> Option<(Vec<Msg>, ItemCursor, Vec<String>)> {
         let messages: Vec<Msg> = self.inbox.borrow_mut().drain(..).collect();
         if messages.is_empty() {
             return None;
         }
-        let text = messages
-            .iter()
-            .map(|m| m.text.as_str())
-            .collect::<Vec<_>>()
-            .join("\n\n");
-        let ids = messages.into_iter().map(|m| m.item_id).collect();
-        Some((text, self.fetch.borrow().clone(), ids))
+        let ids = messages.iter().map(|m| m.item_id.clone()).collect();
+        Some((messages, self.fetch.borrow().clone(), ids))
     }
 
     /// Record a turn as in flight before its agent starts; returns the session it resumes.
@@ -606,6 +622,7 @@ impl Thread {
                 item_id: id,
                 text,
                 answers,
+                blocks: crate::attachments::blocks(&item),
             };
             if answers_prompt && self.answer.borrow().is_none() {
                 self.answer.replace(Some(msg));
@@ -644,7 +661,7 @@ impl Thread {
             prompt::Replayed::Drop(id) => inbox.retain(|m| m.item_id != id),
             prompt::Replayed::Resume(id, text) => {
                 if let Some(m) = inbox.iter_mut().find(|m| m.item_id == id) {
-                    m.text = text;
+                    *m = m.clone().with_text(text);
                 }
             }
         }
@@ -862,13 +879,14 @@ impl Thread {
 
     async fn begin(self: &Rc<Self>, env: &Envelope, mode: Mode) {
         self.failing.set(false);
-        let settings = match self.prepare(env) {
+        let mut settings = match self.prepare(env) {
             Ok(s) => s,
             Err(f) => {
                 self.fail(f).await;
                 return;
             }
         };
+        super::files::prepare(&self.alias, &mut settings);
         if settings
             .gate
             .as_ref()
