@@ -605,7 +605,14 @@ async fn an_attached_png_reaches_the_model_as_an_image_block() {
         return;
     };
     store_file(&c.env, &c.s, "files/shot.png", "shot.png", "image/png", PNG);
-    store_file(&c.env, &c.s, "files/notes.txt", "notes.txt", "text/plain", b"a note\n");
+    store_file(
+        &c.env,
+        &c.s,
+        "files/notes.txt",
+        "notes.txt",
+        "text/plain",
+        b"a note\n",
+    );
     post(
         &c.env,
         &c.s,
@@ -623,10 +630,14 @@ async fn an_attached_png_reaches_the_model_as_an_image_block() {
         const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut s = String::new();
         for chunk in PNG.chunks(3) {
-            let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
             for i in 0..4 {
                 if i <= chunk.len() {
-                    s.write_char(A[((n >> (18 - 6 * i)) & 63) as usize] as char).unwrap();
+                    s.write_char(A[((n >> (18 - 6 * i)) & 63) as usize] as char)
+                        .unwrap();
                 } else {
                     s.push('=');
                 }
@@ -639,7 +650,12 @@ async fn an_attached_png_reaches_the_model_as_an_image_block() {
         .iter()
         .flat_map(user_blocks)
         .find(|b| b["type"] == "image")
-        .unwrap_or_else(|| panic!("no image block reached the model: {:?}", calls.last().map(|r| &r.body)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no image block reached the model: {:?}",
+                calls.last().map(|r| &r.body)
+            )
+        });
     assert_eq!(image["source"]["type"], "base64");
     assert_eq!(image["source"]["media_type"], "image/png");
     assert_eq!(image["source"]["data"], want);

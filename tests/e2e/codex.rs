@@ -604,7 +604,11 @@ async fn an_attached_png_reaches_codex_as_a_local_image() {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|b| format!("{}:{}", b["type"], b.to_string().chars().take(120).collect::<String>()))
+                .map(|b| format!(
+                    "{}:{}",
+                    b["type"],
+                    b.to_string().chars().take(120).collect::<String>()
+                ))
                 .collect::<Vec<_>>())
             .collect::<Vec<_>>()
     );

@@ -10,13 +10,13 @@ use serde_json::{Value, json};
 
 use crate::harness_support::{Env, alice, envelope};
 
-/// A 1×1 PNG (transparent), small and valid for any image reader.
+/// An 8×8 red PNG (valid chunks and checksums, so image readers accept it).
 pub const PNG: &[u8] = &[
     0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
-    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
-    0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x00, 0x01, 0x00, 0x00,
-    0x05, 0x00, 0x01, 0x0d, 0x0a, 0x2d, 0xb4, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae,
-    0x42, 0x60, 0x82,
+    0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x08, 0x08, 0x02, 0x00, 0x00, 0x00, 0x4b, 0x6d, 0x29,
+    0xdc, 0x00, 0x00, 0x00, 0x11, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0xf8, 0xcf, 0xc0, 0x80,
+    0x15, 0x31, 0x0c, 0x2d, 0x09, 0x00, 0x28, 0xff, 0x3f, 0xc1, 0xce, 0x77, 0xc8, 0x4f, 0x00, 0x00,
+    0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
 ];
 
 fn file_block(alias: &str, name: &str, content_type: &str, size: usize) -> Value {
@@ -67,7 +67,14 @@ async fn attachments_reach_the_work_folder_and_are_named_in_the_turn() {
         "*\n"
     );
 
-    store_file(&env, &s, "files/log.txt", "log.txt", "text/plain", b"line one\n");
+    store_file(
+        &env,
+        &s,
+        "files/log.txt",
+        "log.txt",
+        "text/plain",
+        b"line one\n",
+    );
     store_file(&env, &s, "files/shot.png", "shot.png", "image/png", PNG);
     let item = post(
         &env,
@@ -79,7 +86,9 @@ async fn attachments_reach_the_work_folder_and_are_named_in_the_turn() {
                file_block("files/shot.png", "shot.png", "image/png", PNG.len())]),
     );
     env.wait("the agent's answer", |e| {
-        texts(e, &s, "t", "text").iter().any(|x| x.contains("## Attachments"))
+        texts(e, &s, "t", "text")
+            .iter()
+            .any(|x| x.contains("## Attachments"))
     })
     .await;
 
@@ -99,7 +108,10 @@ async fn attachments_reach_the_work_folder_and_are_named_in_the_turn() {
         "{answer}"
     );
     assert!(
-        answer.contains(&format!("- log.txt (text/plain, 9 bytes): {}", log.display())),
+        answer.contains(&format!(
+            "- log.txt (text/plain, 9 bytes): {}",
+            log.display()
+        )),
         "{answer}"
     );
     assert!(
@@ -138,7 +150,9 @@ async fn hostile_names_stay_in_the_inbox_and_a_missing_file_does_not_fail_the_th
                file_block("files/missing", "gone.txt", "text/plain", 3)]),
     );
     env.wait("the agent's answer", |e| {
-        texts(e, &s, "t", "text").iter().any(|x| x.contains("## Attachments"))
+        texts(e, &s, "t", "text")
+            .iter()
+            .any(|x| x.contains("## Attachments"))
     })
     .await;
     let folder = work.join("in").join(&item);
@@ -220,7 +234,10 @@ async fn an_agents_outbox_becomes_session_files_and_one_artifacts_item() {
         .into_iter()
         .find(|i| i["metadata"]["type"] == "artifacts_published")
         .unwrap();
-    assert_eq!(item["content"][0]["text"], "Published 2 artifact(s), skipped 2");
+    assert_eq!(
+        item["content"][0]["text"],
+        "Published 2 artifact(s), skipped 2"
+    );
     let csv_alias = item["metadata"]["aliases"][0].as_str().unwrap().to_string();
     assert!(
         csv_alias.starts_with("runs/r1/data/my_results-") && csv_alias.ends_with(".csv"),
@@ -248,7 +265,9 @@ async fn an_agents_outbox_becomes_session_files_and_one_artifacts_item() {
     );
     assert_eq!(blocks[1]["file"]["content_type"], "text/csv");
     assert_eq!(
-        env.admin.file_bytes(&s.session_id, "runs/r1/report.md").unwrap(),
+        env.admin
+            .file_bytes(&s.session_id, "runs/r1/report.md")
+            .unwrap(),
         b"# Report\n"
     );
     assert_eq!(
@@ -258,17 +277,26 @@ async fn an_agents_outbox_becomes_session_files_and_one_artifacts_item() {
     // The link's target was never read: no object holds the secret.
     for (alias, _) in env.admin.objects(&s.session_id) {
         if let Some(bytes) = env.admin.file_bytes(&s.session_id, &alias) {
-            assert!(!String::from_utf8_lossy(&bytes).contains("TOP-SECRET"), "{alias}");
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains("TOP-SECRET"),
+                "{alias}"
+            );
         }
     }
-    assert!(env.admin.object(&s.session_id, "runs/r1/leak.txt").is_none());
+    assert!(
+        env.admin
+            .object(&s.session_id, "runs/r1/leak.txt")
+            .is_none()
+    );
 
     // The next turn republishes everything: the same aliases again, overwritten.
     env.say(&s, "t", "make: out/report.md # Report v2");
     env.wait("turn 2", |e| texts(e, &s, "t", "turn_end").len() == 2)
         .await;
     assert_eq!(
-        env.admin.file_bytes(&s.session_id, "runs/r1/report.md").unwrap(),
+        env.admin
+            .file_bytes(&s.session_id, "runs/r1/report.md")
+            .unwrap(),
         b"# Report v2\n"
     );
     assert_eq!(texts(&env, &s, "t", "artifacts_published").len(), 2);

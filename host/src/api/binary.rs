@@ -8,8 +8,8 @@
 //!   the `X-Response-Body` header. A JSON body on this channel is a failure envelope, classified
 //!   like any other answer; a JSON *success* is a protocol mismatch.
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Map, Value};
 
 use super::ApiError;

@@ -235,7 +235,12 @@ impl Client {
 
     /// Sleeps before attempt `attempt + 1`, or gives the error back when `Retry-After` asks for
     /// more than the cap.
-    pub(super) async fn back_off(&self, attempt: u32, path: &str, err: &ApiError) -> Result<(), ApiError> {
+    pub(super) async fn back_off(
+        &self,
+        attempt: u32,
+        path: &str,
+        err: &ApiError,
+    ) -> Result<(), ApiError> {
         let Some(delay) = self.inner.retry.delay(attempt - 1, err, fastrand::f64()) else {
             return Err(err.clone());
         };

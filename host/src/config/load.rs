@@ -16,8 +16,8 @@ use serde_yaml::{Mapping, Value};
 
 use super::lines::LineIndex;
 use super::model::{
-    AgentSettings, Attachments, Concurrency, Config, JobTypeSettings, Permissions, Policy, PolicyRule, Polling,
-    Section, Shutdown, Workspace,
+    AgentSettings, Attachments, Concurrency, Config, JobTypeSettings, Permissions, Policy,
+    PolicyRule, Polling, Section, Shutdown, Workspace,
 };
 
 /// Portable effort values; anything else must look like a harness passthrough token.
@@ -416,7 +416,9 @@ impl Walk {
             if escapes {
                 self.error(
                     "attachments.inbox",
-                    format!("must be a folder inside the work folder (relative, no `..`), got `{inbox}`"),
+                    format!(
+                        "must be a folder inside the work folder (relative, no `..`), got `{inbox}`"
+                    ),
                 );
             } else {
                 out.inbox = inbox;

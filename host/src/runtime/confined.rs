@@ -607,7 +607,13 @@ mod tests {
             std::fs::read_to_string(root.join(".blobhub/inbox/.gitignore")).unwrap(),
             "*\n"
         );
-        let mode = |p: &str| std::fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o777;
+        let mode = |p: &str| {
+            std::fs::metadata(root.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
         assert_eq!(mode(".blobhub"), 0o700);
         assert_eq!(mode(".blobhub/inbox/.gitignore"), 0o600);
         // An existing ignore file (even a link) is left alone, never written through.

@@ -58,7 +58,11 @@ impl SessionTransport for ClientTransport {
     ) -> DownloadFuture {
         let client = self.0.clone();
         let revision_id = revision_id.to_owned();
-        Box::pin(async move { client.download_session_file(&revision_id, args, limit).await })
+        Box::pin(async move {
+            client
+                .download_session_file(&revision_id, args, limit)
+                .await
+        })
     }
 }
 

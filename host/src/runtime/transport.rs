@@ -53,13 +53,23 @@ pub trait SessionTransport: Send + Sync + 'static {
 
     /// `upload_session_file` over the binary channel: `bytes` as the file, `args` (with
     /// `session_id`, `alias`, `name`, `content_type`) in the request header.
-    fn upload_file(&self, revision_id: &str, args: Map<String, Value>, bytes: Vec<u8>) -> CallFuture {
+    fn upload_file(
+        &self,
+        revision_id: &str,
+        args: Map<String, Value>,
+        bytes: Vec<u8>,
+    ) -> CallFuture {
         let _ = (revision_id, args, bytes);
         Box::pin(async { Err(no_binary_channel()) })
     }
 
     /// `download_session_file` over the binary channel, at most `limit` bytes.
-    fn download_file(&self, revision_id: &str, args: Map<String, Value>, limit: u64) -> DownloadFuture {
+    fn download_file(
+        &self,
+        revision_id: &str,
+        args: Map<String, Value>,
+        limit: u64,
+    ) -> DownloadFuture {
         let _ = (revision_id, args, limit);
         Box::pin(async { Err(no_binary_channel()) })
     }

@@ -294,16 +294,38 @@ mod tests {
             (json!("out"), "artifacts_block_malformed"),
             (json!([1]), "artifacts_block_malformed"),
             (json!({"prefix": "runs/"}), "artifacts_block_incomplete"),
-            (json!({"prefix": "", "outbox": ""}), "artifacts_block_incomplete"),
-            (json!({"prefix": 3, "outbox": "o"}), "artifacts_block_incomplete"),
-            (json!({"prefix": "runs", "outbox": "o"}), "artifacts_prefix_invalid"),
-            (json!({"prefix": "/runs/", "outbox": "o"}), "artifacts_prefix_invalid"),
-            (json!({"prefix": "a b/", "outbox": "o"}), "artifacts_prefix_invalid"),
-            (json!({"prefix": "r/", "outbox": "/tmp/o"}), "outbox_invalid"),
+            (
+                json!({"prefix": "", "outbox": ""}),
+                "artifacts_block_incomplete",
+            ),
+            (
+                json!({"prefix": 3, "outbox": "o"}),
+                "artifacts_block_incomplete",
+            ),
+            (
+                json!({"prefix": "runs", "outbox": "o"}),
+                "artifacts_prefix_invalid",
+            ),
+            (
+                json!({"prefix": "/runs/", "outbox": "o"}),
+                "artifacts_prefix_invalid",
+            ),
+            (
+                json!({"prefix": "a b/", "outbox": "o"}),
+                "artifacts_prefix_invalid",
+            ),
+            (
+                json!({"prefix": "r/", "outbox": "/tmp/o"}),
+                "outbox_invalid",
+            ),
             (json!({"prefix": "r/", "outbox": "../o"}), "outbox_invalid"),
             (json!({"prefix": "r/", "outbox": "."}), "outbox_invalid"),
         ] {
-            assert_eq!(parse_block(Some(&block)).unwrap_err().event, event, "{block}");
+            assert_eq!(
+                parse_block(Some(&block)).unwrap_err().event,
+                event,
+                "{block}"
+            );
         }
     }
 
@@ -414,7 +436,10 @@ mod tests {
         assert_eq!(content[1]["file"]["alias"], "r/0-aaa");
         assert_eq!(meta["type"], "artifacts_published");
         assert_eq!(meta["counts"], json!({"published": 2, "skipped": 1}));
-        assert_eq!(meta["skipped"], json!([{"path": "link", "reason": "symlink"}]));
+        assert_eq!(
+            meta["skipped"],
+            json!([{"path": "link", "reason": "symlink"}])
+        );
         assert!(meta.get("part").is_none());
         let items = super::items(&[], &[], Some("outbox unusable"));
         assert_eq!(

@@ -91,10 +91,7 @@ pub fn blocks(item: &Value) -> Vec<Block> {
 /// keeping an extension of at most [`EXT_MAX`] characters.
 pub fn sanitize(name: &str, ordinal: usize) -> String {
     let unified = name.replace('\\', "/");
-    let last = unified
-        .split('/')
-        .rfind(|s| !s.is_empty())
-        .unwrap_or("");
+    let last = unified.split('/').rfind(|s| !s.is_empty()).unwrap_or("");
     let mapped: String = last
         .chars()
         .map(|c| {
@@ -246,7 +243,10 @@ pub enum Part {
     Text(String),
     File(Local),
     /// A file that could not be fetched, with why.
-    Unavailable { name: String, reason: String },
+    Unavailable {
+        name: String,
+        reason: String,
+    },
 }
 
 /// The instruction line of the `## Attachments` section.
@@ -326,8 +326,7 @@ impl NativeInput {
 
 /// Standard base64 with padding (RFC 4648), for image blocks.
 pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -415,7 +414,11 @@ mod tests {
             ("héllo wörld.md", 1, "h_llo_w_rld.md".into()),
             ("a@b-c_d.e", 1, "a@b-c_d.e".into()),
             ("$(rm -rf ~).sh", 1, "__rm_-rf___.sh".into()),
-            (&format!("{long_stem}.png"), 1, format!("{}.png", "a".repeat(124))),
+            (
+                &format!("{long_stem}.png"),
+                1,
+                format!("{}.png", "a".repeat(124)),
+            ),
             (&long_stem, 1, "a".repeat(128)),
         ] {
             assert_eq!(sanitize(input, ordinal), want, "{input:?}");
@@ -458,10 +461,7 @@ mod tests {
         };
         let files = [f("a.txt"), f("dir/a.txt"), f("a.txt"), f(""), f("b")];
         let refs: Vec<&FileRef> = files.iter().collect();
-        assert_eq!(
-            item_names(&refs),
-            ["a.txt", "2-a.txt", "3-a.txt", "a", "b"]
-        );
+        assert_eq!(item_names(&refs), ["a.txt", "2-a.txt", "3-a.txt", "a", "b"]);
         let files = [f("x"), f("2-x"), f("x")];
         let refs: Vec<&FileRef> = files.iter().collect();
         assert_eq!(item_names(&refs), ["x", "2-x", "3-x"]);
@@ -473,10 +473,7 @@ mod tests {
     #[test]
     fn inbox_tiers_and_containment() {
         assert_eq!(resolve_inbox(None, None).0.as_deref(), Some(DEFAULT_INBOX));
-        assert_eq!(
-            resolve_inbox(None, Some("in")).0.as_deref(),
-            Some("in")
-        );
+        assert_eq!(resolve_inbox(None, Some("in")).0.as_deref(), Some("in"));
         assert_eq!(
             resolve_inbox(Some(&json!({"inbox": "./docs/in/"})), Some("in"))
                 .0

@@ -228,9 +228,10 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
     );
     for p in problems {
         warnings.push(match p {
-            crate::attachments::InboxProblem::Malformed(found) => {
-                ("attachments_block_malformed", serde_json::json!({"found": found}))
-            }
+            crate::attachments::InboxProblem::Malformed(found) => (
+                "attachments_block_malformed",
+                serde_json::json!({"found": found}),
+            ),
             crate::attachments::InboxProblem::Invalid(error) => {
                 ("inbox_invalid", serde_json::json!({"error": error}))
             }

@@ -265,11 +265,12 @@ impl Admin {
     /// From now on `upload_session_file` refuses these content types with
     /// `unsupported_file_type` (HTTP 415), as the platform does for types it does not accept.
     pub fn refuse_file_types(&self, types: &[&str]) {
-        self.shared.mutate(|st| {
-            st.refused_file_types = types.iter().map(|t| t.to_string()).collect();
-            Ok(((), false))
-        })
-        .expect("a setting cannot fail");
+        self.shared
+            .mutate(|st| {
+                st.refused_file_types = types.iter().map(|t| t.to_string()).collect();
+                Ok(((), false))
+            })
+            .expect("a setting cannot fail");
     }
 
     /// Reseeds the fault RNG so rates below 1.0 repeat exactly.

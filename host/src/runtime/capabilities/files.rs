@@ -153,11 +153,13 @@ impl wit::Host for SectionHost {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(match confined::read(&root, &path, limit.min(MAX_FILE_SIZE)) {
-            Ok(Some(bytes)) => Ok(bytes),
-            Ok(None) => Err(FileError::NotFound(format!("`{path}` does not exist"))),
-            Err(e) => Err(e.into()),
-        })
+        Ok(
+            match confined::read(&root, &path, limit.min(MAX_FILE_SIZE)) {
+                Ok(Some(bytes)) => Ok(bytes),
+                Ok(None) => Err(FileError::NotFound(format!("`{path}` does not exist"))),
+                Err(e) => Err(e.into()),
+            },
+        )
     }
 
     fn download_session_file(
@@ -183,9 +185,13 @@ impl wit::Host for SectionHost {
             Box::pin(async move {
                 let mut args = Map::new();
                 args.insert("alias".into(), json!(alias));
-                let download =
-                    session::call_download(section.shared.transport.as_ref(), &section.session, args, MAX_FILE_SIZE)
-                        .await?;
+                let download = session::call_download(
+                    section.shared.transport.as_ref(),
+                    &section.session,
+                    args,
+                    MAX_FILE_SIZE,
+                )
+                .await?;
                 let size = download.bytes.len() as u64;
                 let (path, bytes) = (dest.clone(), download.bytes);
                 let written = tokio::task::spawn_blocking(move || {
@@ -234,9 +240,13 @@ impl wit::Host for SectionHost {
                 args.insert("alias".into(), json!(alias));
                 args.insert("name".into(), json!(name));
                 args.insert("content_type".into(), json!(content_type));
-                let envelope: Value =
-                    session::call_upload(section.shared.transport.as_ref(), &section.session, args, bytes)
-                        .await?;
+                let envelope: Value = session::call_upload(
+                    section.shared.transport.as_ref(),
+                    &section.session,
+                    args,
+                    bytes,
+                )
+                .await?;
                 Ok(envelope.to_string())
             })
         })
@@ -251,7 +261,10 @@ mod tests {
     fn sniffing_is_utf8_or_bytes() {
         assert_eq!(sniffed_type(b"hello\n"), "text/plain");
         assert_eq!(sniffed_type("é".as_bytes()), "text/plain");
-        assert_eq!(sniffed_type(&[0x89, b'P', b'N', b'G', 0xff]), "application/octet-stream");
+        assert_eq!(
+            sniffed_type(&[0x89, b'P', b'N', b'G', 0xff]),
+            "application/octet-stream"
+        );
     }
 
     #[test]

@@ -205,7 +205,9 @@ pub async fn call_download(
     match transport.download_file(&revision, args, limit).await {
         Ok(d) => Ok(d),
         Err(TransportError::CommandFailed { error, message, .. }) if error == "file_too_large" => {
-            Err(ApiError::Refused(format!("the file was not kept: {message}")))
+            Err(ApiError::Refused(format!(
+                "the file was not kept: {message}"
+            )))
         }
         Err(e) => Err(e.into()),
     }

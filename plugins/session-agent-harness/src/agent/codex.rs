@@ -779,7 +779,10 @@ mod tests {
             images: Vec::new(),
         };
         let input = super::native_input(&native);
-        assert_eq!(input[0], serde_json::json!({"type": "text", "text": "look"}));
+        assert_eq!(
+            input[0],
+            serde_json::json!({"type": "text", "text": "look"})
+        );
         assert_eq!(
             input[1],
             serde_json::json!({"type": "localImage", "path": "/w/in/i1/a.png"})

@@ -228,7 +228,12 @@ pub async fn publish(t: &Rc<Thread>, settings: &Settings, st: &mut TurnState) {
         .and_then(|i| i.strip_prefix(&format!("{}/", a.outbox)))
         .map(str::to_string);
     match files::list_tree(wf, &a.outbox, artifacts::WALK_MAX) {
-        Err(e) => error = Some(format!("the outbox could not be read: {}", files::describe(&e))),
+        Err(e) => {
+            error = Some(format!(
+                "the outbox could not be read: {}",
+                files::describe(&e)
+            ))
+        }
         Ok(entries) => {
             let max = files::max_file_size();
             let mut aliases: Vec<String> = Vec::new();
