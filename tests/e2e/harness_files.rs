@@ -181,6 +181,33 @@ async fn hostile_names_stay_in_the_inbox_and_a_missing_file_does_not_fail_the_th
         .unwrap();
     assert_eq!(notice["metadata"]["files"][0]["alias"], "files/missing");
     assert_eq!(env.state(&s, "t"), "active");
+
+    // The agent swaps its inbox for a link to a folder outside: a download never follows it.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::remove_dir_all(work.join("in")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), work.join("in")).unwrap();
+    post(
+        &env,
+        &s,
+        "t",
+        json!([{"type": "text", "text": "again"},
+               file_block("files/a", "x", "text/plain", 8)]),
+    );
+    env.wait("the second notice", |e| {
+        texts(e, &s, "t", "status").len() == 2
+    })
+    .await;
+    env.wait("the second answer", |e| {
+        texts(e, &s, "t", "turn_end").len() == 2
+    })
+    .await;
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    let answer = texts(&env, &s, "t", "text").pop().unwrap();
+    assert!(
+        answer.starts_with("echo: again\n- x — unavailable ("),
+        "{answer}"
+    );
+    assert_eq!(env.state(&s, "t"), "active");
 }
 
 fn with_artifacts(env: &Env, prefix: &str, outbox: &str) -> Value {

@@ -1101,6 +1101,25 @@ sections:
     }
 
     #[test]
+    fn attachments_inbox_is_relative_and_inside() {
+        let config = load_str("sections: []\n").config.unwrap();
+        assert_eq!(config.attachments.inbox, ".blobhub/inbox");
+        let report = load_str("attachments:\n  inbox: docs/in\nsections: []\n");
+        assert!(report.diagnostics.is_empty(), "{:?}", report.diagnostics);
+        let config = report.config.unwrap();
+        let wc = crate::runtime::settings::RuntimeSettings::from(&config).worker_config;
+        assert_eq!(wc["attachments"]["inbox"], "docs/in");
+        for bad in ["/tmp/in", "../in", "a/../../in", ".", "./"] {
+            let report = load_str(&format!("attachments:\n  inbox: \"{bad}\"\nsections: []\n"));
+            assert_eq!(
+                report.errors().map(|d| d.path.as_str()).collect::<Vec<_>>(),
+                ["attachments.inbox"],
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn policy_block_is_typed_and_checked() {
         let report = load_str(
             "policy:\n  allow_autonomous: false\n  rules:\n    - {id: no-push, effect: exec, action: deny, command: [\"git push*\"]}\n    - {effect: write, outside: work_folder, action: deny}\nagents:\n  codex: {permissions: guarded}\n  claude_code: {wait: parked}\nsections: []\n",

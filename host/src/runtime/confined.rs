@@ -296,8 +296,8 @@ fn list_into(
 ) -> Result<(), ConfinedError> {
     use rustix::fs::{Dir, FileType, statat};
     let mut names = Vec::new();
-    let mut listing = Dir::read_from(dir).map_err(|e| io(shown, e))?;
-    while let Some(entry) = listing.next() {
+    let listing = Dir::read_from(dir).map_err(|e| io(shown, e))?;
+    for entry in listing {
         let entry = entry.map_err(|e| io(shown, e))?;
         let name = entry.file_name().to_bytes();
         if name == b"." || name == b".." {
