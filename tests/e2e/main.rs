@@ -1,4 +1,5 @@
 mod agent_env;
+mod agent_rig;
 mod claude;
 mod client;
 mod codex;
