@@ -518,7 +518,7 @@ async fn an_attached_png_reaches_the_model_as_an_image_block() {
         }
         s
     };
-    let calls = c.fake.messages_calls();
+    let calls = c.fake.model_calls();
     let image = calls
         .iter()
         .flat_map(user_blocks)

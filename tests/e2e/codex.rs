@@ -464,7 +464,7 @@ async fn an_attached_png_reaches_codex_as_a_local_image() {
     );
     c.wait_count("t", "turn_end", 1).await;
     // Codex reads the local file and sends it to the model as an input image (a data URL).
-    let calls = c.fake.responses_calls();
+    let calls = c.fake.model_calls();
     let images: Vec<String> = calls
         .iter()
         .flat_map(|r| r.input().to_vec())
