@@ -355,3 +355,51 @@ async fn an_outbox_rule_confines_a_guarded_agents_writes_to_the_outbox() {
         ["Blocked by policy rule 'outbox-only': src/main.rs"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_that_come_with_an_answer_reach_the_agent_in_the_next_turn() {
+    let env = Env::new().await;
+    let s = env.session("ses_answer_files");
+    env.configure(&[&s], 4, "");
+    let _worker = env.start().await;
+    env.handoff(&s, "t");
+    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.say(&s, "t", "ask: which colour?");
+    env.wait("the question", |e| {
+        !texts(e, &s, "t", "pending_prompt").is_empty()
+    })
+    .await;
+    store_file(
+        &env,
+        &s,
+        "files/palette.txt",
+        "palette.txt",
+        "text/plain",
+        b"blue\n",
+    );
+    post(
+        &env,
+        &s,
+        "t",
+        json!([{"type": "text", "text": "blue"},
+               file_block("files/palette.txt", "palette.txt", "text/plain", 5)]),
+    );
+    env.wait("the files' turn", |e| {
+        texts(e, &s, "t", "turn_end").len() == 2
+    })
+    .await;
+    let said = texts(&env, &s, "t", "text");
+    assert_eq!(said[0], "answered: blue");
+    assert!(
+        said[1].starts_with("echo: 1 attachment(s) came with the answer you just received"),
+        "{said:?}"
+    );
+    assert!(
+        said[1].contains("[palette.txt]\n\n## Attachments"),
+        "{said:?}"
+    );
+    assert!(
+        said[1].contains("- palette.txt (text/plain, 5 bytes): "),
+        "{said:?}"
+    );
+}

@@ -249,6 +249,15 @@ pub enum Part {
     },
 }
 
+/// The message that carries the files of an answer given to a waiting agent (a tool result
+/// cannot carry files, so they come as the next turn).
+pub fn answer_files_note(n: usize) -> String {
+    format!(
+        "{n} attachment(s) came with the answer you just received; they arrive separately because \
+         an answer to a question cannot carry files. Nothing new is asked."
+    )
+}
+
 /// The instruction line of the `## Attachments` section.
 pub const ATTACHMENTS_NOTE: &str =
     "The person attached these files; they are on disk, read them from these paths:";

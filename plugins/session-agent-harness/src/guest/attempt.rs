@@ -526,6 +526,7 @@ async fn deliver_answer(
         Answer::Answers(&answers)
     };
     write(child, driver.answer(&request_id, answer));
+    t.queue_answer_files(&msg);
     // The answer was read; with nothing else queued, the turn has consumed up to it.
     if let Some(b) = t.consumed_through_answer() {
         st.boundary = b;

@@ -403,6 +403,36 @@ impl Thread {
             && self.answer.borrow().is_some()
     }
 
+    /// The files of an answer delivered to a waiting agent: its tool result cannot carry them,
+    /// so they are queued as a message of their own, with a line saying why.
+    pub fn queue_answer_files(&self, msg: &Msg) {
+        use crate::attachments::{Block, answer_files_note};
+        let files: Vec<Block> = msg
+            .blocks
+            .iter()
+            .filter(|b| matches!(b, Block::File(_)))
+            .cloned()
+            .collect();
+        if files.is_empty() {
+            return;
+        }
+        let text = answer_files_note(files.len());
+        log(
+            Level::Info,
+            "answer_files_queued",
+            Some(&self.alias),
+            json!({"item_id": msg.item_id, "files": files.len()}),
+        );
+        let mut blocks = vec![Block::Text(text.clone())];
+        blocks.extend(files);
+        self.inbox.borrow_mut().push_back(Msg {
+            item_id: msg.item_id.clone(),
+            text,
+            answers: None,
+            blocks,
+        });
+    }
+
     /// After a delivered answer: with nothing else queued, the turn has consumed everything
     /// fetched so far, and this is its new boundary.
     pub fn consumed_through_answer(&self) -> Option<ItemCursor> {
