@@ -426,7 +426,9 @@ impl Thread {
         let mut blocks = vec![Block::Text(text.clone())];
         blocks.extend(files);
         self.inbox.borrow_mut().push_back(Msg {
-            item_id: msg.item_id.clone(),
+            // Not the answer's own id: a replay of our resolve item drops the answer by its id
+            // (the agent has it), and these files must not go with it.
+            item_id: format!("{}-files", msg.item_id),
             text,
             answers: None,
             blocks,
