@@ -390,7 +390,10 @@ async fn files_that_come_with_an_answer_reach_the_agent_in_the_next_turn() {
     .await;
     let said = texts(&env, &s, "t", "text");
     // `ask:` is an approval: "blue" is a denial, with the person's words.
-    assert!(said[0].starts_with("answered: ") && said[0].contains("blue"), "{said:?}");
+    assert!(
+        said[0].starts_with("answered: ") && said[0].contains("blue"),
+        "{said:?}"
+    );
     assert!(
         said[1].starts_with("echo: 1 attachment(s) came with the answer you just received"),
         "{said:?}"

@@ -235,6 +235,12 @@ pub async fn publish(t: &Rc<Thread>, settings: &Settings, st: &mut TurnState) {
             ))
         }
         Ok(entries) => {
+            if entries.len() >= artifacts::WALK_MAX as usize {
+                error = Some(format!(
+                    "the outbox holds more than {} entries; only the first were looked at",
+                    artifacts::WALK_MAX
+                ));
+            }
             let max = files::max_file_size();
             let mut aliases: Vec<String> = Vec::new();
             for e in entries {
