@@ -27,7 +27,8 @@
 //! `refused: <the reason it was given>`; `stamp` replies `stamp: read=<µs> sent=<µs>` (wall
 //! clock when the turn was read and the reply written); anything else replies `echo: <text>`.
 //! Lines `make: <path> <text>` and `link: <path> <target>` anywhere in the text first write a
-//! file or make a symbolic link (relative to the working folder).
+//! file or make a symbolic link (relative to the working folder); a line `hold: <ms>` holds the
+//! reply back that long after the first line's action (a turn left open for a test to act in).
 //!
 //! The session survives restarts: a fresh session id is minted when `--session-id` is absent, and
 //! a small record under `<cwd>/.blobhub-test-agent/` counts its turns, so a resumed session reports
@@ -85,6 +86,14 @@ fn make_files(text: &str) {
             }
         }
     }
+}
+
+/// A line `hold: <ms>` anywhere in the text: wait that long before the reply, after whatever the
+/// first line did (an answered `ask:` included), so a test can act while the turn is still open.
+fn hold_ms(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("hold: "))
+        .and_then(|ms| ms.trim().parse().ok())
 }
 
 /// Reads the first line of the turn text; the rest of the text only matters to `echo`.
@@ -361,6 +370,9 @@ pub fn main() {
         Action::Echo => format!("echo: {text}"),
         Action::Stamp => format!("stamp: read={read_at} sent={}", epoch_micros()),
     };
+    if let Some(ms) = hold_ms(&text) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     out.send(json!({"type": "text", "text": reply}));
     let input_tokens = text.split_whitespace().count() as u64;
     let output_tokens = reply.split_whitespace().count() as u64;

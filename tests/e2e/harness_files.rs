@@ -407,3 +407,62 @@ async fn files_that_come_with_an_answer_reach_the_agent_in_the_next_turn() {
         "{said:?}"
     );
 }
+
+/// The answer's words reached the agent inside its turn and are not replayed; its files go as a
+/// message of their own, which a kill before their turn must not lose: after the restart they
+/// still reach the agent, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_that_came_with_an_answer_survive_a_kill_before_their_turn() {
+    let env = Env::new().await;
+    let s = env.session("ses_answer_files_kill");
+    env.configure(&[&s], 4, "");
+    let mut worker = env.start().await;
+    env.handoff(&s, "t");
+    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    // The turn stays open a minute after the answer: the kill lands inside it.
+    env.say(&s, "t", "ask: which colour?\nhold: 60000");
+    env.wait("the question", |e| {
+        !texts(e, &s, "t", "pending_prompt").is_empty()
+    })
+    .await;
+    store_file(
+        &env,
+        &s,
+        "files/palette.txt",
+        "palette.txt",
+        "text/plain",
+        b"blue\n",
+    );
+    post(
+        &env,
+        &s,
+        "t",
+        json!([{"type": "text", "text": "blue"},
+               file_block("files/palette.txt", "palette.txt", "text/plain", 5)]),
+    );
+    env.wait("the answer resolved", |e| {
+        !texts(e, &s, "t", "pending_prompt_resolved").is_empty()
+    })
+    .await;
+    worker.child.kill().await.unwrap();
+    let _worker = env.start().await;
+
+    env.wait("the files' turn", |e| {
+        texts(e, &s, "t", "text")
+            .iter()
+            .any(|t| t.starts_with("echo: 1 attachment(s) came with the answer"))
+    })
+    .await;
+    let said = texts(&env, &s, "t", "text");
+    let files_turns: Vec<&String> = said
+        .iter()
+        .filter(|t| t.starts_with("echo: 1 attachment(s) came with the answer"))
+        .collect();
+    assert_eq!(files_turns.len(), 1, "{said:?}");
+    assert!(
+        files_turns[0].contains("- palette.txt (text/plain, 5 bytes): "),
+        "{said:?}"
+    );
+    // The words were the agent's already: never replayed as a message of their own.
+    assert!(!said.iter().any(|t| t == "echo: blue"), "{said:?}");
+}

@@ -424,33 +424,15 @@ impl Thread {
     /// The files of an answer delivered to a waiting agent: its tool result cannot carry them,
     /// so they are queued as a message of their own, with a line saying why.
     pub fn queue_answer_files(&self, msg: &Msg) {
-        use crate::attachments::{Block, answer_files_note};
-        let files: Vec<Block> = msg
-            .blocks
-            .iter()
-            .filter(|b| matches!(b, Block::File(_)))
-            .cloned()
-            .collect();
-        if files.is_empty() {
-            return;
+        if let Some(files) = answer_files(msg) {
+            log(
+                Level::Info,
+                "answer_files_queued",
+                Some(&self.alias),
+                json!({"item_id": msg.item_id, "files": files.blocks.len() - 1}),
+            );
+            self.inbox.borrow_mut().push_back(files);
         }
-        let text = answer_files_note(files.len());
-        log(
-            Level::Info,
-            "answer_files_queued",
-            Some(&self.alias),
-            json!({"item_id": msg.item_id, "files": files.len()}),
-        );
-        let mut blocks = vec![Block::Text(text.clone())];
-        blocks.extend(files);
-        self.inbox.borrow_mut().push_back(Msg {
-            // Not the answer's own id: a replay of our resolve item drops the answer by its id
-            // (the agent has it), and these files must not go with it.
-            item_id: format!("{}-files", msg.item_id),
-            text,
-            answers: None,
-            blocks,
-        });
     }
 
     /// After a delivered answer: with nothing else queued, the turn has consumed everything
@@ -718,7 +700,19 @@ impl Thread {
         let mut inbox = self.inbox.borrow_mut();
         match prompt::replayed(meta) {
             prompt::Replayed::Unrelated => {}
-            prompt::Replayed::Drop(id) => inbox.retain(|m| m.item_id != id),
+            // The agent had the answer's words; its files went as a message of their own, which
+            // this replay must not lose (the crash may have come before their turn).
+            prompt::Replayed::Drop(id) => {
+                let Some(at) = inbox.iter().position(|m| m.item_id == id) else {
+                    return;
+                };
+                match answer_files(&inbox[at]) {
+                    Some(files) => inbox[at] = files,
+                    None => {
+                        inbox.remove(at);
+                    }
+                }
+            }
             prompt::Replayed::Resume(id, text) => {
                 if let Some(m) = inbox.iter_mut().find(|m| m.item_id == id) {
                     *m = m.clone().with_text(text);
@@ -1093,4 +1087,29 @@ pub async fn teardown_all(threads: &[Rc<Thread>]) {
     for t in threads {
         t.teardown().await;
     }
+}
+
+/// The message carrying the files of answer `msg` to the agent's next turn, if it had any.
+fn answer_files(msg: &Msg) -> Option<Msg> {
+    use crate::attachments::{Block, answer_files_note};
+    let files: Vec<Block> = msg
+        .blocks
+        .iter()
+        .filter(|b| matches!(b, Block::File(_)))
+        .cloned()
+        .collect();
+    if files.is_empty() {
+        return None;
+    }
+    let text = answer_files_note(files.len());
+    let mut blocks = vec![Block::Text(text.clone())];
+    blocks.extend(files);
+    Some(Msg {
+        // Not the answer's own id: a replay of our resolve item drops the answer by its id (the
+        // agent has it), and these files must not go with it.
+        item_id: format!("{}-files", msg.item_id),
+        text,
+        answers: None,
+        blocks,
+    })
 }
