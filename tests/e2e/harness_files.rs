@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use blobhub_emulator::SessionIds;
+use blobhub_emulator::{Faults, SessionIds};
 use serde_json::{Value, json};
 
 use crate::harness_support::{Env, alice, envelope};
@@ -465,4 +465,95 @@ async fn files_that_came_with_an_answer_survive_a_kill_before_their_turn() {
     );
     // The words were the agent's already: never replayed as a message of their own.
     assert!(!said.iter().any(|t| t == "echo: blue"), "{said:?}");
+}
+
+/// A download the platform fails transiently is tried again and the file arrives; one that keeps
+/// failing is given up after its attempts, named unavailable to the agent, and the thread goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_fails_transiently_is_retried_and_one_that_keeps_failing_is_given_up() {
+    let env = Env::new().await;
+    let s = env.session("ses_attach_retry");
+    env.configure(&[&s], 4, "");
+    let _worker = env.start().await;
+    env.handoff(&s, "t");
+    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    store_file(&env, &s, "files/a.txt", "a.txt", "text/plain", b"alpha\n");
+    let downloads = |e: &Env| {
+        e.admin
+            .requests()
+            .iter()
+            .filter(|r| r.command.as_deref() == Some("download_session_file"))
+            .count()
+    };
+
+    // Two 503s, then the platform answers.
+    env.admin.set_faults(
+        "download_session_file",
+        Faults {
+            rate_5xx: 1.0,
+            times: Some(2),
+            ..Faults::default()
+        },
+    );
+    let item = post(
+        &env,
+        &s,
+        "t",
+        json!([{"type": "text", "text": "first"},
+               file_block("files/a.txt", "a.txt", "text/plain", 6)]),
+    );
+    env.wait("the first answer", |e| {
+        texts(e, &s, "t", "turn_end").len() == 1
+    })
+    .await;
+    let path = env
+        .work_folder()
+        .join(".blobhub/inbox")
+        .join(&item)
+        .join("a.txt");
+    assert_eq!(std::fs::read(&path).unwrap(), b"alpha\n");
+    assert_eq!(downloads(&env), 3, "two failures, then the download");
+    let answer = texts(&env, &s, "t", "text").pop().unwrap();
+    assert!(
+        answer.contains(&format!(
+            "- a.txt (text/plain, 6 bytes): {}",
+            path.display()
+        )),
+        "{answer}"
+    );
+    assert!(texts(&env, &s, "t", "status").is_empty());
+
+    // Every download fails from now on: the file is given up, the turn runs without it.
+    env.admin.set_faults(
+        "download_session_file",
+        Faults {
+            rate_5xx: 1.0,
+            ..Faults::default()
+        },
+    );
+    post(
+        &env,
+        &s,
+        "t",
+        json!([{"type": "text", "text": "second"},
+               file_block("files/a.txt", "a.txt", "text/plain", 6)]),
+    );
+    env.wait("the second answer", |e| {
+        texts(e, &s, "t", "turn_end").len() == 2
+    })
+    .await;
+    let answer = texts(&env, &s, "t", "text").pop().unwrap();
+    assert!(
+        answer.starts_with("echo: second\n- a.txt — unavailable ("),
+        "{answer}"
+    );
+    assert_eq!(
+        texts(&env, &s, "t", "status"),
+        ["1 attachment(s) could not be fetched"]
+    );
+    assert!(
+        downloads(&env) >= 6,
+        "at least three attempts for the file that keeps failing"
+    );
+    assert_eq!(env.state(&s, "t"), "active");
 }
