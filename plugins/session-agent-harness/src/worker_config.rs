@@ -22,6 +22,7 @@ pub const READS: &[&str] = &[
     "/agents/<type>/stall_timeout_s",
     "/agents/<type>/wait",
     "/agents/<type>/prestart",
+    "/attachments/inbox",
     "/policy/allow_autonomous",
     "/policy/rules",
     "/polling/backoff_max_ms",

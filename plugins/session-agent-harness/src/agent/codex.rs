@@ -58,6 +58,37 @@ pub struct Codex {
     /// `total - last` of the turn's first report: the baseline when nothing else is known.
     before_first: Option<Usage>,
     outcome: Option<Outcome>,
+    /// `turn/start`'s input items of a turn with images (else one text item).
+    native: Option<Value>,
+}
+
+/// A turn with images as `turn/start` input items: text items, `localImage` items (absolute
+/// paths; codex reads the file), non-image files as `[name] at path` text.
+pub fn native_input(native: &crate::attachments::NativeInput) -> Value {
+    use crate::attachments::{Part, inline_reference};
+    let mut items = Vec::new();
+    let mut text = String::new();
+    let flush = |text: &mut String, items: &mut Vec<Value>| {
+        if !text.is_empty() {
+            items.push(json!({"type": "text", "text": std::mem::take(text)}));
+        }
+    };
+    for part in &native.parts {
+        match part {
+            Part::Text(t) => text.push_str(t),
+            Part::Unavailable { name, reason } => {
+                text.push_str(&format!("\n- {name} — unavailable ({reason})\n"))
+            }
+            Part::File(f) if f.is_image() => {
+                flush(&mut text, &mut items);
+                items.push(json!({"type": "localImage", "path": f.path}));
+                text.push_str(&format!("(the image above is {})", f.path));
+            }
+            Part::File(f) => text.push_str(&inline_reference(f)),
+        }
+    }
+    flush(&mut text, &mut items);
+    Value::Array(items)
 }
 
 fn line(v: &Value) -> String {
@@ -567,6 +598,10 @@ impl Codex {
 }
 
 impl Driver for Codex {
+    fn set_native(&mut self, native: &crate::attachments::NativeInput) {
+        self.native = Some(native_input(native));
+    }
+
     fn launch(&mut self, start: &Start<'_>) -> Launch {
         let s = start.settings;
         let (approval, sandbox, sandbox_policy) = policy(&s.permissions);
@@ -612,7 +647,10 @@ impl Driver for Codex {
     fn turn(&mut self, text: &str) -> Vec<String> {
         // The thread is opened only now: one opened ahead would be a Codex thread (and rollout
         // file) for nothing whenever the process is not used.
-        self.turn_start["input"] = json!([{"type": "text", "text": text}]);
+        self.turn_start["input"] = self
+            .native
+            .take()
+            .unwrap_or_else(|| json!([{"type": "text", "text": text}]));
         vec![std::mem::take(&mut self.thread_request)]
     }
 
@@ -731,6 +769,34 @@ impl Driver for Codex {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_turn_with_an_image_sends_a_local_image() {
+        use crate::attachments::{Local, NativeInput, Part};
+        let native = NativeInput {
+            parts: vec![
+                Part::Text("look".into()),
+                Part::File(Local {
+                    name: "a.png".into(),
+                    rel: "in/i1/a.png".into(),
+                    path: "/w/in/i1/a.png".into(),
+                    content_type: "image/png".into(),
+                    size: 3,
+                }),
+            ],
+            images: Vec::new(),
+        };
+        let input = super::native_input(&native);
+        assert_eq!(
+            input[0],
+            serde_json::json!({"type": "text", "text": "look"})
+        );
+        assert_eq!(
+            input[1],
+            serde_json::json!({"type": "localImage", "path": "/w/in/i1/a.png"})
+        );
+        assert_eq!(input.as_array().unwrap().len(), 3);
+    }
+
     use super::*;
     use crate::settings::Settings;
     use blobhub_agent_types::DriverKind;

@@ -53,6 +53,8 @@ pub struct TurnState {
     /// A prompt was parked (`wait: parked`, or a held wait demoted): the agent is stopped and
     /// the turn ends without a `turn_end`; the answer starts the next turn.
     pub parked: bool,
+    /// The turn's images, for agents that read them natively (the first attempt only).
+    pub native: Option<crate::attachments::NativeInput>,
     /// The open held wait in the worker-wide registry, while the agent waits on a person.
     pub held: Option<held_waits::HeldWait>,
 }
@@ -80,6 +82,7 @@ impl TurnState {
             stalled: false,
             emitted: None,
             parked: false,
+            native: None,
             held: None,
         }
     }
@@ -149,6 +152,15 @@ fn start_cold(spec: &StartSpec, driver: Box<dyn Driver>) -> Result<Taken, Failur
     })
 }
 
+/// Write the turn to the process: the person's text, with the files that go in the message
+/// itself (images) when the turn has any.
+fn hand_turn(k: &mut Taken, st: &TurnState, text: &str) -> Result<(), String> {
+    if let Some(native) = &st.native {
+        k.driver.set_native(native);
+    }
+    write_all(&k.child, &k.driver.turn(text))
+}
+
 fn write_all(child: &process::Child, lines: &[String]) -> Result<(), String> {
     lines.iter().try_for_each(|l| child.write_stdin(l))
 }
@@ -186,7 +198,7 @@ pub async fn run(
         None => (start_cold(&spec, fresh)?, None),
     };
     let mut prestarted = spare.is_some().then_some(k.warm_for.as_millis() as u64);
-    if let Err(e) = write_all(&k.child, &k.driver.turn(text)) {
+    if let Err(e) = hand_turn(&mut k, st, text) {
         let Some(fresh) = spare.take() else {
             return Err(did_not_take(&e));
         };
@@ -198,7 +210,7 @@ pub async fn run(
         );
         k = start_cold(&spec, fresh)?;
         prestarted = None;
-        write_all(&k.child, &k.driver.turn(text)).map_err(|e| did_not_take(&e))?;
+        hand_turn(&mut k, st, text).map_err(|e| did_not_take(&e))?;
     }
     let Taken {
         child,
@@ -631,6 +643,7 @@ async fn deliver_answer(
         Answer::Answers(&answers)
     };
     write(child, driver.answer(&request_id, answer));
+    t.queue_answer_files(&msg);
     // The answer was read; with nothing else queued, the turn has consumed up to it.
     if let Some(b) = t.consumed_through_answer() {
         st.boundary = b;
