@@ -121,24 +121,34 @@ async fn one_agent_slot_shared_by_two_sections() {
     env.handoff(&a, "t");
     env.wait("first thread active", |e| e.state(&a, "t") == "active")
         .await;
+    env.say(&a, "t", "sleep: 2000");
+    eventually("the first thread's agent runs", || {
+        agent_processes(env.work_folder()) == 1
+    })
+    .await;
     env.handoff(&b, "t");
     env.wait("second thread registered", |e| {
         e.activity(&b).contains(&"thread_registered".to_string())
     })
     .await;
-    env.say(&a, "t", "one");
+    // The only slot is busy with the first thread's turn: the second waits.
+    assert_eq!(env.state(&b, "t"), "pending");
     env.wait("first thread works", |e| {
-        e.has(&a, "t", "text", "echo: one")
+        e.has(&a, "t", "text", "echo: sleep: 2000")
     })
     .await;
-    // The only slot is the first thread's: the second is still waiting.
-    assert_eq!(env.state(&b, "t"), "pending");
-    env.set_state(&a, "t", "completed");
+    // Between turns the first thread gives the slot to the one queued for it.
     env.wait("second thread active", |e| e.state(&b, "t") == "active")
         .await;
     env.say(&b, "t", "two");
     env.wait("second thread works", |e| {
         e.has(&b, "t", "text", "echo: two")
+    })
+    .await;
+    // And the first gets it back for its next message.
+    env.say(&a, "t", "three");
+    env.wait("first thread works again", |e| {
+        e.has(&a, "t", "text", "echo: three")
     })
     .await;
     worker.terminate().await;
@@ -206,7 +216,9 @@ async fn the_worker_object_heartbeat_keeps_it_fresh() {
 async fn deleting_the_worker_object_detaches_only_that_section() {
     let env = Env::new().await;
     let (a, b) = (env.session("ses_a"), env.session("ses_b"));
-    env.configure(&[&a, &b], 4, "");
+    // Both threads share the work folder and the test counts agents there: none is started ahead
+    // of its message.
+    env.configure(&[&a, &b], 4, "    prestart: false\n");
     let worker = env.start().await;
     env.handoff(&a, "t");
     env.handoff(&b, "t");
@@ -378,7 +390,8 @@ async fn an_open_prompt_survives_a_restart() {
 async fn thread_deletion_and_session_lifecycle() {
     let env = Env::new().await;
     let s = env.session("ses_life");
-    env.configure(&[&s], 4, "");
+    // No agent started ahead of its message: a test agent in the folder then means a turn runs.
+    env.configure(&[&s], 4, "    prestart: false\n");
     let worker = env.start().await;
     env.handoff(&s, "gone");
     env.handoff(&s, "busy");

@@ -16,8 +16,8 @@ use serde_yaml::{Mapping, Value};
 
 use super::lines::LineIndex;
 use super::model::{
-    AgentSettings, Concurrency, Config, JobTypeSettings, Permissions, Policy, PolicyRule, Polling,
-    Section, Shutdown, Workspace,
+    AgentSettings, Attachments, Concurrency, Config, JobTypeSettings, Permissions, Policy,
+    PolicyRule, Polling, Section, Shutdown, Workspace,
 };
 
 /// Portable effort values; anything else must look like a harness passthrough token.
@@ -377,6 +377,7 @@ impl Walk {
                 "job_types",
                 "policy",
                 "workspace",
+                "attachments",
             ],
         );
         let polling = self.polling(Self::get(&top, "polling"));
@@ -387,6 +388,7 @@ impl Walk {
         let job_types = self.job_types(Self::get(&top, "job_types"));
         let policy = self.policy(Self::get(&top, "policy"));
         let workspace = self.workspace(Self::get(&top, "workspace"));
+        let attachments = self.attachments(Self::get(&top, "attachments"));
         Some(Config {
             polling,
             concurrency,
@@ -396,7 +398,33 @@ impl Walk {
             job_types,
             policy,
             workspace,
+            attachments,
         })
+    }
+
+    /// `attachments.inbox`: a relative path that stays inside the work folder.
+    fn attachments(&mut self, value: Option<&Value>) -> Attachments {
+        let mut out = Attachments::default();
+        let Some(map) = self.mapping("attachments", value) else {
+            return out;
+        };
+        self.unknown_keys("attachments", &map, &["inbox"]);
+        if let Some(inbox) = self.string("attachments.inbox", Self::get(&map, "inbox")) {
+            let escapes = inbox.starts_with('/')
+                || inbox.split('/').any(|s| s == "..")
+                || inbox.split('/').all(|s| s.is_empty() || s == ".");
+            if escapes {
+                self.error(
+                    "attachments.inbox",
+                    format!(
+                        "must be a folder inside the work folder (relative, no `..`), got `{inbox}`"
+                    ),
+                );
+            } else {
+                out.inbox = inbox;
+            }
+        }
+        out
     }
 
     /// `policy`: `allow_autonomous` and the operator's `rules`. A rule's unknown key is an
@@ -577,20 +605,25 @@ impl Walk {
         let Some(map) = self.mapping("concurrency", value) else {
             return defaults;
         };
-        self.unknown_keys("concurrency", &map, &["max_agents"]);
-        let max_agents = self.positive(
-            "concurrency.max_agents",
-            Self::get(&map, "max_agents"),
-            defaults.max_agents.into(),
-        );
-        let max_agents = u32::try_from(max_agents).unwrap_or_else(|_| {
-            self.error(
-                "concurrency.max_agents",
-                format!("must be at most {}", u32::MAX),
-            );
-            defaults.max_agents
-        });
-        Concurrency { max_agents }
+        self.unknown_keys("concurrency", &map, &["max_agents", "held_waits_max"]);
+        let max_agents =
+            self.concurrency_count("concurrency.max_agents", &map, defaults.max_agents);
+        let held_waits_max =
+            self.concurrency_count("concurrency.held_waits_max", &map, defaults.held_waits_max);
+        Concurrency {
+            max_agents,
+            held_waits_max,
+        }
+    }
+
+    /// A positive count of `concurrency` that fits a u32.
+    fn concurrency_count(&mut self, field: &str, map: &[(String, &Value)], default: u32) -> u32 {
+        let key = field.rsplit('.').next().unwrap_or(field);
+        let value = self.positive(field, Self::get(map, key), default.into());
+        u32::try_from(value).unwrap_or_else(|_| {
+            self.error(field, format!("must be at most {}", u32::MAX));
+            default
+        })
     }
 
     fn shutdown(&mut self, value: Option<&Value>) -> Shutdown {
@@ -672,8 +705,20 @@ impl Walk {
                     format!("`{w}` is not one of held, parked"),
                 );
             }
+            let prestart = match Self::get(&fields, "prestart") {
+                None => true,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => {
+                    self.error(
+                        &child(&path, "prestart"),
+                        format!("expected true or false, found {}", type_name(other)),
+                    );
+                    true
+                }
+            };
             let settings = AgentSettings {
                 wait,
+                prestart,
                 executable: self.string(
                     &child(&path, "executable"),
                     Self::get(&fields, "executable"),
@@ -1073,6 +1118,25 @@ sections:
     }
 
     #[test]
+    fn attachments_inbox_is_relative_and_inside() {
+        let config = load_str("sections: []\n").config.unwrap();
+        assert_eq!(config.attachments.inbox, ".blobhub/inbox");
+        let report = load_str("attachments:\n  inbox: docs/in\nsections: []\n");
+        assert!(report.diagnostics.is_empty(), "{:?}", report.diagnostics);
+        let config = report.config.unwrap();
+        let wc = crate::runtime::settings::RuntimeSettings::from(&config).worker_config;
+        assert_eq!(wc["attachments"]["inbox"], "docs/in");
+        for bad in ["/tmp/in", "../in", "a/../../in", ".", "./"] {
+            let report = load_str(&format!("attachments:\n  inbox: \"{bad}\"\nsections: []\n"));
+            assert_eq!(
+                report.errors().map(|d| d.path.as_str()).collect::<Vec<_>>(),
+                ["attachments.inbox"],
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn policy_block_is_typed_and_checked() {
         let report = load_str(
             "policy:\n  allow_autonomous: false\n  rules:\n    - {id: no-push, effect: exec, action: deny, command: [\"git push*\"]}\n    - {effect: write, outside: work_folder, action: deny}\nagents:\n  codex: {permissions: guarded}\n  claude_code: {wait: parked}\nsections: []\n",
@@ -1131,7 +1195,23 @@ sections:
         let config = report.config.unwrap();
         assert_eq!(config.polling, Polling::default());
         assert_eq!(config.concurrency.max_agents, 4);
+        assert_eq!(config.concurrency.held_waits_max, 8);
         assert!(config.sections.is_empty());
+    }
+
+    #[test]
+    fn held_waits_max_is_a_positive_count() {
+        let config = load_str("concurrency:\n  held_waits_max: 1\nsections: []\n")
+            .config
+            .unwrap();
+        assert_eq!(config.concurrency.held_waits_max, 1);
+        assert_eq!(config.concurrency.max_agents, 4);
+        let report = load_str("concurrency:\n  held_waits_max: 0\nsections: []\n");
+        assert!(report.config.is_none());
+        assert_eq!(
+            errors(&report),
+            vec![("concurrency.held_waits_max".to_owned(), Some(2))]
+        );
     }
 
     #[test]
@@ -1245,6 +1325,26 @@ sections:
         assert_eq!(
             test.executable_for("test_double").as_deref(),
             Some("blobhub-test-agent")
+        );
+    }
+
+    #[test]
+    fn agent_prestart_defaults_to_true_and_takes_a_boolean() {
+        let report = load_str(
+            "agents:\n  claude_code:\n    prestart: false\n  test_double: {}\nsections: []\n",
+        );
+        assert_eq!(report.diagnostics, []);
+        let config = report.config.unwrap();
+        assert!(!config.agent("claude_code").prestart);
+        assert!(config.agent("test_double").prestart);
+        let report = load_str("agents:\n  claude_code:\n    prestart: sometimes\nsections: []\n");
+        assert!(
+            report
+                .diagnostics
+                .iter()
+                .any(|d| d.path == "agents.claude_code.prestart"),
+            "{:?}",
+            report.diagnostics
         );
     }
 

@@ -25,6 +25,23 @@ pub struct Config {
     pub policy: Policy,
     /// Our addition: where programs (agents) may be started.
     pub workspace: Workspace,
+    /// `attachments`: where a person's files are put in a work folder.
+    pub attachments: Attachments,
+}
+
+/// `attachments`: the worker-wide default of a thread's inbox (docs/attachments.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attachments {
+    /// Relative to the work folder, and inside it; a thread's `attachments.inbox` wins.
+    pub inbox: String,
+}
+
+impl Default for Attachments {
+    fn default() -> Self {
+        Attachments {
+            inbox: ".blobhub/inbox".into(),
+        }
+    }
 }
 
 /// `workspace`: where a job type may start programs (an agent's work folder).
@@ -88,11 +105,17 @@ impl Polling {
 pub struct Concurrency {
     /// Agent processes running at once across all sections (≥ 1).
     pub max_agents: u32,
+    /// Agents blocked on a person's answer kept alive at once across all sections (≥ 1); past
+    /// it the oldest wait is parked.
+    pub held_waits_max: u32,
 }
 
 impl Default for Concurrency {
     fn default() -> Self {
-        Self { max_agents: 4 }
+        Self {
+            max_agents: 4,
+            held_waits_max: 8,
+        }
     }
 }
 
@@ -207,6 +230,9 @@ pub struct AgentSettings {
     pub stall_timeout_s: u32,
     /// `held` or `parked`: what an agent's question does to its turn (docs/session-agent-harness.md).
     pub wait: Option<String>,
+    /// Start the next turn's agent process ahead, while the thread waits for the person's
+    /// message (one idle process per active thread; docs/session-agent-harness.md).
+    pub prestart: bool,
 }
 
 impl Default for AgentSettings {
@@ -222,6 +248,7 @@ impl Default for AgentSettings {
             turn_retry_delays_ms: agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec(),
             stall_timeout_s: agent_types::DEFAULT_STALL_TIMEOUT_S,
             wait: None,
+            prestart: true,
         }
     }
 }

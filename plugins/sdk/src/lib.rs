@@ -23,6 +23,7 @@
 //! say) progress side by side inside the one instance the host gives each section.
 
 pub mod executor;
+pub mod files;
 pub mod follow;
 pub mod session;
 pub mod wait;
@@ -39,7 +40,9 @@ pub mod bindings {
     });
 }
 
-pub use bindings::blobhub::worker::{feed, log, process, slots, state, status, types, worker};
+pub use bindings::blobhub::worker::{
+    feed, held_waits, log, process, slots, state, status, types, worker,
+};
 pub use executor::{JoinHandle, block_on, spawn};
 pub use follow::Feed;
 pub use serde_json;

@@ -2,8 +2,9 @@
 //! stdin (docs/session-agent-harness.md, "Claude Code").
 //!
 //! One process per attempt, in the thread's work folder, resuming the thread's Claude session
-//! (`--resume`). The driver writes the `initialize` control request and the turn's `user` message
-//! first, then maps every stdout line: assistant content blocks to items as they arrive,
+//! (`--resume`). The driver writes the `initialize` control request first (it needs no message, so
+//! a process can be started ahead of the turn) and the turn's `user` message when the turn is
+//! handed over, then maps every stdout line: assistant content blocks to items as they arrive,
 //! `tool_result` blocks (with their `is_error`), `api_retry` to a status, `can_use_tool` control
 //! requests to permission prompts, `mcp_message` control requests to the in-process `ask_user`
 //! server, and `result` to the turn's outcome.
@@ -19,8 +20,7 @@ use serde_json::{Value, json};
 
 use super::ask_user::{self, Handled};
 use super::{
-    AgentEvent, Answer, Driver, Exit, Launch, Outcome, Status, Step, TurnInput, Usage, str_of,
-    u64_of,
+    AgentEvent, Answer, Driver, Exit, Launch, Outcome, Start, Status, Step, Usage, str_of, u64_of,
 };
 
 /// Appended to Claude Code's own system prompt (never replacing it).
@@ -44,6 +44,41 @@ pub struct ClaudeCode {
     pending: HashMap<String, Pending>,
     interrupts: u32,
     result: Option<Outcome>,
+    /// The user message's content blocks of a turn with images (else its text is sent).
+    native: Option<Value>,
+}
+
+/// A turn with images as the user message's content blocks: text blocks, image blocks (base64,
+/// read from disk by the harness), non-image files as `[name] at path` text.
+pub fn native_content(native: &crate::attachments::NativeInput) -> Value {
+    use crate::attachments::{Part, inline_reference, listing_line};
+    let mut blocks = Vec::new();
+    let mut text = String::new();
+    let flush = |text: &mut String, blocks: &mut Vec<Value>| {
+        if !text.is_empty() {
+            blocks.push(json!({"type": "text", "text": std::mem::take(text)}));
+        }
+    };
+    for part in &native.parts {
+        match part {
+            Part::Text(t) => text.push_str(t),
+            Part::Unavailable { name, reason } => {
+                text.push_str(&format!("\n- {name} — unavailable ({reason})\n"))
+            }
+            Part::File(f) => match native.image(&f.path).filter(|_| f.is_image()) {
+                Some(data) => {
+                    flush(&mut text, &mut blocks);
+                    blocks.push(json!({"type": "image", "source": {"type": "base64",
+                        "media_type": f.content_type, "data": data}}));
+                    // The path too, so the agent can refer to the file on disk.
+                    text.push_str(&format!("(the image above is {})", listing_line(f)));
+                }
+                None => text.push_str(&inline_reference(f)),
+            },
+        }
+    }
+    flush(&mut text, &mut blocks);
+    Value::Array(blocks)
 }
 
 fn line(v: &Value) -> String {
@@ -316,9 +351,9 @@ impl ClaudeCode {
 }
 
 impl Driver for ClaudeCode {
-    fn launch(&mut self, turn: &TurnInput<'_>) -> Launch {
-        let s = turn.settings;
-        self.session_id = turn.resume.to_string();
+    fn launch(&mut self, start: &Start<'_>) -> Launch {
+        let s = start.settings;
+        self.session_id = start.resume.to_string();
         let mut args: Vec<String> = [
             "-p",
             "--input-format",
@@ -347,7 +382,7 @@ impl Driver for ClaudeCode {
         for (flag, value) in [
             ("--model", s.model.as_str()),
             ("--effort", s.effort.as_str()),
-            ("--resume", turn.resume),
+            ("--resume", start.resume),
         ] {
             if !value.is_empty() {
                 args.push(format!("{flag}={value}"));
@@ -355,13 +390,24 @@ impl Driver for ClaudeCode {
         }
         let initialize = json!({"type": "control_request", "request_id": "blobhub_init",
             "request": {"subtype": "initialize", "hooks": null}});
-        let user = json!({"type": "user", "message": {"role": "user", "content": turn.text},
-            "parent_tool_use_id": null, "session_id": ""});
         Launch {
             args,
             env: Vec::new(),
-            stdin: vec![line(&initialize), line(&user)],
+            stdin: vec![line(&initialize)],
         }
+    }
+
+    fn turn(&mut self, text: &str) -> Vec<String> {
+        // The CLI reads its stdin in order: the message may follow `initialize` before the
+        // answer to it has come back.
+        let content = self.native.take().unwrap_or_else(|| json!(text));
+        let user = json!({"type": "user", "message": {"role": "user", "content": content},
+            "parent_tool_use_id": null, "session_id": ""});
+        vec![line(&user)]
+    }
+
+    fn set_native(&mut self, native: &crate::attachments::NativeInput) {
+        self.native = Some(native_content(native));
     }
 
     fn on_stdout(&mut self, raw: &str) -> Step {
@@ -508,8 +554,7 @@ mod tests {
     fn launch_speaks_stream_json_appends_instructions_and_resumes() {
         let s = settings();
         let mut d = ClaudeCode::default();
-        let l = d.launch(&TurnInput {
-            text: "hi",
+        let l = d.launch(&Start {
             resume: "",
             settings: &s,
             usage_total: None,
@@ -527,12 +572,16 @@ mod tests {
         assert!(l.args.contains(&"--append-system-prompt".to_string()));
         assert!(!l.args.contains(&"--system-prompt".to_string()));
         assert!(!args.contains("--resume"));
+        // The handshake only: the message comes with the turn, so the process can start first.
+        assert_eq!(l.stdin.len(), 1);
         let first: Value = serde_json::from_str(&l.stdin[0]).unwrap();
         assert_eq!(first["request"]["subtype"], "initialize");
-        let user: Value = serde_json::from_str(&l.stdin[1]).unwrap();
+        let turn = d.turn("hi");
+        assert_eq!(turn.len(), 1);
+        let user: Value = serde_json::from_str(&turn[0]).unwrap();
+        assert_eq!(user["type"], "user");
         assert_eq!(user["message"]["content"], "hi");
-        let l = ClaudeCode::default().launch(&TurnInput {
-            text: "again",
+        let l = ClaudeCode::default().launch(&Start {
             resume: "c536",
             settings: &s,
             usage_total: None,
@@ -542,8 +591,7 @@ mod tests {
             model: "--dangerously-skip-permissions".into(),
             ..settings()
         };
-        let l = ClaudeCode::default().launch(&TurnInput {
-            text: "x",
+        let l = ClaudeCode::default().launch(&Start {
             resume: "-r",
             settings: &hostile,
             usage_total: None,
@@ -557,6 +605,53 @@ mod tests {
             !l.args
                 .contains(&"--dangerously-skip-permissions".to_string())
         );
+    }
+
+    #[test]
+    fn a_turn_with_an_image_sends_content_blocks() {
+        use crate::attachments::{Local, NativeInput, Part};
+        let file = |name: &str, ct: &str| Local {
+            name: name.into(),
+            rel: format!("in/i1/{name}"),
+            path: format!("/w/in/i1/{name}"),
+            content_type: ct.into(),
+            size: 3,
+        };
+        let native = NativeInput {
+            parts: vec![
+                Part::Text("see ".into()),
+                Part::File(file("a.png", "image/png")),
+                Part::File(file("b.txt", "text/plain")),
+            ],
+            images: vec![("/w/in/i1/a.png".into(), "AAAA".into())],
+        };
+        let mut d = ClaudeCode::default();
+        d.launch(&Start {
+            resume: "",
+            settings: &settings(),
+            usage_total: None,
+        });
+        d.set_native(&native);
+        let turn = d.turn("see [a.png][b.txt]");
+        let user: Value = serde_json::from_str(turn[0].trim()).unwrap();
+        let content = &user["message"]["content"];
+        assert_eq!(content[0], json!({"type": "text", "text": "see "}));
+        assert_eq!(
+            content[1],
+            json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}})
+        );
+        let after = content[2]["text"].as_str().unwrap();
+        assert!(after.contains("/w/in/i1/a.png"), "{after}");
+        assert!(after.ends_with("[b.txt] at /w/in/i1/b.txt"), "{after}");
+        // Without images the text goes as it is.
+        let mut d = ClaudeCode::default();
+        d.launch(&Start {
+            resume: "",
+            settings: &settings(),
+            usage_total: None,
+        });
+        let user: Value = serde_json::from_str(d.turn("plain")[0].trim()).unwrap();
+        assert_eq!(user["message"]["content"], "plain");
     }
 
     #[test]

@@ -5,13 +5,15 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use blobhub_worker_sdk::serde_json::{Value, json};
-use blobhub_worker_sdk::{self as sdk, Either, log::Level, process, slots, worker};
+use blobhub_worker_sdk::{self as sdk, Either, held_waits, log::Level, process, slots, worker};
 
 use super::ctx::log;
 use super::store;
 use super::sync::Notify;
 use super::thread::{OpenPrompt, Thread};
-use crate::agent::{AgentEvent, Answer, Driver, Exit, Outcome, TurnInput, Usage, driver_for};
+use super::warm::{Taken, Warm};
+use crate::agent::prestart::StartSpec;
+use crate::agent::{AgentEvent, Answer, Driver, Exit, Outcome, Start, Usage, driver_for};
 use crate::cursor::ItemCursor;
 use crate::items;
 use crate::prompt::{self, Prompt};
@@ -48,9 +50,13 @@ pub struct TurnState {
     pub stalled: bool,
     /// The session id the current attempt advertised, if any (crate::resume).
     pub emitted: Option<String>,
-    /// A prompt was parked (`wait: parked`): the agent is stopped and the turn ends without a
-    /// `turn_end`; the answer starts the next turn.
+    /// A prompt was parked (`wait: parked`, or a held wait demoted): the agent is stopped and
+    /// the turn ends without a `turn_end`; the answer starts the next turn.
     pub parked: bool,
+    /// The turn's images, for agents that read them natively (the first attempt only).
+    pub native: Option<crate::attachments::NativeInput>,
+    /// The open held wait in the worker-wide registry, while the agent waits on a person.
+    pub held: Option<held_waits::HeldWait>,
 }
 
 impl TurnState {
@@ -76,6 +82,8 @@ impl TurnState {
             stalled: false,
             emitted: None,
             parked: false,
+            native: None,
+            held: None,
         }
     }
 
@@ -83,6 +91,14 @@ impl TurnState {
     pub async fn stop_requested(&self) {
         match &self.stop {
             Some(n) => n.changed_since(self.stop_seen).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Completes when the held wait is demoted (never, while none is open).
+    pub async fn demoted(&self) {
+        match &self.held {
+            Some(h) => sdk::wait_for(h.demoted()).await,
             None => std::future::pending().await,
         }
     }
@@ -118,34 +134,90 @@ fn spawn_failure(e: process::SpawnError) -> Failure {
     }
 }
 
-/// Run one attempt: start the agent, relay until it exits, and return its outcome.
+/// Start a new process as `spec` says and write its handshake.
+fn start_cold(spec: &StartSpec, driver: Box<dyn Driver>) -> Result<Taken, Failure> {
+    let child = process::spawn(&process::SpawnRequest {
+        program: spec.program.clone(),
+        args: spec.args.clone(),
+        cwd: spec.cwd.clone(),
+        env: spec.env.clone(),
+    })
+    .map_err(spawn_failure)?;
+    write_all(&child, &spec.stdin).map_err(|e| did_not_take(&e))?;
+    Ok(Taken {
+        child,
+        driver,
+        held: Vec::new(),
+        warm_for: Duration::ZERO,
+    })
+}
+
+/// Write the turn to the process: the person's text, with the files that go in the message
+/// itself (images) when the turn has any.
+fn hand_turn(k: &mut Taken, st: &TurnState, text: &str) -> Result<(), String> {
+    if let Some(native) = &st.native {
+        k.driver.set_native(native);
+    }
+    write_all(&k.child, &k.driver.turn(text))
+}
+
+fn write_all(child: &process::Child, lines: &[String]) -> Result<(), String> {
+    lines.iter().try_for_each(|l| child.write_stdin(l))
+}
+
+fn did_not_take(e: &str) -> Failure {
+    Failure::new("AGENT_CRASHED", format!("agent did not take the turn: {e}"))
+}
+
+/// Run one attempt: start the agent (or take the one started ahead, `warm`, when it was started
+/// exactly as this attempt would start it), give it the turn, relay until it exits, and return
+/// its outcome.
 pub async fn run(
     t: &Rc<Thread>,
     settings: &Settings,
     text: &str,
     st: &mut TurnState,
+    mut warm: Option<Warm>,
 ) -> Result<Outcome, Failure> {
-    let mut driver = driver_for(settings.driver);
-    let launch = driver.launch(&TurnInput {
-        text,
-        resume: &st.session_id,
+    let mut fresh = driver_for(settings.driver);
+    let spec = StartSpec::new(
         settings,
-        usage_total: st.usage_total.as_ref(),
-    });
-    // The operator's variables first, the driver's on top: the driver's are what make the
-    // protocol work.
-    let mut env = settings.env.clone();
-    for (k, v) in launch.env {
-        env.retain(|(name, _)| *name != k);
-        env.push((k, v));
+        fresh.launch(&Start {
+            resume: &st.session_id,
+            settings,
+            usage_total: st.usage_total.as_ref(),
+        }),
+    );
+    if let Some(why) = warm.as_ref().and_then(|w| w.mismatch(&spec)) {
+        super::warm::stop(t, &mut warm, why);
     }
-    let child = process::spawn(&process::SpawnRequest {
-        program: settings.executable.clone(),
-        args: launch.args,
-        cwd: settings.work_folder.clone(),
-        env,
-    })
-    .map_err(spawn_failure)?;
+    // A process started ahead comes with a spare driver, in case it is gone by the time the
+    // turn is written to it.
+    let (mut k, mut spare) = match warm.and_then(|w| w.take(t)) {
+        Some(k) => (k, Some(fresh)),
+        None => (start_cold(&spec, fresh)?, None),
+    };
+    let mut prestarted = spare.is_some().then_some(k.warm_for.as_millis() as u64);
+    if let Err(e) = hand_turn(&mut k, st, text) {
+        let Some(fresh) = spare.take() else {
+            return Err(did_not_take(&e));
+        };
+        log(
+            Level::Warning,
+            "agent_prestart_lost",
+            Some(&t.alias),
+            json!({"pid": k.child.pid(), "why": format!("its turn could not be written: {e}")}),
+        );
+        k = start_cold(&spec, fresh)?;
+        prestarted = None;
+        hand_turn(&mut k, st, text).map_err(|e| did_not_take(&e))?;
+    }
+    let Taken {
+        child,
+        mut driver,
+        held,
+        ..
+    } = k;
     log(
         Level::Info,
         "turn_started",
@@ -153,16 +225,12 @@ pub async fn run(
         // No pid here: the host forks the agent in the background, and asking for the pid
         // would wait for that, starting a section's agents one after another again.
         json!({"turn_id": st.turn_id, "resume": st.session_id,
-               "started_at": worker::now_utc()}),
+               "prestarted_ms": prestarted, "started_at": worker::now_utc()}),
     );
     let agent_log = store::stderr_log(&t.alias);
-    for line in &launch.stdin {
-        if let Err(e) = child.write_stdin(line) {
-            return Err(Failure::new(
-                "AGENT_CRASHED",
-                format!("agent did not take the turn: {e}"),
-            ));
-        }
+    // What the process said during its handshake (the session's id) comes first.
+    for event in held {
+        on_event(t, settings, driver.as_mut(), &child, st, event).await;
     }
     // Once set, the agent must have exited by then or it is terminated.
     let mut end_by: Option<Instant> = None;
@@ -196,7 +264,10 @@ pub async fn run(
             sdk::next_output(&child),
             sdk::race(
                 st.stop_requested(),
-                sdk::race(t.nudged_since(seen), sdk::sleep(wait)),
+                sdk::race(
+                    st.demoted(),
+                    sdk::race(t.nudged_since(seen), sdk::sleep(wait)),
+                ),
             ),
         )
         .await;
@@ -237,6 +308,7 @@ pub async fn run(
                 let _ = store::append(&agent_log, &line);
             }
             Either::Left(process::Output::Exited(status)) => {
+                st.held = None;
                 return Ok(driver.on_exit(Exit {
                     code: status.code,
                     signal: status.signal,
@@ -256,7 +328,14 @@ pub async fn run(
                     end_by = Some(ask_to_end(driver.as_mut(), &child));
                 }
             }
-            Either::Right(Either::Right(_)) => {
+            Either::Right(Either::Right(Either::Left(()))) => {
+                st.held = None;
+                if demote(t, driver.as_mut(), &child, st) && !interrupted {
+                    interrupted = true;
+                    end_by = Some(ask_to_end(driver.as_mut(), &child));
+                }
+            }
+            Either::Right(Either::Right(Either::Right(_))) => {
                 if let Some(after) = stall_after
                     && !interrupted
                     && last_line.elapsed() >= after
@@ -293,6 +372,35 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The worker-wide cap on held waits demoted this thread's: the waiting agent is told nobody
+/// refused and is stopped, the prompt stays open on the thread, and its answer starts the next
+/// turn (the park path). Returns whether there was a held prompt to park.
+fn demote(
+    t: &Rc<Thread>,
+    driver: &mut dyn Driver,
+    child: &process::Child,
+    st: &mut TurnState,
+) -> bool {
+    let Some((request_id, p)) = t.demote_prompt() else {
+        return false;
+    };
+    write(
+        child,
+        driver.answer(&request_id, Answer::Unanswered(prompt::PARK_NOTICE)),
+    );
+    st.parked = true;
+    let (subject, _) = p.subject_and_key();
+    log(
+        Level::Info,
+        "held_wait_demoted",
+        Some(&t.alias),
+        json!({"turn_id": st.turn_id, "prompt_id": p.prompt_id, "kind": p.kind,
+               "subject": subject, "reason": "held_cap"}),
+    );
+    t.row("active (prompt)");
+    true
 }
 
 /// Ask the agent to end its turn now: its own interrupt request when it has one, else SIGTERM.
@@ -465,6 +573,19 @@ async fn ask(
             json!({"turn_id": st.turn_id, "kind": p.kind, "prompt_id": p.prompt_id}),
         );
     }
+    if !parked {
+        // The agent process lives on while it waits, without a slot: the worker-wide registry
+        // bounds how many do (the oldest is demoted to a park past the cap).
+        let (subject, _) = p.subject_and_key();
+        log(
+            Level::Info,
+            "prompt_held",
+            Some(&t.alias),
+            json!({"turn_id": st.turn_id, "prompt_id": p.prompt_id, "kind": p.kind,
+                   "subject": subject}),
+        );
+        st.held = Some(held_waits::begin(&t.alias));
+    }
     t.hold_prompt(
         OpenPrompt {
             prompt: p,
@@ -503,6 +624,8 @@ async fn deliver_answer(
     let Some((open, answers, msg)) = t.resolve_prompt(Some(&st.turn_id)).await else {
         return;
     };
+    // The wait is over: it leaves the registry before queueing for a slot.
+    st.held = None;
     // Answered: the agent continues, so it needs its slot again (FIFO behind other threads).
     if st.slot.is_none() {
         st.slot = Some(super::turn::wait_for_slot(t).await);
@@ -522,6 +645,7 @@ async fn deliver_answer(
         Answer::Answers(&answers)
     };
     write(child, driver.answer(&request_id, answer));
+    t.queue_answer_files(&msg);
     // The answer was read; with nothing else queued, the turn has consumed up to it.
     if let Some(b) = t.consumed_through_answer() {
         st.boundary = b;

@@ -3,12 +3,14 @@
 mod attach;
 mod attempt;
 mod ctx;
+mod files;
 mod gate;
 mod section;
 mod store;
 mod sync;
 mod thread;
 mod turn;
+mod warm;
 
 use blobhub_worker_sdk::serde_json::Value;
 use blobhub_worker_sdk::{self as sdk, JobType, job};

@@ -36,6 +36,11 @@ pub const LATE_VISIBILITY: Duration = Duration::from_secs(crate::cursor::OVERLAP
 /// `id` and `created_at`, so the item can be skipped in order).
 pub const UNREADABLE_MARK: &str = "unreadable";
 
+/// The platform's refusal of any session command while the revision is not `ready`.
+const REVISION_NOT_READY: &str = "revision_not_ready";
+/// How often a post refused during a commit looks at the revision again.
+const COMMIT_WAIT: Duration = Duration::from_secs(2);
+
 /// A person's message, queued for the next turn.
 #[derive(Debug, Clone)]
 pub struct Msg {
@@ -43,6 +48,27 @@ pub struct Msg {
     pub text: String,
     /// `metadata.answers`, when the message carried a structured answer.
     pub answers: Option<Value>,
+    /// The item's text and file blocks in order (crate::attachments); the turn renders these
+    /// when the message carries files, else `text`.
+    pub blocks: Vec<crate::attachments::Block>,
+}
+
+impl Msg {
+    /// The message with its words replaced by `text` (a resume prompt) and its files kept.
+    pub fn with_text(self, text: String) -> Msg {
+        use crate::attachments::Block;
+        let mut blocks = vec![Block::Text(text.clone())];
+        blocks.extend(
+            self.blocks
+                .into_iter()
+                .filter(|b| matches!(b, Block::File(_))),
+        );
+        Msg {
+            text,
+            blocks,
+            ..self
+        }
+    }
 }
 
 /// The open prompt of a thread. `request_id` is the agent's pending request when a live agent
@@ -79,6 +105,8 @@ pub struct Thread {
     /// Our `active` envelope write has landed for the current run.
     wire_active: Cell<bool>,
     failing: Cell<bool>,
+    /// The thread's task was asked to stop: nothing waits out a commit any more.
+    stopping: Cell<bool>,
     /// An agent turn is running (see [`TurnRunning`]).
     turn_running: Cell<bool>,
     /// Moves whenever `turn_running` does.
@@ -153,6 +181,7 @@ impl Thread {
             live: RefCell::new(None),
             wire_active: Cell::new(false),
             failing: Cell::new(false),
+            stopping: Cell::new(false),
             turn_running: Cell::new(false),
             turn_changes: Notify::default(),
             row_state: RefCell::new(String::new()),
@@ -279,7 +308,7 @@ impl Thread {
                 }
             }
             let text = prompt::resume_text(&open.prompt.summary(), &answers);
-            self.inbox.borrow_mut().push_front(Msg { text, ..msg });
+            self.inbox.borrow_mut().push_front(msg.with_text(text));
         }
     }
 
@@ -312,20 +341,15 @@ impl Thread {
         self.answer.borrow().is_some()
     }
 
-    /// Every queued message, joined into one turn's text, with the fetch position as the turn's
-    /// boundary; `None` when nothing is queued.
-    pub fn take_turn_input(&self) -> Option<(String, ItemCursor, Vec<String>)> {
+    /// Every queued message (one turn's input, see guest/files.rs), with the fetch position as
+    /// the turn's boundary; `None` when nothing is queued.
+    pub fn take_turn_input(&self) -> Option<(Vec<Msg>, ItemCursor, Vec<String>)> {
         let messages: Vec<Msg> = self.inbox.borrow_mut().drain(..).collect();
         if messages.is_empty() {
             return None;
         }
-        let text = messages
-            .iter()
-            .map(|m| m.text.as_str())
-            .collect::<Vec<_>>()
-            .join("\n\n");
-        let ids = messages.into_iter().map(|m| m.item_id).collect();
-        Some((text, self.fetch.borrow().clone(), ids))
+        let ids = messages.iter().map(|m| m.item_id.clone()).collect();
+        Some((messages, self.fetch.borrow().clone(), ids))
     }
 
     /// Record a turn as in flight before its agent starts; returns the session it resumes.
@@ -387,6 +411,16 @@ impl Thread {
             .and_then(|p| p.request_id.clone())
     }
 
+    /// The held prompt's agent is being stopped (its wait was demoted to a park): the prompt
+    /// stays open with no agent waiting on it, as after a restart, so its answer starts the next
+    /// turn. Returns the agent's request it stood for and the prompt.
+    pub fn demote_prompt(&self) -> Option<(String, Prompt)> {
+        let mut open = self.prompt.borrow_mut();
+        let open = open.as_mut()?;
+        let request_id = open.request_id.take()?;
+        Some((request_id, open.prompt.clone()))
+    }
+
     /// A held prompt (its agent is waiting) has an answer waiting to be delivered.
     pub fn held_prompt_answered(&self) -> bool {
         self.prompt
@@ -394,6 +428,20 @@ impl Thread {
             .as_ref()
             .is_some_and(|p| p.request_id.is_some())
             && self.answer.borrow().is_some()
+    }
+
+    /// The files of an answer delivered to a waiting agent: its tool result cannot carry them,
+    /// so they are queued as a message of their own, with a line saying why.
+    pub fn queue_answer_files(&self, msg: &Msg) {
+        if let Some(files) = answer_files(msg) {
+            log(
+                Level::Info,
+                "answer_files_queued",
+                Some(&self.alias),
+                json!({"item_id": msg.item_id, "files": files.blocks.len() - 1}),
+            );
+            self.inbox.borrow_mut().push_back(files);
+        }
     }
 
     /// After a delivered answer: with nothing else queued, the turn has consumed everything
@@ -503,7 +551,17 @@ impl Thread {
                 ),
             ));
         }
-        match post_retrying(&self.ctx.session, &self.alias, &content, &metadata).await {
+        let posted = loop {
+            let r = post_retrying(&self.ctx.session, &self.alias, &content, &metadata).await;
+            // Refused, never applied: the same post (same post id) is sent again after the commit.
+            if matches!(&r, Err(ApiError::CommandFailed(f)) if f.error == REVISION_NOT_READY)
+                && self.wait_out_commit().await
+            {
+                continue;
+            }
+            break r;
+        };
+        match posted {
             Ok(stored) => {
                 let mut rec = self.rec.borrow_mut();
                 if let (Some(id), Some(at)) = (
@@ -640,6 +698,7 @@ impl Thread {
                     item_id: id,
                     text,
                     answers,
+                    blocks: crate::attachments::blocks(&item),
                 };
                 if answers_prompt && self.answer.borrow().is_none() {
                     self.answer.replace(Some(msg));
@@ -676,10 +735,22 @@ impl Thread {
         let mut inbox = self.inbox.borrow_mut();
         match prompt::replayed(meta) {
             prompt::Replayed::Unrelated => {}
-            prompt::Replayed::Drop(id) => inbox.retain(|m| m.item_id != id),
+            // The agent had the answer's words; its files went as a message of their own, which
+            // this replay must not lose (the crash may have come before their turn).
+            prompt::Replayed::Drop(id) => {
+                let Some(at) = inbox.iter().position(|m| m.item_id == id) else {
+                    return;
+                };
+                match answer_files(&inbox[at]) {
+                    Some(files) => inbox[at] = files,
+                    None => {
+                        inbox.remove(at);
+                    }
+                }
+            }
             prompt::Replayed::Resume(id, text) => {
                 if let Some(m) = inbox.iter_mut().find(|m| m.item_id == id) {
-                    m.text = text;
+                    *m = m.clone().with_text(text);
                 }
             }
         }
@@ -721,6 +792,30 @@ impl Thread {
         }
     }
 
+    /// The platform refused a post because the revision is not ready: while it is being
+    /// committed, wait for the commit to end rather than lose the item and fail the thread (the
+    /// section quiesces meanwhile once its event poll is refused too). Returns whether to post
+    /// again: false when the revision is in another state or the thread is being stopped.
+    async fn wait_out_commit(&self) -> bool {
+        log(
+            Level::Info,
+            "post_waiting_for_commit",
+            Some(&self.alias),
+            json!({}),
+        );
+        loop {
+            if self.stopping.get() {
+                return false;
+            }
+            match super::attach::revision_status(&self.ctx).await.as_deref() {
+                Some("ready") => return true,
+                // Unreadable now: the section decides about outages; look again.
+                Some("committing") | None => sdk::sleep(COMMIT_WAIT).await,
+                Some(_) => return false,
+            }
+        }
+    }
+
     /// Cancel the open prompt (the record is cleared even if the post fails).
     pub async fn cancel_prompt(&self, reason: &str) {
         let Some(open) = self.prompt.replace(None) else {
@@ -750,6 +845,7 @@ impl Thread {
     /// Ask the thread's task to stop without waiting for it (see [`Thread::teardown`]).
     pub fn request_stop(&self) {
         if let Some(live) = self.live.borrow().as_ref() {
+            self.stopping.set(true);
             live.stop.notify();
         }
     }
@@ -761,6 +857,7 @@ impl Thread {
     pub async fn teardown(&self) {
         let live = self.live.borrow_mut().take();
         if let Some(live) = live {
+            self.stopping.set(true);
             live.stop.notify();
             live.handle.await;
         }
@@ -851,6 +948,7 @@ impl Thread {
     /// Start the thread's task. A stop request drops it at once when no turn runs; a running
     /// turn sees the same request, ends itself and then the task is dropped.
     fn start(self: &Rc<Self>, mode: Mode) {
+        self.stopping.set(false);
         let stop = Notify::default();
         let t = Rc::clone(self);
         let s = stop.clone();
@@ -897,13 +995,14 @@ impl Thread {
 
     async fn begin(self: &Rc<Self>, env: &Envelope, mode: Mode) {
         self.failing.set(false);
-        let settings = match self.prepare(env) {
+        let mut settings = match self.prepare(env) {
             Ok(s) => s,
             Err(f) => {
                 self.fail(f).await;
                 return;
             }
         };
+        super::files::prepare(&self.alias, &mut settings);
         if settings
             .gate
             .as_ref()
@@ -1023,4 +1122,29 @@ pub async fn teardown_all(threads: &[Rc<Thread>]) {
     for t in threads {
         t.teardown().await;
     }
+}
+
+/// The message carrying the files of answer `msg` to the agent's next turn, if it had any.
+fn answer_files(msg: &Msg) -> Option<Msg> {
+    use crate::attachments::{Block, answer_files_note};
+    let files: Vec<Block> = msg
+        .blocks
+        .iter()
+        .filter(|b| matches!(b, Block::File(_)))
+        .cloned()
+        .collect();
+    if files.is_empty() {
+        return None;
+    }
+    let text = answer_files_note(files.len());
+    let mut blocks = vec![Block::Text(text.clone())];
+    blocks.extend(files);
+    Some(Msg {
+        // Not the answer's own id: a replay of our resolve item drops the answer by its id (the
+        // agent has it), and these files must not go with it.
+        item_id: format!("{}-files", msg.item_id),
+        text,
+        answers: None,
+        blocks,
+    })
 }

@@ -10,6 +10,7 @@ use blobhub_worker_sdk::{self as sdk, Either, log::Level, slots, worker};
 use super::attempt::{self, TurnState};
 use super::ctx::log;
 use super::thread::{Fetched, LATE_VISIBILITY, Mode, Thread, TurnRunning};
+use super::warm::{self, Warm};
 use crate::agent::{Outcome, Status, Usage};
 use crate::cursor::ItemCursor;
 use crate::items;
@@ -93,6 +94,17 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
         t.cancel_prompt("thread_restart").await;
     }
     t.fetch_from_consumed();
+    // The next turn's agent process, started ahead while the thread waits for a message (it
+    // exists only while the thread holds its slot; see warm.rs).
+    let mut warm: Option<Warm> = None;
+    if slot.is_some() {
+        warm = Warm::start(
+            &t,
+            &settings,
+            &t.agent_session_id(),
+            t.usage_total().as_ref(),
+        );
+    }
     // When to look once more after activity: an item posted just before another may only
     // become visible after it (eventually consistent listings), and no event announces that.
     let mut late_check: Option<Instant> = Some(Instant::now() + LATE_VISIBILITY);
@@ -100,7 +112,7 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
         let seen = t.nudge_generation();
         let fetched = t.try_ingest().await;
         t.resolve_adopted_prompt().await;
-        let Some((text, boundary, ids)) = t.take_turn_input() else {
+        let Some((messages, boundary, ids)) = t.take_turn_input() else {
             t.row(if t.has_prompt() {
                 "active (prompt)"
             } else {
@@ -115,9 +127,45 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
             if let Some(due) = late_check {
                 recheck = recheck.min(due.saturating_duration_since(Instant::now()));
             }
-            match sdk::race(t.nudged_since(seen), sdk::sleep(recheck)).await {
-                Either::Left(()) => late_check = Some(Instant::now() + LATE_VISIBILITY),
-                Either::Right(()) => {
+            if let Some(s) = &slot {
+                // Between turns the only agent process is the one held for the next turn
+                // (warm.rs): the slot, and that process with it, is kept (the next message starts
+                // at once) only while no other thread is queued for a slot.
+                s.set_idle(true);
+            }
+            let until = Instant::now() + recheck;
+            // The held agent's handshake is answered while the thread waits.
+            let woke = loop {
+                let left = until.saturating_duration_since(Instant::now());
+                match sdk::race(
+                    warm::next(&warm),
+                    sdk::race(
+                        slot_wanted(slot.as_ref()),
+                        sdk::race(t.nudged_since(seen), sdk::sleep(left)),
+                    ),
+                )
+                .await
+                {
+                    Either::Left(output) => warm::serve(&t, &mut warm, output),
+                    Either::Right(woke) => break woke,
+                }
+            };
+            match woke {
+                Either::Left(()) => {
+                    slot = None;
+                    // The held process counts against the slot: it goes with it.
+                    warm::stop(&t, &mut warm, "slot_given_back");
+                    log(
+                        Level::Info,
+                        "slot_given_back",
+                        Some(&t.alias),
+                        json!({"agent_session_id": t.agent_session_id()}),
+                    );
+                }
+                Either::Right(Either::Left(())) => {
+                    late_check = Some(Instant::now() + LATE_VISIBILITY);
+                }
+                Either::Right(Either::Right(())) => {
                     if late_check.is_some_and(|due| due <= Instant::now()) {
                         late_check = None;
                     }
@@ -131,17 +179,49 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
             Some(&t.alias),
             json!({"items": ids}),
         );
-        if slot.is_none() {
-            slot = Some(wait_for_slot(&t).await);
+        // A person's files are fetched before the turn that reads them (no slot needed).
+        let (text, native) = super::files::turn_input(&t, &settings, &messages).await;
+        match &slot {
+            Some(s) => s.set_idle(false),
+            None => slot = Some(wait_for_slot(&t).await),
         }
-        match turn(&t, &settings, &text, boundary, &mut slot).await {
-            Ok(TurnEnded::Completed) => late_check = Some(Instant::now() + LATE_VISIBILITY),
+        match turn(
+            &t,
+            &settings,
+            &text,
+            native,
+            boundary,
+            &mut slot,
+            warm.take(),
+        )
+        .await
+        {
+            Ok(TurnEnded::Completed) => {
+                late_check = Some(Instant::now() + LATE_VISIBILITY);
+                // The next turn's process starts now, while the person reads and writes.
+                if slot.is_some() {
+                    warm = Warm::start(
+                        &t,
+                        &settings,
+                        &t.agent_session_id(),
+                        t.usage_total().as_ref(),
+                    );
+                }
+            }
             Ok(TurnEnded::Stopped) => return,
             Err(f) => {
                 t.fail(f).await;
                 return;
             }
         }
+    }
+}
+
+/// Completes when the host asks for the idle thread's slot back (never without a slot).
+async fn slot_wanted(slot: Option<&slots::Slot>) {
+    match slot {
+        Some(s) => sdk::wait_for(s.wanted()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -167,13 +247,15 @@ pub enum TurnEnded {
 
 /// Run one turn: persist it as in flight, run attempts of the agent until one is not a transient
 /// model-API failure (resuming the same agent session after each, with backoff), then post its
-/// `turn_end`.
+/// `turn_end`. The first attempt may take the process started ahead (`warm`).
 async fn turn(
     t: &Rc<Thread>,
     settings: &Settings,
     text: &str,
+    native: Option<crate::attachments::NativeInput>,
     boundary: ItemCursor,
     slot: &mut Option<slots::Slot>,
+    mut warm: Option<Warm>,
 ) -> Result<TurnEnded, Failure> {
     let turn_id = format!("trn_{}", worker::new_ulid());
     let resume = t.begin_turn(&turn_id, &boundary).map_err(|e| {
@@ -187,6 +269,7 @@ async fn turn(
     let _running = TurnRunning::start(t);
     let clock = std::time::Instant::now();
     let mut st = TurnState::new(t, turn_id, boundary, resume, slot.take());
+    st.native = native;
     super::gate::applied(t, settings, &mut st).await;
     let mut usage = Usage::default();
     let mut resumes = 0u32;
@@ -196,7 +279,7 @@ async fn turn(
     let outcome = loop {
         requested = st.session_id.clone();
         st.emitted = None;
-        let outcome = attempt::run(t, settings, &input, &mut st).await?;
+        let outcome = attempt::run(t, settings, &input, &mut st, warm.take()).await?;
         usage.add(&outcome.usage);
         if let Some(total) = &outcome.usage_total {
             st.usage_total = Some(total.clone());
@@ -249,6 +332,8 @@ async fn turn(
         }
         t.row("active (turn)");
         input = prompt::CONTINUE_AFTER_TRANSIENT_ERROR.to_string();
+        // The images are in the agent's session already; the resume is words only.
+        st.native = None;
     };
     let status = outcome.status.clone();
     *slot = st.slot.take();
@@ -295,6 +380,8 @@ async fn turn(
         Some(d) if resumes == 0 => d,
         _ => elapsed,
     };
+    // The agent's outbox, published before the `turn_end` that closes its turn.
+    super::files::publish(t, settings, &mut st).await;
     let (content, mut metadata) = items::turn_end(status.word(), &usage, duration, &outcome.error);
     // Extensions: enough to rebuild local state from the thread if it is ever lost.
     metadata["agent_session_id"] = json!(st.session_id);
