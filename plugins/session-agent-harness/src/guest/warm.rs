@@ -101,7 +101,9 @@ impl Warm {
             Level::Info,
             "agent_prestarted",
             Some(&t.alias),
-            json!({"pid": child.pid(), "resume": resume}),
+            // No pid: the host forks the process in the background, and asking for it here
+            // would wait for that, starting a section's processes one after another again.
+            json!({"resume": resume}),
         );
         Some(Warm {
             child,
