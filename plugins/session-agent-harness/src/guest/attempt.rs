@@ -222,9 +222,7 @@ pub async fn run(
         Level::Info,
         "turn_started",
         Some(&t.alias),
-        // No pid here: the host forks the agent in the background, and asking for the pid
-        // would wait for that, starting a section's agents one after another again.
-        json!({"turn_id": st.turn_id, "resume": st.session_id,
+        json!({"turn_id": st.turn_id, "pid": child.pid(), "resume": st.session_id,
                "prestarted_ms": prestarted, "started_at": worker::now_utc()}),
     );
     let agent_log = store::stderr_log(&t.alias);

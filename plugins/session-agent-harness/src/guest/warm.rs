@@ -101,9 +101,7 @@ impl Warm {
             Level::Info,
             "agent_prestarted",
             Some(&t.alias),
-            // No pid: the host forks the process in the background, and asking for it here
-            // would wait for that, starting a section's processes one after another again.
-            json!({"resume": resume}),
+            json!({"pid": child.pid(), "resume": resume}),
         );
         Some(Warm {
             child,
