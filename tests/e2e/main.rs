@@ -2,6 +2,7 @@ mod agent_env;
 mod claude;
 mod client;
 mod codex;
+mod cold_start;
 mod docs;
 mod first_minutes;
 mod harness;
