@@ -305,3 +305,40 @@ mod tests {
         assert!(precompiled(&engine, &changed).is_none());
     }
 }
+
+#[cfg(test)]
+mod measure_tmp {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn measure_compile_options() {
+        let wasm = BUNDLED[0].1;
+        let target = super::super::engine::TARGET;
+        for (label, opt, parallel) in [
+            ("speed, parallel", wasmtime::OptLevel::Speed, true),
+            ("none, parallel", wasmtime::OptLevel::None, true),
+            ("speed, serial", wasmtime::OptLevel::Speed, false),
+            ("none, serial", wasmtime::OptLevel::None, false),
+        ] {
+            let mut config = super::super::engine_config::config(target).unwrap();
+            config.cranelift_opt_level(opt).parallel_compilation(parallel);
+            let engine = Engine::new(&config).unwrap();
+            let mut times = Vec::new();
+            for _ in 0..3 {
+                let t = std::time::Instant::now();
+                let _ = Component::new(&engine, wasm).unwrap();
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            eprintln!("MEASURE {label}: {times:?} ms");
+        }
+        let engine = super::super::engine::new_engine().unwrap();
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            let _ = precompiled(&engine, wasm).unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        eprintln!("MEASURE precompiled deserialize: {times:?} ms");
+    }
+}
