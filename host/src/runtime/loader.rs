@@ -453,6 +453,8 @@ pub async fn load_all(
             Ok(wasm)
                 if background
                     && !super::cache::has_entry(engine, &wasm, cache_dir)
+                    // Refused at once, as before any compile (preflight reports it).
+                    && check_wit_version(&wasm, &path.display().to_string()).is_ok()
                     && let Some(stem) =
                         path.file_stem().map(|s| s.to_string_lossy().into_owned())
                     && !bundled.contains(&stem) =>

@@ -224,6 +224,9 @@ async fn run_after_compile(
         );
     }
     let outcome = compiling.ready().await;
+    for v in &waiting {
+        shared.status.set_section(v.record.index, "starting", "");
+    }
     let verdicts = preflight::after_compile(
         &runtime.engine,
         outcome,
