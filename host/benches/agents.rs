@@ -90,12 +90,12 @@ impl Fake {
         match self {
             Fake::None => Vec::new(),
             Fake::Anthropic(f) => f
-                .messages_calls()
+                .model_calls()
                 .iter()
                 .map(|r| r.received_at_us as i64)
                 .collect(),
             Fake::Openai(f) => f
-                .responses_calls()
+                .model_calls()
                 .iter()
                 .map(|r| r.received_at_us as i64)
                 .collect(),

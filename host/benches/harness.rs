@@ -35,7 +35,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use blobhub_emulator::{Admin, CreateSession, Emulator, EmulatorConfig, SessionIds, User};
-use blobhub_fake_anthropic::FakeAnthropic;
+use blobhub_fake_anthropic::{FakeAnthropic, MessagesRequest};
 use blobhub_worker::state_tree::{
     ApiCredentials, ApiKey, Credentials, Identity, IdentityUser, StateTree,
 };
@@ -925,7 +925,7 @@ impl CliAlone {
         let text_at = text_at.expect("the CLI printed the reply");
         let calls: Vec<_> = self
             .fake
-            .messages_calls()
+            .model_calls()
             .into_iter()
             .filter(|r| r.received_at_us as i64 >= spawned_at)
             .collect();
@@ -1054,7 +1054,7 @@ impl ClaudeRun {
         // This turn's model requests: those that arrived after the person's item.
         let fake = &rig.claude.as_ref().expect("a claude rig").fake;
         let calls: Vec<_> = fake
-            .messages_calls()
+            .model_calls()
             .into_iter()
             .filter(|r| r.received_at_us as i64 >= asked_at)
             .collect();

@@ -29,7 +29,8 @@
 //!
 //! The session survives restarts: a fresh session id is minted when `--session-id` is absent, and
 //! a small record under `<cwd>/.blobhub-test-agent/` counts its turns, so a resumed session reports
-//! `resumed: true` and the next turn number.
+//! `resumed: true` and the next turn number. A `--session-id` those records do not know (while
+//! they exist) is a lost session: the agent announces a new session and ends the turn `failed`.
 
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -187,6 +188,14 @@ fn safe_session_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// A session asked for by `--session-id` that this work folder's records do not know, although
+/// the records exist (they are missing altogether in a folder the agent cannot write): its
+/// transcript is gone, as when a CLI's stored conversation was deleted.
+fn session_lost(id: &str) -> bool {
+    let dir = std::path::Path::new(".blobhub-test-agent");
+    dir.is_dir() && !dir.join(id).exists()
+}
+
 /// Counts the turns of a session in `<cwd>/.blobhub-test-agent/<id>`; best effort, since the
 /// agent must still answer in a read-only work folder.
 fn bump_turn(id: &str) -> (bool, u64) {
@@ -252,6 +261,15 @@ pub fn main() {
     };
 
     let session_id = match args.session_id.as_deref() {
+        Some(id) if safe_session_id(id) && session_lost(id) => {
+            // What a CLI does whose stored conversation is gone: it silently starts another
+            // session, and the turn fails.
+            out.send(json!({"type": "session", "session_id": new_session_id(),
+                            "resumed": false, "turn": 1}));
+            out.send(json!({"type": "turn_end", "status": "failed",
+                            "error": format!("no conversation found with session id {id}")}));
+            std::process::exit(1);
+        }
         Some(id) if safe_session_id(id) => id.to_string(),
         Some(id) => {
             eprintln!("blobhub-test-agent: unusable session id {id:?}");

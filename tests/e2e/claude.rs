@@ -5,53 +5,32 @@
 //! The CLI is found through `BLOBHUB_CLAUDE` or in tests/agents/node_modules. Without it these
 //! tests say so and pass locally; under CI (`CI` set) they fail, since `.ci/run` installs it.
 
-use std::path::{Path, PathBuf};
+use std::ops::Deref;
 
-use blobhub_emulator::SessionIds;
-use blobhub_fake_anthropic::{FakeAnthropic, RecordedRequest};
+use blobhub_fake_anthropic::{Anthropic, FakeAnthropic, MessagesRequest, RecordedRequest};
 use serde_json::{Value, json};
 
-use crate::harness_support::{Env, PATIENCE, assert_no_duplicate_posts, eventually, pids_running};
+use crate::agent_rig::{AgentRig, cli, meta, strings_under};
+use crate::harness_support::{Env, assert_no_duplicate_posts, eventually};
 use crate::support::{Running, demo_user};
 
-/// The real CLI, or `None` (with a note) when it is not installed outside CI.
-fn claude() -> Option<PathBuf> {
-    let path = std::env::var_os("BLOBHUB_CLAUDE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/agents/node_modules/.bin/claude")
-        });
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "the claude CLI is missing at {} (run: npm ci --prefix tests/agents)",
-        path.display()
-    );
-    eprintln!(
-        "skipped: no claude CLI at {} (npm ci --prefix tests/agents)",
-        path.display()
-    );
-    None
-}
+/// A worker wired to the emulator and the fake Anthropic API, with a `claude_code` agents block.
+struct Claude(AgentRig<Anthropic>);
 
-/// A worker wired to the emulator and a fake model API, with a `claude_code` agents block.
-struct Claude {
-    env: Env,
-    fake: FakeAnthropic,
-    s: SessionIds,
-    /// The CLI's own config folder (transcripts live there).
-    _config: tempfile::TempDir,
+impl Deref for Claude {
+    type Target = AgentRig<Anthropic>;
+    fn deref(&self) -> &AgentRig<Anthropic> {
+        &self.0
+    }
 }
 
 impl Claude {
     async fn new(session: &str, extra: &str) -> Option<Claude> {
-        let cli = claude()?;
+        let cli = cli("BLOBHUB_CLAUDE", "claude")?;
         let env = Env::new().await;
         let fake = FakeAnthropic::start().await.expect("fake model API starts");
+        // The CLI's own config folder (transcripts live there).
         let config = tempfile::tempdir().unwrap();
-        let s = env.session(session);
         let block = format!(
             "  claude_code:\n    executable: {cli}\n{extra}    env:\n      ANTHROPIC_BASE_URL: {url}\n      \
              ANTHROPIC_API_KEY: dummy\n      CLAUDE_CONFIG_DIR: {dir}\n      DISABLE_TELEMETRY: \"1\"\n      \
@@ -61,138 +40,36 @@ impl Claude {
             url = fake.base_url(),
             dir = config.path().display(),
         );
-        env.configure(&[&s], 4, &block);
-        Some(Claude {
+        Some(Claude(AgentRig::new(
             env,
             fake,
-            s,
-            _config: config,
-        })
+            session,
+            ("claude_code", "claude"),
+            config,
+            &block,
+        )))
     }
 
     /// [`Claude::new`], a worker started on it and thread `t` handed off and active.
     async fn running(session: &str, extra: &str) -> Option<(Claude, Running)> {
         let c = Claude::new(session, extra).await?;
-        let worker = c.env.start().await;
-        c.handoff("t");
-        c.active("t").await;
+        let worker = c.start().await;
         Some((c, worker))
-    }
-
-    /// The first item of type `ty` on the thread.
-    fn first(&self, alias: &str, ty: &str) -> Value {
-        self.items(alias)
-            .into_iter()
-            .find(|i| meta(i, "/metadata/type") == ty)
-            .unwrap_or_else(|| panic!("no {ty} item"))
-    }
-
-    fn handoff(&self, alias: &str) {
-        self.env
-            .set_envelope(&self.s, alias, self.envelope("pending"));
-    }
-
-    fn envelope(&self, state: &str) -> Value {
-        json!({"type": "thread", "thread": {"attributes": {"name": "task"}, "metadata": {
-            "instance": {"state": state},
-            "agent": {"type": "claude_code"},
-            "workspace": {"work_folder": self.env.work_folder().to_str().unwrap()}}}})
-    }
-
-    async fn active(&self, alias: &str) {
-        self.env
-            .wait("active", |e| e.state(&self.s, alias) == "active")
-            .await;
-    }
-
-    fn items(&self, alias: &str) -> Vec<Value> {
-        self.env.items(&self.s, alias)
-    }
-
-    /// The worker's items of the thread (the person's messages left out).
-    fn agent_items(&self, alias: &str) -> Vec<Value> {
-        self.items(alias)
-            .into_iter()
-            .filter(|i| i.pointer("/metadata/post_id").is_some())
-            .collect()
-    }
-
-    fn count(&self, alias: &str, ty: &str) -> usize {
-        self.items(alias)
-            .iter()
-            .filter(|i| i.pointer("/metadata/type").and_then(Value::as_str) == Some(ty))
-            .count()
-    }
-
-    async fn wait_count(&self, alias: &str, ty: &str, n: usize) {
-        self.env
-            .wait(&format!("{n} {ty} item(s)"), |_| self.count(alias, ty) >= n)
-            .await;
-    }
-
-    async fn wait_text(&self, alias: &str, needle: &str) -> Value {
-        let found = |c: &Claude| {
-            c.items(alias).into_iter().find(|i| {
-                i.pointer("/metadata/type").and_then(Value::as_str) == Some("text")
-                    && i.pointer("/content/0/text")
-                        .and_then(Value::as_str)
-                        .is_some_and(|t| t.contains(needle))
-            })
-        };
-        self.env
-            .wait(&format!("a text item with {needle:?}"), |_| {
-                found(self).is_some()
-            })
-            .await;
-        found(self).unwrap()
-    }
-
-    fn claude_pids(&self) -> Vec<u32> {
-        pids_running("claude", self.env.work_folder())
     }
 
     /// Wait until the fake has been asked with `prompt` as the last user text.
     async fn wait_for_prompt(&self, prompt: &str) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let n = self.fake.requests().len();
-            if self
-                .fake
-                .messages_calls()
-                .iter()
-                .any(|r| r.last_user_text().as_deref() == Some(prompt))
-            {
-                return;
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            assert!(!left.is_zero(), "the model was never asked {prompt:?}");
-            let _ = self.fake.wait_for_requests(n + 1, left).await;
-        }
+        self.0
+            .wait_for_prompt(prompt, MessagesRequest::last_user_text)
+            .await;
     }
 }
 
 /// Every text a model request carries (text blocks and tool results): what the model was shown.
 fn shown(r: &RecordedRequest) -> String {
-    fn walk(v: &Value, out: &mut String) {
-        match v {
-            Value::String(s) => {
-                out.push_str(s);
-                out.push('\n');
-            }
-            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
-            Value::Object(o) => {
-                for key in ["text", "content"] {
-                    if let Some(inner) = o.get(key) {
-                        walk(inner, out);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
     let mut out = String::new();
     for m in r.body["messages"].as_array().into_iter().flatten() {
-        walk(&m["content"], &mut out);
+        strings_under(&m["content"], &["text", "content"], &mut out);
     }
     out
 }
@@ -201,10 +78,6 @@ fn session_header(r: &RecordedRequest) -> String {
     r.header("x-claude-code-session-id")
         .unwrap_or("")
         .to_string()
-}
-
-fn meta<'a>(item: &'a Value, pointer: &str) -> &'a Value {
-    item.pointer(pointer).unwrap_or(&Value::Null)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +121,7 @@ async fn a_two_turn_conversation_keeps_one_claude_session() {
     assert_eq!(meta(ends[1], "/metadata/agent_session_id"), session);
 
     // The second model request carries the first turn: one Claude session throughout.
-    let requests = c.fake.messages_calls();
+    let requests = c.fake.model_calls();
     assert_eq!(requests.len(), 2, "one model request per turn");
     let second = shown(&requests[1]);
     assert!(
@@ -324,7 +197,7 @@ async fn bash_approved_runs_and_bash_denied_does_not() {
         .map(|i| meta(i, "/content/0/text").as_str().unwrap().to_string())
         .collect();
     assert_eq!(resolved, ["✓ Answered: Approve", "✓ Answered: Deny"]);
-    let last = shown(c.fake.messages_calls().last().unwrap());
+    let last = shown(c.fake.model_calls().last().unwrap());
     assert!(
         last.contains("not in this folder"),
         "the denial reached the model"
@@ -349,7 +222,7 @@ async fn a_question_from_the_model_is_answered_by_the_person() {
     c.env.say(&c.s, "t", "teal, please");
     c.wait_text("t", "Tool result seen").await;
     c.wait_count("t", "turn_end", 1).await;
-    let last = shown(c.fake.messages_calls().last().unwrap());
+    let last = shown(c.fake.model_calls().last().unwrap());
     assert!(
         last.contains("teal, please"),
         "the answer reached the model: {last}"
@@ -401,7 +274,7 @@ async fn an_overloaded_model_is_resumed_after_a_backoff() {
         "{retrying}"
     );
     // The resume continued the same session with the continuation prompt.
-    let requests = c.fake.messages_calls();
+    let requests = c.fake.model_calls();
     assert_eq!(requests.len(), 2);
     assert!(
         requests[1]
@@ -452,7 +325,7 @@ async fn a_worker_killed_mid_turn_resumes_the_same_claude_session() {
     c.env.say(&c.s, "t", "STALL");
     c.wait_for_prompt("STALL").await;
     worker.child.kill().await.unwrap();
-    eventually("claude died with the worker", || c.claude_pids().is_empty()).await;
+    eventually("claude died with the worker", || c.cli_pids().is_empty()).await;
 
     let worker = c.env.start().await;
     // The cut turn is closed, once, and the next message goes to the same session.
@@ -472,7 +345,7 @@ async fn a_worker_killed_mid_turn_resumes_the_same_claude_session() {
     assert_eq!(statuses, ["completed", "interrupted", "completed"]);
     let session = meta(&ends[0], "/metadata/agent_session_id");
     assert_eq!(meta(&ends[2], "/metadata/agent_session_id"), session);
-    let requests = c.fake.messages_calls();
+    let requests = c.fake.model_calls();
     let last = requests.last().unwrap();
     assert_eq!(session_header(last), session.as_str().unwrap());
     assert!(
@@ -513,7 +386,7 @@ async fn a_stop_mid_turn_interrupts_claude_and_closes_the_turn() {
     c.active("t").await;
     c.env.say(&c.s, "t", "STALL");
     c.wait_for_prompt("STALL").await;
-    let pids = c.claude_pids();
+    let pids = c.cli_pids();
     assert_eq!(pids.len(), 1, "one claude process for the turn");
 
     // The running CLI's environment: the operator's variables, never the worker's key.
@@ -539,7 +412,7 @@ async fn a_stop_mid_turn_interrupts_claude_and_closes_the_turn() {
     c.wait_count("t", "turn_end", 1).await;
     let end = c.first("t", "turn_end");
     assert_eq!(meta(&end, "/metadata/status"), "interrupted");
-    eventually("no claude process is left", || c.claude_pids().is_empty()).await;
+    eventually("no claude process is left", || c.cli_pids().is_empty()).await;
     c.env
         .wait("thread_completed", |e| {
             e.activity(&c.s).contains(&"thread_completed".to_string())

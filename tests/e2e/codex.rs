@@ -7,51 +7,31 @@
 //! Codex is pointed at the fake the way docs/session-agent-harness.md tells operators to: a
 //! `CODEX_HOME` of its own (set in `agents.codex.env`) whose `config.toml` names the provider.
 
-use std::path::{Path, PathBuf};
+use std::ops::Deref;
 
-use blobhub_emulator::SessionIds;
-use blobhub_fake_openai::{FakeOpenai, RecordedRequest};
+use blobhub_fake_openai::{FakeOpenai, Openai, RecordedRequest, ResponsesRequest};
 use serde_json::{Value, json};
 
-use crate::harness_support::{Env, PATIENCE, assert_no_duplicate_posts, eventually, pids_running};
+use crate::agent_rig::{AgentRig, cli, meta, strings_under};
+use crate::harness_support::{Env, assert_no_duplicate_posts, eventually};
 use crate::support::{Running, demo_user};
 
-/// The real CLI, or `None` (with a note) when it is not installed outside CI.
-fn codex() -> Option<PathBuf> {
-    let path = std::env::var_os("BLOBHUB_CODEX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/agents/node_modules/.bin/codex")
-        });
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "the codex CLI is missing at {} (run: npm ci --prefix tests/agents)",
-        path.display()
-    );
-    eprintln!(
-        "skipped: no codex CLI at {} (npm ci --prefix tests/agents)",
-        path.display()
-    );
-    None
-}
+/// A worker wired to the emulator and the fake OpenAI API, with a `codex` agents block.
+struct Codex(AgentRig<Openai>);
 
-/// A worker wired to the emulator and the fake, with a `codex` agents block.
-struct Codex {
-    env: Env,
-    fake: FakeOpenai,
-    s: SessionIds,
-    /// The CLI's `CODEX_HOME` (its config.toml, its threads' rollouts).
-    _home: tempfile::TempDir,
+impl Deref for Codex {
+    type Target = AgentRig<Openai>;
+    fn deref(&self) -> &AgentRig<Openai> {
+        &self.0
+    }
 }
 
 impl Codex {
     async fn new(session: &str, extra: &str) -> Option<Codex> {
-        let cli = codex()?;
+        let cli = cli("BLOBHUB_CODEX", "codex")?;
         let env = Env::new().await;
         let fake = FakeOpenai::start().await.expect("fake model API starts");
+        // The CLI's `CODEX_HOME` (its config.toml, its threads' rollouts).
         let home = tempfile::tempdir().unwrap();
         // `gpt-5.5` is a slug Codex knows, so it offers apply_patch; no retries of its own, so
         // a failure reaches the worker at once; no plugins, so no DNS lookups.
@@ -67,149 +47,51 @@ impl Codex {
             ),
         )
         .unwrap();
-        let s = env.session(session);
         let block = format!(
             "  codex:\n    executable: {cli}\n{extra}    env:\n      CODEX_HOME: {home}\n      \
              FAKE_OPENAI_API_KEY: dummy\n",
             cli = cli.display(),
             home = home.path().display(),
         );
-        env.configure(&[&s], 4, &block);
-        Some(Codex {
+        Some(Codex(AgentRig::new(
             env,
             fake,
-            s,
-            _home: home,
-        })
+            session,
+            ("codex", "codex"),
+            home,
+            &block,
+        )))
     }
 
     /// [`Codex::new`], a worker started on it and thread `t` handed off and active.
     async fn running(session: &str, extra: &str) -> Option<(Codex, Running)> {
         let c = Codex::new(session, extra).await?;
-        let worker = c.env.start().await;
-        c.handoff("t");
-        c.active("t").await;
+        let worker = c.start().await;
         Some((c, worker))
-    }
-
-    fn handoff(&self, alias: &str) {
-        self.env
-            .set_envelope(&self.s, alias, self.envelope("pending"));
-    }
-
-    fn envelope(&self, state: &str) -> Value {
-        json!({"type": "thread", "thread": {"attributes": {"name": "task"}, "metadata": {
-            "instance": {"state": state},
-            "agent": {"type": "codex"},
-            "workspace": {"work_folder": self.env.work_folder().to_str().unwrap()}}}})
-    }
-
-    async fn active(&self, alias: &str) {
-        self.env
-            .wait("active", |e| e.state(&self.s, alias) == "active")
-            .await;
-    }
-
-    fn items(&self, alias: &str) -> Vec<Value> {
-        self.env.items(&self.s, alias)
-    }
-
-    /// The worker's items of the thread (the person's messages left out).
-    fn agent_items(&self, alias: &str) -> Vec<Value> {
-        self.items(alias)
-            .into_iter()
-            .filter(|i| i.pointer("/metadata/post_id").is_some())
-            .collect()
-    }
-
-    fn of_type(&self, alias: &str, ty: &str) -> Vec<Value> {
-        self.items(alias)
-            .into_iter()
-            .filter(|i| meta(i, "/metadata/type") == ty)
-            .collect()
-    }
-
-    fn count(&self, alias: &str, ty: &str) -> usize {
-        self.of_type(alias, ty).len()
-    }
-
-    async fn wait_count(&self, alias: &str, ty: &str, n: usize) {
-        self.env
-            .wait(&format!("{n} {ty} item(s)"), |_| self.count(alias, ty) >= n)
-            .await;
-    }
-
-    async fn wait_text(&self, alias: &str, needle: &str) -> Value {
-        let found = |c: &Codex| {
-            c.of_type(alias, "text").into_iter().find(|i| {
-                i.pointer("/content/0/text")
-                    .and_then(Value::as_str)
-                    .is_some_and(|t| t.contains(needle))
-            })
-        };
-        self.env
-            .wait(&format!("a text item with {needle:?}"), |_| {
-                found(self).is_some()
-            })
-            .await;
-        found(self).unwrap()
-    }
-
-    fn codex_pids(&self) -> Vec<u32> {
-        pids_running("codex", self.env.work_folder())
     }
 
     /// Wait until the fake has been asked with `prompt` as the last user text.
     async fn wait_for_prompt(&self, prompt: &str) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let n = self.fake.requests().len();
-            if self
-                .fake
-                .responses_calls()
-                .iter()
-                .any(|r| r.last_user_text().as_deref() == Some(prompt))
-            {
-                return;
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            assert!(!left.is_zero(), "the model was never asked {prompt:?}");
-            let _ = self.fake.wait_for_requests(n + 1, left).await;
-        }
+        self.0
+            .wait_for_prompt(prompt, ResponsesRequest::last_user_text)
+            .await;
     }
 }
 
 /// Every text a model request carries (messages, tool outputs): what the model was shown.
 fn shown(r: &RecordedRequest) -> String {
-    fn walk(v: &Value, out: &mut String) {
-        match v {
-            Value::String(s) => {
-                out.push_str(s);
-                out.push('\n');
-            }
-            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
-            Value::Object(o) => {
-                for key in ["text", "content", "output"] {
-                    if let Some(inner) = o.get(key) {
-                        walk(inner, out);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
     let mut out = String::new();
-    walk(&Value::Array(r.input().to_vec()), &mut out);
+    strings_under(
+        &Value::Array(r.input().to_vec()),
+        &["text", "content", "output"],
+        &mut out,
+    );
     out
 }
 
 /// The Codex thread a model request belongs to (Codex sends its id as the session id).
 fn thread_of(r: &RecordedRequest) -> String {
     r.header("session-id").unwrap_or("").to_string()
-}
-
-fn meta<'a>(item: &'a Value, pointer: &str) -> &'a Value {
-    item.pointer(pointer).unwrap_or(&Value::Null)
 }
 
 fn types(items: &[Value]) -> Vec<String> {
@@ -254,7 +136,7 @@ async fn a_two_turn_conversation_keeps_one_codex_thread() {
     assert_eq!(meta(&ends[1], "/metadata/agent_session_id"), thread);
 
     // The second model request carries the first turn: one Codex thread throughout.
-    let requests = c.fake.responses_calls();
+    let requests = c.fake.model_calls();
     assert_eq!(requests.len(), 2, "one model request per turn");
     let second = shown(&requests[1]);
     assert!(
@@ -323,7 +205,7 @@ async fn an_escalated_command_approved_runs_and_declined_does_not() {
         .map(|i| meta(i, "/content/0/text").as_str().unwrap().to_string())
         .collect();
     assert_eq!(resolved, ["✓ Answered: Approve", "✓ Answered: Deny"]);
-    let last = shown(c.fake.responses_calls().last().unwrap());
+    let last = shown(c.fake.model_calls().last().unwrap());
     assert!(
         last.contains("rejected by user"),
         "the model was told: {last}"
@@ -406,7 +288,7 @@ async fn a_model_failure_fails_the_thread_with_the_api_error_code() {
             .contains("high demand"),
         "{reason}"
     );
-    eventually("no codex process is left", || c.codex_pids().is_empty()).await;
+    eventually("no codex process is left", || c.cli_pids().is_empty()).await;
     worker.terminate().await;
 }
 
@@ -423,7 +305,7 @@ async fn a_worker_killed_mid_turn_resumes_the_same_codex_thread() {
     c.env.say(&c.s, "t", "STALL");
     c.wait_for_prompt("STALL").await;
     worker.child.kill().await.unwrap();
-    eventually("codex died with the worker", || c.codex_pids().is_empty()).await;
+    eventually("codex died with the worker", || c.cli_pids().is_empty()).await;
 
     let worker = c.env.start().await;
     // The cut turn is closed, once, and the next message goes to the same Codex thread.
@@ -439,7 +321,7 @@ async fn a_worker_killed_mid_turn_resumes_the_same_codex_thread() {
     assert_eq!(statuses, ["completed", "interrupted", "completed"]);
     let thread = meta(&ends[0], "/metadata/agent_session_id");
     assert_eq!(meta(&ends[2], "/metadata/agent_session_id"), thread);
-    let requests = c.fake.responses_calls();
+    let requests = c.fake.model_calls();
     let last = requests.last().unwrap();
     assert_eq!(thread_of(last), thread.as_str().unwrap());
     assert!(
@@ -466,7 +348,7 @@ async fn a_stop_mid_turn_interrupts_codex_and_leaves_no_process() {
     };
     c.env.say(&c.s, "t", "STALL");
     c.wait_for_prompt("STALL").await;
-    let pids = c.codex_pids();
+    let pids = c.cli_pids();
     assert!(!pids.is_empty(), "codex runs the turn");
 
     // The running CLI's environment: the operator's variables, never the worker's key.
@@ -488,7 +370,7 @@ async fn a_stop_mid_turn_interrupts_codex_and_leaves_no_process() {
     c.wait_count("t", "turn_end", 1).await;
     let end = &c.of_type("t", "turn_end")[0];
     assert_eq!(meta(end, "/metadata/status"), "interrupted");
-    eventually("no codex process is left", || c.codex_pids().is_empty()).await;
+    eventually("no codex process is left", || c.cli_pids().is_empty()).await;
     c.env
         .wait("thread_completed", |e| {
             e.activity(&c.s).contains(&"thread_completed".to_string())
@@ -521,7 +403,7 @@ async fn a_silent_turn_is_interrupted_and_fails_the_thread_as_stalled() {
             .contains("said nothing for 1 s"),
         "{reason}"
     );
-    eventually("no codex process is left", || c.codex_pids().is_empty()).await;
+    eventually("no codex process is left", || c.cli_pids().is_empty()).await;
     worker.terminate().await;
 }
 

@@ -121,24 +121,34 @@ async fn one_agent_slot_shared_by_two_sections() {
     env.handoff(&a, "t");
     env.wait("first thread active", |e| e.state(&a, "t") == "active")
         .await;
+    env.say(&a, "t", "sleep: 2000");
+    eventually("the first thread's agent runs", || {
+        agent_processes(env.work_folder()) == 1
+    })
+    .await;
     env.handoff(&b, "t");
     env.wait("second thread registered", |e| {
         e.activity(&b).contains(&"thread_registered".to_string())
     })
     .await;
-    env.say(&a, "t", "one");
+    // The only slot is busy with the first thread's turn: the second waits.
+    assert_eq!(env.state(&b, "t"), "pending");
     env.wait("first thread works", |e| {
-        e.has(&a, "t", "text", "echo: one")
+        e.has(&a, "t", "text", "echo: sleep: 2000")
     })
     .await;
-    // The only slot is the first thread's: the second is still waiting.
-    assert_eq!(env.state(&b, "t"), "pending");
-    env.set_state(&a, "t", "completed");
+    // Between turns the first thread gives the slot to the one queued for it.
     env.wait("second thread active", |e| e.state(&b, "t") == "active")
         .await;
     env.say(&b, "t", "two");
     env.wait("second thread works", |e| {
         e.has(&b, "t", "text", "echo: two")
+    })
+    .await;
+    // And the first gets it back for its next message.
+    env.say(&a, "t", "three");
+    env.wait("first thread works again", |e| {
+        e.has(&a, "t", "text", "echo: three")
     })
     .await;
     worker.terminate().await;

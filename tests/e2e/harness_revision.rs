@@ -1,7 +1,8 @@
-//! `revision_id: default` in a section: resolved through the revision endpoint at attach, so the
-//! section works on the blob's default revision (docs/session-agent-harness.md, "Attaching").
+//! The section's revision (docs/session-agent-harness.md, "Attaching"): `revision_id: default`
+//! is resolved through the revision endpoint at attach; while the revision is being committed
+//! the section stands down (`REVISION_COMMITTING`) and carries on once it is `ready`.
 
-use crate::harness_support::Env;
+use crate::harness_support::{Env, agent_processes, assert_no_duplicate_posts, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_section_on_the_default_revision_attaches_and_works() {
@@ -23,5 +24,139 @@ async fn a_section_on_the_default_revision_attaches_and_works() {
     env.say(&s, "t", "hello");
     env.wait("answered", |e| e.has(&s, "t", "text", "echo: hello"))
         .await;
+    worker.terminate().await;
+}
+
+/// The section's `attachment` in its local `section.yaml` says `state` with `code`.
+fn section_says(env: &Env, s: &blobhub_emulator::SessionIds, state: &str, code: &str) -> bool {
+    std::fs::read_to_string(env.section_yaml(s))
+        .is_ok_and(|y| y.contains(&format!("status: {state}")) && y.contains(code))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_being_committed_at_start_is_waited_for() {
+    let env = Env::new().await;
+    let s = env.session("ses_commit_attach");
+    env.configure(&[&s], 4, "");
+    env.admin
+        .set_revision(&s.revision_id, None, Some("committing"))
+        .unwrap();
+    let worker = env.start().await;
+    eventually("the section waits for the commit", || {
+        section_says(&env, &s, "waiting", "REVISION_COMMITTING")
+    })
+    .await;
+    assert!(env.activity(&s).is_empty(), "not attached meanwhile");
+
+    env.admin
+        .set_revision(&s.revision_id, None, Some("ready"))
+        .unwrap();
+    env.wait("attached", |e| {
+        e.activity(&s).contains(&"attached".to_string())
+    })
+    .await;
+    env.handoff(&s, "t");
+    env.say(&s, "t", "hello");
+    env.wait("answered", |e| e.has(&s, "t", "text", "echo: hello"))
+        .await;
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_while_attached_quiesces_the_section_until_the_revision_is_ready() {
+    let env = Env::new().await;
+    let s = env.session("ses_commit_poll");
+    env.configure(&[&s], 4, "");
+    let worker = env.start().await;
+    env.handoff(&s, "t");
+    env.say(&s, "t", "ask: may I deploy?");
+    env.wait("asked", |e| {
+        e.transcript(&s, "t")
+            .iter()
+            .any(|(t, _)| t == "pending_prompt")
+    })
+    .await;
+    assert_eq!(agent_processes(env.work_folder()), 1, "the agent waits");
+
+    env.admin
+        .set_revision(&s.revision_id, None, Some("committing"))
+        .unwrap();
+    eventually("the section quiesces", || {
+        section_says(&env, &s, "quiescing", "REVISION_COMMITTING")
+    })
+    .await;
+    // The waiting agent is stopped; its question stays open on the thread.
+    eventually("no agent left", || agent_processes(env.work_folder()) == 0).await;
+
+    env.admin
+        .set_revision(&s.revision_id, None, Some("ready"))
+        .unwrap();
+    env.wait("the thread is back", |e| {
+        e.activity(&s).contains(&"thread_recovered".to_string())
+    })
+    .await;
+    assert!(section_says(&env, &s, "attached", ""));
+    env.say(&s, "t", "yes");
+    env.wait("the answer resumed the agent session", |e| {
+        let t = e.transcript(&s, "t");
+        t.iter().any(|(ty, x)| {
+            ty == "text"
+                && x == "echo: Your earlier question \"may I deploy?\" was answered: Approve"
+        }) && t
+            .iter()
+            .any(|(ty, x)| ty == "turn_end" && x == "Turn complete")
+    })
+    .await;
+    let asked = env
+        .transcript(&s, "t")
+        .iter()
+        .filter(|(t, _)| t == "pending_prompt")
+        .count();
+    assert_eq!(asked, 1, "asked once");
+    assert_no_duplicate_posts(&env, &s, "t");
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reply_refused_during_a_commit_is_posted_once_the_revision_is_ready() {
+    let env = Env::new().await;
+    let s = env.session("ses_commit_turn");
+    env.configure(&[&s], 4, "");
+    let worker = env.start().await;
+    env.handoff(&s, "t");
+    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.say(&s, "t", "sleep: 1500");
+    eventually("the agent runs", || agent_processes(env.work_folder()) == 1).await;
+    // The section's event poll fails for now, so only the thread's own post meets the commit.
+    env.admin.set_faults(
+        "list_session_events",
+        blobhub_emulator::Faults {
+            rate_5xx: 1.0,
+            ..Default::default()
+        },
+    );
+    env.admin
+        .set_revision(&s.revision_id, None, Some("committing"))
+        .unwrap();
+    env.wait("the reply was refused", |e| {
+        e.admin
+            .requests()
+            .iter()
+            .any(|r| r.command.as_deref() == Some("post_session_thread_item") && r.status == 409)
+    })
+    .await;
+    env.admin
+        .set_revision(&s.revision_id, None, Some("ready"))
+        .unwrap();
+    env.admin.clear_faults();
+    env.wait("the reply and the turn's end are posted", |e| {
+        e.has(&s, "t", "text", "echo: sleep: 1500") && e.has(&s, "t", "turn_end", "Turn complete")
+    })
+    .await;
+    assert_eq!(env.state(&s, "t"), "active", "the thread did not fail");
+    env.say(&s, "t", "after");
+    env.wait("it goes on", |e| e.has(&s, "t", "text", "echo: after"))
+        .await;
+    assert_no_duplicate_posts(&env, &s, "t");
     worker.terminate().await;
 }

@@ -1,4 +1,5 @@
 mod agent_env;
+mod agent_rig;
 mod claude;
 mod client;
 mod codex;
@@ -9,7 +10,9 @@ mod harness;
 mod harness_crash;
 mod harness_grants;
 mod harness_policy;
+mod harness_resume;
 mod harness_revision;
+mod harness_slots;
 mod harness_support;
 mod login;
 mod operations;

@@ -577,20 +577,25 @@ impl Walk {
         let Some(map) = self.mapping("concurrency", value) else {
             return defaults;
         };
-        self.unknown_keys("concurrency", &map, &["max_agents"]);
-        let max_agents = self.positive(
-            "concurrency.max_agents",
-            Self::get(&map, "max_agents"),
-            defaults.max_agents.into(),
-        );
-        let max_agents = u32::try_from(max_agents).unwrap_or_else(|_| {
-            self.error(
-                "concurrency.max_agents",
-                format!("must be at most {}", u32::MAX),
-            );
-            defaults.max_agents
-        });
-        Concurrency { max_agents }
+        self.unknown_keys("concurrency", &map, &["max_agents", "held_waits_max"]);
+        let max_agents =
+            self.concurrency_count("concurrency.max_agents", &map, defaults.max_agents);
+        let held_waits_max =
+            self.concurrency_count("concurrency.held_waits_max", &map, defaults.held_waits_max);
+        Concurrency {
+            max_agents,
+            held_waits_max,
+        }
+    }
+
+    /// A positive count of `concurrency` that fits a u32.
+    fn concurrency_count(&mut self, field: &str, map: &[(String, &Value)], default: u32) -> u32 {
+        let key = field.rsplit('.').next().unwrap_or(field);
+        let value = self.positive(field, Self::get(map, key), default.into());
+        u32::try_from(value).unwrap_or_else(|_| {
+            self.error(field, format!("must be at most {}", u32::MAX));
+            default
+        })
     }
 
     fn shutdown(&mut self, value: Option<&Value>) -> Shutdown {
@@ -1131,7 +1136,23 @@ sections:
         let config = report.config.unwrap();
         assert_eq!(config.polling, Polling::default());
         assert_eq!(config.concurrency.max_agents, 4);
+        assert_eq!(config.concurrency.held_waits_max, 8);
         assert!(config.sections.is_empty());
+    }
+
+    #[test]
+    fn held_waits_max_is_a_positive_count() {
+        let config = load_str("concurrency:\n  held_waits_max: 1\nsections: []\n")
+            .config
+            .unwrap();
+        assert_eq!(config.concurrency.held_waits_max, 1);
+        assert_eq!(config.concurrency.max_agents, 4);
+        let report = load_str("concurrency:\n  held_waits_max: 0\nsections: []\n");
+        assert!(report.config.is_none());
+        assert_eq!(
+            errors(&report),
+            vec![("concurrency.held_waits_max".to_owned(), Some(2))]
+        );
     }
 
     #[test]

@@ -88,11 +88,17 @@ impl Polling {
 pub struct Concurrency {
     /// Agent processes running at once across all sections (≥ 1).
     pub max_agents: u32,
+    /// Agents blocked on a person's answer kept alive at once across all sections (≥ 1); past
+    /// it the oldest wait is parked.
+    pub held_waits_max: u32,
 }
 
 impl Default for Concurrency {
     fn default() -> Self {
-        Self { max_agents: 4 }
+        Self {
+            max_agents: 4,
+            held_waits_max: 8,
+        }
     }
 }
 

@@ -31,6 +31,8 @@ impl From<&config::Polling> for Polling {
 pub struct RuntimeSettings {
     pub polling: Polling,
     pub max_agents: u32,
+    /// `concurrency.held_waits_max`.
+    pub held_waits_max: u32,
     /// `shutdown.drain_timeout_ms`: how long sections get to return after a stop.
     pub drain_timeout: Duration,
     /// Programs granted by the `agents` capability: every `agents.<type>.executable` (or the
@@ -77,6 +79,7 @@ impl From<&Config> for RuntimeSettings {
         RuntimeSettings {
             polling: Polling::from(&config.polling),
             max_agents: config.concurrency.max_agents,
+            held_waits_max: config.concurrency.held_waits_max,
             drain_timeout: config.shutdown.drain_timeout(),
             agent_programs,
             agent_env_pairs,

@@ -174,6 +174,7 @@ pub fn detached_shared() -> Arc<Shared> {
         settings: crate::runtime::settings::RuntimeSettings::defaults(),
         status: Arc::new(StatusBoard::default()),
         slots: SlotPool::new(0),
+        held_waits: crate::runtime::capabilities::HeldWaits::new(1),
         processes: Arc::default(),
         worker: WorkerInfo {
             user_id: String::new(),

@@ -123,6 +123,7 @@ pub fn shared(inputs: &RuntimeInputs, shutdown: watch::Receiver<bool>) -> Arc<Sh
     Arc::new(Shared {
         transport: Arc::clone(&inputs.transport),
         slots: SlotPool::new(settings.max_agents),
+        held_waits: super::capabilities::HeldWaits::new(settings.held_waits_max),
         settings,
         status: Arc::new(StatusBoard::default()),
         processes: Arc::new(ProcessRegistry::default()),

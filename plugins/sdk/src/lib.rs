@@ -39,7 +39,9 @@ pub mod bindings {
     });
 }
 
-pub use bindings::blobhub::worker::{feed, log, process, slots, state, status, types, worker};
+pub use bindings::blobhub::worker::{
+    feed, held_waits, log, process, slots, state, status, types, worker,
+};
 pub use executor::{JoinHandle, block_on, spawn};
 pub use follow::Feed;
 pub use serde_json;

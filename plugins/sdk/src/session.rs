@@ -41,6 +41,10 @@ impl Session {
     pub async fn get(&self) -> Result<Value, ApiError> {
         json(raw::get_session()).await
     }
+    /// The section's revision, read afresh: the envelope (`{"revision":{id, phase, status}}`).
+    pub async fn get_revision(&self) -> Result<Value, ApiError> {
+        json(raw::get_revision()).await
+    }
     pub async fn list_objects(
         &self,
         prefix: Option<&str>,

@@ -39,6 +39,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), blobhub_fake_anthropic::Error> {
 //! use std::time::Duration;
+//! use blobhub_fake_anthropic::MessagesRequest;
 //! let fake = blobhub_fake_anthropic::FakeAnthropic::start().await?;
 //! // run `claude -p hello` with ANTHROPIC_BASE_URL=fake.base_url() ...
 //! let requests = fake.wait_for_requests(1, Duration::from_secs(10)).await?;
@@ -46,148 +47,17 @@
 //! # Ok(()) }
 //! ```
 
+mod api;
 mod record;
 pub mod script;
-mod server;
 pub mod stream;
 
-use std::fs::OpenOptions;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-
-pub use record::RecordedRequest;
+pub use api::Anthropic;
+pub use blobhub_fake_http::{Error, Options, RecordedRequest};
+pub use record::MessagesRequest;
 pub use script::{Prompt, Reply};
 
-/// Why the fake could not start or a wait failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("binding {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("opening the record file {}: {source}", path.display())]
-    RecordFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("waited {waited:?} for {wanted} requests, got {got}")]
-    Timeout {
-        wanted: usize,
-        got: usize,
-        waited: Duration,
-    },
-}
-
-/// Where to listen and whether to keep a log file.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// The port on 127.0.0.1; 0 picks a free one.
-    pub port: u16,
-    /// Append every request to this file as a JSON line ([`RecordedRequest::to_json`]).
-    pub record: Option<PathBuf>,
-}
-
-/// A running fake. Dropping it stops the server, ends every connection and every stalled stream.
-pub struct FakeAnthropic {
-    addr: SocketAddr,
-    state: Arc<server::State>,
-    server: JoinHandle<()>,
-}
-
-impl Drop for FakeAnthropic {
-    fn drop(&mut self) {
-        self.server.abort();
-        // Stalled streams hold their own task; release them too, so nothing waits on a client.
-        self.release_stalls();
-    }
-}
-
-impl FakeAnthropic {
-    /// Starts on a free port of 127.0.0.1.
-    pub async fn start() -> Result<FakeAnthropic, Error> {
-        FakeAnthropic::start_with(Options::default()).await
-    }
-
-    pub async fn start_with(options: Options) -> Result<FakeAnthropic, Error> {
-        let file = match &options.record {
-            Some(path) => Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|source| Error::RecordFile {
-                        path: path.clone(),
-                        source,
-                    })?,
-            ),
-            None => None,
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], options.port));
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind { addr, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| Error::Bind { addr, source })?;
-        let state = Arc::new(server::State::new(record::Recorder::new(file)));
-        let server = tokio::spawn(server::serve(listener, state.clone()));
-        Ok(FakeAnthropic {
-            addr,
-            state,
-            server,
-        })
-    }
-
-    /// `http://127.0.0.1:PORT`, for `ANTHROPIC_BASE_URL`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Every request so far, in arrival order.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.state.recorder.requests()
-    }
-
-    /// The `POST /v1/messages` requests so far.
-    pub fn messages_calls(&self) -> Vec<RecordedRequest> {
-        self.requests()
-            .into_iter()
-            .filter(RecordedRequest::is_messages_call)
-            .collect()
-    }
-
-    /// Waits until at least `n` requests arrived (woken by each arrival, no polling), then returns
-    /// them all.
-    pub async fn wait_for_requests(
-        &self,
-        n: usize,
-        timeout: Duration,
-    ) -> Result<Vec<RecordedRequest>, Error> {
-        let mut count = self.state.recorder.subscribe();
-        let reached = tokio::time::timeout(timeout, count.wait_for(|&c| c >= n)).await;
-        match reached {
-            Ok(Ok(_)) => Ok(self.requests()),
-            _ => Err(Error::Timeout {
-                wanted: n,
-                got: self.requests().len(),
-                waited: timeout,
-            }),
-        }
-    }
-
-    /// Ends every stream a `STALL` holds open now (without `message_stop`, as a dropped
-    /// connection would look to the client).
-    pub fn release_stalls(&self) {
-        self.state.stall_release.send_modify(|g| *g += 1);
-    }
-}
+/// A running fake Anthropic API ([`blobhub_fake_http::Fake`]): `FakeAnthropic::start()`,
+/// `base_url()` for `ANTHROPIC_BASE_URL`, `model_calls()` for the `POST /v1/messages` requests.
+/// Dropping it stops the server, ends every connection and every stalled stream.
+pub type FakeAnthropic = blobhub_fake_http::Fake<Anthropic>;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use blobhub_fake_anthropic::FakeAnthropic;
+use blobhub_fake_anthropic::{FakeAnthropic, MessagesRequest};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -145,7 +145,7 @@ async fn other_paths_are_harmless() {
     assert_eq!(call(&fake, "GET", "/v1/models", &json!(null)).await.0, 404);
     let requests = fake.wait_for_requests(3, WAIT).await.unwrap();
     assert!(requests.iter().all(|r| !r.is_messages_call()));
-    assert!(fake.messages_calls().is_empty());
+    assert!(fake.model_calls().is_empty());
     let err = fake
         .wait_for_requests(4, Duration::from_millis(50))
         .await

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use blobhub_fake_anthropic::{FakeAnthropic, Prompt};
+use blobhub_fake_anthropic::{FakeAnthropic, MessagesRequest, Prompt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -216,7 +216,7 @@ async fn a_plain_turn_gets_the_fakes_text() {
     assert_eq!(result["is_error"], false);
     assert_eq!(result["result"], text);
 
-    let calls = sb.fake.messages_calls();
+    let calls = sb.fake.model_calls();
     assert_eq!(calls.len(), 1, "one model call");
     let call = &calls[0];
     assert_eq!(call.query.as_deref(), Some("beta=true"));
@@ -251,7 +251,7 @@ async fn think_gives_a_thinking_block_before_the_text() {
     );
     assert_eq!(result(&lines)["is_error"], false);
     assert_eq!(
-        sb.fake.messages_calls()[0].last_user_text().as_deref(),
+        sb.fake.model_calls()[0].last_user_text().as_deref(),
         Some("THINK The user wants a greeting.")
     );
 }
@@ -297,7 +297,7 @@ async fn a_bash_call_allowed_over_can_use_tool_runs_and_its_result_comes_back() 
         "{result}"
     );
 
-    let calls = sb.fake.messages_calls();
+    let calls = sb.fake.model_calls();
     assert_eq!(calls.len(), 2, "the prompt, then the tool result");
     assert_eq!(
         calls[1].prompt(),
@@ -319,7 +319,7 @@ async fn an_overloaded_api_ends_the_turn_with_an_error_result() {
     assert_eq!(result["is_error"], true);
     assert_eq!(result["api_error_status"], 529);
     // With retries off, one call and no second try.
-    assert_eq!(sb.fake.messages_calls().len(), 1);
+    assert_eq!(sb.fake.model_calls().len(), 1);
 }
 
 /// The in-process MCP server protocol: an `sdk` server's JSON-RPC travels in `mcp_message`

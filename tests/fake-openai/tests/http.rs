@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use blobhub_fake_openai::FakeOpenai;
+use blobhub_fake_openai::{FakeOpenai, ResponsesRequest};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -95,7 +95,7 @@ async fn failures_and_other_paths() {
     );
     let (status, _) = call(&fake, "GET", "/v1/models", &Value::Null).await;
     assert_eq!(status, 404);
-    assert_eq!(fake.responses_calls().len(), 2);
+    assert_eq!(fake.model_calls().len(), 2);
 }
 
 #[tokio::test]

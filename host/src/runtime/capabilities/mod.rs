@@ -3,6 +3,7 @@
 //! call is scoped to that section by construction.
 
 pub mod feed;
+pub mod held_waits;
 pub mod log;
 pub mod process;
 pub mod session;
@@ -14,6 +15,7 @@ pub mod worker;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use held_waits::HeldWaits;
 pub use process::{Grants, ProcessRegistry};
 pub use slots::SlotPool;
 pub use status::{SectionStatus, StatusBoard};
@@ -28,6 +30,8 @@ pub struct Shared {
     pub settings: RuntimeSettings,
     pub status: Arc<StatusBoard>,
     pub slots: SlotPool,
+    /// `concurrency.held_waits_max`: agents blocked on a person, across every section.
+    pub held_waits: HeldWaits,
     pub processes: Arc<ProcessRegistry>,
     pub worker: WorkerInfo,
     /// Values a child or guest must never see (the API key): environment variables holding one

@@ -68,6 +68,10 @@ impl SessionBinding {
     }
 }
 
+/// Not a data-channel command: `GET /blobs/{org}/{blob}/revisions/{revision}` (named as the
+/// client counts it).
+const GET_REVISION: &str = "get_revision";
+
 /// A request in flight (`reply`).
 pub type ReplyHandle = Pending<Result<String, ApiError>>;
 
@@ -224,14 +228,22 @@ impl SectionHost {
                         let _counted = counted;
                         let _slot = slots.acquire_owned().await;
                         let shared = &section.shared;
-                        let envelope = call(
-                            shared.transport.as_ref(),
-                            &section.session,
-                            channel,
-                            command,
-                            args,
-                        )
-                        .await?;
+                        let envelope = if command == GET_REVISION {
+                            let b = &section.session;
+                            shared
+                                .transport
+                                .revision(&b.org_id, &b.blob_id, &b.revision_id)
+                                .await?
+                        } else {
+                            call(
+                                shared.transport.as_ref(),
+                                &section.session,
+                                channel,
+                                command,
+                                args,
+                            )
+                            .await?
+                        };
                         if command == "get_session"
                             && let Some(id) =
                                 envelope.pointer("/session/id").and_then(Value::as_str)
@@ -262,6 +274,10 @@ fn with_alias(alias: &str) -> Result<Map<String, Value>, String> {
 impl wit::Host for SectionHost {
     fn get_session(&mut self) -> wasmtime::Result<Resource<ReplyHandle>> {
         self.start(Channel::Query, "get_session", Ok(Map::new()))
+    }
+
+    fn get_revision(&mut self) -> wasmtime::Result<Resource<ReplyHandle>> {
+        self.start(Channel::Query, GET_REVISION, Ok(Map::new()))
     }
 
     fn list_objects(

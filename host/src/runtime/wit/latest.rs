@@ -20,13 +20,16 @@ wasmtime::component::bindgen!({
         "blobhub:worker/process.child": crate::runtime::capabilities::process::ChildHandle,
         "blobhub:worker/slots.slot": crate::runtime::capabilities::slots::SlotHandle,
         "blobhub:worker/slots.waiter": crate::runtime::capabilities::slots::WaiterHandle,
+        "blobhub:worker/held-waits.held-wait": crate::runtime::capabilities::held_waits::HeldWaitHandle,
     },
 });
 
 /// This version, as its package names it.
 pub const VERSION: &str = "0.2.0";
 
-pub use blobhub::worker::{feed, log, process, session, slots, state, status, types, worker};
+pub use blobhub::worker::{
+    feed, held_waits, log, process, session, slots, state, status, types, worker,
+};
 pub use exports::blobhub::worker::job;
 
 /// Add this version's `blobhub:worker` imports to `linker`.
@@ -45,6 +48,7 @@ pub fn add_to_linker(
     blobhub::worker::process::add_to_linker::<SectionHost, Data>(linker, same)?;
     blobhub::worker::state::add_to_linker::<SectionHost, Data>(linker, same)?;
     blobhub::worker::slots::add_to_linker::<SectionHost, Data>(linker, same)?;
+    blobhub::worker::held_waits::add_to_linker::<SectionHost, Data>(linker, same)?;
     blobhub::worker::status::add_to_linker::<SectionHost, Data>(linker, same)?;
     blobhub::worker::log::add_to_linker::<SectionHost, Data>(linker, same)?;
     Ok(())

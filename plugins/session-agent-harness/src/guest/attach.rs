@@ -114,15 +114,51 @@ fn session_refusal(ctx: &Ctx, e: &ApiError) -> Refusal {
                 "{what}: BlobHub refused to read it (HTTP 401/403). The API key was accepted at start, so one of org_id, blob_id, revision_id or session_id is wrong or not visible to this user"
             ),
         ),
+        ApiError::CommandFailed(f) if f.error == "revision_not_ready" => refuse(
+            "REVISION_NOT_READY",
+            format!("{what}: the revision is not ready ({})", f.message),
+        ),
         e => refuse("SESSION_NOT_FOUND", format!("{what}: {e}")),
+    }
+}
+
+/// The revision's `status` (`ready`, `committing`, ...), read afresh; `None` when it could not
+/// be read (the session calls that follow then say why).
+pub async fn revision_status(ctx: &Ctx) -> Option<String> {
+    let v = ctx.session.get_revision().await.ok()?;
+    Some(
+        v.pointer("/revision/status")
+            .and_then(Value::as_str)
+            .unwrap_or("ready")
+            .to_string(),
+    )
+}
+
+/// A commit of the revision is in progress: the platform takes no session command until it is
+/// `ready` again, so the section waits (not a refusal: it attaches once the commit is done).
+pub fn committing() -> Refusal {
+    Refusal {
+        code: "REVISION_COMMITTING",
+        message: "the revision is being committed; attaching once it is ready".into(),
+        transient: true,
     }
 }
 
 /// Attach: returns the resolved session id.
 pub async fn attach(ctx: &Ctx) -> Result<String, Refusal> {
+    if revision_status(ctx).await.as_deref() == Some("committing") {
+        return Err(committing());
+    }
     let session = match ctx.session.get().await {
         Ok(v) => v,
         Err(e) if retryable(&e) => return Err(unresolved(&e)),
+        // The commit began since the revision was read.
+        Err(ApiError::CommandFailed(f))
+            if f.error == "revision_not_ready"
+                && revision_status(ctx).await.as_deref() == Some("committing") =>
+        {
+            return Err(committing());
+        }
         Err(e) => return Err(session_refusal(ctx, &e)),
     };
     let id = session

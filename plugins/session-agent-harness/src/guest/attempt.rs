@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use blobhub_worker_sdk::serde_json::{Value, json};
-use blobhub_worker_sdk::{self as sdk, Either, log::Level, process, slots, worker};
+use blobhub_worker_sdk::{self as sdk, Either, held_waits, log::Level, process, slots, worker};
 
 use super::ctx::log;
 use super::store;
@@ -48,9 +48,11 @@ pub struct TurnState {
     pub stalled: bool,
     /// The session id the current attempt advertised, if any (crate::resume).
     pub emitted: Option<String>,
-    /// A prompt was parked (`wait: parked`): the agent is stopped and the turn ends without a
-    /// `turn_end`; the answer starts the next turn.
+    /// A prompt was parked (`wait: parked`, or a held wait demoted): the agent is stopped and
+    /// the turn ends without a `turn_end`; the answer starts the next turn.
     pub parked: bool,
+    /// The open held wait in the worker-wide registry, while the agent waits on a person.
+    pub held: Option<held_waits::HeldWait>,
 }
 
 impl TurnState {
@@ -76,6 +78,7 @@ impl TurnState {
             stalled: false,
             emitted: None,
             parked: false,
+            held: None,
         }
     }
 
@@ -83,6 +86,14 @@ impl TurnState {
     pub async fn stop_requested(&self) {
         match &self.stop {
             Some(n) => n.changed_since(self.stop_seen).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Completes when the held wait is demoted (never, while none is open).
+    pub async fn demoted(&self) {
+        match &self.held {
+            Some(h) => sdk::wait_for(h.demoted()).await,
             None => std::future::pending().await,
         }
     }
@@ -194,7 +205,10 @@ pub async fn run(
             sdk::next_output(&child),
             sdk::race(
                 st.stop_requested(),
-                sdk::race(t.nudged_since(seen), sdk::sleep(wait)),
+                sdk::race(
+                    st.demoted(),
+                    sdk::race(t.nudged_since(seen), sdk::sleep(wait)),
+                ),
             ),
         )
         .await;
@@ -235,6 +249,7 @@ pub async fn run(
                 let _ = store::append(&agent_log, &line);
             }
             Either::Left(process::Output::Exited(status)) => {
+                st.held = None;
                 return Ok(driver.on_exit(Exit {
                     code: status.code,
                     signal: status.signal,
@@ -254,7 +269,14 @@ pub async fn run(
                     end_by = Some(ask_to_end(driver.as_mut(), &child));
                 }
             }
-            Either::Right(Either::Right(_)) => {
+            Either::Right(Either::Right(Either::Left(()))) => {
+                st.held = None;
+                if demote(t, driver.as_mut(), &child, st) && !interrupted {
+                    interrupted = true;
+                    end_by = Some(ask_to_end(driver.as_mut(), &child));
+                }
+            }
+            Either::Right(Either::Right(Either::Right(_))) => {
                 if let Some(after) = stall_after
                     && !interrupted
                     && last_line.elapsed() >= after
@@ -291,6 +313,35 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The worker-wide cap on held waits demoted this thread's: the waiting agent is told nobody
+/// refused and is stopped, the prompt stays open on the thread, and its answer starts the next
+/// turn (the park path). Returns whether there was a held prompt to park.
+fn demote(
+    t: &Rc<Thread>,
+    driver: &mut dyn Driver,
+    child: &process::Child,
+    st: &mut TurnState,
+) -> bool {
+    let Some((request_id, p)) = t.demote_prompt() else {
+        return false;
+    };
+    write(
+        child,
+        driver.answer(&request_id, Answer::Unanswered(prompt::PARK_NOTICE)),
+    );
+    st.parked = true;
+    let (subject, _) = p.subject_and_key();
+    log(
+        Level::Info,
+        "held_wait_demoted",
+        Some(&t.alias),
+        json!({"turn_id": st.turn_id, "prompt_id": p.prompt_id, "kind": p.kind,
+               "subject": subject, "reason": "held_cap"}),
+    );
+    t.row("active (prompt)");
+    true
 }
 
 /// Ask the agent to end its turn now: its own interrupt request when it has one, else SIGTERM.
@@ -463,6 +514,19 @@ async fn ask(
             json!({"turn_id": st.turn_id, "kind": p.kind, "prompt_id": p.prompt_id}),
         );
     }
+    if !parked {
+        // The agent process lives on while it waits, without a slot: the worker-wide registry
+        // bounds how many do (the oldest is demoted to a park past the cap).
+        let (subject, _) = p.subject_and_key();
+        log(
+            Level::Info,
+            "prompt_held",
+            Some(&t.alias),
+            json!({"turn_id": st.turn_id, "prompt_id": p.prompt_id, "kind": p.kind,
+                   "subject": subject}),
+        );
+        st.held = Some(held_waits::begin(&t.alias));
+    }
     t.hold_prompt(
         OpenPrompt {
             prompt: p,
@@ -501,6 +565,8 @@ async fn deliver_answer(
     let Some((open, answers, msg)) = t.resolve_prompt(Some(&st.turn_id)).await else {
         return;
     };
+    // The wait is over: it leaves the registry before queueing for a slot.
+    st.held = None;
     // Answered: the agent continues, so it needs its slot again (FIFO behind other threads).
     if st.slot.is_none() {
         st.slot = Some(super::turn::wait_for_slot(t).await);

@@ -21,6 +21,9 @@ use crate::settings::Failure;
 
 const HEARTBEAT: Duration = Duration::from_secs(30);
 const REATTACH: Duration = Duration::from_secs(30);
+/// How often a section waiting for a commit of its revision reads the revision again (a cheap
+/// read; the reference retries an attach every 30 s and never resumes a quiesced section).
+const COMMIT_RECHECK: Duration = Duration::from_secs(2);
 const SECTION_YAML: &str = "section.yaml";
 
 struct Section {
@@ -29,6 +32,8 @@ struct Section {
     /// Aliases known not to be job threads (skipped at discovery only).
     not_mine: RefCell<HashSet<String>>,
     quiesced: Cell<bool>,
+    /// Quiesced because the revision is being committed: resumes once it is `ready` again.
+    committing: Cell<bool>,
     /// The section is ending: alias tasks start nothing new.
     ending: Cell<bool>,
     record: RefCell<SectionRecord>,
@@ -71,6 +76,7 @@ pub async fn run(section: job::Section) -> job::Outcome {
         threads: RefCell::new(BTreeMap::new()),
         not_mine: RefCell::new(HashSet::new()),
         quiesced: Cell::new(false),
+        committing: Cell::new(false),
         ending: Cell::new(false),
         todo: RefCell::new(HashMap::new()),
         prefetched: RefCell::new(HashMap::new()),
@@ -94,7 +100,12 @@ pub async fn run(section: job::Section) -> job::Outcome {
                     None,
                     json!({"code": code, "message": message}),
                 );
-                if let Either::Right(()) = sdk::race(sdk::sleep(REATTACH), sdk::shutdown()).await {
+                let wait = if code == "REVISION_COMMITTING" {
+                    COMMIT_RECHECK
+                } else {
+                    REATTACH
+                };
+                if let Either::Right(()) = sdk::race(sdk::sleep(wait), sdk::shutdown()).await {
                     return outcome(None, "shutdown");
                 }
             }
@@ -212,8 +223,14 @@ impl Section {
             if let Some((code, message)) = refused {
                 return self.detach(section_code(&code), &message).await;
             }
-            let wait = next_beat.saturating_duration_since(std::time::Instant::now());
+            let mut wait = next_beat.saturating_duration_since(std::time::Instant::now());
+            if self.committing.get() {
+                wait = wait.min(COMMIT_RECHECK);
+            }
             let next = sdk::race(sub.next(), sdk::race(sdk::sleep(wait), sdk::shutdown())).await;
+            if self.committing.get() && !matches!(next, Either::Right(Either::Right(()))) {
+                self.resume_if_committed().await;
+            }
             match next {
                 Either::Right(Either::Right(())) => {
                     self.ending.set(true);
@@ -256,6 +273,17 @@ impl Section {
                     ApiError::CommandFailed(f) if f.error == "session_not_open" => {
                         return self.detach("SESSION_CLOSED", &f.message).await;
                     }
+                    ApiError::CommandFailed(f) if f.error == "revision_not_ready" => {
+                        match attach::revision_status(&self.ctx).await.as_deref() {
+                            Some("committing") => self.quiesce_for_commit().await,
+                            // Ready again already, or unreadable now: just poll again.
+                            Some("ready") | None => {}
+                            Some(other) => {
+                                let message = format!("the revision is {other}");
+                                return self.detach("REVISION_NOT_READY", &message).await;
+                            }
+                        }
+                    }
                     _ => log(
                         Level::Warning,
                         "event_poll_failed",
@@ -265,6 +293,50 @@ impl Section {
                 },
             }
         }
+    }
+
+    /// The revision is being committed: the platform takes no session command meanwhile. Every
+    /// thread's agent is stopped (a held question stays open on the thread, as a park), local
+    /// state is kept, and the section resumes once the revision is `ready` again.
+    async fn quiesce_for_commit(&self) {
+        if self.quiesced.get() {
+            return;
+        }
+        self.quiesced.set(true);
+        self.committing.set(true);
+        let threads = self.all();
+        thread::teardown_all(&threads).await;
+        for t in &threads {
+            t.row("quiesced");
+        }
+        let message = "the revision is being committed; resuming once it is ready";
+        self.set_attachment("quiescing", "REVISION_COMMITTING", message);
+        status::set_section("quiescing", &format!("REVISION_COMMITTING: {message}"));
+        log(
+            Level::Info,
+            "section_quiesced",
+            None,
+            json!({"code": "REVISION_COMMITTING"}),
+        );
+    }
+
+    /// While quiesced for a commit: once the revision is `ready`, attach again and bring the
+    /// threads back (recovered from their local state and items, open questions adopted).
+    async fn resume_if_committed(self: &Rc<Self>) {
+        if attach::revision_status(&self.ctx).await.as_deref() != Some("ready") {
+            return;
+        }
+        self.committing.set(false);
+        self.quiesced.set(false);
+        self.set_attachment("attached", "", "");
+        status::set_section("attached", "");
+        log(
+            Level::Info,
+            "section_resumed",
+            None,
+            json!({"after": "REVISION_COMMITTING"}),
+        );
+        self.discover().await;
     }
 
     fn all(&self) -> Vec<Rc<Thread>> {

@@ -36,6 +36,11 @@ pub const LATE_VISIBILITY: Duration = Duration::from_secs(crate::cursor::OVERLAP
 /// `id` and `created_at`, so the item can be skipped in order).
 pub const UNREADABLE_MARK: &str = "unreadable";
 
+/// The platform's refusal of any session command while the revision is not `ready`.
+const REVISION_NOT_READY: &str = "revision_not_ready";
+/// How often a post refused during a commit looks at the revision again.
+const COMMIT_WAIT: Duration = Duration::from_secs(2);
+
 /// A person's message, queued for the next turn.
 #[derive(Debug, Clone)]
 pub struct Msg {
@@ -79,6 +84,8 @@ pub struct Thread {
     /// Our `active` envelope write has landed for the current run.
     wire_active: Cell<bool>,
     failing: Cell<bool>,
+    /// The thread's task was asked to stop: nothing waits out a commit any more.
+    stopping: Cell<bool>,
     /// An agent turn is running (see [`TurnRunning`]).
     turn_running: Cell<bool>,
     /// Moves whenever `turn_running` does.
@@ -144,6 +151,7 @@ impl Thread {
             live: RefCell::new(None),
             wire_active: Cell::new(false),
             failing: Cell::new(false),
+            stopping: Cell::new(false),
             turn_running: Cell::new(false),
             turn_changes: Notify::default(),
             row_state: RefCell::new(String::new()),
@@ -378,6 +386,16 @@ impl Thread {
             .and_then(|p| p.request_id.clone())
     }
 
+    /// The held prompt's agent is being stopped (its wait was demoted to a park): the prompt
+    /// stays open with no agent waiting on it, as after a restart, so its answer starts the next
+    /// turn. Returns the agent's request it stood for and the prompt.
+    pub fn demote_prompt(&self) -> Option<(String, Prompt)> {
+        let mut open = self.prompt.borrow_mut();
+        let open = open.as_mut()?;
+        let request_id = open.request_id.take()?;
+        Some((request_id, open.prompt.clone()))
+    }
+
     /// A held prompt (its agent is waiting) has an answer waiting to be delivered.
     pub fn held_prompt_answered(&self) -> bool {
         self.prompt
@@ -494,7 +512,17 @@ impl Thread {
                 ),
             ));
         }
-        match post_retrying(&self.ctx.session, &self.alias, &content, &metadata).await {
+        let posted = loop {
+            let r = post_retrying(&self.ctx.session, &self.alias, &content, &metadata).await;
+            // Refused, never applied: the same post (same post id) is sent again after the commit.
+            if matches!(&r, Err(ApiError::CommandFailed(f)) if f.error == REVISION_NOT_READY)
+                && self.wait_out_commit().await
+            {
+                continue;
+            }
+            break r;
+        };
+        match posted {
             Ok(stored) => {
                 let mut rec = self.rec.borrow_mut();
                 if let (Some(id), Some(at)) = (
@@ -686,6 +714,30 @@ impl Thread {
         }
     }
 
+    /// The platform refused a post because the revision is not ready: while it is being
+    /// committed, wait for the commit to end rather than lose the item and fail the thread (the
+    /// section quiesces meanwhile once its event poll is refused too). Returns whether to post
+    /// again: false when the revision is in another state or the thread is being stopped.
+    async fn wait_out_commit(&self) -> bool {
+        log(
+            Level::Info,
+            "post_waiting_for_commit",
+            Some(&self.alias),
+            json!({}),
+        );
+        loop {
+            if self.stopping.get() {
+                return false;
+            }
+            match super::attach::revision_status(&self.ctx).await.as_deref() {
+                Some("ready") => return true,
+                // Unreadable now: the section decides about outages; look again.
+                Some("committing") | None => sdk::sleep(COMMIT_WAIT).await,
+                Some(_) => return false,
+            }
+        }
+    }
+
     /// Cancel the open prompt (the record is cleared even if the post fails).
     pub async fn cancel_prompt(&self, reason: &str) {
         let Some(open) = self.prompt.replace(None) else {
@@ -715,6 +767,7 @@ impl Thread {
     /// Ask the thread's task to stop without waiting for it (see [`Thread::teardown`]).
     pub fn request_stop(&self) {
         if let Some(live) = self.live.borrow().as_ref() {
+            self.stopping.set(true);
             live.stop.notify();
         }
     }
@@ -726,6 +779,7 @@ impl Thread {
     pub async fn teardown(&self) {
         let live = self.live.borrow_mut().take();
         if let Some(live) = live {
+            self.stopping.set(true);
             live.stop.notify();
             live.handle.await;
         }
@@ -816,6 +870,7 @@ impl Thread {
     /// Start the thread's task. A stop request drops it at once when no turn runs; a running
     /// turn sees the same request, ends itself and then the task is dropped.
     fn start(self: &Rc<Self>, mode: Mode) {
+        self.stopping.set(false);
         let stop = Notify::default();
         let t = Rc::clone(self);
         let s = stop.clone();

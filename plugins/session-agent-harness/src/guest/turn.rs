@@ -110,9 +110,30 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
             if let Some(due) = late_check {
                 recheck = recheck.min(due.saturating_duration_since(Instant::now()));
             }
-            match sdk::race(t.nudged_since(seen), sdk::sleep(recheck)).await {
-                Either::Left(()) => late_check = Some(Instant::now() + LATE_VISIBILITY),
-                Either::Right(()) => {
+            if let Some(s) = &slot {
+                // Between turns no agent process runs: the slot is kept (the next message starts
+                // at once) only while no other thread is queued for one.
+                s.set_idle(true);
+            }
+            let woke = sdk::race(
+                slot_wanted(slot.as_ref()),
+                sdk::race(t.nudged_since(seen), sdk::sleep(recheck)),
+            )
+            .await;
+            match woke {
+                Either::Left(()) => {
+                    slot = None;
+                    log(
+                        Level::Info,
+                        "slot_given_back",
+                        Some(&t.alias),
+                        json!({"agent_session_id": t.agent_session_id()}),
+                    );
+                }
+                Either::Right(Either::Left(())) => {
+                    late_check = Some(Instant::now() + LATE_VISIBILITY);
+                }
+                Either::Right(Either::Right(())) => {
                     if late_check.is_some_and(|due| due <= Instant::now()) {
                         late_check = None;
                     }
@@ -126,8 +147,9 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
             Some(&t.alias),
             json!({"items": ids}),
         );
-        if slot.is_none() {
-            slot = Some(wait_for_slot(&t).await);
+        match &slot {
+            Some(s) => s.set_idle(false),
+            None => slot = Some(wait_for_slot(&t).await),
         }
         match turn(&t, &settings, &text, boundary, &mut slot).await {
             Ok(TurnEnded::Completed) => late_check = Some(Instant::now() + LATE_VISIBILITY),
@@ -137,6 +159,14 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
                 return;
             }
         }
+    }
+}
+
+/// Completes when the host asks for the idle thread's slot back (never without a slot).
+async fn slot_wanted(slot: Option<&slots::Slot>) {
+    match slot {
+        Some(s) => sdk::wait_for(s.wanted()).await,
+        None => std::future::pending().await,
     }
 }
 
