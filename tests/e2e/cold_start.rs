@@ -157,10 +157,17 @@ async fn sections_of_ready_job_types_poll_while_an_installed_one_compiles() {
             .await,
         "the harness's section never polled"
     );
+    // The harness's section attaches too (its feed may poll before it says so).
+    for _ in 0..600 {
+        if state(0).0 == "attached" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state(0).0, "attached", "{:?}", state(0));
     let (mirror_state, detail) = state(1);
     assert_eq!(mirror_state, "compiling", "{detail}");
     assert!(detail.contains("thread_mirror.wasm"), "{detail}");
-    assert_eq!(state(0).0, "attached", "{:?}", state(0));
 
     // The compile ends (it really compiled: the cache had no entry); the mirror starts and
     // mirrors the thread, and its compiled code is now cached for the next start.
