@@ -113,12 +113,12 @@ fn main() {
     std::fs::write(out.join("bundled.rs"), code).expect("write bundled.rs");
 }
 
+/// (cargo package, wasm file stem) of the bundled job types that were precompiled.
+type Precompiled = Vec<(&'static str, &'static str)>;
+
 /// Compile every bundled component in `out` for `target` with the runtime's engine settings,
 /// writing `<stem>.cwasm` beside it. Returns the engine's compatibility hash and the packages.
-fn precompile(
-    target: &str,
-    out: &Path,
-) -> Result<(u64, Vec<(&'static str, &'static str)>), String> {
+fn precompile(target: &str, out: &Path) -> Result<(u64, Precompiled), String> {
     let config = engine_config::config(target).map_err(|e| format!("{e:#}"))?;
     let engine = wasmtime::Engine::new(&config).map_err(|e| format!("{e:#}"))?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
