@@ -26,6 +26,9 @@
 //! Code does) and reply `ran: <command>` / `wrote: <path>` when approved, else
 //! `refused: <the reason it was given>`; `stamp` replies `stamp: read=<µs> sent=<µs>` (wall
 //! clock when the turn was read and the reply written); anything else replies `echo: <text>`.
+//! Lines `make: <path> <text>` and `link: <path> <target>` anywhere in the text first write a
+//! file or make a symbolic link (relative to the working folder); a line `hold: <ms>` holds the
+//! reply back that long after the first line's action (a turn left open for a test to act in).
 //!
 //! The session survives restarts: a fresh session id is minted when `--session-id` is absent, and
 //! a small record under `<cwd>/.blobhub-test-agent/` counts its turns, so a resumed session reports
@@ -54,6 +57,43 @@ enum Action {
     /// Reply with the wall-clock times the turn was read and the reply written (for latency
     /// measurements against the platform's `created_at`).
     Stamp,
+}
+
+/// Every line `make: <path> <text>` of a turn writes `<text>` and a newline to `<path>` (relative
+/// to the working folder, folders made on the way); every line `link: <path> <target>` makes
+/// `<path>` a symbolic link to `<target>`. For tests of the agent's outbox.
+fn make_files(text: &str) {
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("make: ") {
+            let (path, body) = rest.split_once(' ').unwrap_or((rest, ""));
+            let path = std::path::Path::new(path);
+            if let Some(parent) = path.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            if let Err(e) = std::fs::write(path, format!("{body}\n")) {
+                eprintln!("blobhub-test-agent: make {}: {e}", path.display());
+            }
+        } else if let Some(rest) = line.strip_prefix("link: ")
+            && let Some((path, target)) = rest.split_once(' ')
+        {
+            let path = std::path::Path::new(path);
+            if let Some(parent) = path.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            if let Err(e) = std::os::unix::fs::symlink(target, path) {
+                eprintln!("blobhub-test-agent: link {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+/// A line `hold: <ms>` anywhere in the text: wait that long before the reply, after whatever the
+/// first line did (an answered `ask:` included), so a test can act while the turn is still open.
+fn hold_ms(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("hold: "))
+        .and_then(|ms| ms.trim().parse().ok())
 }
 
 /// Reads the first line of the turn text; the rest of the text only matters to `echo`.
@@ -282,6 +322,7 @@ pub fn main() {
         json!({"type": "session", "session_id": session_id, "resumed": resumed, "turn": turn}),
     );
 
+    make_files(&text);
     let reply = match parse_action(&text) {
         Action::Crash => {
             eprintln!("blobhub-test-agent: crashing as asked");
@@ -329,6 +370,9 @@ pub fn main() {
         Action::Echo => format!("echo: {text}"),
         Action::Stamp => format!("stamp: read={read_at} sent={}", epoch_micros()),
     };
+    if let Some(ms) = hold_ms(&text) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     out.send(json!({"type": "text", "text": reply}));
     let input_tokens = text.split_whitespace().count() as u64;
     let output_tokens = reply.split_whitespace().count() as u64;

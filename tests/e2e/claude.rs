@@ -459,3 +459,90 @@ async fn a_guarded_claude_thread_is_decided_by_its_policy() {
     assert_eq!(c.count("t", "pending_prompt"), 0);
     worker.terminate().await;
 }
+
+/// Every block of every user message the model was sent.
+fn user_blocks(r: &RecordedRequest) -> Vec<Value> {
+    r.body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "user")
+        .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attached_png_reaches_the_model_as_an_image_block() {
+    use crate::harness_files::{PNG, post, store_file};
+    let Some((c, _worker)) = Claude::running("ses_claude_image", "").await else {
+        return;
+    };
+    store_file(&c.env, &c.s, "files/shot.png", "shot.png", "image/png", PNG);
+    store_file(
+        &c.env,
+        &c.s,
+        "files/notes.txt",
+        "notes.txt",
+        "text/plain",
+        b"a note\n",
+    );
+    post(
+        &c.env,
+        &c.s,
+        "t",
+        json!([{"type": "text", "text": "what is in this picture?"},
+               {"type": "file", "file": {"alias": "files/shot.png", "name": "shot.png",
+                "content_type": "image/png", "size": PNG.len()}},
+               {"type": "file", "file": {"alias": "files/notes.txt", "name": "notes.txt",
+                "content_type": "text/plain", "size": 7}}]),
+    );
+    c.wait_count("t", "turn_end", 1).await;
+    let want = {
+        use std::fmt::Write;
+        // Standard base64 of the PNG, computed here independently of the harness.
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut s = String::new();
+        for chunk in PNG.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    s.write_char(A[((n >> (18 - 6 * i)) & 63) as usize] as char)
+                        .unwrap();
+                } else {
+                    s.push('=');
+                }
+            }
+        }
+        s
+    };
+    let calls = c.fake.model_calls();
+    let image = calls
+        .iter()
+        .flat_map(user_blocks)
+        .find(|b| b["type"] == "image")
+        .unwrap_or_else(|| {
+            panic!(
+                "no image block reached the model: {:?}",
+                calls.last().map(|r| &r.body)
+            )
+        });
+    assert_eq!(image["source"]["type"], "base64");
+    assert_eq!(image["source"]["media_type"], "image/png");
+    assert_eq!(image["source"]["data"], want);
+    // The text file is named with its path on disk, and is there.
+    let inbox = c.env.work_folder().join(".blobhub/inbox");
+    let notes = std::fs::read_dir(&inbox)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("notes.txt"))
+        .find(|p| p.exists())
+        .expect("notes.txt in the inbox");
+    let shown_text: String = calls.iter().map(shown).collect();
+    assert!(
+        shown_text.contains(&format!("[notes.txt] at {}", notes.display())),
+        "{shown_text}"
+    );
+}

@@ -446,3 +446,52 @@ async fn a_guarded_codex_thread_is_decided_by_its_policy_through_the_shell_wrapp
     assert_eq!(c.of_type("t", "policy_applied").len(), 2);
     worker.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attached_png_reaches_codex_as_a_local_image() {
+    use crate::harness_files::{PNG, post, store_file};
+    let Some((c, _worker)) = Codex::running("ses_codex_image", "").await else {
+        return;
+    };
+    store_file(&c.env, &c.s, "files/shot.png", "shot.png", "image/png", PNG);
+    post(
+        &c.env,
+        &c.s,
+        "t",
+        json!([{"type": "text", "text": "what is in this picture?"},
+               {"type": "file", "file": {"alias": "files/shot.png", "name": "shot.png",
+                "content_type": "image/png", "size": PNG.len()}}]),
+    );
+    c.wait_count("t", "turn_end", 1).await;
+    // Codex reads the local file and sends it to the model as an input image (a data URL).
+    let calls = c.fake.model_calls();
+    let images: Vec<String> = calls
+        .iter()
+        .flat_map(|r| r.input().to_vec())
+        .filter(|i| i["role"] == "user")
+        .flat_map(|i| i["content"].as_array().cloned().unwrap_or_default())
+        .filter(|b| b["type"] == "input_image")
+        .filter_map(|b| b["image_url"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        images
+            .iter()
+            .any(|u| u.starts_with("data:image/png;base64,iVBORw0KGgo")),
+        "no PNG input image reached the model; the user inputs were: {:?}",
+        calls
+            .iter()
+            .flat_map(|r| r.input().to_vec())
+            .filter(|i| i["role"] == "user")
+            .map(|i| i["content"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| format!(
+                    "{}:{}",
+                    b["type"],
+                    b.to_string().chars().take(120).collect::<String>()
+                ))
+                .collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    );
+}

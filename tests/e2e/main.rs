@@ -8,6 +8,7 @@ mod docs;
 mod first_minutes;
 mod harness;
 mod harness_crash;
+mod harness_files;
 mod harness_grants;
 mod harness_policy;
 mod harness_resume;

@@ -34,14 +34,14 @@ pub struct UserInfo {
 /// pool, so every part of the worker should clone one client rather than build its own.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    http: reqwest::Client,
+pub(super) struct Inner {
+    pub(super) http: reqwest::Client,
     /// The API base URL without a trailing `/`.
-    base: String,
-    retry: RetryPolicy,
+    pub(super) base: String,
+    pub(super) retry: RetryPolicy,
 }
 
 impl fmt::Debug for Client {
@@ -235,7 +235,12 @@ impl Client {
 
     /// Sleeps before attempt `attempt + 1`, or gives the error back when `Retry-After` asks for
     /// more than the cap.
-    async fn back_off(&self, attempt: u32, path: &str, err: &ApiError) -> Result<(), ApiError> {
+    pub(super) async fn back_off(
+        &self,
+        attempt: u32,
+        path: &str,
+        err: &ApiError,
+    ) -> Result<(), ApiError> {
         let Some(delay) = self.inner.retry.delay(attempt - 1, err, fastrand::f64()) else {
             return Err(err.clone());
         };
@@ -328,52 +333,61 @@ impl Client {
         let response = request.send().await.map_err(network_error)?;
         let status = response.status();
         tracing::trace!(%method, path, status = status.as_u16(), "BlobHub response");
-        match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return Err(ApiError::AuthInvalid {
-                    status: status.as_u16(),
-                });
-            }
-            StatusCode::TOO_MANY_REQUESTS => {
-                let retry_after = response
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                return Err(ApiError::RateLimited { retry_after });
-            }
-            s if s.is_server_error() => {
-                return Err(ApiError::Transient {
-                    status: Some(s.as_u16()),
-                    detail: format!("HTTP {}", s.as_u16()),
-                });
-            }
-            _ => {}
+        if let Some(err) = status_error(&response) {
+            return Err(err);
         }
         let bytes = response.bytes().await.map_err(network_error)?;
-        let value: Value = if status.is_success() {
-            // The same bytes come back on every retry: a success body that cannot be parsed is
-            // permanent for this request, never transient (api/salvage.rs keeps what it can).
-            salvage::parse_body(&bytes).map_err(|why| ApiError::CommandFailed {
-                status: status.as_u16(),
-                error: UNPARSEABLE.to_owned(),
-                message: why,
-            })?
-        } else {
-            serde_json::from_slice(&bytes).map_err(|_| ApiError::Transient {
-                status: Some(status.as_u16()),
-                detail: format!("HTTP {} with a body that is not JSON", status.as_u16()),
-            })?
-        };
-        if value["status"].as_str() == Some("success") {
-            return Ok(value);
-        }
-        Err(ApiError::CommandFailed {
-            status: status.as_u16(),
-            error: value["error"].as_str().unwrap_or("unknown").to_owned(),
-            message: value["message"].as_str().unwrap_or_default().to_owned(),
-        })
+        classify_body(status, &bytes)
     }
+}
+
+/// The failure a status alone decides (401/403, 429, 5xx); `None` when the body decides.
+pub(super) fn status_error(response: &reqwest::Response) -> Option<ApiError> {
+    let status = response.status();
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Some(ApiError::AuthInvalid {
+            status: status.as_u16(),
+        }),
+        StatusCode::TOO_MANY_REQUESTS => {
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            Some(ApiError::RateLimited { retry_after })
+        }
+        s if s.is_server_error() => Some(ApiError::Transient {
+            status: Some(s.as_u16()),
+            detail: format!("HTTP {}", s.as_u16()),
+        }),
+        _ => None,
+    }
+}
+
+/// A JSON body: the success envelope, or the failure it describes.
+pub(super) fn classify_body(status: StatusCode, bytes: &[u8]) -> Result<Value, ApiError> {
+    let value: Value = if status.is_success() {
+        // The same bytes come back on every retry: a success body that cannot be parsed is
+        // permanent for this request, never transient (api/salvage.rs keeps what it can).
+        salvage::parse_body(bytes).map_err(|why| ApiError::CommandFailed {
+            status: status.as_u16(),
+            error: UNPARSEABLE.to_owned(),
+            message: why,
+        })?
+    } else {
+        serde_json::from_slice(bytes).map_err(|_| ApiError::Transient {
+            status: Some(status.as_u16()),
+            detail: format!("HTTP {} with a body that is not JSON", status.as_u16()),
+        })?
+    };
+    if value["status"].as_str() == Some("success") {
+        return Ok(value);
+    }
+    Err(ApiError::CommandFailed {
+        status: status.as_u16(),
+        error: value["error"].as_str().unwrap_or("unknown").to_owned(),
+        message: value["message"].as_str().unwrap_or_default().to_owned(),
+    })
 }
 
 /// What the post read-back needs to find an item again.
@@ -386,7 +400,7 @@ struct ReadBack {
 
 /// `{"command": name, ..args}` with `null` arguments left out: the platform types optional
 /// arguments as strings and answers an explicit `null` with HTTP 400.
-fn envelope_body(command: &str, args: Map<String, Value>) -> Vec<u8> {
+pub(super) fn envelope_body(command: &str, args: Map<String, Value>) -> Vec<u8> {
     let mut body = Map::with_capacity(args.len() + 1);
     body.insert("command".into(), Value::String(command.to_owned()));
     for (key, value) in args {
@@ -397,7 +411,7 @@ fn envelope_body(command: &str, args: Map<String, Value>) -> Vec<u8> {
     serde_json::to_vec(&Value::Object(body)).expect("a JSON map always serialises")
 }
 
-fn network_error(err: reqwest::Error) -> ApiError {
+pub(super) fn network_error(err: reqwest::Error) -> ApiError {
     ApiError::Network {
         // A connect failure (refused, unreachable, connect timeout) never reached the server.
         never_ran: err.is_connect(),
@@ -427,7 +441,7 @@ fn install_crypto_provider() {
 }
 
 /// `result` of one call of `command`, counted for `/metrics` by outcome.
-fn counted<T>(command: &str, result: Result<T, ApiError>) -> Result<T, ApiError> {
+pub(super) fn counted<T>(command: &str, result: Result<T, ApiError>) -> Result<T, ApiError> {
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.code(),

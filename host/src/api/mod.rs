@@ -2,11 +2,13 @@
 //!
 //! Everything that talks HTTP to BlobHub goes through [`Client`]; the API key never leaves it.
 
+mod binary;
 mod client;
 mod error;
 mod retry;
 mod salvage;
 
+pub use binary::{Download, MAX_FILE_SIZE};
 pub use client::{Client, UNPARSEABLE, UserInfo};
 pub use error::ApiError;
 pub use retry::{RetryPolicy, parse_retry_after};

@@ -16,8 +16,8 @@ use serde_yaml::{Mapping, Value};
 
 use super::lines::LineIndex;
 use super::model::{
-    AgentSettings, Concurrency, Config, JobTypeSettings, Permissions, Policy, PolicyRule, Polling,
-    Section, Shutdown, Workspace,
+    AgentSettings, Attachments, Concurrency, Config, JobTypeSettings, Permissions, Policy,
+    PolicyRule, Polling, Section, Shutdown, Workspace,
 };
 
 /// Portable effort values; anything else must look like a harness passthrough token.
@@ -377,6 +377,7 @@ impl Walk {
                 "job_types",
                 "policy",
                 "workspace",
+                "attachments",
             ],
         );
         let polling = self.polling(Self::get(&top, "polling"));
@@ -387,6 +388,7 @@ impl Walk {
         let job_types = self.job_types(Self::get(&top, "job_types"));
         let policy = self.policy(Self::get(&top, "policy"));
         let workspace = self.workspace(Self::get(&top, "workspace"));
+        let attachments = self.attachments(Self::get(&top, "attachments"));
         Some(Config {
             polling,
             concurrency,
@@ -396,7 +398,33 @@ impl Walk {
             job_types,
             policy,
             workspace,
+            attachments,
         })
+    }
+
+    /// `attachments.inbox`: a relative path that stays inside the work folder.
+    fn attachments(&mut self, value: Option<&Value>) -> Attachments {
+        let mut out = Attachments::default();
+        let Some(map) = self.mapping("attachments", value) else {
+            return out;
+        };
+        self.unknown_keys("attachments", &map, &["inbox"]);
+        if let Some(inbox) = self.string("attachments.inbox", Self::get(&map, "inbox")) {
+            let escapes = inbox.starts_with('/')
+                || inbox.split('/').any(|s| s == "..")
+                || inbox.split('/').all(|s| s.is_empty() || s == ".");
+            if escapes {
+                self.error(
+                    "attachments.inbox",
+                    format!(
+                        "must be a folder inside the work folder (relative, no `..`), got `{inbox}`"
+                    ),
+                );
+            } else {
+                out.inbox = inbox;
+            }
+        }
+        out
     }
 
     /// `policy`: `allow_autonomous` and the operator's `rules`. A rule's unknown key is an
@@ -1075,6 +1103,25 @@ sections:
         assert_eq!(grants.allow_spawn.unwrap(), ["claude", "codex"]);
         assert_eq!(config.job_type("other").memory_limit_mib, 256);
         assert_eq!(config.retry_policy().cap.as_millis(), 20000);
+    }
+
+    #[test]
+    fn attachments_inbox_is_relative_and_inside() {
+        let config = load_str("sections: []\n").config.unwrap();
+        assert_eq!(config.attachments.inbox, ".blobhub/inbox");
+        let report = load_str("attachments:\n  inbox: docs/in\nsections: []\n");
+        assert!(report.diagnostics.is_empty(), "{:?}", report.diagnostics);
+        let config = report.config.unwrap();
+        let wc = crate::runtime::settings::RuntimeSettings::from(&config).worker_config;
+        assert_eq!(wc["attachments"]["inbox"], "docs/in");
+        for bad in ["/tmp/in", "../in", "a/../../in", ".", "./"] {
+            let report = load_str(&format!("attachments:\n  inbox: \"{bad}\"\nsections: []\n"));
+            assert_eq!(
+                report.errors().map(|d| d.path.as_str()).collect::<Vec<_>>(),
+                ["attachments.inbox"],
+                "{bad}"
+            );
+        }
     }
 
     #[test]

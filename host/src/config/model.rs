@@ -25,6 +25,23 @@ pub struct Config {
     pub policy: Policy,
     /// Our addition: where programs (agents) may be started.
     pub workspace: Workspace,
+    /// `attachments`: where a person's files are put in a work folder.
+    pub attachments: Attachments,
+}
+
+/// `attachments`: the worker-wide default of a thread's inbox (docs/attachments.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attachments {
+    /// Relative to the work folder, and inside it; a thread's `attachments.inbox` wins.
+    pub inbox: String,
+}
+
+impl Default for Attachments {
+    fn default() -> Self {
+        Attachments {
+            inbox: ".blobhub/inbox".into(),
+        }
+    }
 }
 
 /// `workspace`: where a job type may start programs (an agent's work folder).

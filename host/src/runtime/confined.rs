@@ -29,6 +29,9 @@ pub enum ConfinedError {
         "`{0}` passes through a symbolic link or a non-folder; the state capability does not follow links"
     )]
     Link(String),
+    /// The file is larger than the limit (at least this many bytes).
+    #[error("`{path}` is larger than {limit} bytes")]
+    TooLarge { path: String, size: u64, limit: u64 },
     #[error("`{path}`: {source}")]
     Io {
         path: String,
@@ -208,12 +211,139 @@ pub fn read(root: &Path, path: &str, limit: u64) -> Result<Option<Vec<u8>>, Conf
             source,
         })?;
     if bytes.len() as u64 > limit {
-        return Err(ConfinedError::Io {
+        return Err(ConfinedError::TooLarge {
             path: path.to_string(),
-            source: std::io::Error::other(format!("larger than {limit} bytes")),
+            size: bytes.len() as u64,
+            limit,
         });
     }
     Ok(Some(bytes))
+}
+
+/// Make the folder `path` inside `root` (and the folders on the way, 0700). With `ignore_all`,
+/// also create `<path>/.gitignore` holding `*` unless an entry of that name exists (an existing
+/// one, whatever it is, is left alone and never written through).
+pub fn ensure_folder(root: &Path, path: &str, ignore_all: bool) -> Result<(), ConfinedError> {
+    let parts = components(path)?;
+    let dir = walk(root, path, &parts)?;
+    if !ignore_all {
+        return Ok(());
+    }
+    match openat(
+        &dir,
+        ".gitignore",
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::RUSR | Mode::WUSR,
+    ) {
+        Ok(fd) => std::fs::File::from(fd)
+            .write_all(b"*\n")
+            .map_err(|source| ConfinedError::Io {
+                path: format!("{path}/.gitignore"),
+                source,
+            }),
+        Err(Errno::EXIST) => Ok(()),
+        Err(e) => Err(io(path, e)),
+    }
+}
+
+/// What [`list_tree`] found at a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Folder,
+    Link,
+    Other,
+}
+
+/// One entry below a listed folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative to the listed folder, `/`-separated.
+    pub path: String,
+    pub kind: EntryKind,
+    /// Bytes of a regular file; 0 otherwise.
+    pub size: u64,
+}
+
+/// How deep [`list_tree`] goes below the listed folder.
+const LIST_DEPTH: usize = 64;
+
+/// Every entry below the folder `path` inside `root`, sorted by path, without following links:
+/// a link is listed and never entered, folders are opened by handle with `O_NOFOLLOW`. At most
+/// `max_entries` entries and [`LIST_DEPTH`] levels. A folder that does not exist lists as empty.
+pub fn list_tree(root: &Path, path: &str, max_entries: usize) -> Result<Vec<Entry>, ConfinedError> {
+    let parts = components(path)?;
+    let mut dir = open_root(root)?;
+    for folder in &parts {
+        dir = match openat(&dir, *folder, DIR_FLAGS, Mode::empty()) {
+            Err(Errno::NOENT) => return Ok(Vec::new()),
+            other => other.map_err(|e| io(path, e))?,
+        };
+    }
+    let mut out = Vec::new();
+    list_into(&dir, "", path, &mut out, max_entries, 0)?;
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+fn list_into(
+    dir: &OwnedFd,
+    prefix: &str,
+    shown: &str,
+    out: &mut Vec<Entry>,
+    max_entries: usize,
+    depth: usize,
+) -> Result<(), ConfinedError> {
+    use rustix::fs::{Dir, FileType, statat};
+    let mut names = Vec::new();
+    let listing = Dir::read_from(dir).map_err(|e| io(shown, e))?;
+    for entry in listing {
+        let entry = entry.map_err(|e| io(shown, e))?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        // A name that is not UTF-8 cannot be named back through this interface: skipped.
+        if let Ok(name) = std::str::from_utf8(name) {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    for name in names {
+        if out.len() >= max_entries {
+            return Ok(());
+        }
+        let Ok(stat) = statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let kind = match FileType::from_raw_mode(stat.st_mode) {
+            FileType::RegularFile => EntryKind::File,
+            FileType::Directory => EntryKind::Folder,
+            FileType::Symlink => EntryKind::Link,
+            _ => EntryKind::Other,
+        };
+        out.push(Entry {
+            path: rel.clone(),
+            kind,
+            size: if kind == EntryKind::File {
+                stat.st_size as u64
+            } else {
+                0
+            },
+        });
+        if kind == EntryKind::Folder && depth < LIST_DEPTH {
+            // Swapped for a link since the stat: O_NOFOLLOW refuses it, and it is not entered.
+            if let Ok(sub) = openat(dir, name.as_str(), DIR_FLAGS, Mode::empty()) {
+                list_into(&sub, &rel, shown, out, max_entries, depth + 1)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Bytes used by regular files under `root`, counted without following links (a link counts as
@@ -425,6 +555,85 @@ mod tests {
             0,
             "nothing may land outside ({landed} writes landed inside)"
         );
+    }
+
+    #[test]
+    fn listing_never_enters_or_reads_through_a_link() {
+        let (t, root) = tree();
+        let outside = t.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), "key").unwrap();
+        write_atomic(&root, "out/a.md", b"hello").unwrap();
+        write_atomic(&root, "out/sub/b.txt", b"x").unwrap();
+        symlink(&outside, root.join("out/dir-link")).unwrap();
+        symlink(outside.join("secret"), root.join("out/file-link")).unwrap();
+        let listed = list_tree(&root, "out", 100).unwrap();
+        let brief: Vec<(&str, EntryKind, u64)> = listed
+            .iter()
+            .map(|e| (e.path.as_str(), e.kind, e.size))
+            .collect();
+        assert_eq!(
+            brief,
+            [
+                ("a.md", EntryKind::File, 5),
+                ("dir-link", EntryKind::Link, 0),
+                ("file-link", EntryKind::Link, 0),
+                ("sub", EntryKind::Folder, 0),
+                ("sub/b.txt", EntryKind::File, 1),
+            ]
+        );
+        // Reading the link is refused; so is listing through it.
+        assert!(matches!(
+            read(&root, "out/file-link", 100),
+            Err(ConfinedError::Link(_))
+        ));
+        assert!(matches!(
+            list_tree(&root, "out/dir-link", 100),
+            Err(ConfinedError::Link(_))
+        ));
+        assert!(list_tree(&root, "missing", 100).unwrap().is_empty());
+        assert_eq!(list_tree(&root, "out", 2).unwrap().len(), 2);
+        assert!(matches!(
+            list_tree(&root, "../x", 100),
+            Err(ConfinedError::NotInside(_))
+        ));
+    }
+
+    #[test]
+    fn folders_are_made_with_an_ignore_file_and_never_through_a_link() {
+        let (t, root) = tree();
+        ensure_folder(&root, ".blobhub/inbox", true).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join(".blobhub/inbox/.gitignore")).unwrap(),
+            "*\n"
+        );
+        let mode = |p: &str| {
+            std::fs::metadata(root.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(".blobhub"), 0o700);
+        assert_eq!(mode(".blobhub/inbox/.gitignore"), 0o600);
+        // An existing ignore file (even a link) is left alone, never written through.
+        let outside = t.path().join("victim");
+        std::fs::write(&outside, "safe").unwrap();
+        std::fs::create_dir(root.join("out")).unwrap();
+        symlink(&outside, root.join("out/.gitignore")).unwrap();
+        ensure_folder(&root, "out", true).unwrap();
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "safe");
+        // A link on the way is refused.
+        symlink(t.path(), root.join("up")).unwrap();
+        assert!(matches!(
+            ensure_folder(&root, "up/inbox", true),
+            Err(ConfinedError::Link(_))
+        ));
+        assert!(!t.path().join("inbox").exists());
+        assert!(matches!(
+            ensure_folder(&root, "../inbox", false),
+            Err(ConfinedError::NotInside(_))
+        ));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::preflight::Verdict;
 use super::supervisor::{Runtime, RuntimeInputs};
-use super::transport::{CallFuture, Channel, SessionTransport};
+use super::transport::{CallFuture, Channel, DownloadFuture, SessionTransport};
 use crate::api::Client;
 use crate::config::Config;
 
@@ -37,6 +37,32 @@ impl SessionTransport for ClientTransport {
         let client = self.0.clone();
         let (org, blob, reference) = (org.to_owned(), blob.to_owned(), reference.to_owned());
         Box::pin(async move { client.revision(&org, &blob, &reference).await })
+    }
+
+    fn upload_file(
+        &self,
+        revision_id: &str,
+        args: Map<String, Value>,
+        bytes: Vec<u8>,
+    ) -> CallFuture {
+        let client = self.0.clone();
+        let revision_id = revision_id.to_owned();
+        Box::pin(async move { client.upload_session_file(&revision_id, args, bytes).await })
+    }
+
+    fn download_file(
+        &self,
+        revision_id: &str,
+        args: Map<String, Value>,
+        limit: u64,
+    ) -> DownloadFuture {
+        let client = self.0.clone();
+        let revision_id = revision_id.to_owned();
+        Box::pin(async move {
+            client
+                .download_session_file(&revision_id, args, limit)
+                .await
+        })
     }
 }
 

@@ -22,6 +22,16 @@ pub use crate::api::ApiError as TransportError;
 
 pub type CallFuture = Pin<Box<dyn Future<Output = Result<Value, TransportError>> + Send>>;
 
+/// A downloaded session file: the envelope and the bytes.
+pub type DownloadFuture =
+    Pin<Box<dyn Future<Output = Result<crate::api::Download, TransportError>> + Send>>;
+
+fn no_binary_channel() -> TransportError {
+    TransportError::InvalidConfiguration {
+        detail: "this transport has no binary channel".into(),
+    }
+}
+
 /// Sends one session command and returns the whole success envelope.
 pub trait SessionTransport: Send + Sync + 'static {
     fn call(
@@ -39,5 +49,28 @@ pub trait SessionTransport: Send + Sync + 'static {
         let _ = (org, blob);
         let id = reference.to_owned();
         Box::pin(async move { Ok(serde_json::json!({"revision": {"id": id}})) })
+    }
+
+    /// `upload_session_file` over the binary channel: `bytes` as the file, `args` (with
+    /// `session_id`, `alias`, `name`, `content_type`) in the request header.
+    fn upload_file(
+        &self,
+        revision_id: &str,
+        args: Map<String, Value>,
+        bytes: Vec<u8>,
+    ) -> CallFuture {
+        let _ = (revision_id, args, bytes);
+        Box::pin(async { Err(no_binary_channel()) })
+    }
+
+    /// `download_session_file` over the binary channel, at most `limit` bytes.
+    fn download_file(
+        &self,
+        revision_id: &str,
+        args: Map<String, Value>,
+        limit: u64,
+    ) -> DownloadFuture {
+        let _ = (revision_id, args, limit);
+        Box::pin(async { Err(no_binary_channel()) })
     }
 }

@@ -23,6 +23,7 @@
 //! say) progress side by side inside the one instance the host gives each section.
 
 pub mod executor;
+pub mod files;
 pub mod follow;
 pub mod session;
 pub mod wait;

@@ -55,6 +55,10 @@ pub struct Envelope {
     pub work_folder: String,
     /// The `policy` block as written (`None` when absent or null); checked at activation.
     pub policy: Option<Value>,
+    /// The `artifacts` block as written (`None` when absent or null).
+    pub artifacts: Option<Value>,
+    /// The `attachments` block as written (`None` when absent or null).
+    pub attachments: Option<Value>,
 }
 
 /// Longest string accepted from an envelope field; longer values are treated as malformed (they
@@ -81,6 +85,8 @@ impl Envelope {
             permissions: field("/agent/permissions"),
             work_folder: field("/workspace/work_folder"),
             policy: meta.get("policy").filter(|p| !p.is_null()).cloned(),
+            artifacts: meta.get("artifacts").filter(|p| !p.is_null()).cloned(),
+            attachments: meta.get("attachments").filter(|p| !p.is_null()).cloned(),
         }
     }
 }

@@ -7,6 +7,8 @@
 
 pub mod activity;
 pub mod agent;
+pub mod artifacts;
+pub mod attachments;
 pub mod backoff;
 pub mod classify;
 pub mod cursor;

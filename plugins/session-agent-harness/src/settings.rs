@@ -38,6 +38,12 @@ pub struct Settings {
     /// `held` (the agent waits for a person's answer) or `parked` (the turn ends at once and
     /// the answer starts the next one); config tier only.
     pub wait: String,
+    /// Where a person's files are put, relative to the work folder (`None`: not downloaded).
+    pub inbox: Option<String>,
+    /// The thread's valid `artifacts` block (`None`: nothing is published).
+    pub artifacts: Option<crate::artifacts::Artifacts>,
+    /// Warnings of the activation (event, fields), logged by the thread; none fails it.
+    pub warnings: Vec<(&'static str, Value)>,
 }
 
 impl Settings {
@@ -66,6 +72,9 @@ impl Settings {
             turn_retry_delays_ms: agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec(),
             stall_timeout_s: agent_types::DEFAULT_STALL_TIMEOUT_S,
             wait: "held".into(),
+            inbox: Some(crate::attachments::DEFAULT_INBOX.into()),
+            artifacts: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -203,6 +212,31 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
             ));
         }
     }
+    let mut warnings = Vec::new();
+    let artifacts = match crate::artifacts::parse_block(env.artifacts.as_ref()) {
+        Ok(a) => a,
+        Err(w) => {
+            warnings.push((w.event, w.fields));
+            None
+        }
+    };
+    let (inbox, problems) = crate::attachments::resolve_inbox(
+        env.attachments.as_ref(),
+        worker_config
+            .pointer("/attachments/inbox")
+            .and_then(Value::as_str),
+    );
+    for p in problems {
+        warnings.push(match p {
+            crate::attachments::InboxProblem::Malformed(found) => (
+                "attachments_block_malformed",
+                serde_json::json!({"found": found}),
+            ),
+            crate::attachments::InboxProblem::Invalid(error) => {
+                ("inbox_invalid", serde_json::json!({"error": error}))
+            }
+        });
+    }
     let gate = if permissions == "guarded" {
         let Some(thread) = thread_policy else {
             return Err(Failure::new(
@@ -221,9 +255,12 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
             worker_rules,
             thread,
             work_folder: wf.clone(),
-            // Artifacts are not published by this build, so there is no outbox: every path is
-            // outside it (as the reference treats an unusable outbox).
-            outbox: None,
+            // Without a valid artifacts block there is no outbox: every path is outside it (as
+            // the reference treats an unusable outbox). The thread also drops it when the host
+            // cannot make the folder (a link on the way).
+            outbox: artifacts
+                .as_ref()
+                .and_then(|a| policy::paths::outbox_root(wf, &a.outbox)),
         })
     } else {
         None
@@ -283,6 +320,9 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
         effort: first_set(&[&env.effort, tier2(worker_config, t, "effort")]),
         permissions,
         gate,
+        inbox,
+        artifacts,
+        warnings,
         work_folder: wf.clone(),
         env: block
             .and_then(|b| b.get("env"))

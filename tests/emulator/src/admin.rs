@@ -262,6 +262,17 @@ impl Admin {
             .store(keep_alive, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// From now on `upload_session_file` refuses these content types with
+    /// `unsupported_file_type` (HTTP 415), as the platform does for types it does not accept.
+    pub fn refuse_file_types(&self, types: &[&str]) {
+        self.shared
+            .mutate(|st| {
+                st.refused_file_types = types.iter().map(|t| t.to_string()).collect();
+                Ok(((), false))
+            })
+            .expect("a setting cannot fail");
+    }
+
     /// Reseeds the fault RNG so rates below 1.0 repeat exactly.
     pub fn set_fault_seed(&self, seed: u64) {
         lock(&self.shared.faults).seed(seed);

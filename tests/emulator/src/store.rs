@@ -33,6 +33,10 @@ pub struct State {
     /// listings are eventually consistent, and tests set this to reproduce a late item.
     #[serde(skip)]
     pub hidden_until: BTreeMap<String, std::time::Instant>,
+    /// Content types `upload_session_file` refuses with `unsupported_file_type` (the platform
+    /// refuses some types; tests choose which).
+    #[serde(skip)]
+    pub refused_file_types: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,6 +238,13 @@ impl State {
         bytes: &[u8],
         user_id: &str,
     ) -> Result<Value, ApiError> {
+        if self.refused_file_types.iter().any(|t| t == content_type) {
+            return Err(ApiError::new(
+                415,
+                "unsupported_file_type",
+                format!("files of type {content_type} are not accepted"),
+            ));
+        }
         if bytes.len() > FILE_SIZE_CAP {
             return Err(ApiError::new(
                 400,

@@ -3,6 +3,7 @@
 //! call is scoped to that section by construction.
 
 pub mod feed;
+pub mod files;
 pub mod held_waits;
 pub mod log;
 pub mod process;

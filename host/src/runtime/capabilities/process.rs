@@ -257,7 +257,7 @@ impl SectionHost {
     /// (the job type reports `WORK_FOLDER_NOT_FOUND` or `WORK_FOLDER_NOT_ALLOWED`); every refusal
     /// of the second kind reads the same whatever the reason (logged at debug level), and the
     /// lexical check comes first, so only folders inside the roots can be probed for existence.
-    fn check_cwd(&self, cwd: &str) -> Result<PathBuf, SpawnError> {
+    pub(crate) fn check_cwd(&self, cwd: &str) -> Result<PathBuf, SpawnError> {
         let refused = || {
             SpawnError::BadDirectory(format!(
                 "`{cwd}` is not a folder this job type may start a program in"

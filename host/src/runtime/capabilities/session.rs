@@ -75,7 +75,7 @@ const GET_REVISION: &str = "get_revision";
 /// A request in flight (`reply`).
 pub type ReplyHandle = Pending<Result<String, ApiError>>;
 
-fn died(message: String) -> Result<String, ApiError> {
+pub(crate) fn died(message: String) -> Result<String, ApiError> {
     Err(ApiError::Transient(format!(
         "the request task ended: {message}"
     )))
@@ -162,6 +162,61 @@ pub async fn call(
     Ok(transport.call(channel, &revision, command, args).await?)
 }
 
+/// Whether the section's `session` block names all four keys (else nothing is sent).
+fn is_bound(binding: &SessionBinding) -> bool {
+    [
+        &binding.org_id,
+        &binding.blob_id,
+        &binding.revision_id,
+        &binding.session_ref,
+    ]
+    .iter()
+    .all(|v| !v.is_empty())
+}
+
+fn unbound_refusal() -> ApiError {
+    ApiError::Refused("this section has no complete `session` block: nothing was sent".to_owned())
+}
+
+/// `upload_session_file` of `bytes` for `binding`'s session (the files capability).
+pub async fn call_upload(
+    transport: &dyn SessionTransport,
+    binding: &SessionBinding,
+    mut args: Map<String, Value>,
+    bytes: Vec<u8>,
+) -> Result<Value, ApiError> {
+    if !is_bound(binding) {
+        return Err(unbound_refusal());
+    }
+    args.insert("session_id".into(), json!(binding.session_id()));
+    let revision = revision_id(transport, binding).await?;
+    Ok(transport.upload_file(&revision, args, bytes).await?)
+}
+
+/// `download_session_file` for `binding`'s session, at most `limit` bytes (the files
+/// capability). A file over the limit is refused.
+pub async fn call_download(
+    transport: &dyn SessionTransport,
+    binding: &SessionBinding,
+    mut args: Map<String, Value>,
+    limit: u64,
+) -> Result<crate::api::Download, ApiError> {
+    if !is_bound(binding) {
+        return Err(unbound_refusal());
+    }
+    args.insert("session_id".into(), json!(binding.session_id()));
+    let revision = revision_id(transport, binding).await?;
+    match transport.download_file(&revision, args, limit).await {
+        Ok(d) => Ok(d),
+        Err(TransportError::CommandFailed { error, message, .. }) if error == "file_too_large" => {
+            Err(ApiError::Refused(format!(
+                "the file was not kept: {message}"
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The section's revision id, read once through `GET /blobs/{org}/{blob}/revisions/{ref}`:
 /// that resolves `default`, and for a pinned id checks that the revision belongs to the
 /// configured blob. The data channel is addressed by revision id alone, so without this read a
@@ -201,15 +256,7 @@ impl SectionHost {
         command: &'static str,
         args: Result<Map<String, Value>, String>,
     ) -> wasmtime::Result<Resource<ReplyHandle>> {
-        let binding = &self.section.session;
-        let bound = [
-            &binding.org_id,
-            &binding.blob_id,
-            &binding.revision_id,
-            &binding.session_ref,
-        ]
-        .iter()
-        .all(|v| !v.is_empty());
+        let bound = is_bound(&self.section.session);
         let args = args.and_then(|args| {
             if bound {
                 Ok(args)

@@ -28,7 +28,7 @@ wasmtime::component::bindgen!({
 pub const VERSION: &str = "0.2.0";
 
 pub use blobhub::worker::{
-    feed, held_waits, log, process, session, slots, state, status, types, worker,
+    feed, files, held_waits, log, process, session, slots, state, status, types, worker,
 };
 pub use exports::blobhub::worker::job;
 
@@ -44,6 +44,7 @@ pub fn add_to_linker(
     blobhub::worker::types::add_to_linker::<SectionHost, Data>(linker, same)?;
     blobhub::worker::worker::add_to_linker::<SectionHost, Data>(linker, same)?;
     blobhub::worker::session::add_to_linker::<SectionHost, Data>(linker, same)?;
+    blobhub::worker::files::add_to_linker::<SectionHost, Data>(linker, same)?;
     blobhub::worker::feed::add_to_linker::<SectionHost, Data>(linker, same)?;
     blobhub::worker::process::add_to_linker::<SectionHost, Data>(linker, same)?;
     blobhub::worker::state::add_to_linker::<SectionHost, Data>(linker, same)?;

@@ -44,6 +44,41 @@ pub struct ClaudeCode {
     pending: HashMap<String, Pending>,
     interrupts: u32,
     result: Option<Outcome>,
+    /// The user message's content blocks of a turn with images (else its text is sent).
+    native: Option<Value>,
+}
+
+/// A turn with images as the user message's content blocks: text blocks, image blocks (base64,
+/// read from disk by the harness), non-image files as `[name] at path` text.
+pub fn native_content(native: &crate::attachments::NativeInput) -> Value {
+    use crate::attachments::{Part, inline_reference, listing_line};
+    let mut blocks = Vec::new();
+    let mut text = String::new();
+    let flush = |text: &mut String, blocks: &mut Vec<Value>| {
+        if !text.is_empty() {
+            blocks.push(json!({"type": "text", "text": std::mem::take(text)}));
+        }
+    };
+    for part in &native.parts {
+        match part {
+            Part::Text(t) => text.push_str(t),
+            Part::Unavailable { name, reason } => {
+                text.push_str(&format!("\n- {name} — unavailable ({reason})\n"))
+            }
+            Part::File(f) => match native.image(&f.path).filter(|_| f.is_image()) {
+                Some(data) => {
+                    flush(&mut text, &mut blocks);
+                    blocks.push(json!({"type": "image", "source": {"type": "base64",
+                        "media_type": f.content_type, "data": data}}));
+                    // The path too, so the agent can refer to the file on disk.
+                    text.push_str(&format!("(the image above is {})", listing_line(f)));
+                }
+                None => text.push_str(&inline_reference(f)),
+            },
+        }
+    }
+    flush(&mut text, &mut blocks);
+    Value::Array(blocks)
 }
 
 fn line(v: &Value) -> String {
@@ -355,13 +390,18 @@ impl Driver for ClaudeCode {
         }
         let initialize = json!({"type": "control_request", "request_id": "blobhub_init",
             "request": {"subtype": "initialize", "hooks": null}});
-        let user = json!({"type": "user", "message": {"role": "user", "content": turn.text},
+        let content = self.native.take().unwrap_or_else(|| json!(turn.text));
+        let user = json!({"type": "user", "message": {"role": "user", "content": content},
             "parent_tool_use_id": null, "session_id": ""});
         Launch {
             args,
             env: Vec::new(),
             stdin: vec![line(&initialize), line(&user)],
         }
+    }
+
+    fn set_native(&mut self, native: &crate::attachments::NativeInput) {
+        self.native = Some(native_content(native));
     }
 
     fn on_stdout(&mut self, raw: &str) -> Step {
@@ -557,6 +597,53 @@ mod tests {
             !l.args
                 .contains(&"--dangerously-skip-permissions".to_string())
         );
+    }
+
+    #[test]
+    fn a_turn_with_an_image_sends_content_blocks() {
+        use crate::attachments::{Local, NativeInput, Part};
+        let file = |name: &str, ct: &str| Local {
+            name: name.into(),
+            rel: format!("in/i1/{name}"),
+            path: format!("/w/in/i1/{name}"),
+            content_type: ct.into(),
+            size: 3,
+        };
+        let native = NativeInput {
+            parts: vec![
+                Part::Text("see ".into()),
+                Part::File(file("a.png", "image/png")),
+                Part::File(file("b.txt", "text/plain")),
+            ],
+            images: vec![("/w/in/i1/a.png".into(), "AAAA".into())],
+        };
+        let mut d = ClaudeCode::default();
+        d.set_native(&native);
+        let l = d.launch(&TurnInput {
+            text: "see [a.png][b.txt]",
+            resume: "",
+            settings: &settings(),
+            usage_total: None,
+        });
+        let user: Value = serde_json::from_str(l.stdin[1].trim()).unwrap();
+        let content = &user["message"]["content"];
+        assert_eq!(content[0], json!({"type": "text", "text": "see "}));
+        assert_eq!(
+            content[1],
+            json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}})
+        );
+        let after = content[2]["text"].as_str().unwrap();
+        assert!(after.contains("/w/in/i1/a.png"), "{after}");
+        assert!(after.ends_with("[b.txt] at /w/in/i1/b.txt"), "{after}");
+        // Without images the text goes as it is.
+        let l = ClaudeCode::default().launch(&TurnInput {
+            text: "plain",
+            resume: "",
+            settings: &settings(),
+            usage_total: None,
+        });
+        let user: Value = serde_json::from_str(l.stdin[1].trim()).unwrap();
+        assert_eq!(user["message"]["content"], "plain");
     }
 
     #[test]

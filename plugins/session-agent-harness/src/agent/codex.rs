@@ -56,6 +56,37 @@ pub struct Codex {
     /// `total - last` of the turn's first report: the baseline when nothing else is known.
     before_first: Option<Usage>,
     outcome: Option<Outcome>,
+    /// `turn/start`'s input items of a turn with images (else one text item).
+    native: Option<Value>,
+}
+
+/// A turn with images as `turn/start` input items: text items, `localImage` items (absolute
+/// paths; codex reads the file), non-image files as `[name] at path` text.
+pub fn native_input(native: &crate::attachments::NativeInput) -> Value {
+    use crate::attachments::{Part, inline_reference};
+    let mut items = Vec::new();
+    let mut text = String::new();
+    let flush = |text: &mut String, items: &mut Vec<Value>| {
+        if !text.is_empty() {
+            items.push(json!({"type": "text", "text": std::mem::take(text)}));
+        }
+    };
+    for part in &native.parts {
+        match part {
+            Part::Text(t) => text.push_str(t),
+            Part::Unavailable { name, reason } => {
+                text.push_str(&format!("\n- {name} — unavailable ({reason})\n"))
+            }
+            Part::File(f) if f.is_image() => {
+                flush(&mut text, &mut items);
+                items.push(json!({"type": "localImage", "path": f.path}));
+                text.push_str(&format!("(the image above is {})", f.path));
+            }
+            Part::File(f) => text.push_str(&inline_reference(f)),
+        }
+    }
+    flush(&mut text, &mut items);
+    Value::Array(items)
 }
 
 fn line(v: &Value) -> String {
@@ -565,6 +596,10 @@ impl Codex {
 }
 
 impl Driver for Codex {
+    fn set_native(&mut self, native: &crate::attachments::NativeInput) {
+        self.native = Some(native_input(native));
+    }
+
     fn launch(&mut self, turn: &TurnInput<'_>) -> Launch {
         let s = turn.settings;
         let (approval, sandbox, sandbox_policy) = policy(&s.permissions);
@@ -575,7 +610,8 @@ impl Driver for Codex {
             json!({"cwd": s.work_folder, "approvalPolicy": approval, "sandbox": sandbox});
         let mut turn_start = json!({
             "threadId": turn.resume,
-            "input": [{"type": "text", "text": turn.text}],
+            "input": self.native.take()
+                .unwrap_or_else(|| json!([{"type": "text", "text": turn.text}])),
             "cwd": s.work_folder,
             "approvalPolicy": approval,
             "sandboxPolicy": {"type": sandbox_policy},
@@ -726,6 +762,34 @@ impl Driver for Codex {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_turn_with_an_image_sends_a_local_image() {
+        use crate::attachments::{Local, NativeInput, Part};
+        let native = NativeInput {
+            parts: vec![
+                Part::Text("look".into()),
+                Part::File(Local {
+                    name: "a.png".into(),
+                    rel: "in/i1/a.png".into(),
+                    path: "/w/in/i1/a.png".into(),
+                    content_type: "image/png".into(),
+                    size: 3,
+                }),
+            ],
+            images: Vec::new(),
+        };
+        let input = super::native_input(&native);
+        assert_eq!(
+            input[0],
+            serde_json::json!({"type": "text", "text": "look"})
+        );
+        assert_eq!(
+            input[1],
+            serde_json::json!({"type": "localImage", "path": "/w/in/i1/a.png"})
+        );
+        assert_eq!(input.as_array().unwrap().len(), 3);
+    }
+
     use super::*;
     use crate::settings::Settings;
     use blobhub_agent_types::DriverKind;

@@ -233,6 +233,12 @@ pub trait Driver {
     fn interrupt(&mut self) -> Vec<String>;
     /// The attempt's outcome once the process has exited.
     fn on_exit(&mut self, exit: Exit) -> Outcome;
+    /// The turn carries images: a driver whose agent reads them natively sends `native` instead
+    /// of the turn's text (called before [`Driver::launch`]). Others keep the text, which names
+    /// every file with its path.
+    fn set_native(&mut self, native: &crate::attachments::NativeInput) {
+        let _ = native;
+    }
 }
 
 /// A fresh driver for an agent type's driver kind.

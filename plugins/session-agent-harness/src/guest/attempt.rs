@@ -51,6 +51,8 @@ pub struct TurnState {
     /// A prompt was parked (`wait: parked`, or a held wait demoted): the agent is stopped and
     /// the turn ends without a `turn_end`; the answer starts the next turn.
     pub parked: bool,
+    /// The turn's images, for agents that read them natively (the first attempt only).
+    pub native: Option<crate::attachments::NativeInput>,
     /// The open held wait in the worker-wide registry, while the agent waits on a person.
     pub held: Option<held_waits::HeldWait>,
 }
@@ -78,6 +80,7 @@ impl TurnState {
             stalled: false,
             emitted: None,
             parked: false,
+            native: None,
             held: None,
         }
     }
@@ -137,6 +140,9 @@ pub async fn run(
     st: &mut TurnState,
 ) -> Result<Outcome, Failure> {
     let mut driver = driver_for(settings.driver);
+    if let Some(native) = &st.native {
+        driver.set_native(native);
+    }
     let launch = driver.launch(&TurnInput {
         text,
         resume: &st.session_id,
@@ -586,6 +592,7 @@ async fn deliver_answer(
         Answer::Answers(&answers)
     };
     write(child, driver.answer(&request_id, answer));
+    t.queue_answer_files(&msg);
     // The answer was read; with nothing else queued, the turn has consumed up to it.
     if let Some(b) = t.consumed_through_answer() {
         st.boundary = b;

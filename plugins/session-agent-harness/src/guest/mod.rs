@@ -3,6 +3,7 @@
 mod attach;
 mod attempt;
 mod ctx;
+mod files;
 mod gate;
 mod section;
 mod store;

@@ -48,6 +48,27 @@ pub struct Msg {
     pub text: String,
     /// `metadata.answers`, when the message carried a structured answer.
     pub answers: Option<Value>,
+    /// The item's text and file blocks in order (crate::attachments); the turn renders these
+    /// when the message carries files, else `text`.
+    pub blocks: Vec<crate::attachments::Block>,
+}
+
+impl Msg {
+    /// The message with its words replaced by `text` (a resume prompt) and its files kept.
+    pub fn with_text(self, text: String) -> Msg {
+        use crate::attachments::Block;
+        let mut blocks = vec![Block::Text(text.clone())];
+        blocks.extend(
+            self.blocks
+                .into_iter()
+                .filter(|b| matches!(b, Block::File(_))),
+        );
+        Msg {
+            text,
+            blocks,
+            ..self
+        }
+    }
 }
 
 /// The open prompt of a thread. `request_id` is the agent's pending request when a live agent
@@ -278,7 +299,7 @@ impl Thread {
                 }
             }
             let text = prompt::resume_text(&open.prompt.summary(), &answers);
-            self.inbox.borrow_mut().push_front(Msg { text, ..msg });
+            self.inbox.borrow_mut().push_front(msg.with_text(text));
         }
     }
 
@@ -311,20 +332,15 @@ impl Thread {
         self.answer.borrow().is_some()
     }
 
-    /// Every queued message, joined into one turn's text, with the fetch position as the turn's
-    /// boundary; `None` when nothing is queued.
-    pub fn take_turn_input(&self) -> Option<(String, ItemCursor, Vec<String>)> {
+    /// Every queued message (one turn's input, see guest/files.rs), with the fetch position as
+    /// the turn's boundary; `None` when nothing is queued.
+    pub fn take_turn_input(&self) -> Option<(Vec<Msg>, ItemCursor, Vec<String>)> {
         let messages: Vec<Msg> = self.inbox.borrow_mut().drain(..).collect();
         if messages.is_empty() {
             return None;
         }
-        let text = messages
-            .iter()
-            .map(|m| m.text.as_str())
-            .collect::<Vec<_>>()
-            .join("\n\n");
-        let ids = messages.into_iter().map(|m| m.item_id).collect();
-        Some((text, self.fetch.borrow().clone(), ids))
+        let ids = messages.iter().map(|m| m.item_id.clone()).collect();
+        Some((messages, self.fetch.borrow().clone(), ids))
     }
 
     /// Record a turn as in flight before its agent starts; returns the session it resumes.
@@ -403,6 +419,20 @@ impl Thread {
             .as_ref()
             .is_some_and(|p| p.request_id.is_some())
             && self.answer.borrow().is_some()
+    }
+
+    /// The files of an answer delivered to a waiting agent: its tool result cannot carry them,
+    /// so they are queued as a message of their own, with a line saying why.
+    pub fn queue_answer_files(&self, msg: &Msg) {
+        if let Some(files) = answer_files(msg) {
+            log(
+                Level::Info,
+                "answer_files_queued",
+                Some(&self.alias),
+                json!({"item_id": msg.item_id, "files": files.blocks.len() - 1}),
+            );
+            self.inbox.borrow_mut().push_back(files);
+        }
     }
 
     /// After a delivered answer: with nothing else queued, the turn has consumed everything
@@ -634,6 +664,7 @@ impl Thread {
                 item_id: id,
                 text,
                 answers,
+                blocks: crate::attachments::blocks(&item),
             };
             if answers_prompt && self.answer.borrow().is_none() {
                 self.answer.replace(Some(msg));
@@ -669,10 +700,22 @@ impl Thread {
         let mut inbox = self.inbox.borrow_mut();
         match prompt::replayed(meta) {
             prompt::Replayed::Unrelated => {}
-            prompt::Replayed::Drop(id) => inbox.retain(|m| m.item_id != id),
+            // The agent had the answer's words; its files went as a message of their own, which
+            // this replay must not lose (the crash may have come before their turn).
+            prompt::Replayed::Drop(id) => {
+                let Some(at) = inbox.iter().position(|m| m.item_id == id) else {
+                    return;
+                };
+                match answer_files(&inbox[at]) {
+                    Some(files) => inbox[at] = files,
+                    None => {
+                        inbox.remove(at);
+                    }
+                }
+            }
             prompt::Replayed::Resume(id, text) => {
                 if let Some(m) = inbox.iter_mut().find(|m| m.item_id == id) {
-                    m.text = text;
+                    *m = m.clone().with_text(text);
                 }
             }
         }
@@ -917,13 +960,14 @@ impl Thread {
 
     async fn begin(self: &Rc<Self>, env: &Envelope, mode: Mode) {
         self.failing.set(false);
-        let settings = match self.prepare(env) {
+        let mut settings = match self.prepare(env) {
             Ok(s) => s,
             Err(f) => {
                 self.fail(f).await;
                 return;
             }
         };
+        super::files::prepare(&self.alias, &mut settings);
         if settings
             .gate
             .as_ref()
@@ -1043,4 +1087,29 @@ pub async fn teardown_all(threads: &[Rc<Thread>]) {
     for t in threads {
         t.teardown().await;
     }
+}
+
+/// The message carrying the files of answer `msg` to the agent's next turn, if it had any.
+fn answer_files(msg: &Msg) -> Option<Msg> {
+    use crate::attachments::{Block, answer_files_note};
+    let files: Vec<Block> = msg
+        .blocks
+        .iter()
+        .filter(|b| matches!(b, Block::File(_)))
+        .cloned()
+        .collect();
+    if files.is_empty() {
+        return None;
+    }
+    let text = answer_files_note(files.len());
+    let mut blocks = vec![Block::Text(text.clone())];
+    blocks.extend(files);
+    Some(Msg {
+        // Not the answer's own id: a replay of our resolve item drops the answer by its id (the
+        // agent has it), and these files must not go with it.
+        item_id: format!("{}-files", msg.item_id),
+        text,
+        answers: None,
+        blocks,
+    })
 }

@@ -96,7 +96,7 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
         let seen = t.nudge_generation();
         let fetched = t.try_ingest().await;
         t.resolve_adopted_prompt().await;
-        let Some((text, boundary, ids)) = t.take_turn_input() else {
+        let Some((messages, boundary, ids)) = t.take_turn_input() else {
             t.row(if t.has_prompt() {
                 "active (prompt)"
             } else {
@@ -147,11 +147,13 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
             Some(&t.alias),
             json!({"items": ids}),
         );
+        // A person's files are fetched before the turn that reads them (no slot needed).
+        let (text, native) = super::files::turn_input(&t, &settings, &messages).await;
         match &slot {
             Some(s) => s.set_idle(false),
             None => slot = Some(wait_for_slot(&t).await),
         }
-        match turn(&t, &settings, &text, boundary, &mut slot).await {
+        match turn(&t, &settings, &text, native, boundary, &mut slot).await {
             Ok(TurnEnded::Completed) => late_check = Some(Instant::now() + LATE_VISIBILITY),
             Ok(TurnEnded::Stopped) => return,
             Err(f) => {
@@ -197,6 +199,7 @@ async fn turn(
     t: &Rc<Thread>,
     settings: &Settings,
     text: &str,
+    native: Option<crate::attachments::NativeInput>,
     boundary: ItemCursor,
     slot: &mut Option<slots::Slot>,
 ) -> Result<TurnEnded, Failure> {
@@ -212,6 +215,7 @@ async fn turn(
     let _running = TurnRunning::start(t);
     let clock = std::time::Instant::now();
     let mut st = TurnState::new(t, turn_id, boundary, resume, slot.take());
+    st.native = native;
     super::gate::applied(t, settings, &mut st).await;
     let mut usage = Usage::default();
     let mut resumes = 0u32;
@@ -274,6 +278,8 @@ async fn turn(
         }
         t.row("active (turn)");
         input = prompt::CONTINUE_AFTER_TRANSIENT_ERROR.to_string();
+        // The images are in the agent's session already; the resume is words only.
+        st.native = None;
     };
     let status = outcome.status.clone();
     *slot = st.slot.take();
@@ -320,6 +326,8 @@ async fn turn(
         Some(d) if resumes == 0 => d,
         _ => elapsed,
     };
+    // The agent's outbox, published before the `turn_end` that closes its turn.
+    super::files::publish(t, settings, &mut st).await;
     let (content, mut metadata) = items::turn_end(status.word(), &usage, duration, &outcome.error);
     // Extensions: enough to rebuild local state from the thread if it is ever lost.
     metadata["agent_session_id"] = json!(st.session_id);
