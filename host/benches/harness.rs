@@ -26,7 +26,9 @@
 //! Arguments (after `--`): any of `launch`, `latency`, `idle`, `threads`, `scale`, `claude` to
 //! run only those parts.
 //! `BENCH_TURNS` (default 30 per condition), `BENCH_CLAUDE_TURNS` (default 10) and
-//! `BENCH_IDLE_WINDOW_S` (default 20) shorten it.
+//! `BENCH_IDLE_WINDOW_S` (default 20) shorten it. `BENCH_PRESTART=0` runs ours with
+//! `agents.claude_code.prestart: false` (a new CLI per turn, as the reference) in part 4.
+//! `BENCH_TRACE=1` prints each measured turn's timeline in part 4.
 //! Every loop is bounded; every wait has a deadline; only 127.0.0.1 is contacted.
 
 use std::collections::{BTreeMap, HashMap};
@@ -251,6 +253,10 @@ impl Rig {
             c.cli.display()
         );
         if self.kind == Kind::Ours {
+            if std::env::var("BENCH_PRESTART").as_deref() == Ok("0") {
+                // The cold path, for comparison: a new CLI per turn, as the reference does.
+                text.push_str("    prestart: false\n");
+            }
             text.push_str("    env:\n");
             for (name, value) in self.claude_env() {
                 text.push_str(&format!("      {name}: {}\n", json!(value)));
@@ -341,11 +347,14 @@ impl Rig {
                     .env_remove("BLOBHUB_WORKER_LOG")
                     .env_remove("RUST_LOG");
                 if std::env::var_os("BENCH_TRACE").is_some() {
-                    // The spawn's own line (`child_spawned`, with its duration) for the timeline.
+                    // The spawn's own line (`child_spawned`, with its duration) for the timeline,
+                    // in the pretty format: its timestamps have microseconds (the JSON lines the
+                    // worker writes when stderr is not a terminal have seconds only).
                     c.env(
                         "BLOBHUB_WORKER_LOG",
                         "info,blobhub_worker::runtime::capabilities::process=debug",
-                    );
+                    )
+                    .env("BLOBHUB_WORKER_LOG_FORMAT", "pretty");
                 }
                 if self.claude.is_some() {
                     // The CLI's HOME as the reference's: a folder of the rig, not the user's.
@@ -600,14 +609,19 @@ fn trace_turn(rig: &Rig, asked_at: i64, first_request: i64, ended: i64, posted_a
             (r.received_at_us as i64, what)
         })
         .collect();
-    // Ours logs each spawn (`child_spawned`, debug): when it returned and how long it took.
+    // Ours logs each spawn (`child_spawned`, debug): when it returned and how long it took; and
+    // when a turn was handed to its agent (`turn_started`; `prestarted_ms`: how long that process
+    // had been running already, when it was started ahead of the message).
     let log = std::fs::read_to_string(rig.dir.path().join("worker.log")).unwrap_or_default();
-    for line in log.lines().filter(|l| l.contains("child_spawned")) {
+    for line in log.lines() {
         let Some(ts) = line.split_whitespace().next().filter(|t| t.ends_with('Z')) else {
             continue;
         };
         let at = epoch_micros(ts);
-        if at >= asked_at && at <= posted_at {
+        if at < asked_at || at > posted_at {
+            continue;
+        }
+        if line.contains("child_spawned") {
             let took = line
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix("spawn_us="))
@@ -615,6 +629,19 @@ fn trace_turn(rig: &Rig, asked_at: i64, first_request: i64, ended: i64, posted_a
             rows.push((
                 at,
                 format!("(worker) agent spawned, the spawn took {took} µs"),
+            ));
+        } else if line.contains(" turn_started ") {
+            let ahead = line
+                .split("\"prestarted_ms\":")
+                .nth(1)
+                .and_then(|r| r.split([',', '}']).next())
+                .filter(|v| *v != "null");
+            rows.push((
+                at,
+                match ahead {
+                    Some(ms) => format!("(worker) turn handed to the agent started {ms} ms before"),
+                    None => "(worker) turn handed to a freshly spawned agent".into(),
+                },
             ));
         }
     }
@@ -983,6 +1010,12 @@ struct ClaudeLatency {
     after_poll: Vec<i64>,
 }
 
+/// Issue 8's targets: a person's item → the CLI's first model request at most half the idle
+/// poll interval (1500 ms by default) plus 150 ms, median; the model's last response → the text
+/// item posted at most 10 ms.
+const REQUEST_TARGET_MS: u64 = 1500 / 2 + 150;
+const POST_TARGET_MS: u64 = 10;
+
 /// One worker driving the real CLI on one thread handed to `claude_code`, a turn at a time.
 struct ClaudeRun {
     rig: Rig,
@@ -1090,20 +1123,22 @@ impl ClaudeRun {
         let (kind, l) = (self.rig.kind, &self.l);
         let who = if kind == Kind::Ours { "ours" } else { "ref " };
         println!(
-            "{who}   claude: person's item -> first model request: {}",
-            describe(&l.to_request)
+            "{who}   claude: person's item -> first model request: {}  (target: p50 <= {} ms)",
+            describe(&l.to_request),
+            REQUEST_TARGET_MS
         );
         println!(
             "{who}     person's item -> next event poll:          {}",
             describe(&l.to_poll)
         );
         println!(
-            "{who}     that poll -> first model request:          {}",
+            "{who}     that poll -> first model request:          {}  (the worker's own share)",
             describe(&l.after_poll)
         );
         println!(
-            "{who}   claude: last model response -> text posted:  {}",
-            describe(&l.to_post)
+            "{who}   claude: last model response -> text posted:  {}  (target: p50 <= {} ms)",
+            describe(&l.to_post),
+            POST_TARGET_MS
         );
         if self.other_first > 0 {
             println!(

@@ -460,6 +460,155 @@ async fn a_guarded_claude_thread_is_decided_by_its_policy() {
     worker.terminate().await;
 }
 
+/// The worker's log lines of `event` (pretty format: `… <event> … fields={…}`).
+fn log_lines<'a>(stderr: &'a str, event: &str) -> Vec<&'a str> {
+    stderr
+        .lines()
+        .filter(|l| l.contains(&format!(" {event} ")))
+        .collect()
+}
+
+/// The only claude process of the work folder, once there is exactly one.
+async fn the_claude(c: &Claude) -> u32 {
+    eventually("one claude process", || c.cli_pids().len() == 1).await;
+    c.cli_pids()[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_turn_goes_to_a_claude_started_before_its_message() {
+    let Some((c, worker)) = Claude::running("ses_claude_prestart", "").await else {
+        return;
+    };
+    // Active, no message yet: the first turn's CLI is already running, and has asked nothing.
+    let first = the_claude(&c).await;
+    assert!(c.fake.model_calls().is_empty());
+    c.env.say(&c.s, "t", "hello");
+    c.wait_count("t", "turn_end", 1).await;
+    // The turn is over: the next turn's CLI starts at once, resuming the session, and waits.
+    eventually("the first turn's claude is gone", || {
+        !c.cli_pids().contains(&first)
+    })
+    .await;
+    let second = the_claude(&c).await;
+    assert_eq!(c.fake.model_calls().len(), 1, "the held CLI asks nothing");
+    let before = c.agent_items("t").len();
+    c.env.say(&c.s, "t", "hello again");
+    c.wait_count("t", "turn_end", 2).await;
+    assert_eq!(
+        c.agent_items("t").len(),
+        before + 2,
+        "one reply, one turn_end"
+    );
+
+    let requests = c.fake.model_calls();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[1].last_user_text().as_deref(), Some("hello again"));
+    assert_eq!(session_header(&requests[0]), session_header(&requests[1]));
+    assert!(shown(&requests[1]).contains("Hello from fake Anthropic"));
+    let out = worker.terminate().await;
+    // Each turn ran in the process that was running before its message was posted.
+    let started = log_lines(&out.stderr, "turn_started");
+    let prestarted = log_lines(&out.stderr, "agent_prestarted");
+    for (i, pid) in [first, second].iter().enumerate() {
+        let pid = format!("\"pid\":{pid},");
+        assert!(
+            prestarted.iter().any(|l| l.contains(&pid)),
+            "turn {i}: {prestarted:#?}"
+        );
+        assert!(
+            started.get(i).is_some_and(|l| l.contains(&pid)),
+            "turn {i}: {started:#?}"
+        );
+    }
+    assert!(log_lines(&out.stderr, "agent_prestart_stopped").is_empty());
+    assert!(log_lines(&out.stderr, "agent_prestart_lost").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_changed_between_turns_reaches_a_fresh_claude() {
+    let Some(c) = Claude::new("ses_claude_model", "").await else {
+        return;
+    };
+    let worker = c.env.start().await;
+    let with_model = |state: &str, model: &str| {
+        let mut v = c.envelope(state);
+        v["thread"]["metadata"]["agent"]["model"] = json!(model);
+        v
+    };
+    c.env
+        .set_envelope(&c.s, "t", with_model("pending", "claude-sonnet-4-5"));
+    c.active("t").await;
+    c.env.say(&c.s, "t", "hello");
+    c.wait_count("t", "turn_end", 1).await;
+    let held = the_claude(&c).await;
+    // The person picks another model and hands the thread off again.
+    c.env
+        .set_envelope(&c.s, "t", with_model("pending", "fake-model-b"));
+    eventually("the claude held for the old model is stopped", || {
+        !c.cli_pids().contains(&held)
+    })
+    .await;
+    c.env
+        .wait("active again", |e| {
+            e.activity(&c.s)
+                .iter()
+                .filter(|a| *a == "thread_active")
+                .count()
+                == 2
+        })
+        .await;
+    c.env.say(&c.s, "t", "hello again");
+    c.wait_count("t", "turn_end", 2).await;
+    let requests = c.fake.model_calls();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].body["model"], "claude-sonnet-4-5");
+    assert_eq!(requests[1].body["model"], "fake-model-b");
+    assert_eq!(requests[1].last_user_text().as_deref(), Some("hello again"));
+    // The same Claude session carries on under the new model.
+    assert_eq!(session_header(&requests[0]), session_header(&requests[1]));
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_claude_waits_for_a_message_leaves_no_process() {
+    let Some((c, worker)) = Claude::running("ses_claude_stop_held", "").await else {
+        return;
+    };
+    c.env.say(&c.s, "t", "hello");
+    c.wait_count("t", "turn_end", 1).await;
+    // The next turn's claude waits for a message.
+    the_claude(&c).await;
+    let before = c.agent_items("t").len();
+    c.env.set_envelope(&c.s, "t", c.envelope("completed"));
+    c.env
+        .wait("thread_completed", |e| {
+            e.activity(&c.s).contains(&"thread_completed".to_string())
+        })
+        .await;
+    eventually("the held claude is gone, and no other left", || {
+        c.cli_pids().is_empty()
+    })
+    .await;
+    // It never said or asked anything.
+    assert_eq!(c.agent_items("t").len(), before);
+    assert_eq!(c.fake.model_calls().len(), 1);
+    worker.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prestart_off_starts_claude_when_the_message_arrives() {
+    let Some((c, worker)) = Claude::running("ses_claude_cold", "    prestart: false\n").await
+    else {
+        return;
+    };
+    c.env.say(&c.s, "t", "hello");
+    c.wait_count("t", "turn_end", 1).await;
+    eventually("no claude waits between turns", || c.cli_pids().is_empty()).await;
+    let out = worker.terminate().await;
+    assert!(log_lines(&out.stderr, "agent_prestarted").is_empty());
+    assert_eq!(log_lines(&out.stderr, "turn_started").len(), 1);
+}
+
 /// Every block of every user message the model was sent.
 fn user_blocks(r: &RecordedRequest) -> Vec<Value> {
     r.body["messages"]

@@ -216,7 +216,9 @@ async fn the_worker_object_heartbeat_keeps_it_fresh() {
 async fn deleting_the_worker_object_detaches_only_that_section() {
     let env = Env::new().await;
     let (a, b) = (env.session("ses_a"), env.session("ses_b"));
-    env.configure(&[&a, &b], 4, "");
+    // Both threads share the work folder and the test counts agents there: none is started ahead
+    // of its message.
+    env.configure(&[&a, &b], 4, "    prestart: false\n");
     let worker = env.start().await;
     env.handoff(&a, "t");
     env.handoff(&b, "t");
@@ -388,7 +390,8 @@ async fn an_open_prompt_survives_a_restart() {
 async fn thread_deletion_and_session_lifecycle() {
     let env = Env::new().await;
     let s = env.session("ses_life");
-    env.configure(&[&s], 4, "");
+    // No agent started ahead of its message: a test agent in the folder then means a turn runs.
+    env.configure(&[&s], 4, "    prestart: false\n");
     let worker = env.start().await;
     env.handoff(&s, "gone");
     env.handoff(&s, "busy");

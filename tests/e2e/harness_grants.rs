@@ -2,7 +2,7 @@
 //! process waits for it) approves the agent's next matching call once — across another SIGKILL —
 //! and never twice (docs/session-agent-harness.md, "One-shot grants").
 
-use crate::harness_support::{Env, agent_processes, assert_no_duplicate_posts};
+use crate::harness_support::{Env, agent_processes, assert_no_duplicate_posts, eventually};
 
 fn count(env: &Env, s: &blobhub_emulator::SessionIds, ty: &str) -> usize {
     env.transcript(s, "t")
@@ -100,17 +100,22 @@ async fn a_parked_question_frees_the_slot_and_its_answer_resumes_the_thread() {
             .any(|(t, _)| t == "pending_prompt")
     })
     .await;
+    // Parked: the agent is gone, and without a slot no process waits for a's next turn.
+    eventually("the parked agent is gone", || {
+        agent_processes(env.work_folder()) == 0
+    })
+    .await;
     // The only slot is free again: the second thread gets it and works.
     env.handoff(&s, "b");
     env.wait("b active", |e| e.state(&s, "b") == "active").await;
     env.say(&s, "b", "hello");
     env.wait("b answered", |e| e.has(&s, "b", "text", "echo: hello"))
         .await;
-    assert_eq!(
-        agent_processes(env.work_folder()),
-        0,
-        "the parked agent is gone"
-    );
+    // Only b's next turn's agent, started ahead, holding b's slot.
+    eventually("one agent: b's, started ahead", || {
+        agent_processes(env.work_folder()) == 1
+    })
+    .await;
     env.set_state(&s, "b", "completed");
     env.say(&s, "a", "yes");
     env.wait("a resumed", |e| {

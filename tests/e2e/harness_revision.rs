@@ -121,7 +121,8 @@ async fn a_commit_while_attached_quiesces_the_section_until_the_revision_is_read
 async fn an_agent_reply_refused_during_a_commit_is_posted_once_the_revision_is_ready() {
     let env = Env::new().await;
     let s = env.session("ses_commit_turn");
-    env.configure(&[&s], 4, "");
+    // No agent started ahead of its message: a test agent in the folder then means the turn runs.
+    env.configure(&[&s], 4, "    prestart: false\n");
     let worker = env.start().await;
     env.handoff(&s, "t");
     env.wait("active", |e| e.state(&s, "t") == "active").await;

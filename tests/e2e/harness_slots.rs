@@ -81,7 +81,9 @@ async fn five_threads_on_two_slots_all_reply_and_keep_their_agent_sessions() {
 
 /// config.yaml of [`Env::configure`] with `concurrency.held_waits_max` set.
 fn configure_with_held_cap(env: &Env, s: &blobhub_emulator::SessionIds, cap: u32) {
-    env.configure(&[s], 4, "");
+    // The threads share the work folder and these tests tell agents apart by counting them
+    // there: none is started ahead of its message.
+    env.configure(&[s], 4, "    prestart: false\n");
     let config = std::fs::read_to_string(env.home.tree.config_path()).unwrap();
     let limited = config.replacen(
         "  max_agents: 4\n",

@@ -121,7 +121,8 @@ async fn busy_worker(
     extra: &str,
 ) -> (Running, blobhub_emulator::SessionIds) {
     let s = env.session(session);
-    env.configure(&[&s], 2, extra);
+    // No agent started ahead of its message: a test agent in the folder then means the turn runs.
+    env.configure(&[&s], 2, &format!("    prestart: false\n{extra}"));
     let worker = env.start().await;
     env.handoff(&s, "t");
     env.wait("active", |e| e.state(&s, "t") == "active").await;

@@ -705,8 +705,20 @@ impl Walk {
                     format!("`{w}` is not one of held, parked"),
                 );
             }
+            let prestart = match Self::get(&fields, "prestart") {
+                None => true,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => {
+                    self.error(
+                        &child(&path, "prestart"),
+                        format!("expected true or false, found {}", type_name(other)),
+                    );
+                    true
+                }
+            };
             let settings = AgentSettings {
                 wait,
+                prestart,
                 executable: self.string(
                     &child(&path, "executable"),
                     Self::get(&fields, "executable"),
@@ -1313,6 +1325,26 @@ sections:
         assert_eq!(
             test.executable_for("test_double").as_deref(),
             Some("blobhub-test-agent")
+        );
+    }
+
+    #[test]
+    fn agent_prestart_defaults_to_true_and_takes_a_boolean() {
+        let report = load_str(
+            "agents:\n  claude_code:\n    prestart: false\n  test_double: {}\nsections: []\n",
+        );
+        assert_eq!(report.diagnostics, []);
+        let config = report.config.unwrap();
+        assert!(!config.agent("claude_code").prestart);
+        assert!(config.agent("test_double").prestart);
+        let report = load_str("agents:\n  claude_code:\n    prestart: sometimes\nsections: []\n");
+        assert!(
+            report
+                .diagnostics
+                .iter()
+                .any(|d| d.path == "agents.claude_code.prestart"),
+            "{:?}",
+            report.diagnostics
         );
     }
 

@@ -230,6 +230,9 @@ pub struct AgentSettings {
     pub stall_timeout_s: u32,
     /// `held` or `parked`: what an agent's question does to its turn (docs/session-agent-harness.md).
     pub wait: Option<String>,
+    /// Start the next turn's agent process ahead, while the thread waits for the person's
+    /// message (one idle process per active thread; docs/session-agent-harness.md).
+    pub prestart: bool,
 }
 
 impl Default for AgentSettings {
@@ -245,6 +248,7 @@ impl Default for AgentSettings {
             turn_retry_delays_ms: agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec(),
             stall_timeout_s: agent_types::DEFAULT_STALL_TIMEOUT_S,
             wait: None,
+            prestart: true,
         }
     }
 }

@@ -58,6 +58,8 @@ pub const SETTINGS: &[&str] = &[
     // `held` (the agent waits for a person's answer) or `parked` (its turn ends; the answer
     // starts the next one).
     "wait",
+    // Start the next turn's agent process ahead, while the thread waits for a message.
+    "prestart",
 ];
 
 /// `stall_timeout_s` when the config does not set it: 30 minutes. Long enough for a silent

@@ -38,6 +38,9 @@ pub struct Settings {
     /// `held` (the agent waits for a person's answer) or `parked` (the turn ends at once and
     /// the answer starts the next one); config tier only.
     pub wait: String,
+    /// Start the next turn's agent process ahead, while the thread waits for the person's
+    /// message (guest/warm.rs); config tier only, default on.
+    pub prestart: bool,
     /// Where a person's files are put, relative to the work folder (`None`: not downloaded).
     pub inbox: Option<String>,
     /// The thread's valid `artifacts` block (`None`: nothing is published).
@@ -72,6 +75,7 @@ impl Settings {
             turn_retry_delays_ms: agent_types::DEFAULT_TURN_RETRY_DELAYS_MS.to_vec(),
             stall_timeout_s: agent_types::DEFAULT_STALL_TIMEOUT_S,
             wait: "held".into(),
+            prestart: true,
             inbox: Some(crate::attachments::DEFAULT_INBOX.into()),
             artifacts: None,
             warnings: Vec::new(),
@@ -305,8 +309,13 @@ pub fn resolve(env: &Envelope, worker_config: &Value) -> Result<Settings, Failur
         .map_or(agent_types::DEFAULT_STALL_TIMEOUT_S, |n| {
             n.min(u32::MAX as u64) as u32
         });
+    let prestart = block
+        .and_then(|b| b.get("prestart"))
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     Ok(Settings {
         agent_type: t.to_string(),
+        prestart,
         driver,
         turn_retries,
         turn_retry_delays_ms,

@@ -21,6 +21,7 @@ pub const READS: &[&str] = &[
     "/agents/<type>/turn_retry_delays_ms",
     "/agents/<type>/stall_timeout_s",
     "/agents/<type>/wait",
+    "/agents/<type>/prestart",
     "/attachments/inbox",
     "/policy/allow_autonomous",
     "/policy/rules",

@@ -2,8 +2,9 @@
 //! stdin (docs/session-agent-harness.md, "Claude Code").
 //!
 //! One process per attempt, in the thread's work folder, resuming the thread's Claude session
-//! (`--resume`). The driver writes the `initialize` control request and the turn's `user` message
-//! first, then maps every stdout line: assistant content blocks to items as they arrive,
+//! (`--resume`). The driver writes the `initialize` control request first (it needs no message, so
+//! a process can be started ahead of the turn) and the turn's `user` message when the turn is
+//! handed over, then maps every stdout line: assistant content blocks to items as they arrive,
 //! `tool_result` blocks (with their `is_error`), `api_retry` to a status, `can_use_tool` control
 //! requests to permission prompts, `mcp_message` control requests to the in-process `ask_user`
 //! server, and `result` to the turn's outcome.
@@ -19,8 +20,7 @@ use serde_json::{Value, json};
 
 use super::ask_user::{self, Handled};
 use super::{
-    AgentEvent, Answer, Driver, Exit, Launch, Outcome, Status, Step, TurnInput, Usage, str_of,
-    u64_of,
+    AgentEvent, Answer, Driver, Exit, Launch, Outcome, Start, Status, Step, Usage, str_of, u64_of,
 };
 
 /// Appended to Claude Code's own system prompt (never replacing it).
@@ -351,9 +351,9 @@ impl ClaudeCode {
 }
 
 impl Driver for ClaudeCode {
-    fn launch(&mut self, turn: &TurnInput<'_>) -> Launch {
-        let s = turn.settings;
-        self.session_id = turn.resume.to_string();
+    fn launch(&mut self, start: &Start<'_>) -> Launch {
+        let s = start.settings;
+        self.session_id = start.resume.to_string();
         let mut args: Vec<String> = [
             "-p",
             "--input-format",
@@ -382,7 +382,7 @@ impl Driver for ClaudeCode {
         for (flag, value) in [
             ("--model", s.model.as_str()),
             ("--effort", s.effort.as_str()),
-            ("--resume", turn.resume),
+            ("--resume", start.resume),
         ] {
             if !value.is_empty() {
                 args.push(format!("{flag}={value}"));
@@ -390,14 +390,20 @@ impl Driver for ClaudeCode {
         }
         let initialize = json!({"type": "control_request", "request_id": "blobhub_init",
             "request": {"subtype": "initialize", "hooks": null}});
-        let content = self.native.take().unwrap_or_else(|| json!(turn.text));
-        let user = json!({"type": "user", "message": {"role": "user", "content": content},
-            "parent_tool_use_id": null, "session_id": ""});
         Launch {
             args,
             env: Vec::new(),
-            stdin: vec![line(&initialize), line(&user)],
+            stdin: vec![line(&initialize)],
         }
+    }
+
+    fn turn(&mut self, text: &str) -> Vec<String> {
+        // The CLI reads its stdin in order: the message may follow `initialize` before the
+        // answer to it has come back.
+        let content = self.native.take().unwrap_or_else(|| json!(text));
+        let user = json!({"type": "user", "message": {"role": "user", "content": content},
+            "parent_tool_use_id": null, "session_id": ""});
+        vec![line(&user)]
     }
 
     fn set_native(&mut self, native: &crate::attachments::NativeInput) {
@@ -548,8 +554,7 @@ mod tests {
     fn launch_speaks_stream_json_appends_instructions_and_resumes() {
         let s = settings();
         let mut d = ClaudeCode::default();
-        let l = d.launch(&TurnInput {
-            text: "hi",
+        let l = d.launch(&Start {
             resume: "",
             settings: &s,
             usage_total: None,
@@ -567,12 +572,16 @@ mod tests {
         assert!(l.args.contains(&"--append-system-prompt".to_string()));
         assert!(!l.args.contains(&"--system-prompt".to_string()));
         assert!(!args.contains("--resume"));
+        // The handshake only: the message comes with the turn, so the process can start first.
+        assert_eq!(l.stdin.len(), 1);
         let first: Value = serde_json::from_str(&l.stdin[0]).unwrap();
         assert_eq!(first["request"]["subtype"], "initialize");
-        let user: Value = serde_json::from_str(&l.stdin[1]).unwrap();
+        let turn = d.turn("hi");
+        assert_eq!(turn.len(), 1);
+        let user: Value = serde_json::from_str(&turn[0]).unwrap();
+        assert_eq!(user["type"], "user");
         assert_eq!(user["message"]["content"], "hi");
-        let l = ClaudeCode::default().launch(&TurnInput {
-            text: "again",
+        let l = ClaudeCode::default().launch(&Start {
             resume: "c536",
             settings: &s,
             usage_total: None,
@@ -582,8 +591,7 @@ mod tests {
             model: "--dangerously-skip-permissions".into(),
             ..settings()
         };
-        let l = ClaudeCode::default().launch(&TurnInput {
-            text: "x",
+        let l = ClaudeCode::default().launch(&Start {
             resume: "-r",
             settings: &hostile,
             usage_total: None,
@@ -618,14 +626,14 @@ mod tests {
             images: vec![("/w/in/i1/a.png".into(), "AAAA".into())],
         };
         let mut d = ClaudeCode::default();
-        d.set_native(&native);
-        let l = d.launch(&TurnInput {
-            text: "see [a.png][b.txt]",
+        d.launch(&Start {
             resume: "",
             settings: &settings(),
             usage_total: None,
         });
-        let user: Value = serde_json::from_str(l.stdin[1].trim()).unwrap();
+        d.set_native(&native);
+        let turn = d.turn("see [a.png][b.txt]");
+        let user: Value = serde_json::from_str(turn[0].trim()).unwrap();
         let content = &user["message"]["content"];
         assert_eq!(content[0], json!({"type": "text", "text": "see "}));
         assert_eq!(
@@ -636,13 +644,13 @@ mod tests {
         assert!(after.contains("/w/in/i1/a.png"), "{after}");
         assert!(after.ends_with("[b.txt] at /w/in/i1/b.txt"), "{after}");
         // Without images the text goes as it is.
-        let l = ClaudeCode::default().launch(&TurnInput {
-            text: "plain",
+        let mut d = ClaudeCode::default();
+        d.launch(&Start {
             resume: "",
             settings: &settings(),
             usage_total: None,
         });
-        let user: Value = serde_json::from_str(l.stdin[1].trim()).unwrap();
+        let user: Value = serde_json::from_str(d.turn("plain")[0].trim()).unwrap();
         assert_eq!(user["message"]["content"], "plain");
     }
 

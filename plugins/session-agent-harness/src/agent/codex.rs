@@ -1,9 +1,10 @@
 //! The Codex driver: `codex app-server`, JSON-RPC lines (without the `jsonrpc` member) on stdio
 //! (docs/session-agent-harness.md, "Codex").
 //!
-//! One process per attempt, in the thread's work folder. The driver writes `initialize`,
-//! `initialized` and `thread/start` (or `thread/resume` of the thread's Codex thread) at once;
-//! the thread's id in that response lets it send `turn/start` with the turn's text. Then every
+//! One process per attempt, in the thread's work folder. The driver writes `initialize` and
+//! `initialized` at once (no message needed, so the process can be started ahead of the turn),
+//! and `thread/start` (or `thread/resume` of the thread's Codex thread) when the turn is handed
+//! over; the thread's id in that response lets it send `turn/start` with the turn's text. Then every
 //! notification of the turn is mapped (`item/started` / `item/completed` to items, usage,
 //! errors), every server request gets an answer (approvals through the person, the rest a
 //! defined refusal), and `turn/completed` for the turn ends it with the turn's own status.
@@ -13,8 +14,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Value, json};
 
 use super::{
-    AgentEvent, Answer, Driver, Exit, Launch, Outcome, Status, Step, TurnInput, Usage, str_of,
-    u64_of,
+    AgentEvent, Answer, Driver, Exit, Launch, Outcome, Start, Status, Step, Usage, str_of, u64_of,
 };
 
 /// The client name Codex sees (it becomes the `originator` header of model requests).
@@ -42,6 +42,8 @@ pub struct Codex {
     thread_id: String,
     turn_id: String,
     resumed: bool,
+    /// `thread/start` or `thread/resume`, written with the turn.
+    thread_request: String,
     turn_start: Value,
     pending: HashMap<String, Pending>,
     /// Items already shown as started (their call precedes their result).
@@ -600,18 +602,17 @@ impl Driver for Codex {
         self.native = Some(native_input(native));
     }
 
-    fn launch(&mut self, turn: &TurnInput<'_>) -> Launch {
-        let s = turn.settings;
+    fn launch(&mut self, start: &Start<'_>) -> Launch {
+        let s = start.settings;
         let (approval, sandbox, sandbox_policy) = policy(&s.permissions);
-        self.thread_id = turn.resume.to_string();
-        self.resumed = !turn.resume.is_empty();
-        self.baseline = turn.usage_total.cloned();
+        self.thread_id = start.resume.to_string();
+        self.resumed = !start.resume.is_empty();
+        self.baseline = start.usage_total.cloned();
         let mut thread =
             json!({"cwd": s.work_folder, "approvalPolicy": approval, "sandbox": sandbox});
         let mut turn_start = json!({
-            "threadId": turn.resume,
-            "input": self.native.take()
-                .unwrap_or_else(|| json!([{"type": "text", "text": turn.text}])),
+            "threadId": start.resume,
+            "input": [],
             "cwd": s.work_folder,
             "approvalPolicy": approval,
             "sandboxPolicy": {"type": sandbox_policy},
@@ -624,8 +625,8 @@ impl Driver for Codex {
             turn_start["effort"] = json!(s.effort);
         }
         self.turn_start = turn_start;
-        let thread_request = if self.resumed {
-            thread["threadId"] = json!(turn.resume);
+        self.thread_request = if self.resumed {
+            thread["threadId"] = json!(start.resume);
             request(THREAD, "thread/resume", thread)
         } else {
             request(THREAD, "thread/start", thread)
@@ -639,12 +640,18 @@ impl Driver for Codex {
         Launch {
             args: vec!["app-server".into()],
             env: Vec::new(),
-            stdin: vec![
-                initialize,
-                line(&json!({"method": "initialized"})),
-                thread_request,
-            ],
+            stdin: vec![initialize, line(&json!({"method": "initialized"}))],
         }
+    }
+
+    fn turn(&mut self, text: &str) -> Vec<String> {
+        // The thread is opened only now: one opened ahead would be a Codex thread (and rollout
+        // file) for nothing whenever the process is not used.
+        self.turn_start["input"] = self
+            .native
+            .take()
+            .unwrap_or_else(|| json!([{"type": "text", "text": text}]));
+        vec![std::mem::take(&mut self.thread_request)]
     }
 
     fn on_stdout(&mut self, raw: &str) -> Step {
@@ -819,12 +826,12 @@ mod tests {
     ) -> Run {
         let s = settings();
         let mut d = Codex::default();
-        d.launch(&TurnInput {
-            text: "x",
+        d.launch(&Start {
             resume,
             settings: &s,
             usage_total: baseline,
         });
+        d.turn("x");
         let mut run = Run {
             events: Vec::new(),
             replies: Vec::new(),
@@ -889,16 +896,18 @@ mod tests {
             ..settings()
         };
         let mut d = Codex::default();
-        let l = d.launch(&TurnInput {
-            text: "hi",
+        let l = d.launch(&Start {
             resume: "",
             settings: &s,
             usage_total: None,
         });
         assert_eq!(l.args, ["app-server"]);
+        // The handshake at once; the thread with the turn.
+        assert_eq!(l.stdin.len(), 2);
         let lines: Vec<Value> = l
             .stdin
             .iter()
+            .chain(&d.turn("hi"))
             .map(|r| serde_json::from_str(r).unwrap())
             .collect();
         assert_eq!(lines[0]["method"], "initialize");
@@ -922,13 +931,13 @@ mod tests {
             permissions: "autonomous".into(),
             ..settings()
         };
-        let l = Codex::default().launch(&TurnInput {
-            text: "again",
+        let mut d = Codex::default();
+        d.launch(&Start {
             resume: "th-1",
             settings: &auto,
             usage_total: None,
         });
-        let resume: Value = serde_json::from_str(&l.stdin[2]).unwrap();
+        let resume: Value = serde_json::from_str(&d.turn("again")[0]).unwrap();
         assert_eq!(resume["method"], "thread/resume");
         assert_eq!(resume["params"]["threadId"], "th-1");
         assert_eq!(resume["params"]["approvalPolicy"], "never");
@@ -1240,21 +1249,21 @@ mod tests {
     fn an_interrupted_turn() {
         let s = settings();
         let mut d = Codex::default();
-        d.launch(&TurnInput {
-            text: "STALL",
+        d.launch(&Start {
             resume: "",
             settings: &s,
             usage_total: None,
         });
+        d.turn("STALL");
         // Before the turn exists there is nothing to interrupt: the caller terminates.
         assert!(d.interrupt().is_empty());
         let mut d = Codex::default();
-        d.launch(&TurnInput {
-            text: "STALL",
+        d.launch(&Start {
             resume: "",
             settings: &s,
             usage_total: None,
         });
+        d.turn("STALL");
         let mut asked = false;
         for line in include_str!("../../fixtures/codex/interrupted.jsonl").lines() {
             d.on_stdout(line);

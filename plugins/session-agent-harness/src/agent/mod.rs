@@ -1,11 +1,14 @@
 //! Agent drivers: how the harness talks to an agent CLI.
 //!
 //! A driver is a small state machine over **one** child process (one attempt of a turn). It says
-//! how to start the process ([`Driver::launch`]: arguments, environment, the first lines to
-//! write), turns every stdout line into events for the thread *and* the lines to write back
-//! ([`Driver::on_stdout`]: control responses, JSON-RPC replies), encodes a person's answer to a
-//! request it raised ([`Driver::answer`]), asks the agent to stop ([`Driver::interrupt`]) and
-//! decides the attempt's outcome when the process has exited ([`Driver::on_exit`]).
+//! how to start the process ([`Driver::launch`]: arguments, environment, the handshake lines to
+//! write first — nothing that depends on the person's message), hands it the turn
+//! ([`Driver::turn`]: the message lines, written right after the handshake, or later when the
+//! process was started ahead of the message: guest/warm.rs), turns every stdout line into events
+//! for the thread *and* the lines to write back ([`Driver::on_stdout`]: control responses,
+//! JSON-RPC replies), encodes a person's answer to a request it raised ([`Driver::answer`]), asks
+//! the agent to stop ([`Driver::interrupt`]) and decides the attempt's outcome when the process
+//! has exited ([`Driver::on_exit`]).
 //!
 //! Drivers are pure: no capability calls, no clock, no I/O. The turn loop (guest/turn.rs) owns the
 //! process, the posting and the waiting, so every driver is unit-tested on recorded lines.
@@ -13,6 +16,7 @@
 pub mod ask_user;
 pub mod claude_code;
 pub mod codex;
+pub mod prestart;
 pub mod test_agent;
 
 use blobhub_agent_types::DriverKind;
@@ -97,11 +101,10 @@ impl Usage {
     }
 }
 
-/// What one attempt is asked to do.
+/// What the process of an attempt is started with: everything but the person's message, so a
+/// process can be started before the message arrives.
 #[derive(Debug, Clone, Copy)]
-pub struct TurnInput<'a> {
-    /// The person's messages of the turn, joined (or the continuation after a transient error).
-    pub text: &'a str,
+pub struct Start<'a> {
     /// The agent session to resume; empty for a new one.
     pub resume: &'a str,
     pub settings: &'a Settings,
@@ -110,13 +113,14 @@ pub struct TurnInput<'a> {
     pub usage_total: Option<&'a Usage>,
 }
 
-/// How to start the process of an attempt.
+/// How to start the process of an attempt. Never depends on the turn's message: a process
+/// started ahead with one `Launch` is used for a turn only if the turn's own `Launch` is equal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Launch {
     pub args: Vec<String>,
     /// Set in the child's environment on top of the operator's `agents.<type>.env`.
     pub env: Vec<(String, String)>,
-    /// Written to stdin at once, in order (each a whole line with its newline).
+    /// Written to stdin at once, in order (each a whole line with its newline): the handshake.
     pub stdin: Vec<String>,
 }
 
@@ -222,7 +226,13 @@ impl Outcome {
 
 /// An agent CLI driven one process per attempt.
 pub trait Driver {
-    fn launch(&mut self, turn: &TurnInput<'_>) -> Launch;
+    /// How to start the process; called once, before anything else.
+    fn launch(&mut self, start: &Start<'_>) -> Launch;
+    /// The lines that hand the process its turn: the person's messages, joined (or the
+    /// continuation after a transient error). Called once, after [`Driver::launch`], at once or
+    /// after any number of [`Driver::on_stdout`] calls (the handshake's lines of a process
+    /// started ahead); the driver holds back whatever must wait for a handshake reply.
+    fn turn(&mut self, text: &str) -> Vec<String>;
     /// One stdout line (without its line ending). Lines that are not the agent's protocol are
     /// reported as a `log` status by the driver's caller, never fatal.
     fn on_stdout(&mut self, line: &str) -> Step;
@@ -234,7 +244,7 @@ pub trait Driver {
     /// The attempt's outcome once the process has exited.
     fn on_exit(&mut self, exit: Exit) -> Outcome;
     /// The turn carries images: a driver whose agent reads them natively sends `native` instead
-    /// of the turn's text (called before [`Driver::launch`]). Others keep the text, which names
+    /// of the turn's text (called before [`Driver::turn`]). Others keep the text, which names
     /// every file with its path.
     fn set_native(&mut self, native: &crate::attachments::NativeInput) {
         let _ = native;

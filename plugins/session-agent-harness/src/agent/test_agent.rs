@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::{
-    AgentEvent, Answer, Driver, Exit, Launch, Outcome, Status, Step, TurnInput, Usage, str_of as s,
+    AgentEvent, Answer, Driver, Exit, Launch, Outcome, Start, Status, Step, Usage, str_of as s,
     u64_of as n,
 };
 
@@ -15,11 +15,11 @@ pub struct TestAgent {
 }
 
 impl Driver for TestAgent {
-    fn launch(&mut self, turn: &TurnInput<'_>) -> Launch {
-        let settings = turn.settings;
+    fn launch(&mut self, start: &Start<'_>) -> Launch {
+        let settings = start.settings;
         let mut args = Vec::new();
-        if !turn.resume.is_empty() {
-            args.extend(["--session-id".to_string(), turn.resume.to_string()]);
+        if !start.resume.is_empty() {
+            args.extend(["--session-id".to_string(), start.resume.to_string()]);
         }
         for (flag, value) in [("--model", &settings.model), ("--effort", &settings.effort)] {
             if !value.is_empty() {
@@ -30,8 +30,12 @@ impl Driver for TestAgent {
         Launch {
             args,
             env: Vec::new(),
-            stdin: vec![format!("{}\n", json!({"type": "turn", "text": turn.text}))],
+            stdin: Vec::new(),
         }
+    }
+
+    fn turn(&mut self, text: &str) -> Vec<String> {
+        vec![format!("{}\n", json!({"type": "turn", "text": text}))]
     }
 
     fn on_stdout(&mut self, line: &str) -> Step {
@@ -146,9 +150,8 @@ mod tests {
         }
     }
 
-    fn turn<'a>(settings: &'a Settings, resume: &'a str) -> TurnInput<'a> {
-        TurnInput {
-            text: "a\nb",
+    fn start<'a>(settings: &'a Settings, resume: &'a str) -> Start<'a> {
+        Start {
             resume,
             settings,
             usage_total: None,
@@ -158,10 +161,15 @@ mod tests {
     #[test]
     fn launch_resumes_the_session_and_writes_the_turn() {
         let s = settings();
-        let l = TestAgent::default().launch(&turn(&s, ""));
+        let mut d = TestAgent::default();
+        let l = d.launch(&start(&s, ""));
         assert_eq!(l.args, ["--model", "m", "--permissions", "approval"]);
-        assert_eq!(l.stdin, ["{\"text\":\"a\\nb\",\"type\":\"turn\"}\n"]);
-        let l = TestAgent::default().launch(&turn(&s, "td_1"));
+        assert!(
+            l.stdin.is_empty(),
+            "no handshake: the turn is the first line"
+        );
+        assert_eq!(d.turn("a\nb"), ["{\"text\":\"a\\nb\",\"type\":\"turn\"}\n"]);
+        let l = TestAgent::default().launch(&start(&s, "td_1"));
         assert_eq!(l.args[..2], ["--session-id", "td_1"]);
     }
 

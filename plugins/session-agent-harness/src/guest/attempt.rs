@@ -11,7 +11,9 @@ use super::ctx::log;
 use super::store;
 use super::sync::Notify;
 use super::thread::{OpenPrompt, Thread};
-use crate::agent::{AgentEvent, Answer, Driver, Exit, Outcome, TurnInput, Usage, driver_for};
+use super::warm::{Taken, Warm};
+use crate::agent::prestart::StartSpec;
+use crate::agent::{AgentEvent, Answer, Driver, Exit, Outcome, Start, Usage, driver_for};
 use crate::cursor::ItemCursor;
 use crate::items;
 use crate::prompt::{self, Prompt};
@@ -132,52 +134,101 @@ fn spawn_failure(e: process::SpawnError) -> Failure {
     }
 }
 
-/// Run one attempt: start the agent, relay until it exits, and return its outcome.
+/// Start a new process as `spec` says and write its handshake.
+fn start_cold(spec: &StartSpec, driver: Box<dyn Driver>) -> Result<Taken, Failure> {
+    let child = process::spawn(&process::SpawnRequest {
+        program: spec.program.clone(),
+        args: spec.args.clone(),
+        cwd: spec.cwd.clone(),
+        env: spec.env.clone(),
+    })
+    .map_err(spawn_failure)?;
+    write_all(&child, &spec.stdin).map_err(|e| did_not_take(&e))?;
+    Ok(Taken {
+        child,
+        driver,
+        held: Vec::new(),
+        warm_for: Duration::ZERO,
+    })
+}
+
+/// Write the turn to the process: the person's text, with the files that go in the message
+/// itself (images) when the turn has any.
+fn hand_turn(k: &mut Taken, st: &TurnState, text: &str) -> Result<(), String> {
+    if let Some(native) = &st.native {
+        k.driver.set_native(native);
+    }
+    write_all(&k.child, &k.driver.turn(text))
+}
+
+fn write_all(child: &process::Child, lines: &[String]) -> Result<(), String> {
+    lines.iter().try_for_each(|l| child.write_stdin(l))
+}
+
+fn did_not_take(e: &str) -> Failure {
+    Failure::new("AGENT_CRASHED", format!("agent did not take the turn: {e}"))
+}
+
+/// Run one attempt: start the agent (or take the one started ahead, `warm`, when it was started
+/// exactly as this attempt would start it), give it the turn, relay until it exits, and return
+/// its outcome.
 pub async fn run(
     t: &Rc<Thread>,
     settings: &Settings,
     text: &str,
     st: &mut TurnState,
+    mut warm: Option<Warm>,
 ) -> Result<Outcome, Failure> {
-    let mut driver = driver_for(settings.driver);
-    if let Some(native) = &st.native {
-        driver.set_native(native);
-    }
-    let launch = driver.launch(&TurnInput {
-        text,
-        resume: &st.session_id,
+    let mut fresh = driver_for(settings.driver);
+    let spec = StartSpec::new(
         settings,
-        usage_total: st.usage_total.as_ref(),
-    });
-    // The operator's variables first, the driver's on top: the driver's are what make the
-    // protocol work.
-    let mut env = settings.env.clone();
-    for (k, v) in launch.env {
-        env.retain(|(name, _)| *name != k);
-        env.push((k, v));
+        fresh.launch(&Start {
+            resume: &st.session_id,
+            settings,
+            usage_total: st.usage_total.as_ref(),
+        }),
+    );
+    if let Some(why) = warm.as_ref().and_then(|w| w.mismatch(&spec)) {
+        super::warm::stop(t, &mut warm, why);
     }
-    let child = process::spawn(&process::SpawnRequest {
-        program: settings.executable.clone(),
-        args: launch.args,
-        cwd: settings.work_folder.clone(),
-        env,
-    })
-    .map_err(spawn_failure)?;
+    // A process started ahead comes with a spare driver, in case it is gone by the time the
+    // turn is written to it.
+    let (mut k, mut spare) = match warm.and_then(|w| w.take(t)) {
+        Some(k) => (k, Some(fresh)),
+        None => (start_cold(&spec, fresh)?, None),
+    };
+    let mut prestarted = spare.is_some().then_some(k.warm_for.as_millis() as u64);
+    if let Err(e) = hand_turn(&mut k, st, text) {
+        let Some(fresh) = spare.take() else {
+            return Err(did_not_take(&e));
+        };
+        log(
+            Level::Warning,
+            "agent_prestart_lost",
+            Some(&t.alias),
+            json!({"pid": k.child.pid(), "why": format!("its turn could not be written: {e}")}),
+        );
+        k = start_cold(&spec, fresh)?;
+        prestarted = None;
+        hand_turn(&mut k, st, text).map_err(|e| did_not_take(&e))?;
+    }
+    let Taken {
+        child,
+        mut driver,
+        held,
+        ..
+    } = k;
     log(
         Level::Info,
         "turn_started",
         Some(&t.alias),
         json!({"turn_id": st.turn_id, "pid": child.pid(), "resume": st.session_id,
-               "started_at": worker::now_utc()}),
+               "prestarted_ms": prestarted, "started_at": worker::now_utc()}),
     );
     let agent_log = store::stderr_log(&t.alias);
-    for line in &launch.stdin {
-        if let Err(e) = child.write_stdin(line) {
-            return Err(Failure::new(
-                "AGENT_CRASHED",
-                format!("agent did not take the turn: {e}"),
-            ));
-        }
+    // What the process said during its handshake (the session's id) comes first.
+    for event in held {
+        on_event(t, settings, driver.as_mut(), &child, st, event).await;
     }
     // Once set, the agent must have exited by then or it is terminated.
     let mut end_by: Option<Instant> = None;

@@ -10,6 +10,7 @@ mod store;
 mod sync;
 mod thread;
 mod turn;
+mod warm;
 
 use blobhub_worker_sdk::serde_json::Value;
 use blobhub_worker_sdk::{self as sdk, JobType, job};

@@ -10,6 +10,7 @@ use blobhub_worker_sdk::{self as sdk, Either, log::Level, slots, worker};
 use super::attempt::{self, TurnState};
 use super::ctx::log;
 use super::thread::{LATE_VISIBILITY, Mode, Thread, TurnRunning};
+use super::warm::{self, Warm};
 use crate::agent::{Outcome, Status, Usage};
 use crate::cursor::ItemCursor;
 use crate::items;
@@ -89,6 +90,17 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
         t.cancel_prompt("thread_restart").await;
     }
     t.fetch_from_consumed();
+    // The next turn's agent process, started ahead while the thread waits for a message (it
+    // exists only while the thread holds its slot; see warm.rs).
+    let mut warm: Option<Warm> = None;
+    if slot.is_some() {
+        warm = Warm::start(
+            &t,
+            &settings,
+            &t.agent_session_id(),
+            t.usage_total().as_ref(),
+        );
+    }
     // When to look once more after activity: an item posted just before another may only
     // become visible after it (eventually consistent listings), and no event announces that.
     let mut late_check: Option<Instant> = Some(Instant::now() + LATE_VISIBILITY);
@@ -111,18 +123,33 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
                 recheck = recheck.min(due.saturating_duration_since(Instant::now()));
             }
             if let Some(s) = &slot {
-                // Between turns no agent process runs: the slot is kept (the next message starts
-                // at once) only while no other thread is queued for one.
+                // Between turns the only agent process is the one held for the next turn
+                // (warm.rs): the slot, and that process with it, is kept (the next message starts
+                // at once) only while no other thread is queued for a slot.
                 s.set_idle(true);
             }
-            let woke = sdk::race(
-                slot_wanted(slot.as_ref()),
-                sdk::race(t.nudged_since(seen), sdk::sleep(recheck)),
-            )
-            .await;
+            let until = Instant::now() + recheck;
+            // The held agent's handshake is answered while the thread waits.
+            let woke = loop {
+                let left = until.saturating_duration_since(Instant::now());
+                match sdk::race(
+                    warm::next(&warm),
+                    sdk::race(
+                        slot_wanted(slot.as_ref()),
+                        sdk::race(t.nudged_since(seen), sdk::sleep(left)),
+                    ),
+                )
+                .await
+                {
+                    Either::Left(output) => warm::serve(&t, &mut warm, output),
+                    Either::Right(woke) => break woke,
+                }
+            };
             match woke {
                 Either::Left(()) => {
                     slot = None;
+                    // The held process counts against the slot: it goes with it.
+                    warm::stop(&t, &mut warm, "slot_given_back");
                     log(
                         Level::Info,
                         "slot_given_back",
@@ -153,8 +180,29 @@ pub async fn run(t: Rc<Thread>, mode: Mode) {
             Some(s) => s.set_idle(false),
             None => slot = Some(wait_for_slot(&t).await),
         }
-        match turn(&t, &settings, &text, native, boundary, &mut slot).await {
-            Ok(TurnEnded::Completed) => late_check = Some(Instant::now() + LATE_VISIBILITY),
+        match turn(
+            &t,
+            &settings,
+            &text,
+            native,
+            boundary,
+            &mut slot,
+            warm.take(),
+        )
+        .await
+        {
+            Ok(TurnEnded::Completed) => {
+                late_check = Some(Instant::now() + LATE_VISIBILITY);
+                // The next turn's process starts now, while the person reads and writes.
+                if slot.is_some() {
+                    warm = Warm::start(
+                        &t,
+                        &settings,
+                        &t.agent_session_id(),
+                        t.usage_total().as_ref(),
+                    );
+                }
+            }
             Ok(TurnEnded::Stopped) => return,
             Err(f) => {
                 t.fail(f).await;
@@ -194,7 +242,7 @@ pub enum TurnEnded {
 
 /// Run one turn: persist it as in flight, run attempts of the agent until one is not a transient
 /// model-API failure (resuming the same agent session after each, with backoff), then post its
-/// `turn_end`.
+/// `turn_end`. The first attempt may take the process started ahead (`warm`).
 async fn turn(
     t: &Rc<Thread>,
     settings: &Settings,
@@ -202,6 +250,7 @@ async fn turn(
     native: Option<crate::attachments::NativeInput>,
     boundary: ItemCursor,
     slot: &mut Option<slots::Slot>,
+    mut warm: Option<Warm>,
 ) -> Result<TurnEnded, Failure> {
     let turn_id = format!("trn_{}", worker::new_ulid());
     let resume = t.begin_turn(&turn_id, &boundary).map_err(|e| {
@@ -225,7 +274,7 @@ async fn turn(
     let outcome = loop {
         requested = st.session_id.clone();
         st.emitted = None;
-        let outcome = attempt::run(t, settings, &input, &mut st).await?;
+        let outcome = attempt::run(t, settings, &input, &mut st, warm.take()).await?;
         usage.add(&outcome.usage);
         if let Some(total) = &outcome.usage_total {
             st.usage_total = Some(total.clone());
