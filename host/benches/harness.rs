@@ -7,8 +7,8 @@
 //! found through `BLOBHUB_REFERENCE_WORKER`; `tests/emulator/reference/install.sh DIR` installs it
 //! and prints the path — without it only our figures are printed):
 //!
-//! 1. launch → first `list_session_events` request the emulator receives (ours cold: no compile
-//!    cache; ours warm: second start on the same tree);
+//! 1. launch → first `list_session_events` request the emulator receives (ours cold: an empty
+//!    state tree, no compile cache; ours warm: second start on the same tree);
 //! 2. a person's item → the reply item posted (both), and ours split: item → the test agent's
 //!    stdin, the agent's line → the posted item; p50/p99 with the thread idle (posted at a random
 //!    moment) and right after a turn (posted as soon as the previous `turn_end` lands);
@@ -406,7 +406,8 @@ async fn first_poll(rig: &Rig) -> i64 {
 async fn launch(kind: Kind, reference: Option<&Path>, out: &mut Figures) {
     match kind {
         Kind::Ours => {
-            // Cold: a new tree each time (no compile cache); warm: later starts on one tree.
+            // Cold: a new, empty tree each time (no compile cache: the bundled job type's code
+            // must come from the build); warm: later starts on one tree.
             let mut cold = Vec::new();
             for _ in 0..5 {
                 let rig = Rig::new(kind, None, 1).await;
@@ -419,7 +420,7 @@ async fn launch(kind: Kind, reference: Option<&Path>, out: &mut Figures) {
                 warm.push(first_poll(&rig).await);
             }
             println!(
-                "ours   launch -> first event poll, cold: {}",
+                "ours   launch -> first event poll, cold (empty tree, no cache): {}",
                 describe(&cold)
             );
             println!(
@@ -2079,7 +2080,7 @@ impl Figures {
         let rows: &[(&str, &str, &str, &str, Option<Check>)] = &[
             (
                 "launch_cold",
-                "launch → first event poll, cold (median)",
+                "launch → first event poll, cold: empty tree, no cache (median)",
                 "ms",
                 "≤ 50",
                 Some(|v| v <= 50.0),

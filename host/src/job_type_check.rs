@@ -22,13 +22,21 @@ pub struct JobTypeCheck {
     pub verdicts: Option<Vec<crate::runtime::preflight::Verdict>>,
 }
 
-/// Validates every section of `config` with its job type (through the plugin runtime).
+/// Validates every section of `config` with its job type (through the plugin runtime). For
+/// `start` (`for_start`), the sections of an installed job type that is not compiled yet are
+/// validated once its background compile ends, and start then; `config check` waits for it.
 pub async fn validate_sections(
     config: &Config,
     tree: &StateTree,
     lines: &LineIndex,
+    for_start: bool,
 ) -> JobTypeCheck {
-    let runtime = match crate::runtime::start::load_job_types(tree.root()).await {
+    let loaded = if for_start {
+        crate::runtime::start::load_job_types_for_start(tree.root()).await
+    } else {
+        crate::runtime::start::load_job_types(tree.root()).await
+    };
+    let runtime = match loaded {
         Ok(runtime) => runtime,
         Err(e) => {
             return JobTypeCheck {

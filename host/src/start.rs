@@ -68,7 +68,7 @@ pub async fn preflight(tree: StateTree, tui: bool) -> Result<Started, CodedError
         return Err(diagnostics_error("INVALID_CONFIG", &tree, &errors));
     };
     // 5.
-    let check = crate::job_type_check::validate_sections(&config, &tree, &report.lines).await;
+    let check = crate::job_type_check::validate_sections(&config, &tree, &report.lines, true).await;
     let job_type_diagnostics = check.diagnostics;
     let verdicts = check.verdicts.unwrap_or_default();
     let job_type_errors: Vec<&Diagnostic> = job_type_diagnostics

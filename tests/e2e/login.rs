@@ -268,19 +268,32 @@ async fn interactive_login_prompts_and_asks_before_switching_users() {
     assert_eq!(home.tree.load_identity().unwrap().user.user_id, "usr_other");
 }
 
-/// Login compiles the job types into the cache, so the first `start` loads them without
-/// compiling (observed through the cache-hit log of the next load, not through timing).
+/// Login compiles the installed job types into the cache (the bundled one comes compiled with
+/// the binary), so the first `start` compiles nothing (observed through the log of the next
+/// load, not through timing).
 #[tokio::test(flavor = "multi_thread")]
 async fn login_fills_the_compile_cache_for_the_first_start() {
     let emu = emulator().await;
     let home = Home::new();
+    let plugins = home.root().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(
+        crate::runtime::fixtures().join("thread_mirror.wasm"),
+        plugins.join("thread_mirror.wasm"),
+    )
+    .unwrap();
     login(&home, &emu.api_url(), &demo_user().api_key, &[])
         .await
         .assert_success();
     let listing = home.run(&["-v", "plugins"], None).await;
     listing.assert_success();
+    assert!(listing.stdout.contains("thread_mirror"), "{listing:#?}");
     assert!(
         listing.stderr.contains("component_cache_hit"),
         "{listing:#?}"
+    );
+    assert!(
+        !listing.stderr.contains("component_cache_miss"),
+        "nothing left to compile: {listing:#?}"
     );
 }

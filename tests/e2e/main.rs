@@ -3,6 +3,7 @@ mod agent_rig;
 mod claude;
 mod client;
 mod codex;
+mod cold_start;
 mod docs;
 mod first_minutes;
 mod harness;

@@ -75,7 +75,8 @@ pub async fn run(file: Option<PathBuf>, output: &Output) -> anyhow::Result<ExitC
     // lists a `max_agents: 0` and a section's missing `session_id` together.
     if let Some(config) = report.config.as_ref().or(report.partial.as_ref()) {
         diagnostics.extend(agent_executables(config, &report.lines));
-        let check = crate::job_type_check::validate_sections(config, &tree, &report.lines).await;
+        let check =
+            crate::job_type_check::validate_sections(config, &tree, &report.lines, false).await;
         diagnostics.extend(check.diagnostics);
     }
     let errors = diagnostics

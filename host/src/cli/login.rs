@@ -121,9 +121,10 @@ pub async fn run(args: LoginArgs, output: &Output) -> anyhow::Result<ExitCode> {
         },
     })
     .map_err(CodedError::from)?;
-    // Compile the job types into the state tree's cache now, while a person waits for login
-    // anyway: otherwise the first `start` spends a few hundred milliseconds compiling before it
-    // polls. Best effort: `start` compiles whatever is missing and reports what fails to load.
+    // Compile the installed job types into the state tree's cache now, while a person waits for
+    // login anyway (the bundled one comes compiled with the binary): otherwise the first `start`
+    // compiles them in the background and their sections wait for it. Best effort: `start`
+    // compiles whatever is missing and reports what fails to load.
     if let Err(e) = crate::runtime::start::load_job_types(tree.root()).await {
         tracing::warn!(error = %format!("{e:#}"), "job_types_not_precompiled");
     }

@@ -240,7 +240,8 @@ pub fn tone(state: &str) -> Tone {
             || s.starts_with("waiting")
             || s == "quiescing"
             || s == "attaching"
-            || s == "starting" =>
+            || s == "starting"
+            || s == "compiling" =>
         {
             Tone::Waiting
         }

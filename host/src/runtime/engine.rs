@@ -1,7 +1,7 @@
 //! The one wasmtime engine and linker of the worker.
 //!
-//! - Component model, sync ABI: `concurrency_support(false)` (component-model async is unfinished
-//!   in wasmtime 48 and makes every call 2-5x slower, as measured here).
+//! - The settings of [`super::engine_config`] (shared with the build script that precompiles the
+//!   bundled job types): component model on the sync ABI, epoch interruption, baseline CPU.
 //! - Epoch interruption with a 10 ms ticker thread. Every tick a running guest yields to tokio
 //!   (so a busy guest cannot starve other sections) and its compute budget
 //!   ([`super::budget`]) decides whether it has computed too much (then it traps:
@@ -13,24 +13,21 @@
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
+use wasmtime::Engine;
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine};
 
 use super::store::SectionHost;
 
 /// The epoch tick.
 pub const TICK: Duration = Duration::from_millis(10);
 
+/// The target triple the worker was built for (recorded by host/build.rs): the engine compiles
+/// for it explicitly, see [`super::engine_config`].
+pub const TARGET: &str = env!("BLOBHUB_ENGINE_TARGET");
+
 /// An engine configured for job types, with its epoch ticker running.
 pub fn new_engine() -> wasmtime::Result<Engine> {
-    let mut config = Config::new();
-    config
-        .wasm_component_model(true)
-        .epoch_interruption(true)
-        .concurrency_support(false)
-        // A small fiber stack per in-flight call; job types have shallow host-call stacks.
-        .max_wasm_stack(512 * 1024);
-    let engine = Engine::new(&config)?;
+    let engine = Engine::new(&super::engine_config::config(TARGET)?)?;
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("wasm-epoch".into())

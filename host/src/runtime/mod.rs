@@ -8,6 +8,7 @@ pub mod child_env;
 pub mod child_sandbox;
 pub mod confined;
 pub mod engine;
+pub mod engine_config;
 pub mod guest_stderr;
 pub mod loader;
 pub mod pending;

@@ -150,6 +150,9 @@ pub struct Verdict {
     pub limits: crate::config::JobTypeSettings,
     /// The section cannot run: its job type's `validate` broke (code, message).
     pub refused: Option<(String, String)>,
+    /// Its job type is still compiling in the background: the section is validated and run
+    /// once it is ready ([`after_compile`]); nothing else of this verdict is decided yet.
+    pub compiling: Option<super::loader::Compiling>,
 }
 
 /// Check every section once (each job type's `validate` is called once, for all its sections);
@@ -167,6 +170,20 @@ pub async fn verdicts(
         let i = section.index;
         let record = section_record(section, &settings.worker_config);
         let component = settings.job_type(&record.job_type).component;
+        if let Some(compiling) = job_types.compiling_for(&record.job_type, component.as_deref()) {
+            // Validated once its compile ends, like any section of it ([`after_compile`]).
+            failed.push(Verdict {
+                job: None,
+                limits: settings.job_type(&record.job_type),
+                refused: None,
+                record,
+                state_dir: Default::default(),
+                warnings: Vec::new(),
+                grants: Default::default(),
+                compiling: Some(compiling.clone()),
+            });
+            continue;
+        }
         let job = match job_types.resolve(&record.job_type, component.as_deref()) {
             Ok(job) => job,
             Err(e @ super::loader::ResolveError::ComponentNotFound { .. }) => {
@@ -191,6 +208,7 @@ pub async fn verdicts(
                     state_dir: Default::default(),
                     warnings: Vec::new(),
                     grants: Default::default(),
+                    compiling: None,
                 });
                 continue;
             }
@@ -245,6 +263,7 @@ pub async fn verdicts(
                         grants: Default::default(),
                         limits: limits.clone(),
                         refused: Some((code.clone(), message.clone())),
+                        compiling: None,
                     });
                 }
                 continue;
@@ -306,12 +325,16 @@ pub async fn verdicts(
                 grants: grants.clone(),
                 limits: limits.clone(),
                 refused: None,
+                compiling: None,
             });
         }
     }
     // Two sections sharing a state folder would read and overwrite each other's cursors.
     let mut folders = std::collections::BTreeSet::new();
-    for plan in plans.iter().filter(|p| p.refused.is_none()) {
+    for plan in plans
+        .iter()
+        .filter(|p| p.refused.is_none() && p.compiling.is_none())
+    {
         if !folders.insert(plan.state_dir.clone()) {
             errors.push(PreflightError {
                 code: "DUPLICATE_SECTION_TARGET".into(),
@@ -329,6 +352,93 @@ pub async fn verdicts(
     } else {
         Err(errors)
     }
+}
+
+/// The verdicts on the sections of one job type that was compiling at preflight (`waiting`, as
+/// [`verdicts`] left them), now that it is ready (`job`) or failed to load: the same checks as
+/// at preflight, but as the job type's sections already started, what would have stopped the
+/// start ends only the sections it names (logged as `section_refused`), with its code.
+pub async fn after_compile(
+    engine: &wasmtime::Engine,
+    job: super::loader::CompileOutcome,
+    waiting: Vec<Verdict>,
+    settings: &super::settings::RuntimeSettings,
+    jobs_dir: &Path,
+) -> Vec<Verdict> {
+    let refuse_all = |waiting: Vec<Verdict>, code: &str, message: &str| {
+        waiting
+            .into_iter()
+            .map(|v| Verdict {
+                refused: Some((code.to_owned(), message.to_owned())),
+                compiling: None,
+                ..v
+            })
+            .collect::<Vec<_>>()
+    };
+    let job = match job {
+        Ok(job) => job,
+        Err(e) => return refuse_all(waiting, e.code(), &e.to_string()),
+    };
+    let mut job_types = JobTypes::default();
+    job_types.by_name.insert(job.name().to_owned(), job);
+    let mut out = Vec::new();
+    let mut remaining = waiting;
+    // A second round validates the sections the first round's errors did not name.
+    for round in 0..2 {
+        let indices: Vec<usize> = remaining.iter().map(|v| v.record.index as usize).collect();
+        let mut settings = settings.clone();
+        settings.sections.retain(|s| indices.contains(&s.index));
+        let errors = match verdicts(engine, &job_types, &settings, jobs_dir).await {
+            Ok(verdicts) => {
+                for v in &verdicts {
+                    for w in &v.warnings {
+                        tracing::warn!(section = v.record.index, code = %w.code, error = %w, "section_warning");
+                    }
+                }
+                out.extend(verdicts);
+                return out;
+            }
+            Err(errors) => errors,
+        };
+        let errors: Vec<PreflightError> = errors.into_iter().filter(|e| !e.warning).collect();
+        // An error that names no section (e.g. `job_types.<name>.component`) concerns them all.
+        let general = errors.iter().find(|e| {
+            !e.field
+                .as_deref()
+                .is_some_and(|f| f.starts_with("sections["))
+        });
+        let mut clean = Vec::new();
+        for v in remaining {
+            let own = format!("sections[{}]", v.record.index);
+            let error = errors
+                .iter()
+                .find(|e| {
+                    e.field.as_deref().is_some_and(|f| {
+                        f == own
+                            || f.starts_with(&format!("{own}."))
+                            || f.starts_with(&format!("{own}["))
+                    })
+                })
+                .or(general)
+                .or(errors.first().filter(|_| round == 1));
+            match error {
+                Some(e) => {
+                    tracing::warn!(section = v.record.index, code = %e.code, error = %e, "section_refused");
+                    out.push(Verdict {
+                        refused: Some((e.code.clone(), e.to_string())),
+                        compiling: None,
+                        ..v
+                    });
+                }
+                None => clean.push(v),
+            }
+        }
+        if clean.is_empty() {
+            break;
+        }
+        remaining = clean;
+    }
+    out
 }
 
 /// The plans of `verdicts`, bound to the worker-wide state of a started worker.
@@ -364,17 +474,6 @@ pub fn plans(
             (v.job, plan)
         })
         .collect()
-}
-
-/// [`verdicts`] then [`plans`]: for callers that validate and run in one go (tests, benches).
-pub async fn check(
-    engine: &wasmtime::Engine,
-    job_types: &JobTypes,
-    shared: &Arc<Shared>,
-    jobs_dir: &Path,
-) -> Result<Vec<(Option<Arc<LoadedJobType>>, SectionPlan)>, Vec<PreflightError>> {
-    let verdicts = verdicts(engine, job_types, &shared.settings, jobs_dir).await?;
-    Ok(plans(verdicts, shared))
 }
 
 #[cfg(test)]

@@ -77,6 +77,18 @@ pub async fn load_job_types(tree_root: &std::path::Path) -> anyhow::Result<Arc<R
     Ok(Arc::new(runtime))
 }
 
+/// [`load_job_types`] for `start`: an installed component missing from the cache compiles in
+/// the background, and only its sections wait for it (docs/architecture.md, "No compile on any
+/// start").
+pub async fn load_job_types_for_start(tree_root: &std::path::Path) -> anyhow::Result<Arc<Runtime>> {
+    let runtime = Runtime::load_for_start(
+        Some(tree_root.join("plugins")),
+        Some(tree_root.join("cache")),
+    )
+    .await?;
+    Ok(Arc::new(runtime))
+}
+
 /// A refusal of the job-type step: (fatal, code, field path, message).
 pub type Refusal = (bool, String, String, String);
 

@@ -37,6 +37,23 @@ impl Runtime {
         plugins_dir: Option<PathBuf>,
         cache_dir: Option<PathBuf>,
     ) -> anyhow::Result<Runtime> {
+        Self::load_with(plugins_dir, cache_dir, false).await
+    }
+
+    /// [`Runtime::load`] for a `start`: installed components missing from the cache compile in
+    /// the background ([`loader::Compiling`]), so the sections of other job types need not wait.
+    pub async fn load_for_start(
+        plugins_dir: Option<PathBuf>,
+        cache_dir: Option<PathBuf>,
+    ) -> anyhow::Result<Runtime> {
+        Self::load_with(plugins_dir, cache_dir, true).await
+    }
+
+    async fn load_with(
+        plugins_dir: Option<PathBuf>,
+        cache_dir: Option<PathBuf>,
+        background: bool,
+    ) -> anyhow::Result<Runtime> {
         let engine = super::engine::new_engine()?;
         let linker = super::engine::new_linker(&engine)?;
         let job_types = loader::load_all(
@@ -44,6 +61,7 @@ impl Runtime {
             &linker,
             plugins_dir.as_deref(),
             cache_dir.as_deref(),
+            background,
         )
         .await;
         Ok(Runtime {
@@ -122,7 +140,7 @@ pub fn shared(inputs: &RuntimeInputs, shutdown: watch::Receiver<bool>) -> Arc<Sh
 }
 
 /// Validate and run every section until all have ended (tests and benches: `start` validates at
-/// preflight and runs the verdicts with [`run_plans`]). `shutdown` flips to true to stop them
+/// preflight and runs the verdicts with [`run_until_stopped`]). `shutdown` flips to true to stop them
 /// gracefully; `force` cancels whatever is still running at once.
 pub async fn run_sections(
     runtime: Arc<Runtime>,
@@ -131,40 +149,132 @@ pub async fn run_sections(
     force: watch::Receiver<bool>,
 ) -> RunReport {
     let jobs_dir = shared.jobs_dir.clone();
-    let plans =
-        match preflight::check(&runtime.engine, &runtime.job_types, &shared, &jobs_dir).await {
-            Ok(plans) => plans,
-            Err(errors) => {
-                return RunReport {
-                    preflight: errors,
-                    sections: Vec::new(),
-                };
-            }
-        };
-    run_plans(runtime, shared, plans, shutdown, force).await
+    let verdicts = match preflight::verdicts(
+        &runtime.engine,
+        &runtime.job_types,
+        &shared.settings,
+        &jobs_dir,
+    )
+    .await
+    {
+        Ok(verdicts) => verdicts,
+        Err(errors) => {
+            return RunReport {
+                preflight: errors,
+                sections: Vec::new(),
+            };
+        }
+    };
+    run_verdicts(runtime, shared, verdicts, shutdown, force).await
 }
 
-/// Run the planned sections until all have ended.
+/// Run the sections of `verdicts`: at once, or, for a job type still compiling, once it is ready.
+async fn run_verdicts(
+    runtime: Arc<Runtime>,
+    shared: Arc<Shared>,
+    verdicts: Vec<preflight::Verdict>,
+    shutdown: watch::Receiver<bool>,
+    force: watch::Receiver<bool>,
+) -> RunReport {
+    let (waiting, ready): (Vec<_>, Vec<_>) =
+        verdicts.into_iter().partition(|v| v.compiling.is_some());
+    let plans = preflight::plans(ready, &shared);
+    run_plans(runtime, shared, plans, waiting, shutdown, force).await
+}
+
+/// The planned sections, one task each.
+type Plans = Vec<(
+    Option<Arc<super::loader::LoadedJobType>>,
+    section::SectionPlan,
+)>;
+
+fn spawn_sections(set: &mut JoinSet<Vec<(u32, SectionEnd)>>, runtime: &Arc<Runtime>, plans: Plans) {
+    for (job, plan) in plans {
+        let runtime = Arc::clone(runtime);
+        let index = plan.record.index;
+        set.spawn(async move {
+            vec![(
+                index,
+                section::run(&runtime.engine, job.as_deref(), plan).await,
+            )]
+        });
+    }
+}
+
+/// The sections of one job type compiling in the background (`waiting`): shown as `compiling`
+/// until it is ready, then validated and run like the others.
+async fn run_after_compile(
+    runtime: Arc<Runtime>,
+    shared: Arc<Shared>,
+    waiting: Vec<preflight::Verdict>,
+) -> Vec<(u32, SectionEnd)> {
+    let Some(compiling) = waiting.first().and_then(|v| v.compiling.clone()) else {
+        return Vec::new();
+    };
+    for v in &waiting {
+        shared
+            .status
+            .register(v.record.index, &v.record.name, &v.record.job_type);
+        shared.status.set_section(
+            v.record.index,
+            "compiling",
+            &format!(
+                "{} is compiled for this host once (the first start with it); the section starts when it is ready",
+                compiling.path.display()
+            ),
+        );
+    }
+    let outcome = compiling.ready().await;
+    for v in &waiting {
+        shared.status.set_section(v.record.index, "starting", "");
+    }
+    let verdicts = preflight::after_compile(
+        &runtime.engine,
+        outcome,
+        waiting,
+        &shared.settings,
+        &shared.jobs_dir,
+    )
+    .await;
+    let plans = preflight::plans(verdicts, &shared);
+    let mut set = JoinSet::new();
+    spawn_sections(&mut set, &runtime, plans);
+    let mut ends = Vec::new();
+    while let Some(next) = set.join_next().await {
+        match next {
+            Ok(end) => ends.extend(end),
+            Err(e) => tracing::error!(error = %e, "section_task_failed"),
+        }
+    }
+    ends
+}
+
+/// Run the planned sections, and those `waiting` for their job type's compile, until all have
+/// ended.
 pub async fn run_plans(
     runtime: Arc<Runtime>,
     shared: Arc<Shared>,
-    plans: Vec<(
-        Option<Arc<super::loader::LoadedJobType>>,
-        section::SectionPlan,
-    )>,
+    plans: Plans,
+    waiting: Vec<preflight::Verdict>,
     mut shutdown: watch::Receiver<bool>,
     mut force: watch::Receiver<bool>,
 ) -> RunReport {
     let mut set = JoinSet::new();
-    for (job, plan) in plans {
-        let runtime = Arc::clone(&runtime);
-        let index = plan.record.index;
-        set.spawn(async move {
-            (
-                index,
-                section::run(&runtime.engine, job.as_deref(), plan).await,
-            )
-        });
+    spawn_sections(&mut set, &runtime, plans);
+    let mut by_job_type: std::collections::BTreeMap<String, Vec<preflight::Verdict>> =
+        Default::default();
+    for v in waiting {
+        by_job_type
+            .entry(v.record.job_type.clone())
+            .or_default()
+            .push(v);
+    }
+    for (_, group) in by_job_type {
+        set.spawn(run_after_compile(
+            Arc::clone(&runtime),
+            Arc::clone(&shared),
+            group,
+        ));
     }
     let mut report = RunReport::default();
     let mut draining: Option<tokio::time::Instant> = None;
@@ -174,7 +284,7 @@ pub async fn run_plans(
         let deadline = draining.map(|d| d + drain_bound);
         tokio::select! {
             next = set.join_next() => match next {
-                Some(Ok(end)) => report.sections.push(end),
+                Some(Ok(ends)) => report.sections.extend(ends),
                 Some(Err(e)) => tracing::error!(error = %e, "section_task_failed"),
                 None => break,
             },
@@ -226,8 +336,7 @@ pub async fn run_until_stopped(
         slots: shared.slots.clone(),
     });
     let mut waiting = shutdown.clone();
-    let plans = preflight::plans(verdicts, &shared);
-    let report = run_plans(runtime, shared, plans, shutdown, force).await;
+    let report = run_verdicts(runtime, shared, verdicts, shutdown, force).await;
     if !*waiting.borrow() {
         tracing::info!("all_sections_ended");
         let _ = waiting.wait_for(|d| *d).await;
