@@ -356,6 +356,29 @@ async fn an_outbox_rule_confines_a_guarded_agents_writes_to_the_outbox() {
     );
 }
 
+/// Once thread `t`'s agent asks, Alice answers "blue" with `palette.txt` (5 bytes) attached.
+async fn answer_with_a_file(env: &Env, s: &SessionIds) {
+    env.wait("the question", |e| {
+        !texts(e, s, "t", "pending_prompt").is_empty()
+    })
+    .await;
+    store_file(
+        env,
+        s,
+        "files/palette.txt",
+        "palette.txt",
+        "text/plain",
+        b"blue\n",
+    );
+    post(
+        env,
+        s,
+        "t",
+        json!([{"type": "text", "text": "blue"},
+               file_block("files/palette.txt", "palette.txt", "text/plain", 5)]),
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_that_come_with_an_answer_reach_the_agent_in_the_next_turn() {
     let env = Env::new().await;
@@ -365,25 +388,7 @@ async fn files_that_come_with_an_answer_reach_the_agent_in_the_next_turn() {
     env.handoff(&s, "t");
     env.wait("active", |e| e.state(&s, "t") == "active").await;
     env.say(&s, "t", "ask: which colour?");
-    env.wait("the question", |e| {
-        !texts(e, &s, "t", "pending_prompt").is_empty()
-    })
-    .await;
-    store_file(
-        &env,
-        &s,
-        "files/palette.txt",
-        "palette.txt",
-        "text/plain",
-        b"blue\n",
-    );
-    post(
-        &env,
-        &s,
-        "t",
-        json!([{"type": "text", "text": "blue"},
-               file_block("files/palette.txt", "palette.txt", "text/plain", 5)]),
-    );
+    answer_with_a_file(&env, &s).await;
     env.wait("the files' turn", |e| {
         texts(e, &s, "t", "turn_end").len() == 2
     })
@@ -421,25 +426,7 @@ async fn files_that_came_with_an_answer_survive_a_kill_before_their_turn() {
     env.wait("active", |e| e.state(&s, "t") == "active").await;
     // The turn stays open a minute after the answer: the kill lands inside it.
     env.say(&s, "t", "ask: which colour?\nhold: 60000");
-    env.wait("the question", |e| {
-        !texts(e, &s, "t", "pending_prompt").is_empty()
-    })
-    .await;
-    store_file(
-        &env,
-        &s,
-        "files/palette.txt",
-        "palette.txt",
-        "text/plain",
-        b"blue\n",
-    );
-    post(
-        &env,
-        &s,
-        "t",
-        json!([{"type": "text", "text": "blue"},
-               file_block("files/palette.txt", "palette.txt", "text/plain", 5)]),
-    );
+    answer_with_a_file(&env, &s).await;
     env.wait("the answer resolved", |e| {
         !texts(e, &s, "t", "pending_prompt_resolved").is_empty()
     })
