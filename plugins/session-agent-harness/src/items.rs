@@ -228,8 +228,9 @@ pub fn text_of(content: &Value) -> String {
 }
 
 /// What a person's item says to the agent: its non-empty text blocks in order (concatenated), or
-/// `None` when it has nothing usable. File blocks are named inline (downloading attachments is
-/// not implemented yet).
+/// `None` when it has nothing usable. File blocks are named inline: the message's plain text
+/// (an answer's words, logs); the turn itself is built from [`crate::attachments::blocks`], with
+/// the files downloaded (guest/files.rs).
 pub fn inbound_text(item: &Value) -> Option<String> {
     let mut out = String::new();
     for block in item
