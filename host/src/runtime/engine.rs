@@ -9,7 +9,15 @@
 //! - The ticker only ticks while some guest is executing wasm ([`WasmActivity`]). An idle worker
 //!   has every guest waiting in a host call, and a ticker waking 100 times a second for nobody
 //!   was most of its idle CPU (docs/benchmarks.md).
+//! - A tick ends a time slice that has lasted a whole [`TICK`]: the ticker, woken when wasm starts
+//!   running, first sleeps a tick and increments the epoch only if wasm is still running then. A
+//!   guest's short burst of work (reading an agent's line and posting it, handling a poll) is
+//!   never interrupted by a tick that started with it.
+//! - Entering and leaving wasm happens on every host call, dozens of times per line an agent
+//!   writes, so the gauge costs an atomic add there, not a lock and a system call: the ticker is
+//!   woken only when it is parked.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -32,11 +40,15 @@ pub fn new_engine() -> wasmtime::Result<Engine> {
     std::thread::Builder::new()
         .name("wasm-epoch".into())
         .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(TICK);
+            loop {
                 RUNNING_WASM.wait_while_idle(LIVENESS_CHECK);
+                std::thread::sleep(TICK);
+                let Some(engine) = weak.upgrade() else { break };
+                // A slice that ended within the tick is not interrupted; a store's deadline
+                // passed while it was waiting would make it yield as soon as it runs again.
+                if RUNNING_WASM.is_running() {
+                    engine.increment_epoch();
+                }
             }
         })
         .map_err(|e| wasmtime::format_err!("cannot start the epoch ticker: {e}"))?;
@@ -51,37 +63,56 @@ const LIVENESS_CHECK: Duration = Duration::from_secs(30);
 static RUNNING_WASM: Gauge = Gauge::new();
 
 /// A count with a condition variable, for the ticker to sleep on while it is zero.
+///
+/// The count is an atomic so that the call hook, which moves it on every host call, takes no
+/// lock and makes no system call; only the 0 → n change while the ticker is parked locks the
+/// mutex and notifies. `parked` and `count` are both sequentially consistent: either the adder
+/// sees `parked` (and notifies under the lock, which the parking ticker holds until it waits), or
+/// the ticker's check under the lock sees the new count.
 struct Gauge {
-    count: Mutex<usize>,
+    count: AtomicUsize,
+    parked: AtomicBool,
+    lock: Mutex<()>,
     nonzero: Condvar,
 }
 
 impl Gauge {
     const fn new() -> Self {
         Self {
-            count: Mutex::new(0),
+            count: AtomicUsize::new(0),
+            parked: AtomicBool::new(false),
+            lock: Mutex::new(()),
             nonzero: Condvar::new(),
         }
     }
 
     fn add(&self, n: usize) {
-        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        let was_idle = *count == 0;
-        *count += n;
-        if was_idle && *count > 0 {
+        if self.count.fetch_add(n, Ordering::SeqCst) == 0 && self.parked.load(Ordering::SeqCst) {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.nonzero.notify_all();
         }
     }
 
     fn sub(&self, n: usize) {
-        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        *count = count.saturating_sub(n);
+        let _ = self
+            .count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                Some(c.saturating_sub(n))
+            });
+    }
+
+    fn is_running(&self) -> bool {
+        self.count.load(Ordering::SeqCst) > 0
     }
 
     /// Blocks while the count is zero, at most `timeout`.
     fn wait_while_idle(&self, timeout: Duration) {
-        let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = self.nonzero.wait_timeout_while(count, timeout, |c| *c == 0);
+        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.parked.store(true, Ordering::SeqCst);
+        let _ = self
+            .nonzero
+            .wait_timeout_while(guard, timeout, |_| !self.is_running());
+        self.parked.store(false, Ordering::SeqCst);
     }
 }
 
