@@ -349,45 +349,72 @@ pub fn for_session(answers: &[Value]) -> bool {
 /// (oldest first, any author) — the prompt a restarted worker adopts — with the `created_at` of
 /// its item (only later messages can answer it).
 pub fn adopt(items: &[Value]) -> Option<(Prompt, String)> {
-    let mut resolved = std::collections::HashSet::new();
-    for item in items {
-        if item.pointer("/metadata/type").and_then(Value::as_str) == Some("pending_prompt_resolved")
-            && let Some(id) = item
-                .pointer("/metadata/prompt/prompt_id")
-                .and_then(Value::as_str)
-        {
-            resolved.insert(id.to_string());
+    let mut adoption = Adoption::default();
+    items.iter().for_each(|item| adoption.see(item));
+    adoption.finish()
+}
+
+/// [`adopt`] over a thread read page by page: it keeps the prompts not resolved so far and the
+/// ids of resolved ones, never the items.
+#[derive(Debug, Default)]
+pub struct Adoption {
+    resolved: std::collections::HashSet<String>,
+    /// Prompts seen and not resolved so far, oldest first, with their items' `created_at`.
+    open: Vec<(Prompt, String)>,
+}
+
+impl Adoption {
+    /// The next item of the thread (oldest first).
+    pub fn see(&mut self, item: &Value) {
+        match item.pointer("/metadata/type").and_then(Value::as_str) {
+            Some("pending_prompt_resolved") => {
+                if let Some(id) = item
+                    .pointer("/metadata/prompt/prompt_id")
+                    .and_then(Value::as_str)
+                {
+                    self.open.retain(|(p, _)| p.prompt_id != id);
+                    self.resolved.insert(id.to_string());
+                }
+            }
+            Some("pending_prompt") => {
+                let Some(p) = item.pointer("/metadata/prompt") else {
+                    return;
+                };
+                let Some(id) = p.get("prompt_id").and_then(Value::as_str) else {
+                    return;
+                };
+                // Resolved before it was asked (out of order on the wire): never open.
+                if self.resolved.contains(id) {
+                    return;
+                }
+                let asked_at = item
+                    .get("created_at")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let prompt = Prompt {
+                    prompt_id: id.to_string(),
+                    kind: p
+                        .get("kind")
+                        .and_then(Value::as_str)
+                        .unwrap_or("approval")
+                        .to_string(),
+                    questions: p
+                        .get("questions")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                };
+                self.open.push((prompt, asked_at));
+            }
+            _ => {}
         }
     }
-    items.iter().rev().find_map(|item| {
-        if item.pointer("/metadata/type").and_then(Value::as_str) != Some("pending_prompt") {
-            return None;
-        }
-        let p = item.pointer("/metadata/prompt")?;
-        let id = p.get("prompt_id")?.as_str()?;
-        if resolved.contains(id) {
-            return None;
-        }
-        let asked_at = item
-            .get("created_at")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let prompt = Prompt {
-            prompt_id: id.to_string(),
-            kind: p
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("approval")
-                .to_string(),
-            questions: p
-                .get("questions")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-        };
-        Some((prompt, asked_at))
-    })
+
+    /// The prompt to adopt: the newest still open.
+    pub fn finish(mut self) -> Option<(Prompt, String)> {
+        self.open.pop()
+    }
 }
 
 #[cfg(test)]
@@ -496,5 +523,25 @@ mod tests {
         ];
         assert!(adopt(&items).is_none());
         assert_eq!(cancelled_text(""), "✗ Cancelled");
+    }
+
+    #[test]
+    fn adoption_page_by_page_keeps_only_open_prompts() {
+        let item = |m: Value| json!({"metadata": m});
+        let mut adoption = Adoption::default();
+        // A thousand prompts asked and answered, then one left open, seen across "pages".
+        for i in 0..1000 {
+            let p = Prompt::approval(format!("prm_{i}"), "t", "q");
+            adoption.see(&item(p.pending_metadata()));
+            adoption.see(&item(p.answered_metadata(&[])));
+        }
+        assert!(adoption.open.is_empty(), "answered prompts are not kept");
+        let open = Prompt::approval("prm_open".into(), "t", "q");
+        adoption.see(&item(open.pending_metadata()));
+        // A resolution seen before its prompt (out of order on the wire) keeps it closed.
+        let early = Prompt::approval("prm_early".into(), "t", "q");
+        adoption.see(&item(early.answered_metadata(&[])));
+        adoption.see(&item(early.pending_metadata()));
+        assert_eq!(adoption.finish().unwrap().0.prompt_id, "prm_open");
     }
 }

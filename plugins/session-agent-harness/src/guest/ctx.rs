@@ -316,37 +316,24 @@ impl ItemPages {
             _ => Vec::new(),
         }))
     }
-}
 
-/// Every item of a thread, oldest first (all pages), from `created_since` when given.
-pub async fn list_items_since(
-    session: &Session,
-    alias: &str,
-    since: Option<String>,
-) -> Result<Vec<Value>, ApiError> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..200 {
-        let page = sdk::session::Page {
-            ascending: true,
-            created_since: since.clone(),
-            cursor: cursor.clone(),
-            limit: Some(1000),
-        };
-        // No retries of our own: the host retries reads, and a failed ingest is tried again by
-        // the thread's loop shortly after (turn.rs, `SHORT_RECHECK`).
-        let reply = session.list_items(alias, &page).await?;
-        out.extend(
-            reply
-                .get("items")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-        );
-        match reply.get("cursor").and_then(Value::as_str) {
-            Some(c) if !c.is_empty() => cursor = Some(c.to_string()),
-            _ => break,
+    /// [`ItemPages::next`], each page retried like [`retrying`] (a page that failed is asked for
+    /// again from the same cursor).
+    pub async fn next_retrying(
+        &mut self,
+        session: &Session,
+        alias: &str,
+        retries: u32,
+    ) -> Result<Option<Vec<Value>>, ApiError> {
+        let mut attempt = 0;
+        loop {
+            match self.next(session, alias).await {
+                Err(e) if retryable(&e) && attempt < retries => {
+                    backoff(attempt).await;
+                    attempt += 1;
+                }
+                done => return done,
+            }
         }
     }
-    Ok(out)
 }
