@@ -2,22 +2,14 @@
 //! installed component missing from the compile cache compiles in the background while the
 //! sections of other job types already poll (real components, the emulator over HTTP).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use blobhub_emulator::{CreateSession, Emulator, EmulatorConfig, SessionIds, User};
-use blobhub_worker::api::{Client, RetryPolicy};
+use blobhub_emulator::{CreateSession, Emulator, EmulatorConfig, User};
 use blobhub_worker::runtime::loader::Compiling;
-use blobhub_worker::runtime::start::ClientTransport;
-use blobhub_worker::runtime::supervisor::{self, Runtime, RuntimeInputs};
-use serde_json::{Value, json};
-use tokio::sync::watch;
+use blobhub_worker::runtime::supervisor::Runtime;
+use serde_json::json;
 
-use crate::runtime::install;
-
-fn session_block(ids: &SessionIds) -> Value {
-    json!({"org_id": ids.org_id, "blob_id": ids.blob_id, "revision_id": ids.revision_id, "session_id": ids.session_id})
-}
+use crate::runtime::{install, session_block, start_with};
 
 fn cache_entries(tree: &std::path::Path) -> usize {
     std::fs::read_dir(tree.join("cache"))
@@ -114,33 +106,8 @@ async fn sections_of_ready_job_types_poll_while_an_installed_one_compiles() {
             {"job_type": "thread_mirror", "session": session_block(&mirror_ids)},
         ],
     });
-    let client = Client::new(&emulator.api_url(), &user.api_key, RetryPolicy::default()).unwrap();
-    let inputs = RuntimeInputs {
-        config: config.try_into().unwrap(),
-        transport: Arc::new(ClientTransport(client)),
-        tree_root: tree.path().to_path_buf(),
-        user_id: user.id.clone(),
-        instance_id: "ins_test".into(),
-        secrets: vec![user.api_key.clone()],
-    };
-    let (shutdown, rx) = watch::channel(false);
-    let (force_tx, force_rx) = watch::channel(false);
-    let shared = supervisor::shared(&inputs, rx.clone());
-    let task = tokio::spawn(supervisor::run_sections(
-        Arc::new(runtime),
-        Arc::clone(&shared),
-        rx,
-        force_rx,
-    ));
-    let state = |index: u32| {
-        shared
-            .status
-            .snapshot()
-            .into_iter()
-            .find(|s| s.index == index)
-            .map(|s| (s.state, s.detail))
-            .unwrap_or_default()
-    };
+    let running = start_with(runtime, &emulator, tree.path(), config);
+    let state = |index: u32| running.section_state(index).unwrap_or_default();
     let polls = || {
         emulator
             .admin()
@@ -158,13 +125,7 @@ async fn sections_of_ready_job_types_poll_while_an_installed_one_compiles() {
         "the harness's section never polled"
     );
     // The harness's section attaches too (its feed may poll before it says so).
-    for _ in 0..600 {
-        if state(0).0 == "attached" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(state(0).0, "attached", "{:?}", state(0));
+    running.wait_state(0, "attached").await;
     let (mirror_state, detail) = state(1);
     assert_eq!(mirror_state, "compiling", "{detail}");
     assert!(detail.contains("thread_mirror.wasm"), "{detail}");
@@ -192,12 +153,7 @@ async fn sections_of_ready_job_types_poll_while_an_installed_one_compiles() {
         "thread_mirror's code was cached"
     );
 
-    let _ = shutdown.send(true);
-    let report = tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("sections drain")
-        .unwrap();
-    drop(force_tx);
+    let report = running.stop().await;
     assert!(report.preflight.is_empty(), "{:?}", report.preflight);
     assert_eq!(report.sections.len(), 2, "{:?}", report.sections);
     assert!(
@@ -230,7 +186,6 @@ async fn a_component_that_fails_to_load_in_the_background_ends_only_its_sections
         .admin()
         .create_session(CreateSession::default())
         .unwrap();
-    let user = User::demo();
     let config = json!({
         "polling": {"interval_idle_ms": 100, "interval_active_ms": 100},
         "sections": [
@@ -238,58 +193,18 @@ async fn a_component_that_fails_to_load_in_the_background_ends_only_its_sections
             {"job_type": "mirror_copy", "session": session_block(&ids)},
         ],
     });
-    let client = Client::new(&emulator.api_url(), &user.api_key, RetryPolicy::default()).unwrap();
-    let inputs = RuntimeInputs {
-        config: config.try_into().unwrap(),
-        transport: Arc::new(ClientTransport(client)),
-        tree_root: tree.path().to_path_buf(),
-        user_id: user.id.clone(),
-        instance_id: "ins_test".into(),
-        secrets: vec![user.api_key.clone()],
-    };
-    let (shutdown, rx) = watch::channel(false);
-    let (force_tx, force_rx) = watch::channel(false);
-    let shared = supervisor::shared(&inputs, rx.clone());
-    let task = tokio::spawn(supervisor::run_sections(
-        Arc::new(runtime),
-        Arc::clone(&shared),
-        rx,
-        force_rx,
-    ));
+    let running = start_with(runtime, &emulator, tree.path(), config);
     let error = compiling.ready().await.err().expect("refused");
     assert_eq!(error.code(), "JOB_TYPE_FILE_NAME_MISMATCH", "{error}");
-    let mut ended = None;
-    for _ in 0..600 {
-        ended = shared
-            .status
-            .snapshot()
-            .into_iter()
-            .find(|s| s.index == 1 && s.state == "stopped")
-            .map(|s| s.detail);
-        if ended.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let detail = ended.expect("the mirror_copy section ended");
+    let detail = running.wait_stopped(1).await;
     assert!(
         detail.starts_with("JOB_TYPE_FILE_NAME_MISMATCH"),
         "{detail}"
     );
-    let harness = shared
-        .status
-        .snapshot()
-        .into_iter()
-        .find(|s| s.index == 0)
-        .unwrap();
-    assert_ne!(harness.state, "stopped", "{:?}", harness.detail);
+    let (harness, detail) = running.section_state(0).unwrap();
+    assert_ne!(harness, "stopped", "{detail}");
 
-    let _ = shutdown.send(true);
-    let report = tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("sections drain")
-        .unwrap();
-    drop(force_tx);
+    let report = running.stop().await;
     assert_eq!(report.sections.len(), 2, "{:?}", report.sections);
     assert_eq!(report.sections[0].1.code, None, "{:?}", report.sections);
 }

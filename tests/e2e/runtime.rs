@@ -61,18 +61,19 @@ pub(crate) fn install(tree: &Path, stem: &str) {
     .unwrap();
 }
 
-fn session_block(ids: &SessionIds) -> Value {
+pub(crate) fn session_block(ids: &SessionIds) -> Value {
     json!({"org_id": ids.org_id, "blob_id": ids.blob_id, "revision_id": ids.revision_id, "session_id": ids.session_id})
 }
 
-struct Running {
-    shared: Arc<Shared>,
+/// The sections of a runtime running in this process (no CLI around them).
+pub(crate) struct Running {
+    pub(crate) shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<RunReport>,
+    pub(crate) task: tokio::task::JoinHandle<RunReport>,
 }
 
 impl Running {
-    async fn stop(self) -> RunReport {
+    pub(crate) async fn stop(self) -> RunReport {
         let _ = self.shutdown.send(true);
         tokio::time::timeout(Duration::from_secs(30), self.task)
             .await
@@ -80,7 +81,7 @@ impl Running {
             .expect("run task")
     }
 
-    fn section_state(&self, index: u32) -> Option<(String, String)> {
+    pub(crate) fn section_state(&self, index: u32) -> Option<(String, String)> {
         self.shared
             .status
             .snapshot()
@@ -89,23 +90,46 @@ impl Running {
             .map(|s| (s.state, s.detail))
     }
 
-    async fn wait_stopped(&self, index: u32) -> String {
+    pub(crate) async fn wait_stopped(&self, index: u32) -> String {
+        self.wait_state(index, "stopped").await
+    }
+
+    /// Section `index`'s detail once it shows `state` (within 30 s).
+    pub(crate) async fn wait_state(&self, index: u32, state: &str) -> String {
         for _ in 0..600 {
-            if let Some((state, detail)) = self.section_state(index)
-                && state == "stopped"
+            if let Some((now, detail)) = self.section_state(index)
+                && now == state
             {
                 return detail;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!(
-            "section {index} did not stop: {:?}",
+            "section {index} never showed `{state}`: {:?}",
             self.section_state(index)
         );
     }
 }
 
 async fn start(emulator: &Emulator, tree: &Path, config: Value) -> Running {
+    let runtime = Runtime::load(Some(tree.join("plugins")), Some(tree.join("cache")))
+        .await
+        .unwrap();
+    assert!(
+        runtime.job_types.failures.is_empty(),
+        "{:?}",
+        runtime.job_types.failures
+    );
+    start_with(runtime, emulator, tree, config)
+}
+
+/// The sections of `config` run by `runtime` against `emulator` as the demo user, state in `tree`.
+pub(crate) fn start_with(
+    runtime: Runtime,
+    emulator: &Emulator,
+    tree: &Path,
+    config: Value,
+) -> Running {
     let user = User::demo();
     let client = Client::new(&emulator.api_url(), &user.api_key, RetryPolicy::default()).unwrap();
     let inputs = RuntimeInputs {
@@ -116,16 +140,7 @@ async fn start(emulator: &Emulator, tree: &Path, config: Value) -> Running {
         instance_id: "ins_test".into(),
         secrets: vec![user.api_key.clone()],
     };
-    let runtime = Arc::new(
-        Runtime::load(Some(inputs.plugins_dir()), Some(inputs.cache_dir()))
-            .await
-            .unwrap(),
-    );
-    assert!(
-        runtime.job_types.failures.is_empty(),
-        "{:?}",
-        runtime.job_types.failures
-    );
+    let runtime = Arc::new(runtime);
     let (shutdown, rx) = watch::channel(false);
     let (_force_tx, force_rx) = watch::channel(false);
     let shared = supervisor::shared(&inputs, rx.clone());
