@@ -28,7 +28,7 @@ async fn an_agent_gets_its_configured_environment_and_never_the_worker_key() {
         Err(o) => panic!("worker did not start: {o:?}"),
     };
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     env.say(&s, "t", "sleep: 600000");
     let work_folder = env.work_folder().to_path_buf();
     eventually("the agent runs", || agent_pids(&work_folder).len() == 1).await;

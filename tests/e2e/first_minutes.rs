@@ -265,13 +265,9 @@ async fn the_default_log_tells_attach_handoff_and_turn() {
     let s = env.session("ses_log");
     env.configure(&[&s], 2, "");
     let worker = env.start().await;
-    env.wait("attached", |e| {
-        e.activity(&s).contains(&"attached".to_string())
-    })
-    .await;
+    env.wait_attached(&s).await;
     env.handoff(&s, "tasks/t1");
-    env.wait("active", |e| e.state(&s, "tasks/t1") == "active")
-        .await;
+    env.wait_state(&s, "tasks/t1", "active").await;
     env.say(&s, "tasks/t1", "hello");
     env.wait("turn", |e| {
         e.has(&s, "tasks/t1", "turn_end", "Turn complete")
@@ -305,21 +301,15 @@ async fn a_restart_does_not_register_known_threads_again() {
     env.configure(&[&s], 2, "");
     let worker = env.start().await;
     env.handoff(&s, "tasks/t1");
-    env.wait("active", |e| e.state(&s, "tasks/t1") == "active")
-        .await;
-    env.say(&s, "tasks/t1", "m0");
-    env.wait("turn 1", |e| e.has(&s, "tasks/t1", "text", "echo: m0"))
-        .await;
+    env.wait_state(&s, "tasks/t1", "active").await;
+    env.exchange(&s, "tasks/t1", "m0").await;
     worker.terminate().await.assert_success();
 
     let worker = env.start().await;
     // The second run has discovered the thread once it answers on it.
-    env.say(&s, "tasks/t1", "m1");
-    env.wait("turn 2", |e| e.has(&s, "tasks/t1", "text", "echo: m1"))
-        .await;
+    env.exchange(&s, "tasks/t1", "m1").await;
     env.handoff(&s, "tasks/t2");
-    env.wait("t2 active", |e| e.state(&s, "tasks/t2") == "active")
-        .await;
+    env.wait_state(&s, "tasks/t2", "active").await;
     worker.terminate().await.assert_success();
 
     let registered: Vec<String> = env
@@ -341,9 +331,7 @@ async fn a_restart_does_not_register_known_threads_again() {
     let worker = env.start().await;
     // t2 answering means this run has listed the session (it evaluates threads after listing),
     // so the hand-off below arrives as a new object, not as one found by that listing.
-    env.say(&s, "tasks/t2", "m2");
-    env.wait("t2 answers", |e| e.has(&s, "tasks/t2", "text", "echo: m2"))
-        .await;
+    env.exchange(&s, "tasks/t2", "m2").await;
     env.handoff(&s, "tasks/t1");
     env.wait("t1 announced again", |e| {
         e.transcript(&s, "worker")

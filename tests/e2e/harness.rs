@@ -20,14 +20,10 @@ async fn a_full_conversation() {
     let s = env.session("ses_conv");
     env.configure(&[&s], 4, "");
     let worker = env.start().await;
-    env.wait("attached", |e| {
-        e.activity(&s).contains(&"attached".to_string())
-    })
-    .await;
+    env.wait_attached(&s).await;
 
     env.handoff(&s, "tasks/t1");
-    env.wait("thread active", |e| e.state(&s, "tasks/t1") == "active")
-        .await;
+    env.wait_state(&s, "tasks/t1", "active").await;
     env.say(&s, "tasks/t1", "hello");
     env.wait("turn 1", |e| turns(e, &s) == 1).await;
 
@@ -119,8 +115,7 @@ async fn one_agent_slot_shared_by_two_sections() {
     })
     .await;
     env.handoff(&a, "t");
-    env.wait("first thread active", |e| e.state(&a, "t") == "active")
-        .await;
+    env.wait_state(&a, "t", "active").await;
     env.say(&a, "t", "sleep: 2000");
     eventually("the first thread's agent runs", || {
         agent_processes(env.work_folder()) == 1
@@ -138,8 +133,7 @@ async fn one_agent_slot_shared_by_two_sections() {
     })
     .await;
     // Between turns the first thread gives the slot to the one queued for it.
-    env.wait("second thread active", |e| e.state(&b, "t") == "active")
-        .await;
+    env.wait_state(&b, "t", "active").await;
     env.say(&b, "t", "two");
     env.wait("second thread works", |e| {
         e.has(&b, "t", "text", "echo: two")
@@ -188,10 +182,7 @@ async fn the_worker_object_heartbeat_keeps_it_fresh() {
     let s = env.session("ses_beat");
     env.configure(&[&s], 4, "");
     let worker = env.start().await;
-    env.wait("attached", |e| {
-        e.activity(&s).contains(&"attached".to_string())
-    })
-    .await;
+    env.wait_attached(&s).await;
     let instance = |e: &Env| {
         e.admin.object(&s.session_id, "worker").unwrap()["thread"]["metadata"]["instance"].clone()
     };
@@ -250,10 +241,7 @@ async fn bad_envelopes_fail_with_a_code_or_are_ignored() {
     let s = env.session("ses_bad");
     env.configure(&[&s], 4, "");
     let worker = env.start().await;
-    env.wait("attached", |e| {
-        e.activity(&s).contains(&"attached".to_string())
-    })
-    .await;
+    env.wait_attached(&s).await;
     let wf = env.work_folder().to_str().unwrap().to_string();
     let thread = |meta: serde_json::Value| json!({"type": "thread", "thread": {"metadata": meta}});
     let cases = [
@@ -312,8 +300,7 @@ async fn bad_envelopes_fail_with_a_code_or_are_ignored() {
         env.set_envelope(&s, alias, value.clone());
     }
     env.handoff(&s, "good");
-    env.wait("the good thread runs", |e| e.state(&s, "good") == "active")
-        .await;
+    env.wait_state(&s, "good", "active").await;
     env.say(&s, "good", "fine");
     env.wait("the good thread answers", |e| {
         e.has(&s, "good", "text", "echo: fine")
@@ -351,7 +338,7 @@ async fn an_open_prompt_survives_a_restart() {
     env.configure(&[&s], 4, "");
     let worker = env.start().await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     env.say(&s, "t", "ask: ship it?");
     env.wait("prompt", |e| {
         e.transcript(&s, "t")
@@ -436,7 +423,7 @@ async fn a_thread_waiting_for_a_person_lends_its_slot() {
     env.configure(&[&s], 1, "");
     let worker = env.start().await;
     env.handoff(&s, "a");
-    env.wait("a active", |e| e.state(&s, "a") == "active").await;
+    env.wait_state(&s, "a", "active").await;
     env.say(&s, "a", "ask: wait for me?");
     env.wait("a asks", |e| {
         e.transcript(&s, "a")
@@ -446,10 +433,8 @@ async fn a_thread_waiting_for_a_person_lends_its_slot() {
     .await;
     // While `a` waits for its person, `b` gets the only slot and works.
     env.handoff(&s, "b");
-    env.wait("b active", |e| e.state(&s, "b") == "active").await;
-    env.say(&s, "b", "meanwhile");
-    env.wait("b works", |e| e.has(&s, "b", "text", "echo: meanwhile"))
-        .await;
+    env.wait_state(&s, "b", "active").await;
+    env.exchange(&s, "b", "meanwhile").await;
     env.set_state(&s, "b", "completed");
     env.say(&s, "a", "yes");
     env.wait("a continues once the slot is free", |e| {
@@ -466,7 +451,7 @@ async fn an_active_thread_without_local_state_is_recovered_from_the_wire() {
     env.configure(&[&s], 4, "");
     let worker = env.start().await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     env.say(&s, "t", "m0");
     env.wait("the first turn ends", |e| {
         e.items(&s, "t")

@@ -29,7 +29,7 @@ async fn sigkill_at_twenty_points_loses_and_repeats_nothing() {
     env.configure(&[&s], 4, "");
     let mut worker = env.start().await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     for i in 0..MESSAGES {
         env.say(&s, "t", &format!("m{i}"));
@@ -84,7 +84,7 @@ async fn a_conversation_survives_an_unreliable_platform() {
     );
     let worker = env.start().await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     for i in 0..MESSAGES {
         env.say(&s, "t", &format!("m{i}"));
         env.wait(&format!("m{i} echoed"), |e| {
@@ -121,10 +121,7 @@ async fn failed_and_unknown_writes_are_retried_without_duplicates() {
     let s = env.session("ses_unknown");
     env.configure(&[&s], 4, "");
     let worker = env.start().await;
-    env.wait("attached", |e| {
-        e.activity(&s).contains(&"attached".to_string())
-    })
-    .await;
+    env.wait_attached(&s).await;
     // The next envelope writes fail outright; the next posts land but their answers are lost.
     env.admin.set_faults(
         "upload_session_object",
@@ -169,7 +166,7 @@ async fn sigkill_around_questions_asks_and_answers_each_once() {
     env.configure(&[&s], 4, "");
     let mut worker = env.start().await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     let mut rng = Rng(0x5eed_0000_0000_0042);
     let count = |e: &Env, ty: &str| {
         e.transcript(&s, "t")
@@ -280,7 +277,7 @@ async fn a_killed_worker_leaves_no_agent_running() {
     env.configure(&[&s], 4, "");
     let mut worker = env.start().await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     env.say(&s, "t", "sleep: 600000");
     let work_folder = env.work_folder().to_path_buf();
     eventually("the agent runs", || agent_processes(&work_folder) == 1).await;
@@ -300,7 +297,7 @@ async fn a_message_whose_fetch_fails_is_fetched_again() {
     env.configure(&[&s], 4, "");
     let worker = env.start().await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     let refused = |e: &Env| {
         e.admin
             .requests()

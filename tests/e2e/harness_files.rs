@@ -59,7 +59,7 @@ async fn attachments_reach_the_work_folder_and_are_named_in_the_turn() {
     env.configure(&[&s], 4, "");
     let _worker = env.start().await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     // The inbox exists from activation on, ignored by git.
     let inbox = env.work_folder().join(".blobhub/inbox");
     assert_eq!(
@@ -137,7 +137,7 @@ async fn hostile_names_stay_in_the_inbox_and_a_missing_file_does_not_fail_the_th
     let mut value = envelope("pending", &work);
     value["thread"]["metadata"]["attachments"] = json!({"inbox": "in"});
     env.set_envelope(&s, "t", value);
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
 
     store_file(&env, &s, "files/a", "x", "text/plain", b"payload\n");
     let item = post(
@@ -223,7 +223,7 @@ async fn an_agents_outbox_becomes_session_files_and_one_artifacts_item() {
     env.configure(&[&s], 4, "");
     let _worker = env.start().await;
     env.set_envelope(&s, "t", with_artifacts(&env, "runs/r1/", "out"));
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     let outbox = env.work_folder().join("out");
     assert_eq!(
         std::fs::read_to_string(outbox.join(".gitignore")).unwrap(),
@@ -340,7 +340,7 @@ async fn an_outbox_rule_confines_a_guarded_agents_writes_to_the_outbox() {
     v["thread"]["metadata"]["policy"] = json!({"default": "allow", "rules": [
         {"id": "outbox-only", "effect": "write", "action": "deny", "outside": "outbox"}]});
     env.set_envelope(&s, "t", v);
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     env.say(&s, "t", "write: .blobhub/outbox/notes.md");
     env.wait("turn 1", |e| texts(e, &s, "t", "turn_end").len() == 1)
         .await;
@@ -386,7 +386,7 @@ async fn files_that_come_with_an_answer_reach_the_agent_in_the_next_turn() {
     env.configure(&[&s], 4, "");
     let _worker = env.start().await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     env.say(&s, "t", "ask: which colour?");
     answer_with_a_file(&env, &s).await;
     env.wait("the files' turn", |e| {
@@ -423,7 +423,7 @@ async fn files_that_came_with_an_answer_survive_a_kill_before_their_turn() {
     env.configure(&[&s], 4, "");
     let mut worker = env.start().await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     // The turn stays open a minute after the answer: the kill lands inside it.
     env.say(&s, "t", "ask: which colour?\nhold: 60000");
     answer_with_a_file(&env, &s).await;
@@ -463,7 +463,7 @@ async fn a_download_that_fails_transiently_is_retried_and_one_that_keeps_failing
     env.configure(&[&s], 4, "");
     let _worker = env.start().await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     store_file(&env, &s, "files/a.txt", "a.txt", "text/plain", b"alpha\n");
     let downloads = |e: &Env| {
         e.admin

@@ -18,7 +18,7 @@ async fn a_grant_is_spent_exactly_once_across_a_sigkill() {
     env.configure(&[&s], 4, "");
     let mut worker = env.start().await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     env.say(&s, "t", "run: git push");
     env.wait("asked", |e| count(e, &s, "pending_prompt") == 1)
         .await;
@@ -91,7 +91,7 @@ async fn a_parked_question_frees_the_slot_and_its_answer_resumes_the_thread() {
     env.configure(&[&s], 1, "    wait: parked\n");
     let worker = env.start().await;
     env.handoff(&s, "a");
-    env.wait("a active", |e| e.state(&s, "a") == "active").await;
+    env.wait_state(&s, "a", "active").await;
     env.say(&s, "a", "run: git push");
     let transcript = |e: &Env, alias: &str| e.transcript(&s, alias);
     env.wait("a asked", |e| {
@@ -107,10 +107,8 @@ async fn a_parked_question_frees_the_slot_and_its_answer_resumes_the_thread() {
     .await;
     // The only slot is free again: the second thread gets it and works.
     env.handoff(&s, "b");
-    env.wait("b active", |e| e.state(&s, "b") == "active").await;
-    env.say(&s, "b", "hello");
-    env.wait("b answered", |e| e.has(&s, "b", "text", "echo: hello"))
-        .await;
+    env.wait_state(&s, "b", "active").await;
+    env.exchange(&s, "b", "hello").await;
     // Only b's next turn's agent, started ahead, holding b's slot.
     eventually("one agent: b's, started ahead", || {
         agent_processes(env.work_folder()) == 1

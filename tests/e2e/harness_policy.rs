@@ -30,10 +30,7 @@ async fn a_guarded_thread_is_decided_by_its_policy_and_asks_a_person_on_ask() {
         "policy:\n  rules:\n    - {id: no-sudo, effect: exec, action: deny, command: [\"sudo*\"]}\n",
     );
     let worker = env.start().await;
-    env.wait("attached", |e| {
-        e.activity(&s).contains(&"attached".to_string())
-    })
-    .await;
+    env.wait_attached(&s).await;
     env.set_envelope(
         &s,
         "t",
@@ -46,7 +43,7 @@ async fn a_guarded_thread_is_decided_by_its_policy_and_asks_a_person_on_ask() {
             ]}),
         ),
     );
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
 
     // A push hidden behind a `cd` and git's `-C` is still a push.
     env.say(&s, "t", "run: cd sub && git -C .. push origin");
@@ -144,10 +141,7 @@ async fn policy_problems_fail_only_their_thread_with_a_code() {
     let s = env.session("ses_policy_codes");
     env.configure(&[&s], 4, "policy:\n  allow_autonomous: false\n");
     let worker = env.start().await;
-    env.wait("attached", |e| {
-        e.activity(&s).contains(&"attached".to_string())
-    })
-    .await;
+    env.wait_attached(&s).await;
     let mut missing = envelope("pending", env.work_folder());
     missing["thread"]["metadata"]["agent"]["permissions"] = json!("guarded");
     env.set_envelope(&s, "missing", missing);
@@ -179,8 +173,7 @@ async fn policy_problems_fail_only_their_thread_with_a_code() {
         Some("POLICY_AUTONOMOUS_FORBIDDEN")
     );
     // The other thread runs: a default `deny` refuses its call without asking anyone.
-    env.wait("fine active", |e| e.state(&s, "fine") == "active")
-        .await;
+    env.wait_state(&s, "fine", "active").await;
     env.say(&s, "fine", "run: ls");
     env.wait("fine answered", |e| {
         e.has(

@@ -47,15 +47,13 @@ async fn a_lost_agent_session_does_not_strand_the_thread() {
     // The agent's stored conversation disappears: resuming it fails.
     std::fs::remove_file(env.work_folder().join(".blobhub-test-agent").join(&lost)).unwrap();
     env.say(&s, "t", "again");
-    env.wait("the turn failed", |e| e.state(&s, "t") == "failed")
-        .await;
+    env.wait_state(&s, "t", "failed").await;
     assert!(!env.has(&s, "t", "text", "echo: again"));
 
     // The person hands the thread off again and writes once more: the thread works, in a fresh
     // agent session (the lost pointer would fail every turn the same way for ever).
     env.set_state(&s, "t", "pending");
-    env.wait("active again", |e| e.state(&s, "t") == "active")
-        .await;
+    env.wait_state(&s, "t", "active").await;
     env.say(&s, "t", "once more");
     env.wait("answered in a new session", |e| {
         e.has(&s, "t", "text", "echo: once more")

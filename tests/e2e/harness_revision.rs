@@ -15,15 +15,10 @@ async fn a_section_on_the_default_revision_attaches_and_works() {
     env.home
         .write_config(&config.replace(&pinned, "revision_id: default"));
     let worker = env.start().await;
-    env.wait("attached", |e| {
-        e.activity(&s).contains(&"attached".to_string())
-    })
-    .await;
+    env.wait_attached(&s).await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
-    env.say(&s, "t", "hello");
-    env.wait("answered", |e| e.has(&s, "t", "text", "echo: hello"))
-        .await;
+    env.wait_state(&s, "t", "active").await;
+    env.exchange(&s, "t", "hello").await;
     worker.terminate().await;
 }
 
@@ -51,14 +46,9 @@ async fn a_revision_being_committed_at_start_is_waited_for() {
     env.admin
         .set_revision(&s.revision_id, None, Some("ready"))
         .unwrap();
-    env.wait("attached", |e| {
-        e.activity(&s).contains(&"attached".to_string())
-    })
-    .await;
+    env.wait_attached(&s).await;
     env.handoff(&s, "t");
-    env.say(&s, "t", "hello");
-    env.wait("answered", |e| e.has(&s, "t", "text", "echo: hello"))
-        .await;
+    env.exchange(&s, "t", "hello").await;
     worker.terminate().await;
 }
 
@@ -125,7 +115,7 @@ async fn an_agent_reply_refused_during_a_commit_is_posted_once_the_revision_is_r
     env.configure(&[&s], 4, "    prestart: false\n");
     let worker = env.start().await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     env.say(&s, "t", "sleep: 1500");
     eventually("the agent runs", || agent_processes(env.work_folder()) == 1).await;
     // The section's event poll fails for now, so only the thread's own post meets the commit.
@@ -155,9 +145,7 @@ async fn an_agent_reply_refused_during_a_commit_is_posted_once_the_revision_is_r
     })
     .await;
     assert_eq!(env.state(&s, "t"), "active", "the thread did not fail");
-    env.say(&s, "t", "after");
-    env.wait("it goes on", |e| e.has(&s, "t", "text", "echo: after"))
-        .await;
+    env.exchange(&s, "t", "after").await;
     assert_no_duplicate_posts(&env, &s, "t");
     worker.terminate().await;
 }

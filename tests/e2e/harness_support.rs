@@ -147,6 +147,30 @@ impl Env {
             .unwrap_or_default()
     }
 
+    /// Waits until the section of `s` has said it attached.
+    pub async fn wait_attached(&self, s: &SessionIds) {
+        self.wait("attached", |e| {
+            e.activity(s).iter().any(|a| a == "attached")
+        })
+        .await;
+    }
+
+    /// A person says `text` and the test agent answers `echo: <text>`.
+    pub async fn exchange(&self, s: &SessionIds, alias: &str, text: &str) {
+        self.say(s, alias, text);
+        let echo = format!("echo: {text}");
+        self.wait(&format!("{alias} answering {text:?}"), |e| {
+            e.has(s, alias, "text", &echo)
+        })
+        .await;
+    }
+
+    /// Waits until the thread's envelope says `state`.
+    pub async fn wait_state(&self, s: &SessionIds, alias: &str, state: &str) {
+        self.wait(&format!("{alias} {state}"), |e| e.state(s, alias) == state)
+            .await;
+    }
+
     /// Waits until `pred` holds, failing the test with `what` and the transcripts otherwise.
     pub async fn wait(&self, what: &str, mut pred: impl FnMut(&Env) -> bool) {
         let ok = self.admin.wait_for(PATIENCE, |_| pred(self)).await;

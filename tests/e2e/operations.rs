@@ -125,7 +125,7 @@ async fn busy_worker(
     env.configure(&[&s], 2, &format!("    prestart: false\n{extra}"));
     let worker = env.start().await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     env.say(&s, "t", "sleep: 600000");
     let work = env.work_folder().to_path_buf();
     eventually("the agent runs its turn", || agent_processes(&work) == 1).await;
@@ -387,8 +387,7 @@ async fn healthz_and_metrics_show_a_refused_section_and_an_active_thread() {
         .unwrap_or_else(|| panic!("no metrics address: {}", worker.stderr_head))
         .to_owned();
     env.handoff(&free, "t");
-    env.wait("active", |e| e.state(&free, "t") == "active")
-        .await;
+    env.wait_state(&free, "t", "active").await;
     let mut last;
     let deadline = std::time::Instant::now() + crate::harness_support::PATIENCE;
     loop {
@@ -484,7 +483,7 @@ async fn json_logs_are_one_object_per_line_with_event_section_and_thread() {
         Err(o) => panic!("worker did not start: {o:?}"),
     };
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     let out = worker.terminate().await;
     out.assert_success();
     let records: Vec<Value> = out

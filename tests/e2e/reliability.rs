@@ -78,11 +78,8 @@ async fn a_handoff_during_a_long_read_outage_is_taken_up_when_it_ends() {
     assert_eq!(env.state(&s, "tasks/t1"), "pending");
     env.admin.clear_faults();
 
-    env.wait("thread active", |e| e.state(&s, "tasks/t1") == "active")
-        .await;
-    env.say(&s, "tasks/t1", "hello");
-    env.wait("answered", |e| e.has(&s, "tasks/t1", "text", "echo: hello"))
-        .await;
+    env.wait_state(&s, "tasks/t1", "active").await;
+    env.exchange(&s, "tasks/t1", "hello").await;
     worker.terminate().await;
 }
 
@@ -92,8 +89,7 @@ async fn a_handoff_during_a_long_read_outage_is_taken_up_when_it_ends() {
 async fn a_failure_during_a_long_write_outage_lands_when_it_ends() {
     let (env, s, worker) = attached_fast("ses_write_outage").await;
     env.handoff(&s, "tasks/t1");
-    env.wait("thread active", |e| e.state(&s, "tasks/t1") == "active")
-        .await;
+    env.wait_state(&s, "tasks/t1", "active").await;
 
     fail_all(&env, "upload_session_object");
     env.say(&s, "tasks/t1", "crash");
@@ -115,8 +111,7 @@ async fn a_failure_during_a_long_write_outage_lands_when_it_ends() {
     );
     env.admin.clear_faults();
 
-    env.wait("envelope failed", |e| e.state(&s, "tasks/t1") == "failed")
-        .await;
+    env.wait_state(&s, "tasks/t1", "failed").await;
     env.wait("thread_failed announced", |e| {
         e.activity(&s).contains(&"thread_failed".to_string())
     })
@@ -142,8 +137,7 @@ async fn an_outstanding_failure_is_finished_after_a_restart() {
     let mut worker = env.start().await;
     attached(&env, &s).await;
     env.handoff(&s, "tasks/t1");
-    env.wait("thread active", |e| e.state(&s, "tasks/t1") == "active")
-        .await;
+    env.wait_state(&s, "tasks/t1", "active").await;
 
     fail_all(&env, "upload_session_object");
     env.say(&s, "tasks/t1", "crash");
@@ -157,8 +151,7 @@ async fn an_outstanding_failure_is_finished_after_a_restart() {
     env.admin.clear_faults();
 
     let worker = env.start().await;
-    env.wait("envelope failed", |e| e.state(&s, "tasks/t1") == "failed")
-        .await;
+    env.wait_state(&s, "tasks/t1", "failed").await;
     env.wait("thread_failed announced", |e| {
         e.activity(&s).contains(&"thread_failed".to_string())
     })
@@ -178,8 +171,7 @@ async fn an_outstanding_failure_is_finished_after_a_restart() {
 async fn one_threads_outage_does_not_hold_up_another() {
     let (env, s, worker) = attached_fast("ses_isolated").await;
     env.handoff(&s, "tasks/ok");
-    env.wait("ok active", |e| e.state(&s, "tasks/ok") == "active")
-        .await;
+    env.wait_state(&s, "tasks/ok", "active").await;
 
     // Every envelope write fails: the new hand-off cannot go active, and the activity log
     // (`thread_registered`) cannot be written either.
@@ -218,8 +210,7 @@ async fn one_threads_outage_does_not_hold_up_another() {
 async fn a_late_visible_message_is_delivered_once() {
     let (env, s, worker) = attached_fast("ses_late").await;
     env.handoff(&s, "tasks/t1");
-    env.wait("thread active", |e| e.state(&s, "tasks/t1") == "active")
-        .await;
+    env.wait_state(&s, "tasks/t1", "active").await;
 
     env.admin
         .post_item_hidden(
@@ -254,11 +245,8 @@ async fn a_late_visible_message_is_delivered_once() {
 async fn an_item_copying_a_worker_post_id_is_heard() {
     let (env, s, worker) = attached_fast("ses_copied").await;
     env.handoff(&s, "tasks/t1");
-    env.wait("thread active", |e| e.state(&s, "tasks/t1") == "active")
-        .await;
-    env.say(&s, "tasks/t1", "first");
-    env.wait("first", |e| e.has(&s, "tasks/t1", "text", "echo: first"))
-        .await;
+    env.wait_state(&s, "tasks/t1", "active").await;
+    env.exchange(&s, "tasks/t1", "first").await;
     let worker_post = env
         .items(&s, "tasks/t1")
         .iter()
@@ -297,8 +285,7 @@ fn deep(levels: usize) -> Value {
 async fn unparseable_items_and_objects_are_skipped_with_a_code() {
     let (env, s, worker) = attached_fast("ses_poison").await;
     env.handoff(&s, "tasks/t1");
-    env.wait("thread active", |e| e.state(&s, "tasks/t1") == "active")
-        .await;
+    env.wait_state(&s, "tasks/t1", "active").await;
 
     // An object 200 levels deep and one over the size limit beside the thread, and a deep item
     // on the thread itself.
@@ -336,9 +323,7 @@ async fn unparseable_items_and_objects_are_skipped_with_a_code() {
         .iter()
         .filter(|r| r.command.as_deref() == Some("download_session_object"))
         .count();
-    env.say(&s, "tasks/t1", "again");
-    env.wait("again", |e| e.has(&s, "tasks/t1", "text", "echo: again"))
-        .await;
+    env.exchange(&s, "tasks/t1", "again").await;
     let later_reads = env
         .admin
         .requests()
@@ -391,11 +376,8 @@ async fn work_folders_outside_the_allowed_roots_fail_the_thread() {
     }
     // The allowed folder still works.
     env.handoff(&s, "tasks/fine");
-    env.wait("fine active", |e| e.state(&s, "tasks/fine") == "active")
-        .await;
-    env.say(&s, "tasks/fine", "hi");
-    env.wait("answered", |e| e.has(&s, "tasks/fine", "text", "echo: hi"))
-        .await;
+    env.wait_state(&s, "tasks/fine", "active").await;
+    env.exchange(&s, "tasks/fine", "hi").await;
     worker.terminate().await;
 }
 
@@ -406,8 +388,7 @@ async fn a_bad_model_name_fails_with_a_settings_code() {
     let mut e = envelope("pending", env.work_folder());
     e["thread"]["metadata"]["agent"]["model"] = json!("sonnet --dangerously-skip-permissions");
     env.set_envelope(&s, "tasks/t1", e);
-    env.wait("failed", |e| e.state(&s, "tasks/t1") == "failed")
-        .await;
+    env.wait_state(&s, "tasks/t1", "failed").await;
     assert!(
         env.transcript(&s, "tasks/t1")
             .iter()

@@ -155,7 +155,7 @@ async fn a_hostile_job_type_loses_only_its_own_section() {
 
     // The harness section keeps answering.
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     env.say(&s, "t", "still here");
     env.wait("the harness answers", |e| {
         e.has(&s, "t", "text", "echo: still here")
@@ -234,7 +234,7 @@ async fn a_broken_validate_fails_only_its_own_sections() {
     );
     let worker = env.start().await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
+    env.wait_state(&s, "t", "active").await;
     env.say(&s, "t", "hello");
     env.wait("the harness answers", |e| {
         e.has(&s, "t", "text", "echo: hello")
@@ -314,9 +314,7 @@ async fn each_job_type_is_validated_once_per_start() {
         .await
         .expect("the worker starts");
     env.handoff(&a, "t");
-    env.say(&a, "t", "hi");
-    env.wait("an answer", |e| e.has(&a, "t", "text", "echo: hi"))
-        .await;
+    env.exchange(&a, "t", "hi").await;
     let out = worker.terminate().await;
     let calls = out
         .stderr

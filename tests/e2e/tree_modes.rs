@@ -25,10 +25,8 @@ async fn every_folder_is_0700_and_no_file_is_readable_by_others() {
     env.configure(&[&s], 4, "");
     let worker = env.start().await;
     env.handoff(&s, "t");
-    env.wait("active", |e| e.state(&s, "t") == "active").await;
-    env.say(&s, "t", "hello");
-    env.wait("the reply", |e| e.has(&s, "t", "text", "echo: hello"))
-        .await;
+    env.wait_state(&s, "t", "active").await;
+    env.exchange(&s, "t", "hello").await;
     worker.terminate().await;
 
     let mut entries = Vec::new();
