@@ -21,51 +21,39 @@ fn args(value: Value) -> Map<String, Value> {
     value.as_object().cloned().unwrap()
 }
 
+/// A 5xx and a dropped connection are both transient: retried until the call succeeds.
 #[tokio::test(flavor = "multi_thread")]
-async fn server_errors_are_retried_then_succeed() {
-    let emu = emulator().await;
-    let admin = emu.admin();
-    admin.set_faults(
-        "users_me",
-        Faults {
-            rate_5xx: 1.0,
-            times: Some(2),
-            ..Faults::default()
-        },
-    );
-    let client = Client::new(&emu.api_url(), &demo_user().api_key, fast()).unwrap();
-    let user = client.users_me().await.unwrap();
-    assert_eq!(user.id, "usr_demo");
-    assert_eq!(count_requests(&admin, "/users/me"), 3);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn dropped_connections_are_retried_then_succeed() {
-    let emu = emulator().await;
-    let admin = emu.admin();
-    admin.set_faults(
-        "users_me",
-        Faults {
-            rate_drop: 1.0,
-            times: Some(2),
-            ..Faults::default()
-        },
-    );
-    let client = Client::new(&emu.api_url(), &demo_user().api_key, fast()).unwrap();
-    assert_eq!(client.users_me().await.unwrap().id, "usr_demo");
-    assert_eq!(count_requests(&admin, "/users/me"), 3);
+async fn server_errors_and_dropped_connections_are_retried_then_succeed() {
+    let server_error = Faults {
+        rate_5xx: 1.0,
+        ..Faults::default()
+    };
+    let dropped = Faults {
+        rate_drop: 1.0,
+        ..Faults::default()
+    };
+    for faults in [server_error, dropped] {
+        let emu = emulator().await;
+        let admin = emu.admin();
+        fail_next(&admin, "users_me", 2, faults.clone());
+        let client = Client::new(&emu.api_url(), &demo_user().api_key, fast()).unwrap();
+        let user = client.users_me().await.unwrap();
+        assert_eq!(user.id, "usr_demo", "{faults:?}");
+        assert_eq!(count_requests(&admin, "/users/me"), 3, "{faults:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limit_waits_at_least_retry_after() {
     let emu = emulator().await;
     let admin = emu.admin();
-    admin.set_faults(
+    fail_next(
+        &admin,
         "users_me",
+        1,
         Faults {
             rate_429: 1.0,
             retry_after_s: 1,
-            times: Some(1),
             ..Faults::default()
         },
     );
@@ -189,6 +177,32 @@ async fn thread_fixture(
     (client, ids)
 }
 
+/// `post_session_thread_item` of [`post_args`].
+async fn post(
+    client: &Client,
+    ids: &blobhub_emulator::SessionIds,
+    post_id: Option<&str>,
+) -> Result<Value, ApiError> {
+    client
+        .command(
+            &ids.revision_id,
+            "post_session_thread_item",
+            post_args(ids, post_id),
+        )
+        .await
+}
+
+/// The next `times` calls of `command` fail as `faults` says.
+fn fail_next(admin: &blobhub_emulator::Admin, command: &str, times: u32, faults: Faults) {
+    admin.set_faults(
+        command,
+        Faults {
+            times: Some(times),
+            ..faults
+        },
+    );
+}
+
 fn post_args(ids: &blobhub_emulator::SessionIds, post_id: Option<&str>) -> Map<String, Value> {
     let mut metadata = json!({"kind": "test"});
     if let Some(post_id) = post_id {
@@ -206,22 +220,16 @@ fn post_args(ids: &blobhub_emulator::SessionIds, post_id: Option<&str>) -> Map<S
 async fn writes_are_not_retried_when_the_outcome_is_unknown() {
     let emu = emulator().await;
     let (client, ids) = thread_fixture(&emu).await;
-    emu.admin().set_faults(
+    fail_next(
+        &emu.admin(),
         "post_session_thread_item",
+        1,
         Faults {
             rate_5xx: 1.0,
-            times: Some(1),
             ..Faults::default()
         },
     );
-    let err = client
-        .command(
-            &ids.revision_id,
-            "post_session_thread_item",
-            post_args(&ids, None),
-        )
-        .await
-        .unwrap_err();
+    let err = post(&client, &ids, None).await.unwrap_err();
     assert_eq!(err.code(), "API_TRANSIENT_ERROR");
     assert_eq!(count_requests(&emu.admin(), "/data/command"), 1);
 }
@@ -230,23 +238,17 @@ async fn writes_are_not_retried_when_the_outcome_is_unknown() {
 async fn writes_are_retried_after_a_rate_limit() {
     let emu = emulator().await;
     let (client, ids) = thread_fixture(&emu).await;
-    emu.admin().set_faults(
+    fail_next(
+        &emu.admin(),
         "post_session_thread_item",
+        1,
         Faults {
             rate_429: 1.0,
             retry_after_s: 0,
-            times: Some(1),
             ..Faults::default()
         },
     );
-    let posted = client
-        .command(
-            &ids.revision_id,
-            "post_session_thread_item",
-            post_args(&ids, None),
-        )
-        .await
-        .unwrap();
+    let posted = post(&client, &ids, None).await.unwrap();
     assert_eq!(posted["status"], "success");
     assert_eq!(emu.admin().items(&ids.session_id, "tasks/t1").len(), 1);
 }
@@ -256,23 +258,17 @@ async fn a_post_with_post_id_is_read_back_instead_of_posted_twice() {
     let emu = emulator().await;
     let (client, ids) = thread_fixture(&emu).await;
     // The item is stored, then the connection drops: the outcome is unknown to the client.
-    emu.admin().set_faults(
+    fail_next(
+        &emu.admin(),
         "post_session_thread_item",
+        1,
         Faults {
             rate_drop: 1.0,
             after_apply: true,
-            times: Some(1),
             ..Faults::default()
         },
     );
-    let posted = client
-        .command(
-            &ids.revision_id,
-            "post_session_thread_item",
-            post_args(&ids, Some("pst_01TEST")),
-        )
-        .await
-        .unwrap();
+    let posted = post(&client, &ids, Some("pst_01TEST")).await.unwrap();
     assert_eq!(posted["item"]["metadata"]["post_id"], "pst_01TEST");
     let items = emu.admin().items(&ids.session_id, "tasks/t1");
     assert_eq!(items.len(), 1, "{items:#?}");
@@ -283,22 +279,16 @@ async fn a_post_that_was_not_stored_is_sent_again() {
     let emu = emulator().await;
     let (client, ids) = thread_fixture(&emu).await;
     // 5xx before the command runs: the read-back finds nothing, so the post is re-sent.
-    emu.admin().set_faults(
+    fail_next(
+        &emu.admin(),
         "post_session_thread_item",
+        1,
         Faults {
             rate_5xx: 1.0,
-            times: Some(1),
             ..Faults::default()
         },
     );
-    client
-        .command(
-            &ids.revision_id,
-            "post_session_thread_item",
-            post_args(&ids, Some("pst_02TEST")),
-        )
-        .await
-        .unwrap();
+    post(&client, &ids, Some("pst_02TEST")).await.unwrap();
     let items = emu.admin().items(&ids.session_id, "tasks/t1");
     assert_eq!(items.len(), 1, "{items:#?}");
     assert_eq!(items[0]["metadata"]["post_id"], "pst_02TEST");
@@ -313,23 +303,17 @@ async fn the_read_back_runs_even_when_no_attempt_is_left() {
         ..fast()
     };
     let client = Client::new(&emu.api_url(), &demo_user().api_key, single).unwrap();
-    emu.admin().set_faults(
+    fail_next(
+        &emu.admin(),
         "post_session_thread_item",
+        1,
         Faults {
             rate_5xx: 1.0,
             after_apply: true,
-            times: Some(1),
             ..Faults::default()
         },
     );
-    let posted = client
-        .command(
-            &ids.revision_id,
-            "post_session_thread_item",
-            post_args(&ids, Some("pst_03TEST")),
-        )
-        .await
-        .unwrap();
+    let posted = post(&client, &ids, Some("pst_03TEST")).await.unwrap();
     assert_eq!(posted["item"]["metadata"]["post_id"], "pst_03TEST");
     assert_eq!(emu.admin().items(&ids.session_id, "tasks/t1").len(), 1);
 }
