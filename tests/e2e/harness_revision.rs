@@ -149,3 +149,48 @@ async fn an_agent_reply_refused_during_a_commit_is_posted_once_the_revision_is_r
     assert_no_duplicate_posts(&env, &s, "t");
     worker.terminate().await;
 }
+
+/// A hand-off whose activation write meets a commit: the worker has read the envelope when the
+/// revision starts committing, so the write's read-modify-write is refused
+/// (`revision_not_ready`); the thread becomes active once the revision is ready, instead of the
+/// write being given up and the thread left `pending`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activation_write_refused_during_a_commit_lands_once_the_revision_is_ready() {
+    let env = Env::new().await;
+    let s = env.session("ses_commit_write");
+    env.configure(&[&s], 4, "");
+    let worker = env.start().await;
+    env.wait_attached(&s).await;
+    let refused = |e: &Env, command: &str| {
+        e.admin
+            .requests()
+            .iter()
+            .any(|r| r.command.as_deref() == Some(command) && r.status == 409)
+    };
+    let reads = |e: &Env| {
+        e.admin
+            .requests()
+            .iter()
+            .filter(|r| r.command.as_deref() == Some("download_session_object"))
+            .count()
+    };
+    let read_before = reads(&env);
+    env.handoff(&s, "t");
+    env.wait("the worker read the envelope", |e| reads(e) > read_before)
+        .await;
+    env.admin
+        .set_revision(&s.revision_id, None, Some("committing"))
+        .unwrap();
+    env.wait("the activation write was refused", |e| {
+        refused(e, "download_session_object") || refused(e, "upload_session_object")
+    })
+    .await;
+    assert_eq!(env.state(&s, "t"), "pending");
+    env.admin
+        .set_revision(&s.revision_id, None, Some("ready"))
+        .unwrap();
+    env.wait_state(&s, "t", "active").await;
+    env.exchange(&s, "t", "hello").await;
+    assert_no_duplicate_posts(&env, &s, "t");
+    worker.terminate().await;
+}

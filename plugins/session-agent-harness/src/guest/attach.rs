@@ -1,11 +1,14 @@
 //! Attaching a section to its session: resolve the session, take
 //! or verify the `worker` object (the affinity lock), and keep its `last_seen_at` fresh.
 
+use std::time::Duration;
+
+use blobhub_worker_sdk::log::Level;
 use blobhub_worker_sdk::serde_json::{Value, json};
 use blobhub_worker_sdk::session::ApiError;
-use blobhub_worker_sdk::worker;
+use blobhub_worker_sdk::{self as sdk, worker};
 
-use super::ctx::{Ctx, download_retrying, retryable, upload_retrying};
+use super::ctx::{Ctx, download_retrying, log, retryable, upload_retrying};
 use crate::classify::WORKER_ALIAS;
 
 /// Why a section could not attach: a section code (docs/operations.md); `transient` failures are retried.
@@ -134,6 +137,36 @@ pub async fn revision_status(ctx: &Ctx) -> Option<String> {
     )
 }
 
+/// The platform's refusal of any session command while the revision is not `ready`.
+pub const REVISION_NOT_READY: &str = "revision_not_ready";
+
+/// Whether `e` is [`REVISION_NOT_READY`].
+pub fn not_ready(e: &ApiError) -> bool {
+    matches!(e, ApiError::CommandFailed(f) if f.error == REVISION_NOT_READY)
+}
+
+/// How often a write refused during a commit looks at the revision again.
+const COMMIT_WAIT: Duration = Duration::from_secs(2);
+
+/// A write was refused because the revision is not ready: while it is being committed, wait for
+/// the commit to end rather than lose the write (the section quiesces meanwhile once its event
+/// poll is refused too). Returns whether to send the write again: false when the revision is in
+/// another state, or once `stopping` says the writer is being stopped.
+pub async fn wait_out_commit(ctx: &Ctx, thread: Option<&str>, stopping: impl Fn() -> bool) -> bool {
+    log(Level::Info, "write_waiting_for_commit", thread, json!({}));
+    loop {
+        if stopping() {
+            return false;
+        }
+        match revision_status(ctx).await.as_deref() {
+            Some("ready") => return true,
+            // Unreadable now: the section decides about outages; look again.
+            Some("committing") | None => sdk::sleep(COMMIT_WAIT).await,
+            Some(_) => return false,
+        }
+    }
+}
+
 /// A commit of the revision is in progress: the platform takes no session command until it is
 /// `ready` again, so the section waits (not a refusal: it attaches once the commit is done).
 pub fn committing() -> Refusal {
@@ -154,7 +187,7 @@ pub async fn attach(ctx: &Ctx) -> Result<String, Refusal> {
         Err(e) if retryable(&e) => return Err(unresolved(&e)),
         // The commit began since the revision was read.
         Err(ApiError::CommandFailed(f))
-            if f.error == "revision_not_ready"
+            if f.error == REVISION_NOT_READY
                 && revision_status(ctx).await.as_deref() == Some("committing") =>
         {
             return Err(committing());

@@ -119,7 +119,17 @@ impl Ctx {
     pub async fn activity(&self, item: Item) {
         let (content, mut metadata) = item;
         metadata["post_id"] = json!(new_post_id());
-        if let Err(e) = post_retrying(&self.session, "worker", &content, &metadata).await {
+        let posted = loop {
+            let r = post_retrying(&self.session, "worker", &content, &metadata).await;
+            // Refused during a commit: the same post (same post id) once it is over.
+            if matches!(&r, Err(e) if super::attach::not_ready(e))
+                && super::attach::wait_out_commit(self, None, || false).await
+            {
+                continue;
+            }
+            break r;
+        };
+        if let Err(e) = posted {
             self.check_refusal(&e);
             log(
                 Level::Warning,

@@ -36,11 +36,6 @@ pub const LATE_VISIBILITY: Duration = Duration::from_secs(crate::cursor::OVERLAP
 /// `id` and `created_at`, so the item can be skipped in order).
 pub const UNREADABLE_MARK: &str = "unreadable";
 
-/// The platform's refusal of any session command while the revision is not `ready`.
-const REVISION_NOT_READY: &str = "revision_not_ready";
-/// How often a post refused during a commit looks at the revision again.
-const COMMIT_WAIT: Duration = Duration::from_secs(2);
-
 /// A person's message, queued for the next turn.
 #[derive(Debug, Clone)]
 pub struct Msg {
@@ -554,9 +549,7 @@ impl Thread {
         let posted = loop {
             let r = post_retrying(&self.ctx.session, &self.alias, &content, &metadata).await;
             // Refused, never applied: the same post (same post id) is sent again after the commit.
-            if matches!(&r, Err(ApiError::CommandFailed(f)) if f.error == REVISION_NOT_READY)
-                && self.wait_out_commit().await
-            {
+            if matches!(&r, Err(e) if super::attach::not_ready(e)) && self.wait_out_commit().await {
                 continue;
             }
             break r;
@@ -792,28 +785,10 @@ impl Thread {
         }
     }
 
-    /// The platform refused a post because the revision is not ready: while it is being
-    /// committed, wait for the commit to end rather than lose the item and fail the thread (the
-    /// section quiesces meanwhile once its event poll is refused too). Returns whether to post
-    /// again: false when the revision is in another state or the thread is being stopped.
+    /// [`super::attach::wait_out_commit`] for this thread's writes, given up when the thread is
+    /// being stopped.
     async fn wait_out_commit(&self) -> bool {
-        log(
-            Level::Info,
-            "post_waiting_for_commit",
-            Some(&self.alias),
-            json!({}),
-        );
-        loop {
-            if self.stopping.get() {
-                return false;
-            }
-            match super::attach::revision_status(&self.ctx).await.as_deref() {
-                Some("ready") => return true,
-                // Unreadable now: the section decides about outages; look again.
-                Some("committing") | None => sdk::sleep(COMMIT_WAIT).await,
-                Some(_) => return false,
-            }
-        }
+        super::attach::wait_out_commit(&self.ctx, Some(&self.alias), || self.stopping.get()).await
     }
 
     /// Cancel the open prompt (the record is cleared even if the post fails).
@@ -906,13 +881,21 @@ impl Thread {
     pub async fn write_state(&self, state: &str) -> bool {
         self.set_outstanding(&format!("envelope write: {state}"));
         let (ctx, alias): (&Ctx, &str) = (&self.ctx, &self.alias);
-        let attempt = persistent(ctx, "envelope_write_failed", Some(alias), || async move {
-            let current = ctx.session.download_value(alias).await?;
-            ctx.session
-                .upload_object(alias, &with_state(&current, state))
-                .await
-        });
-        let landed = match attempt.await {
+        let attempt = loop {
+            let r = persistent(ctx, "envelope_write_failed", Some(alias), || async move {
+                let current = ctx.session.download_value(alias).await?;
+                ctx.session
+                    .upload_object(alias, &with_state(&current, state))
+                    .await
+            })
+            .await;
+            // Refused during a commit (never applied): read and written again once it is over.
+            if matches!(&r, Err(e) if super::attach::not_ready(e)) && self.wait_out_commit().await {
+                continue;
+            }
+            break r;
+        };
+        let landed = match attempt {
             Ok(_) => true,
             Err(e) => {
                 self.ctx.check_refusal(&e);
