@@ -283,6 +283,16 @@ pub fn metrics(snapshot: &Snapshot) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP blobhub_worker_held_waits Agents kept running while they wait for a person's answer (they hold no slot).\n# TYPE blobhub_worker_held_waits gauge\nblobhub_worker_held_waits {}",
+        snapshot.slots.held
+    );
+    let _ = writeln!(
+        out,
+        "# HELP blobhub_worker_held_waits_max Held waits at most (concurrency.held_waits_max); past it the oldest is parked.\n# TYPE blobhub_worker_held_waits_max gauge\nblobhub_worker_held_waits_max {}",
+        snapshot.slots.held_max
+    );
+    let _ = writeln!(
+        out,
         "# HELP blobhub_worker_recent_errors Warnings and failures kept for the dashboard.\n# TYPE blobhub_worker_recent_errors gauge\nblobhub_worker_recent_errors {}",
         snapshot.errors.len()
     );
@@ -441,7 +451,14 @@ mod tests {
             text.contains("# TYPE blobhub_worker_threads gauge\n"),
             "{text}"
         );
+        assert!(text.contains("blobhub_worker_held_waits 0\n"), "{text}");
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let mut held = snapshot();
+        held.slots.held = 3;
+        held.slots.held_max = 8;
+        let text = metrics(&held);
+        assert!(text.contains("blobhub_worker_held_waits 3\n"), "{text}");
+        assert!(text.contains("blobhub_worker_held_waits_max 8\n"), "{text}");
     }
 
     #[test]

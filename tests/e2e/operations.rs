@@ -166,7 +166,10 @@ async fn top_attaches_and_leaves_the_worker_running_then_status_and_stop_reach_i
     assert_eq!(doc["sections"][0]["state"], "attached");
     assert_eq!(doc["sections"][0]["threads"]["t"]["state"], "active (turn)");
     assert_eq!(doc["sections"][0]["threads"]["t"]["agent"], "test_double");
-    assert_eq!(doc["slots"], serde_json::json!({"busy": 1, "total": 2}));
+    assert_eq!(
+        doc["slots"],
+        serde_json::json!({"busy": 1, "total": 2, "held": 0, "held_max": 8})
+    );
     let human = env.home.run(&["status"], None).await;
     human.assert_success();
     assert!(
@@ -418,6 +421,37 @@ async fn healthz_and_metrics_show_a_refused_section_and_an_active_thread() {
         last.2
     );
     assert_eq!(get(&addr, "/nothing").await.0, 404);
+
+    // An agent asking the person is held (no slot): the gauge and `status` count it until the
+    // answer.
+    let held = |n: u32| format!("blobhub_worker_held_waits {n}\n");
+    env.say(&free, "t", "ask: may I?");
+    let deadline = std::time::Instant::now() + crate::harness_support::PATIENCE;
+    loop {
+        let (_, metrics) = get(&addr, "/metrics").await;
+        if metrics.contains(&held(1)) {
+            assert!(
+                metrics.contains("blobhub_worker_held_waits_max 8\n"),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held wait never showed: {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let status = env.home.run(&["--json", "status"], None).await;
+    let status: Value = serde_json::from_str(status.stdout.trim()).unwrap();
+    assert_eq!(status["slots"]["held"], 1, "{status}");
+    assert_eq!(status["slots"]["held_max"], 8, "{status}");
+    env.say(&free, "t", "yes");
+    env.wait("the answer reached the agent", |e| {
+        e.has(&free, "t", "text", "answered: Approve")
+    })
+    .await;
+    assert!(get(&addr, "/metrics").await.1.contains(&held(0)));
     worker.terminate().await.assert_success();
 }
 

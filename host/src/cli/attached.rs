@@ -95,7 +95,7 @@ pub async fn status(output: &Output) -> anyhow::Result<ExitCode> {
 fn describe(s: &Snapshot) -> String {
     let id = &s.identity;
     let mut out = format!(
-        "worker running: instance {} (pid {}), version {}, as {}, since {}{}\nagents: {}/{} slots busy\n",
+        "worker running: instance {} (pid {}), version {}, as {}, since {}{}\nagents: {}/{} slots busy, {}/{} held waiting for a person\n",
         id.instance_id,
         id.pid,
         id.version,
@@ -103,7 +103,9 @@ fn describe(s: &Snapshot) -> String {
         id.started_at,
         if s.stopping { " (stopping)" } else { "" },
         s.slots.busy,
-        s.slots.total
+        s.slots.total,
+        s.slots.held,
+        s.slots.held_max
     );
     for section in &s.sections {
         out.push_str(&format!(

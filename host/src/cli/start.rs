@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::{Output, state_tree};
 use crate::coded::CodedError;
-use crate::dashboard::model::{Identity, Snapshot};
+use crate::dashboard::model::{Identity, Slots, Snapshot};
 use crate::dashboard::terminal::Dashboard;
 use crate::runtime::supervisor::RunView;
 use crate::signals::StopRequests;
@@ -177,17 +177,23 @@ fn snapshots(
 ) -> impl Fn() -> Snapshot + Send + Sync + 'static {
     move || {
         let (sections, errors, slots) = match view.get() {
-            Some(v) => (
-                v.status.snapshot(),
-                v.status.recent_errors(),
-                v.slots.usage(),
-            ),
+            Some(v) => {
+                let (busy, total) = v.slots.usage();
+                let (held, held_max) = v.held_waits.usage();
+                let slots = Slots {
+                    busy,
+                    total,
+                    held,
+                    held_max,
+                };
+                (v.status.snapshot(), v.status.recent_errors(), slots)
+            }
             None => Default::default(),
         };
         Snapshot {
             identity: identity.clone(),
             clock: crate::state_tree::utc_now_seconds(),
-            slots: slots.into(),
+            slots,
             sections,
             errors,
             stopping: *stop.shutdown.borrow(),

@@ -40,16 +40,25 @@ pub struct Snapshot {
     pub stopping: bool,
 }
 
-/// Agent slots: in use and capacity.
+/// Agent slots: in use and capacity; and the agents held waiting for a person's answer, which
+/// hold no slot (`concurrency.held_waits_max` bounds them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slots {
     pub busy: u32,
     pub total: u32,
+    #[serde(default)]
+    pub held: u32,
+    #[serde(default)]
+    pub held_max: u32,
 }
 
 impl From<(u32, u32)> for Slots {
     fn from((busy, total): (u32, u32)) -> Self {
-        Slots { busy, total }
+        Slots {
+            busy,
+            total,
+            ..Slots::default()
+        }
     }
 }
 

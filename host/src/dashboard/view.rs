@@ -96,8 +96,14 @@ fn footer_line(footer: &Footer, state: &ViewState) -> Line<'static> {
 /// and the clock are dropped in that order. The agent slots are never dropped.
 pub fn header_line(snapshot: &Snapshot, width: usize) -> Line<'static> {
     let id = &snapshot.identity;
-    let Slots { busy, total } = snapshot.slots;
-    let slots = format!("{busy}/{total} agents");
+    let Slots {
+        busy, total, held, ..
+    } = snapshot.slots;
+    // Agents waiting for a person hold no slot; shown only when there are any.
+    let slots = match held {
+        0 => format!("{busy}/{total} agents"),
+        held => format!("{busy}/{total} agents +{held} waiting"),
+    };
     let sections = match id.sections {
         1 => "1 section".to_owned(),
         n => format!("{n} sections"),
@@ -563,7 +569,7 @@ mod tests {
         Snapshot {
             identity: identity(2),
             clock: "2026-05-01T10:11:12Z".into(),
-            slots: Slots { busy: 3, total: 10 },
+            slots: (3, 10).into(),
             sections: vec![attached, refused],
             errors: vec![
                 error(
@@ -615,10 +621,7 @@ mod tests {
         Snapshot {
             identity: identity(20),
             clock: "2026-05-01T10:11:12Z".into(),
-            slots: Slots {
-                busy: 10,
-                total: 10,
-            },
+            slots: (10, 10).into(),
             sections,
             ..Default::default()
         }
@@ -680,6 +683,19 @@ mod tests {
             rows[0].trim_end(),
             "BlobHub Worker v0.3.0  ·  Ada @ ins_01KC5V7Q8M2N4P6R8T0V2X4Z6B  ·  2026-05-01T10:11:12Z  ·  2 sections  ·  3/10 agents"
         );
+    }
+
+    #[test]
+    fn agents_waiting_for_a_person_follow_the_slots_in_the_header() {
+        let mut snap = snapshot();
+        snap.slots.held = 2;
+        snap.slots.held_max = 8;
+        let text: String = header_line(&snap, 140)
+            .spans
+            .iter()
+            .map(|s| s.content.as_ref())
+            .collect();
+        assert!(text.ends_with("3/10 agents +2 waiting"), "{text}");
     }
 
     #[test]
@@ -885,7 +901,7 @@ mod tests {
         let snap = Snapshot {
             identity: identity(0),
             clock: "2026-05-01T10:11:12Z".into(),
-            slots: Slots { busy: 0, total: 4 },
+            slots: (0, 4).into(),
             ..Default::default()
         };
         insta::assert_snapshot!(

@@ -100,6 +100,7 @@ pub struct RunReport {
 pub struct RunView {
     pub status: Arc<StatusBoard>,
     pub slots: SlotPool,
+    pub held_waits: super::capabilities::HeldWaits,
 }
 
 /// Handles for a running start, for the CLI and tests.
@@ -334,6 +335,7 @@ pub async fn run_until_stopped(
     observe(RunView {
         status: Arc::clone(&shared.status),
         slots: shared.slots.clone(),
+        held_waits: shared.held_waits.clone(),
     });
     let mut waiting = shutdown.clone();
     let report = run_verdicts(runtime, shared, verdicts, shutdown, force).await;
