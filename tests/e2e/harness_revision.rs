@@ -194,3 +194,58 @@ async fn an_activation_write_refused_during_a_commit_lands_once_the_revision_is_
     assert_no_duplicate_posts(&env, &s, "t");
     worker.terminate().await;
 }
+
+/// A turn cut short by the section quiescing for a commit is closed `interrupted` on the thread
+/// once the revision is ready (its closing post is refused while the commit runs), and the
+/// thread takes the next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_cut_by_a_commit_is_closed_interrupted_once_the_revision_is_ready() {
+    let env = Env::new().await;
+    let s = env.session("ses_commit_cut");
+    env.configure(&[&s], 4, "    prestart: false\n");
+    let worker = env.start().await;
+    env.handoff(&s, "t");
+    env.wait_state(&s, "t", "active").await;
+    env.say(&s, "t", "sleep: 60000");
+    eventually("the agent runs", || agent_processes(env.work_folder()) == 1).await;
+    env.admin
+        .set_revision(&s.revision_id, None, Some("committing"))
+        .unwrap();
+    eventually("the section quiesces", || {
+        section_says(&env, &s, "quiescing", "REVISION_COMMITTING")
+    })
+    .await;
+    eventually("no agent left", || agent_processes(env.work_folder()) == 0).await;
+    env.admin
+        .set_revision(&s.revision_id, None, Some("ready"))
+        .unwrap();
+    env.wait("the cut turn is closed", |e| {
+        e.items(&s, "t").iter().any(|i| {
+            i["metadata"]["type"] == "turn_end" && i["metadata"]["status"] == "interrupted"
+        })
+    })
+    .await;
+    env.exchange(&s, "t", "after").await;
+    env.wait("the next turn ends", |e| {
+        e.items(&s, "t")
+            .iter()
+            .filter(|i| i["metadata"]["type"] == "turn_end")
+            .count()
+            == 2
+    })
+    .await;
+    let kinds: Vec<(String, String)> = env.transcript(&s, "t");
+    assert_eq!(
+        kinds,
+        [
+            ("", "sleep: 60000"),
+            ("turn_end", "Turn ended (interrupted)"),
+            ("", "after"),
+            ("text", "echo: after"),
+            ("turn_end", "Turn complete"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    assert_no_duplicate_posts(&env, &s, "t");
+    worker.terminate().await;
+}

@@ -440,9 +440,10 @@ async fn turn(
     Ok(TurnEnded::Completed)
 }
 
-/// A turn stopped by a person, a restart or a shutdown: closed `interrupted` on the thread (best
-/// effort: the session may be refusing writes by now), and its messages count as consumed, so a
-/// later run does not redo what the person stopped. A stop never fails the thread.
+/// A turn stopped by a person, a restart, a shutdown or a commit: closed `interrupted` on the
+/// thread, and its messages count as consumed, so a later run does not redo what the person
+/// stopped. When the session refuses the closing post, the thread's next recovery closes the turn
+/// instead. A stop never fails the thread.
 async fn stopped(
     t: &Rc<Thread>,
     st: &mut TurnState,
@@ -465,6 +466,14 @@ async fn stopped(
         json!({"turn_id": st.turn_id, "status": "interrupted",
                "posted": st.post_failure.is_none()}),
     );
-    let _ = t.finish_turn(&st.session_id, &st.boundary, st.usage_total.as_ref());
+    if st.post_failure.is_none() {
+        let _ = t.finish_turn(&st.session_id, &st.boundary, st.usage_total.as_ref());
+    } else {
+        // The closing post was refused (a section quiescing for a commit is stopped exactly when
+        // the session takes no writes): the turn stays on record as in flight, so the thread's
+        // recovery closes it `interrupted` on the thread once writes are taken again, or, when
+        // the agent had not begun on it, hands its messages to the next turn.
+        t.set_agent_session(&st.session_id);
+    }
     Ok(TurnEnded::Stopped)
 }
