@@ -47,6 +47,8 @@ pub struct AgentRig<A: Api> {
     program: &'static str,
     /// The CLI's own folder (config, transcripts), kept for the rig's life.
     _cli_home: tempfile::TempDir,
+    /// The `agents:` entries the worker is configured with.
+    agents_block: String,
 }
 
 impl<A: Api> AgentRig<A> {
@@ -68,7 +70,14 @@ impl<A: Api> AgentRig<A> {
             agent_type,
             program,
             _cli_home: cli_home,
+            agents_block: agents_block.to_owned(),
         }
+    }
+
+    /// Configure `concurrency.max_agents` (4 unless this is called before the start).
+    pub fn set_max_agents(&self, max_agents: u32) {
+        self.env
+            .configure(&[&self.s], max_agents, &self.agents_block);
     }
 
     /// A worker started on the rig and thread `t` handed off and active.
