@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use blobhub_fake_anthropic::{FakeAnthropic, MessagesRequest};
+use blobhub_fake_http::raw_client::{self, WAIT, data_lines};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 fn body(prompt: &str, stream: bool) -> Value {
     json!({"model": "claude-test", "stream": stream, "max_tokens": 100, "messages": [
@@ -19,38 +18,17 @@ fn body(prompt: &str, stream: bool) -> Value {
     ]})
 }
 
+/// The fake's authentication header, as the CLI sends it.
+const AUTH: &str = "x-api-key: dummy";
+
 /// Sends one request on a new connection (closed after the response) and returns the stream.
 async fn send(fake: &FakeAnthropic, method: &str, path: &str, body: &Value) -> TcpStream {
-    let mut conn = TcpStream::connect(fake.addr()).await.unwrap();
-    let body = body.to_string();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: fake\r\nx-api-key: dummy\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(body.as_bytes()).await.unwrap();
-    conn
+    raw_client::send(fake.addr(), AUTH, method, path, body).await
 }
 
 /// The whole response, for requests that finish.
 async fn call(fake: &FakeAnthropic, method: &str, path: &str, body: &Value) -> (u16, String) {
-    let mut conn = send(fake, method, path, body).await;
-    let mut out = String::new();
-    tokio::time::timeout(WAIT, conn.read_to_string(&mut out))
-        .await
-        .expect("the response ends")
-        .unwrap();
-    let status = out[9..12].parse().unwrap();
-    (status, out)
-}
-
-fn data_lines(response: &str) -> Vec<Value> {
-    response
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect()
+    raw_client::call(fake.addr(), AUTH, method, path, body).await
 }
 
 #[tokio::test]

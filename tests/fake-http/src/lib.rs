@@ -6,6 +6,7 @@
 //! `STALL` streams on demand. [`standalone`] is the `main` of both fakes' binaries.
 
 mod body;
+pub mod raw_client;
 mod record;
 mod server;
 pub mod standalone;

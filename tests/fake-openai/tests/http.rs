@@ -1,14 +1,11 @@
 //! The fake over plain HTTP/1.1, without the CLI: the stream's shape, failures, other paths, a
 //! stall (the e2e tests drive it through the real Codex CLI).
 
-use std::time::Duration;
-
+use blobhub_fake_http::raw_client::{self, WAIT, data_lines};
 use blobhub_fake_openai::{FakeOpenai, ResponsesRequest};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 fn body(prompt: &str) -> Value {
     json!({"model": "gpt-5.5", "stream": true, "input": [
@@ -17,36 +14,17 @@ fn body(prompt: &str) -> Value {
     ]})
 }
 
+/// The fake's authentication header, as the CLI sends it.
+const AUTH: &str = "authorization: Bearer dummy";
+
 /// Sends one request on a new connection (closed after the response) and returns the stream.
 async fn send(fake: &FakeOpenai, method: &str, path: &str, body: &Value) -> TcpStream {
-    let mut conn = TcpStream::connect(fake.addr()).await.unwrap();
-    let body = body.to_string();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: fake\r\nauthorization: Bearer dummy\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(body.as_bytes()).await.unwrap();
-    conn
+    raw_client::send(fake.addr(), AUTH, method, path, body).await
 }
 
+/// The whole response, for requests that finish.
 async fn call(fake: &FakeOpenai, method: &str, path: &str, body: &Value) -> (u16, String) {
-    let mut conn = send(fake, method, path, body).await;
-    let mut out = String::new();
-    tokio::time::timeout(WAIT, conn.read_to_string(&mut out))
-        .await
-        .expect("the response ends")
-        .unwrap();
-    (out[9..12].parse().unwrap(), out)
-}
-
-fn data_lines(response: &str) -> Vec<Value> {
-    response
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect()
+    raw_client::call(fake.addr(), AUTH, method, path, body).await
 }
 
 #[tokio::test]
