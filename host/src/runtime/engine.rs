@@ -65,10 +65,10 @@ static RUNNING_WASM: Gauge = Gauge::new();
 /// A count with a condition variable, for the ticker to sleep on while it is zero.
 ///
 /// The count is an atomic so that the call hook, which moves it on every host call, takes no
-/// lock and makes no system call; only the 0 → n change while the ticker is parked locks the
+/// lock and makes no system call; only the first 0 → n change after the ticker parked locks the
 /// mutex and notifies. `parked` and `count` are both sequentially consistent: either the adder
 /// sees `parked` (and notifies under the lock, which the parking ticker holds until it waits), or
-/// the ticker's check under the lock sees the new count.
+/// the ticker's check under the lock, made after it set `parked`, sees the new count.
 struct Gauge {
     count: AtomicUsize,
     parked: AtomicBool,
@@ -87,7 +87,11 @@ impl Gauge {
     }
 
     fn add(&self, n: usize) {
-        if self.count.fetch_add(n, Ordering::SeqCst) == 0 && self.parked.load(Ordering::SeqCst) {
+        // `swap`: only the first adder after the ticker parked notifies; until the woken ticker
+        // runs, the host calls that follow would otherwise each notify again.
+        if self.count.fetch_add(n, Ordering::SeqCst) == 0
+            && self.parked.swap(false, Ordering::SeqCst)
+        {
             let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.nonzero.notify_all();
         }
@@ -108,10 +112,12 @@ impl Gauge {
     /// Blocks while the count is zero, at most `timeout`.
     fn wait_while_idle(&self, timeout: Duration) {
         let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.parked.store(true, Ordering::SeqCst);
-        let _ = self
-            .nonzero
-            .wait_timeout_while(guard, timeout, |_| !self.is_running());
+        // Parked again before every check, under the lock: a wake-up that finds the count back
+        // at zero waits on, and the next adder must see it parked.
+        let _ = self.nonzero.wait_timeout_while(guard, timeout, |_| {
+            self.parked.store(true, Ordering::SeqCst);
+            !self.is_running()
+        });
         self.parked.store(false, Ordering::SeqCst);
     }
 }
@@ -270,6 +276,27 @@ mod tests {
         // A stray exit never goes below zero.
         activity.on_call_hook(CallHook::ReturningFromWasm);
         assert_eq!(activity.inside, 0);
+    }
+
+    #[test]
+    fn a_waiter_that_finds_the_count_back_at_zero_is_woken_by_the_next_rise() {
+        let gauge = Arc::new(Gauge::new());
+        let waiter = {
+            let gauge = Arc::clone(&gauge);
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                gauge.wait_while_idle(Duration::from_secs(60));
+                start.elapsed()
+            })
+        };
+        // Rises and falls, some before the waiter runs, some after it parked: whichever it sees,
+        // the last rise stays up, so the waiter must return long before its timeout.
+        for _ in 0..1000 {
+            gauge.add(1);
+            gauge.sub(1);
+        }
+        gauge.add(1);
+        assert!(waiter.join().unwrap() < Duration::from_secs(60));
     }
 
     #[test]
