@@ -67,8 +67,8 @@ static RUNNING_WASM: Gauge = Gauge::new();
 /// The count is an atomic so that the call hook, which moves it on every host call, takes no
 /// lock and makes no system call; only the first 0 → n change after the ticker parked locks the
 /// mutex and notifies. `parked` and `count` are both sequentially consistent: either the adder
-/// sees `parked` (and notifies under the lock, which the parking ticker holds until it waits), or
-/// the ticker's check under the lock, made after it set `parked`, sees the new count.
+/// sees `parked` (and notifies once it has taken the lock, which the parking ticker holds from its
+/// check until it waits), or the ticker's check, made after it set `parked`, sees the new count.
 struct Gauge {
     count: AtomicUsize,
     parked: AtomicBool,
@@ -92,7 +92,10 @@ impl Gauge {
         if self.count.fetch_add(n, Ordering::SeqCst) == 0
             && self.parked.swap(false, Ordering::SeqCst)
         {
-            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            // Taking the lock waits until the parking ticker is inside its wait (it holds the
+            // lock from its check until then); notifying after letting go spares the woken
+            // ticker a wait for the lock.
+            drop(self.lock.lock().unwrap_or_else(|e| e.into_inner()));
             self.nonzero.notify_all();
         }
     }
