@@ -14,7 +14,9 @@ fn records<'a>(all: &'a [Value], event: &str, thread: &str) -> Vec<&'a Value> {
 }
 
 fn pid(record: &Value) -> u32 {
-    let pid = record["pid"].as_u64().unwrap_or_else(|| panic!("no pid: {record}"));
+    let pid = record["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no pid: {record}"));
     u32::try_from(pid).unwrap()
 }
 
@@ -25,9 +27,16 @@ async fn agents_started_together_are_each_logged_with_their_own_pid() {
     let s = env.session("ses_pids");
     // Agents are started ahead of the message (the default): six at once on the hand-off.
     env.configure(&[&s], THREADS.len() as u32, "");
+    // With the host's debug records of the process capability (a pid read before its start).
     let worker = match env
         .home
-        .spawn_start_with(&["--log-format", "json", "start"], &[])
+        .spawn_start_with(
+            &["--log-format", "json", "start"],
+            &[(
+                "BLOBHUB_WORKER_LOG",
+                "info,blobhub_worker::runtime::capabilities::process=debug",
+            )],
+        )
         .await
     {
         Ok(w) => w,
@@ -92,4 +101,15 @@ async fn agents_started_together_are_each_logged_with_their_own_pid() {
     turn_pids.sort_unstable();
     turn_pids.dedup();
     assert_eq!(turn_pids.len(), THREADS.len(), "one process per thread");
+    // No pid was read before its process had started: the section never stood still for a
+    // start, so the starts ran side by side.
+    assert!(
+        all.iter().any(|r| r["event"] == "child_spawned"),
+        "the debug records are there"
+    );
+    let waited: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["event"] == "pid_waits_for_start")
+        .collect();
+    assert!(waited.is_empty(), "{waited:#?}");
 }

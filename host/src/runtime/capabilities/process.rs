@@ -420,6 +420,13 @@ impl Start {
         s.pid
     }
 
+    fn is_finished(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finished
+    }
+
     /// Completes once the spawner thread has finished (started the child or failed to).
     async fn started(&self) {
         loop {
@@ -427,12 +434,7 @@ impl Start {
             let mut notified = std::pin::pin!(notified);
             // Registered before the check, so a finish in between is not missed.
             notified.as_mut().enable();
-            if self
-                .state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .finished
-            {
+            if self.is_finished() {
                 return;
             }
             notified.await;
@@ -675,8 +677,14 @@ impl wit::Host for SectionHost {
 
 impl wit::HostChild for SectionHost {
     fn pid(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<u32> {
+        let start = &self.table.get(&child)?.start;
+        if !start.is_finished() {
+            // The whole instance waits here, and the section's other starts behind it: a job
+            // type should wait for `started` first (the harness does; e2e harness_pids).
+            tracing::debug!(section = %self.section.label(), "pid_waits_for_start");
+        }
         // 0 when the program could not be started (its exit is already queued).
-        Ok(self.table.get(&child)?.start.wait_pid().unwrap_or(0))
+        Ok(start.wait_pid().unwrap_or(0))
     }
 
     fn started(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<Resource<DynPollable>> {
