@@ -427,6 +427,13 @@ impl Start {
             .finished
     }
 
+    fn is_abandoned(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .abandoned
+    }
+
     /// Completes once the spawner thread has finished (started the child or failed to).
     async fn started(&self) {
         loop {
@@ -490,12 +497,22 @@ struct StartJob {
 
 impl StartJob {
     fn run(mut self) {
+        if self.start.is_abandoned() {
+            // The guest dropped the handle before a spawner thread got to it (its section ended,
+            // the worker is stopping): nothing would use the process.
+            self.start.finish(None);
+            return;
+        }
         // tokio's child reaping registers with the runtime.
         let _runtime = self.runtime.enter();
         let mut child = match self.command.spawn() {
             Ok(child) => child,
             Err(e) => {
-                self.start.finish(None);
+                if self.start.finish(None) == AfterStart::Kill {
+                    // Dropped meanwhile: a worker that is stopping refuses new children.
+                    tracing::debug!(section = %self.label, program = %self.program, error = %e, "spawn_abandoned");
+                    return;
+                }
                 tracing::warn!(section = %self.label, program = %self.program, error = %e, "spawn_failed");
                 let _ = self.out_tx.send(Output::Stderr(format!(
                     "the worker could not start {}: {e}",
@@ -864,6 +881,37 @@ mod tests {
         dropped.terminate(1_000);
         dropped.abandon();
         assert_eq!(dropped.finish(Some(8)), AfterStart::Kill, "a drop wins");
+    }
+
+    #[tokio::test]
+    async fn a_child_dropped_before_a_spawner_thread_took_it_is_never_started() {
+        let marker = tempfile::tempdir().unwrap();
+        let made = marker.path().join("ran");
+        let mut command = tokio::process::Command::new("/bin/sh");
+        command.arg("-c").arg(format!("touch {}", made.display()));
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+        let (_in_tx, in_rx) = mpsc::unbounded_channel();
+        let start = Arc::new(Start::default());
+        let job = StartJob {
+            command,
+            label: "s".into(),
+            program: "sh".into(),
+            path: "/bin/sh".into(),
+            start: Arc::clone(&start),
+            registry: Arc::new(ProcessRegistry::default()),
+            runtime: tokio::runtime::Handle::current(),
+            out_tx,
+            in_rx,
+            queued: std::time::Instant::now(),
+        };
+        assert_eq!(start.abandon(), None);
+        job.run();
+        assert_eq!(start.wait_pid(), None, "no process");
+        assert!(
+            out_rx.recv().await.is_none(),
+            "and no output: nobody reads it"
+        );
+        assert!(!made.exists());
     }
 
     #[tokio::test]
