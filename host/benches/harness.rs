@@ -1454,6 +1454,18 @@ fn burst_cpu(pid: u32) -> (f64, f64, f64) {
     )
 }
 
+/// The worker's minor page faults so far (field 10 of `/proc/<pid>/stat`): a child forked while
+/// the worker keeps writing its memory copies each page it touches until the child execs.
+fn minor_faults(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    // `rest` starts at field 3.
+    rest.split_whitespace()
+        .nth(7)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `threads` threads handed off in one section, then one message posted to each at once: every
 /// reply's latency (the person's item's `created_at` → the reply's), and the worker's RSS per
 /// active thread (its own process, and with the agents' processes).
@@ -1505,7 +1517,7 @@ async fn threads(kind: Kind, reference: Option<&Path>, out: &mut Figures) {
             .await;
         }
         let (own1, tree1) = (own_rss_kib(pid), rss_kib(pid));
-        let (cpu0, burst0) = (burst_cpu(pid), Instant::now());
+        let (cpu0, burst0, faults0) = (burst_cpu(pid), Instant::now(), minor_faults(pid));
         let text = if kind == Kind::Ours { "stamp" } else { "hello" };
         let mut asked = Vec::new();
         for alias in &aliases {
@@ -1546,6 +1558,7 @@ async fn threads(kind: Kind, reference: Option<&Path>, out: &mut Figures) {
             .await;
         let (own2, tree2) = (own_rss_kib(pid), rss_kib(pid));
         let (cpu1, burst_s) = (burst_cpu(pid), burst0.elapsed().as_secs_f64());
+        let faults = minor_faults(pid).saturating_sub(faults0);
         let mut latencies = Vec::new();
         for (alias, at) in aliases.iter().zip(&asked) {
             if rig.count(&s, alias, "turn_end") >= 1 {
@@ -1576,7 +1589,8 @@ async fn threads(kind: Kind, reference: Option<&Path>, out: &mut Figures) {
         // CPU time spent from the first message to the last reply, beside the wall time.
         println!(
             "         CPU from the first message to the last reply ({burst_s:.2} s): worker {:.2} s, \
-             its reaped agents {:.2} s, this bench with the emulator {:.2} s; load average {}",
+             its reaped agents {:.2} s, this bench with the emulator {:.2} s; the worker's minor \
+             page faults {faults}; load average {}",
             cpu1.0 - cpu0.0,
             cpu1.1 - cpu0.1,
             cpu1.2 - cpu0.2,

@@ -10,6 +10,7 @@ mod harness;
 mod harness_crash;
 mod harness_files;
 mod harness_grants;
+mod harness_pids;
 mod harness_policy;
 mod harness_resume;
 mod harness_revision;

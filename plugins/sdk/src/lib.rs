@@ -47,7 +47,8 @@ pub use executor::{JoinHandle, block_on, spawn};
 pub use follow::Feed;
 pub use serde_json;
 pub use wait::{
-    Either, acquire_slot, next_batch, next_output, race, reply, shutdown, sleep, wait_for,
+    Either, acquire_slot, next_batch, next_output, pid_if_started, race, reply, shutdown, sleep,
+    started, wait_for,
 };
 
 /// The exported interface's types: `Descriptor`, `Capability`, `Section`, `SessionTarget`,

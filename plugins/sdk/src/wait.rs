@@ -96,6 +96,20 @@ pub async fn next_output(child: &process::Child) -> process::Output {
     }
 }
 
+/// The process id of a child, once the host has started it (0 when it could not be started).
+/// Waiting here instead of calling `pid` at once lets the host start several children side by
+/// side: `pid` would hold the whole instance until this one's start is done.
+pub async fn started(child: &process::Child) -> u32 {
+    wait_for(child.started()).await;
+    child.pid()
+}
+
+/// The process id of a child if the host has started it by now (0 when it could not be
+/// started); `None` while it is being started. Never waits.
+pub fn pid_if_started(child: &process::Child) -> Option<u32> {
+    child.started().ready().then(|| child.pid())
+}
+
 /// An agent slot from the worker-wide FIFO pool.
 pub async fn acquire_slot() -> slots::Slot {
     if let Some(slot) = slots::try_acquire() {

@@ -130,6 +130,15 @@ fn kill_group(pgid: i32, signal: i32) {
     }
 }
 
+/// SIGTERM to the group now, SIGKILL after `grace_ms` (on the current tokio runtime).
+fn terminate_group(pgid: i32, grace_ms: u32) {
+    kill_group(pgid, libc::SIGTERM);
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(grace_ms.into())).await;
+        kill_group(pgid, libc::SIGKILL);
+    });
+}
+
 /// Look `program` up on the worker's PATH (or take it as is when it is a granted path).
 pub fn resolve(program: &str) -> Option<PathBuf> {
     let is_exec = |p: &Path| {
@@ -237,6 +246,16 @@ impl Drop for ChildHandle {
 impl wasmtime_wasi::p2::Pollable for ChildHandle {
     async fn ready(&mut self) {
         self.output.ready().await
+    }
+}
+
+/// The guest's `started` pollable: ready once the spawner thread has finished with the child.
+pub struct StartWatch(Arc<Start>);
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for StartWatch {
+    async fn ready(&mut self) {
+        self.0.started().await
     }
 }
 
@@ -360,11 +379,14 @@ impl SectionHost {
 }
 
 /// A child being started: its process id once the spawner thread forked it (`None` when the
-/// spawn failed), and whether the guest dropped its handle meanwhile.
+/// spawn failed), and what the guest asked for meanwhile (its handle dropped, a terminate).
 #[derive(Default)]
 struct Start {
     state: Mutex<StartState>,
+    /// Wakes a blocking `pid` (a guest that did not wait for `started`).
     done: Condvar,
+    /// Wakes the guest's `started` pollables.
+    notify: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -372,11 +394,24 @@ struct StartState {
     finished: bool,
     pid: Option<u32>,
     abandoned: bool,
+    /// The grace of a `terminate` that came while the child was being started.
+    terminate: Option<u32>,
+}
+
+/// What the spawner thread does with a child it has just started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterStart {
+    Run,
+    /// The guest dropped the handle meanwhile.
+    Kill,
+    /// The guest asked to terminate it meanwhile (the grace before SIGKILL, ms).
+    Terminate(u32),
 }
 
 impl Start {
-    /// The process id, waiting for the spawner thread if it has not finished yet (rarely more
-    /// than the fork and exec take).
+    /// The process id, waiting for the spawner thread if it has not finished yet. The harness
+    /// waits for [`Start::started`] first, so that it never blocks here; a guest that does not
+    /// (a `0.1.0` component) waits as long as the fork and exec take.
     fn wait_pid(&self) -> Option<u32> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         while !s.finished {
@@ -385,13 +420,56 @@ impl Start {
         s.pid
     }
 
-    /// Records the outcome; true when the handle was dropped meanwhile (the caller kills it).
-    fn finish(&self, pid: Option<u32>) -> bool {
+    fn is_finished(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finished
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .abandoned
+    }
+
+    /// Completes once the spawner thread has finished (started the child or failed to).
+    async fn started(&self) {
+        loop {
+            let notified = self.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a finish in between is not missed.
+            notified.as_mut().enable();
+            if self.is_finished() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Records the outcome and says what to do with a child that did start.
+    fn finish(&self, pid: Option<u32>) -> AfterStart {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.finished = true;
         s.pid = pid;
         self.done.notify_all();
-        s.abandoned
+        self.notify.notify_waiters();
+        match (s.abandoned, s.terminate) {
+            (true, _) => AfterStart::Kill,
+            (false, Some(grace_ms)) => AfterStart::Terminate(grace_ms),
+            (false, None) => AfterStart::Run,
+        }
+    }
+
+    /// A terminate, without waiting for the start: the process id when the child runs (the
+    /// caller signals it), else `None` (recorded for the spawner thread, or nothing runs).
+    fn terminate(&self, grace_ms: u32) -> Option<u32> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !s.finished {
+            s.terminate.get_or_insert(grace_ms);
+        }
+        s.pid
     }
 
     /// The handle is gone: the process id if the child runs already, else the spawner thread
@@ -419,12 +497,22 @@ struct StartJob {
 
 impl StartJob {
     fn run(mut self) {
+        if self.start.is_abandoned() {
+            // The guest dropped the handle before a spawner thread got to it (its section ended,
+            // the worker is stopping): nothing would use the process.
+            self.start.finish(None);
+            return;
+        }
         // tokio's child reaping registers with the runtime.
         let _runtime = self.runtime.enter();
         let mut child = match self.command.spawn() {
             Ok(child) => child,
             Err(e) => {
-                self.start.finish(None);
+                if self.start.finish(None) == AfterStart::Kill {
+                    // Dropped meanwhile: a worker that is stopping refuses new children.
+                    tracing::debug!(section = %self.label, program = %self.program, error = %e, "spawn_abandoned");
+                    return;
+                }
                 tracing::warn!(section = %self.label, program = %self.program, error = %e, "spawn_failed");
                 let _ = self.out_tx.send(Output::Stderr(format!(
                     "the worker could not start {}: {e}",
@@ -439,10 +527,13 @@ impl StartJob {
         };
         let pid = child.id().unwrap_or_default();
         self.registry.add(pid as i32);
-        if self.start.finish(Some(pid)) {
-            // The guest dropped the handle while the child started.
-            kill_group(pid as i32, libc::SIGKILL);
-            self.registry.remove(pid as i32);
+        match self.start.finish(Some(pid)) {
+            AfterStart::Run => {}
+            AfterStart::Kill => {
+                kill_group(pid as i32, libc::SIGKILL);
+                self.registry.remove(pid as i32);
+            }
+            AfterStart::Terminate(grace_ms) => terminate_group(pid as i32, grace_ms),
         }
         // The fork, the sandbox and the exec, plus any wait for a spawner thread; their cost is
         // part of every agent's start (docs/benchmarks.md reads it from this line).
@@ -603,8 +694,21 @@ impl wit::Host for SectionHost {
 
 impl wit::HostChild for SectionHost {
     fn pid(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<u32> {
+        let start = &self.table.get(&child)?.start;
+        if !start.is_finished() {
+            // The whole instance waits here, and the section's other starts behind it: a job
+            // type should wait for `started` first (the harness does; e2e harness_pids).
+            tracing::debug!(section = %self.section.label(), "pid_waits_for_start");
+        }
         // 0 when the program could not be started (its exit is already queued).
-        Ok(self.table.get(&child)?.start.wait_pid().unwrap_or(0))
+        Ok(start.wait_pid().unwrap_or(0))
+    }
+
+    fn started(&mut self, child: Resource<ChildHandle>) -> wasmtime::Result<Resource<DynPollable>> {
+        let start = Arc::clone(&self.table.get(&child)?.start);
+        // Owned by the pollable: deleting the pollable deletes it.
+        let watch = self.table.push(StartWatch(start))?;
+        wasmtime_wasi::p2::subscribe(&mut self.table, watch)
     }
 
     fn write_stdin(
@@ -646,15 +750,10 @@ impl wit::HostChild for SectionHost {
         if handle.exited {
             return Ok(());
         }
-        let Some(pid) = handle.start.wait_pid() else {
-            return Ok(());
-        };
-        let pgid = pid as i32;
-        kill_group(pgid, libc::SIGTERM);
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(grace_ms.into())).await;
-            kill_group(pgid, libc::SIGKILL);
-        });
+        // A child still being started is signalled by the spawner thread once it runs.
+        if let Some(pid) = handle.start.terminate(grace_ms) {
+            terminate_group(pid as i32, grace_ms);
+        }
         Ok(())
     }
 
@@ -740,7 +839,7 @@ mod tests {
             let start = Arc::clone(&start);
             std::thread::spawn(move || start.wait_pid())
         };
-        assert!(!start.finish(Some(42)), "nobody dropped the handle");
+        assert_eq!(start.finish(Some(42)), AfterStart::Run);
         assert_eq!(waiter.join().unwrap(), Some(42));
         assert_eq!(
             start.abandon(),
@@ -753,13 +852,88 @@ mod tests {
     fn a_handle_dropped_while_starting_leaves_the_kill_to_the_spawner() {
         let start = Start::default();
         assert_eq!(start.abandon(), None);
-        assert!(
+        assert_eq!(
             start.finish(Some(7)),
+            AfterStart::Kill,
             "the spawner must kill what it started"
         );
         let failed = Start::default();
-        assert!(!failed.finish(None));
+        assert_eq!(failed.finish(None), AfterStart::Run);
         assert_eq!(failed.wait_pid(), None);
+    }
+
+    #[test]
+    fn a_terminate_while_starting_waits_for_nothing_and_is_applied_by_the_spawner() {
+        let start = Start::default();
+        assert_eq!(start.terminate(2_000), None, "nothing to signal yet");
+        assert_eq!(start.terminate(9_000), None);
+        assert_eq!(
+            start.finish(Some(7)),
+            AfterStart::Terminate(2_000),
+            "the first terminate's grace"
+        );
+        assert_eq!(
+            start.terminate(1_000),
+            Some(7),
+            "a running child is signalled at once"
+        );
+        let dropped = Start::default();
+        dropped.terminate(1_000);
+        dropped.abandon();
+        assert_eq!(dropped.finish(Some(8)), AfterStart::Kill, "a drop wins");
+    }
+
+    #[tokio::test]
+    async fn a_child_dropped_before_a_spawner_thread_took_it_is_never_started() {
+        let marker = tempfile::tempdir().unwrap();
+        let made = marker.path().join("ran");
+        let mut command = tokio::process::Command::new("/bin/sh");
+        command.arg("-c").arg(format!("touch {}", made.display()));
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+        let (_in_tx, in_rx) = mpsc::unbounded_channel();
+        let start = Arc::new(Start::default());
+        let job = StartJob {
+            command,
+            label: "s".into(),
+            program: "sh".into(),
+            path: "/bin/sh".into(),
+            start: Arc::clone(&start),
+            registry: Arc::new(ProcessRegistry::default()),
+            runtime: tokio::runtime::Handle::current(),
+            out_tx,
+            in_rx,
+            queued: std::time::Instant::now(),
+        };
+        assert_eq!(start.abandon(), None);
+        job.run();
+        assert_eq!(start.wait_pid(), None, "no process");
+        assert!(
+            out_rx.recv().await.is_none(),
+            "and no output: nobody reads it"
+        );
+        assert!(!made.exists());
+    }
+
+    #[tokio::test]
+    async fn started_completes_once_the_spawner_has_finished() {
+        use std::future::Future;
+        let start = Arc::new(Start::default());
+        let mut watch = StartWatch(Arc::clone(&start));
+        {
+            let ready = wasmtime_wasi::p2::Pollable::ready(&mut watch);
+            let mut ready = std::pin::pin!(ready);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(ready.as_mut().poll(&mut cx).is_pending(), "still starting");
+            let finisher = {
+                let start = Arc::clone(&start);
+                std::thread::spawn(move || start.finish(Some(3)))
+            };
+            ready.await;
+            finisher.join().unwrap();
+        }
+        assert_eq!(start.wait_pid(), Some(3), "no wait once started");
+        // A pollable made after the start is ready at once.
+        start.started().await;
     }
 
     #[tokio::test]

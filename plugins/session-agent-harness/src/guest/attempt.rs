@@ -149,6 +149,7 @@ fn start_cold(spec: &StartSpec, driver: Box<dyn Driver>) -> Result<Taken, Failur
         driver,
         held: Vec::new(),
         warm_for: Duration::ZERO,
+        unannounced: None,
     })
 }
 
@@ -202,11 +203,16 @@ pub async fn run(
         let Some(fresh) = spare.take() else {
             return Err(did_not_take(&e));
         };
+        // Its stdin is closed: the process was started and has ended, so the pid is known.
+        let pid = sdk::pid_if_started(&k.child);
+        if let (Some(resume), Some(pid)) = (&k.unannounced, pid) {
+            super::warm::prestarted(&t.alias, pid, resume);
+        }
         log(
             Level::Warning,
             "agent_prestart_lost",
             Some(&t.alias),
-            json!({"pid": k.child.pid(), "why": format!("its turn could not be written: {e}")}),
+            json!({"pid": pid, "why": format!("its turn could not be written: {e}")}),
         );
         k = start_cold(&spec, fresh)?;
         prestarted = None;
@@ -216,14 +222,23 @@ pub async fn run(
         child,
         mut driver,
         held,
+        unannounced,
         ..
     } = k;
+    let started_at = worker::now_utc();
+    // The host starts the process in the background; this task (and no other thread's) waits
+    // for that before the pid is read, so a section's threads start their agents side by side.
+    // The turn is already written to its stdin, and its output waits in the host meanwhile.
+    let pid = sdk::started(&child).await;
+    if let Some(resume) = unannounced {
+        super::warm::prestarted(&t.alias, pid, &resume);
+    }
     log(
         Level::Info,
         "turn_started",
         Some(&t.alias),
-        json!({"turn_id": st.turn_id, "pid": child.pid(), "resume": st.session_id,
-               "prestarted_ms": prestarted, "started_at": worker::now_utc()}),
+        json!({"turn_id": st.turn_id, "pid": pid, "resume": st.session_id,
+               "prestarted_ms": prestarted, "started_at": started_at}),
     );
     let agent_log = store::stderr_log(&t.alias);
     // What the process said during its handshake (the session's id) comes first.
@@ -342,7 +357,7 @@ pub async fn run(
                         Level::Warning,
                         "agent_stalled",
                         Some(&t.alias),
-                        json!({"turn_id": st.turn_id, "pid": child.pid(),
+                        json!({"turn_id": st.turn_id, "pid": pid,
                                "silent_s": after.as_secs()}),
                     );
                     st.stalled = true;
@@ -358,7 +373,7 @@ pub async fn run(
                         Level::Warning,
                         "agent_terminated",
                         Some(&t.alias),
-                        json!({"turn_id": st.turn_id, "pid": child.pid()}),
+                        json!({"turn_id": st.turn_id, "pid": pid}),
                     );
                     child.terminate(KILL_GRACE_MS);
                     terminated = true;

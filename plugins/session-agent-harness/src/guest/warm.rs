@@ -8,6 +8,11 @@
 //! Whoever must free the slot, or finds the process unusable, calls [`stop`]. If the task is
 //! dropped (a stop, a teardown, a shutdown), dropping the process kills its process group: it has
 //! not been given a turn, so nothing of the person's can be lost.
+//!
+//! The host starts a process in the background and `pid` would wait for that start, holding up
+//! every thread of the section (a burst of threads would start their agents one after another).
+//! So `agent_prestarted` and its pid are logged once the start is done ([`Woke::Started`], or the
+//! turn that takes the process waits for it in its own task), never at the spawn.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +41,10 @@ pub struct Warm {
     /// Lines it printed so far.
     lines: usize,
     started: Instant,
+    /// The session it resumes, as `agent_prestarted` reports it.
+    resume: String,
+    /// `agent_prestarted` was logged (it waits for the host to have started the process).
+    announced: bool,
 }
 
 /// A process handed to a turn: its driver (past the handshake) and the handshake's events.
@@ -45,6 +54,16 @@ pub struct Taken {
     pub held: Vec<AgentEvent>,
     /// How long it had been running when the turn took it.
     pub warm_for: Duration,
+    /// The session of an `agent_prestarted` not logged yet (the process was still being
+    /// started): the turn logs it once the start is done, before its `turn_started`.
+    pub unannounced: Option<String>,
+}
+
+/// What woke a thread about its held process (from [`next`], for [`serve`]).
+pub enum Woke {
+    /// The host has started it: its pid is known without waiting.
+    Started,
+    Output(process::Output),
 }
 
 /// Why a held process went away before its turn.
@@ -97,12 +116,6 @@ impl Warm {
                 return None;
             }
         }
-        log(
-            Level::Info,
-            "agent_prestarted",
-            Some(&t.alias),
-            json!({"pid": child.pid(), "resume": resume}),
-        );
         Some(Warm {
             child,
             driver,
@@ -110,16 +123,25 @@ impl Warm {
             held: Vec::new(),
             lines: 0,
             started: Instant::now(),
+            resume: resume.to_string(),
+            announced: false,
         })
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.pid()
+    /// Log `agent_prestarted` if it was not yet. Only once the host has started the process
+    /// (its `started` fired, or it printed or exited), so that `pid` does not wait.
+    fn announce(&mut self, t: &Thread) {
+        if !self.announced {
+            self.announced = true;
+            prestarted(&t.alias, self.child.pid(), &self.resume);
+        }
     }
 
     /// One output of the process before its turn: the handshake is answered and its events
     /// kept; anything else makes it unusable.
     fn serve(&mut self, t: &Thread, output: process::Output) -> Result<(), Gone> {
+        // Any output means the process was started.
+        self.announce(t);
         match output {
             process::Output::Stdout(line) => {
                 let step = self.driver.on_stdout(&line);
@@ -171,6 +193,7 @@ impl Warm {
         }
         Some(Taken {
             warm_for: self.started.elapsed(),
+            unannounced: (!self.announced).then_some(self.resume),
             child: self.child,
             driver: self.driver,
             held: self.held,
@@ -178,19 +201,40 @@ impl Warm {
     }
 }
 
-/// The next output of the held process, if any (never completes without one).
-pub async fn next(warm: &Option<Warm>) -> process::Output {
+/// Log that a process was started ahead of its turn.
+pub fn prestarted(alias: &str, pid: u32, resume: &str) {
+    log(
+        Level::Info,
+        "agent_prestarted",
+        Some(alias),
+        json!({"pid": pid, "resume": resume}),
+    );
+}
+
+/// The next thing to serve about the held process: its start, then its outputs (never
+/// completes without one).
+pub async fn next(warm: &Option<Warm>) -> Woke {
     match warm {
-        Some(w) => sdk::next_output(&w.child).await,
+        Some(w) if !w.announced => {
+            match sdk::race(sdk::wait_for(w.child.started()), sdk::next_output(&w.child)).await {
+                Either::Left(()) => Woke::Started,
+                Either::Right(output) => Woke::Output(output),
+            }
+        }
+        Some(w) => Woke::Output(sdk::next_output(&w.child).await),
         None => std::future::pending().await,
     }
 }
 
-/// Serve one output of the held process (from [`next`]); a process that is gone or unusable is
+/// Serve what [`next`] returned: the start is logged; a process that is gone or unusable is
 /// dropped (logged, and stopped if it still runs), and the next turn starts its own.
-pub fn serve(t: &Thread, warm: &mut Option<Warm>, output: process::Output) {
+pub fn serve(t: &Thread, warm: &mut Option<Warm>, woke: Woke) {
     let Some(w) = warm.as_mut() else {
         return;
+    };
+    let output = match woke {
+        Woke::Started => return w.announce(t),
+        Woke::Output(output) => output,
     };
     if let Err(gone) = w.serve(t, output)
         && let Some(w) = warm.take()
@@ -207,33 +251,68 @@ pub fn stop(t: &Thread, warm: &mut Option<Warm>, reason: &str) {
     let Some(w) = warm.take() else {
         return;
     };
-    log(
-        Level::Info,
-        "agent_prestart_stopped",
-        Some(&t.alias),
-        json!({"pid": w.pid(), "reason": reason}),
-    );
-    reap(w.child, store::stderr_log(&t.alias));
+    let stopped = Stopped {
+        alias: t.alias.clone(),
+        unannounced: (!w.announced).then_some(w.resume),
+        reason: reason.to_string(),
+    };
+    let agent_log = store::stderr_log(&t.alias);
+    match sdk::pid_if_started(&w.child) {
+        Some(pid) => {
+            stopped.log(pid);
+            reap(w.child, agent_log, None);
+        }
+        // Still being started: logged by the reaping task once it is, without waiting here.
+        None => reap(w.child, agent_log, Some(stopped)),
+    }
 }
 
-fn dropped(t: &Thread, w: Warm, gone: Gone) {
+/// The log lines of a held process being stopped.
+struct Stopped {
+    alias: String,
+    /// Its `agent_prestarted` was not logged yet (the session it resumes).
+    unannounced: Option<String>,
+    reason: String,
+}
+
+impl Stopped {
+    fn log(self, pid: u32) {
+        if let Some(resume) = &self.unannounced {
+            prestarted(&self.alias, pid, resume);
+        }
+        log(
+            Level::Info,
+            "agent_prestart_stopped",
+            Some(&self.alias),
+            json!({"pid": pid, "reason": self.reason}),
+        );
+    }
+}
+
+/// `w` printed something unusable or exited: it was started, so its pid does not wait.
+fn dropped(t: &Thread, mut w: Warm, gone: Gone) {
+    w.announce(t);
     log(
         Level::Warning,
         "agent_prestart_lost",
         Some(&t.alias),
-        json!({"pid": w.pid(), "why": gone.why}),
+        json!({"pid": w.child.pid(), "why": gone.why}),
     );
     if !gone.exited {
-        reap(w.child, store::stderr_log(&t.alias));
+        reap(w.child, store::stderr_log(&t.alias), None);
     }
 }
 
 /// End a process that was never given a turn, in a task of its own: stdin closed (the CLIs exit
 /// when their input ends), SIGTERM after [`STOP_GRACE`], SIGKILL after that. Its last lines go
 /// to the agent log. If the section ends first, dropping the handle kills the process group.
-fn reap(child: process::Child, agent_log: String) {
+/// `stopped`: its stop is logged once the host has started it.
+fn reap(child: process::Child, agent_log: String, stopped: Option<Stopped>) {
     drop(sdk::spawn(async move {
         child.close_stdin();
+        if let Some(stopped) = stopped {
+            stopped.log(sdk::started(&child).await);
+        }
         let mut by = Instant::now() + STOP_GRACE;
         let mut terminated = false;
         loop {
