@@ -1793,10 +1793,49 @@ async fn paging(kind: Kind, reference: Option<&Path>, n_large: usize, out: &mut 
     }
 }
 
-/// `inspect`: where our idle worker's memory and CPU go (not part of the default run): the
-/// `smaps_rollup`, the largest mappings by RSS, and CPU per thread over the window.
+/// `inspect`: where our idle worker's memory and CPU go (not part of the default run), for each
+/// section count of `BENCH_INSPECT_SECTIONS` (comma-separated, default 1): the `smaps_rollup`, the
+/// mappings grouped by kind (so two counts show which kind grows per section), the largest
+/// mappings by RSS, and CPU per thread over the window. `BENCH_INSPECT_DIR` keeps each raw
+/// `smaps` there as `smaps-<sections>.txt`.
 async fn inspect(window: Duration) {
-    let rig = Rig::new(Kind::Ours, None, 1).await;
+    let counts: Vec<usize> = std::env::var("BENCH_INSPECT_SECTIONS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![1]);
+    for sections in counts {
+        println!("inspect, {sections} section(s):");
+        inspect_one(sections, window).await;
+    }
+}
+
+/// The kind of a mapping for [`inspect`], from its `smaps` header line and size: named mappings
+/// by name (the executable, a library, `[heap]`, a memfd), anonymous ones by permissions and a
+/// size class (wasm linear memories are reservations of gigabytes, fiber and thread stacks a few
+/// MiB, glibc's malloc arenas 64 MiB).
+fn mapping_kind(head: &str) -> String {
+    let mut f = head.split_whitespace();
+    let range = f.next().unwrap_or("");
+    let perms = f.next().unwrap_or("");
+    let name = f.nth(3).unwrap_or("");
+    let size = range
+        .split_once('-')
+        .and_then(|(a, b)| Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?))
+        .unwrap_or(0);
+    if !name.is_empty() {
+        return format!("{perms} {name}");
+    }
+    let class = match size {
+        s if s >= 1 << 30 => ">= 1 GiB".to_owned(),
+        s if s >= 1 << 20 => format!("{} MiB", s.next_power_of_two() >> 20),
+        s => format!("{} KiB", s.next_power_of_two() >> 10),
+    };
+    format!("{perms} anonymous, {class} class")
+}
+
+async fn inspect_one(sections: usize, window: Duration) {
+    let rig = Rig::new(Kind::Ours, None, sections).await;
     rig.warm_up().await;
     let mut child = rig.spawn();
     rig.wait_attached().await;
@@ -1806,17 +1845,37 @@ async fn inspect(window: Duration) {
         "{}",
         std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default()
     );
+    let sockets = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count();
+    println!("open sockets (HTTP connections): {sockets}");
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    if let Some(dir) = std::env::var_os("BENCH_INSPECT_DIR") {
+        let _ = std::fs::write(Path::new(&dir).join(format!("smaps-{sections}.txt")), &smaps);
+    }
     let mut maps: Vec<(u64, String)> = Vec::new();
+    // kind -> (mappings, Rss KiB, Anonymous KiB)
+    let mut kinds: BTreeMap<String, (usize, u64, u64)> = BTreeMap::new();
     let mut head = String::new();
+    let kib = |v: &str| -> u64 {
+        v.split_whitespace()
+            .next()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0)
+    };
     for line in smaps.lines() {
         if let Some(v) = line.strip_prefix("Rss:") {
-            let kib = v
-                .split_whitespace()
-                .next()
-                .and_then(|x| x.parse().ok())
-                .unwrap_or(0);
-            maps.push((kib, head.clone()));
+            maps.push((kib(v), head.clone()));
+            let k = kinds.entry(mapping_kind(&head)).or_default();
+            k.0 += 1;
+            k.1 += kib(v);
+        } else if let Some(v) = line.strip_prefix("Anonymous:") {
+            kinds.entry(mapping_kind(&head)).or_default().2 += kib(v);
         } else if line
             .split_whitespace()
             .next()
@@ -1824,6 +1883,12 @@ async fn inspect(window: Duration) {
         {
             head = line.to_owned();
         }
+    }
+    let mut kinds: Vec<_> = kinds.into_iter().filter(|k| k.1.1 > 0).collect();
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1.1));
+    println!("   mappings   Rss KiB  Anon KiB  kind");
+    for (kind, (n, rss, anon)) in &kinds {
+        println!("{n:11} {rss:9} {anon:9}  {kind}");
     }
     maps.sort_by_key(|m| std::cmp::Reverse(m.0));
     for (kib, m) in maps.iter().take(15) {
