@@ -1140,6 +1140,21 @@ fn rss_kib(root: u32) -> u64 {
         .sum()
 }
 
+/// PSS (KiB) summed over the process tree: each page divided by the mappings that share it. VmRSS
+/// counts a page once per mapping, and every section's wasm memory maps the same copy-on-write
+/// image of the job type's data, so VmRSS counts that image once per section.
+fn pss_kib(root: u32) -> u64 {
+    process_tree(root)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .sum()
+}
+
 /// (utime+stime in clock ticks, on-CPU ns from every thread's schedstat), summed over the tree.
 fn cpu(root: u32) -> (u64, u64) {
     let (mut ticks, mut ns) = (0, 0);
@@ -1381,6 +1396,7 @@ async fn scale(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut
         tokio::time::sleep(window).await;
         let (_, n1) = cpu(pid);
         let rss1 = rss_kib(pid);
+        let pss = pss_kib(pid) as f64 / 1024.0;
         let requests = rig.admin.requests();
         stop(&mut child).await;
         let secs = window.as_secs_f64();
@@ -1396,13 +1412,14 @@ async fn scale(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut
         let peak = peak_in_slot(polls);
         let rss = rss0.max(rss1) as f64 / 1024.0;
         println!(
-            "{who}   scale, {sections:3} sections: attached in {attach_s:.2} s, RSS {rss:6.1} MiB, \
+            "{who}   scale, {sections:3} sections: attached in {attach_s:.2} s, RSS {rss:6.1} MiB (PSS {pss:.1}), \
              CPU {cpu_pct:.4} % of a core ({per_request_us:.1} µs per request), {rpm:.1} \
              requests per minute per section, event polls in one 50 ms slot at most {peak} \
              (even spread {even:.1})"
         );
         out.put(&format!("scale_attach{sections}"), kind, attach_s);
         out.put(&format!("scale_rss{sections}"), kind, rss);
+        out.put(&format!("scale_pss{sections}"), kind, pss);
         out.put(&format!("scale_cpu{sections}"), kind, cpu_pct);
         out.put(&format!("scale_rpm{sections}"), kind, rpm);
         out.put(&format!("scale_peak{sections}"), kind, peak as f64);
@@ -2385,7 +2402,7 @@ impl Figures {
             ),
         ];
         let mut scale_rows: Vec<(String, String, &str, &str, Option<Check>)> = Vec::new();
-        for what in ["attach", "rss", "cpu", "rpm", "peak"] {
+        for what in ["attach", "rss", "pss", "cpu", "rpm", "peak"] {
             for n in SCALE_SECTIONS {
                 let (label, unit, target, check): (&str, &str, &str, Option<Check>) =
                     match (what, n) {
@@ -2393,6 +2410,7 @@ impl Figures {
                         ("attach", _) => ("attach time", "s", "", None),
                         ("rss", 100) => ("idle RSS", "MiB", "≤ 30", Some(|v| v <= 30.0)),
                         ("rss", _) => ("idle RSS", "MiB", "", None),
+                        ("pss", _) => ("idle PSS (shared pages divided)", "MiB", "", None),
                         ("cpu", 10) => ("idle CPU", "% core", "≤ 0.05", Some(|v| v <= 0.05)),
                         ("cpu", 50) => ("idle CPU", "% core", "≤ 0.25", Some(|v| v <= 0.25)),
                         ("cpu", _) => ("idle CPU", "% core", "", None),
