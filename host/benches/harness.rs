@@ -1838,7 +1838,9 @@ fn mapping_kind(head: &str) -> String {
     let name = f.nth(3).unwrap_or("");
     let size = range
         .split_once('-')
-        .and_then(|(a, b)| Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?))
+        .and_then(|(a, b)| {
+            Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?)
+        })
         .unwrap_or(0);
     if !name.is_empty() {
         return format!("{perms} {name}");
@@ -1873,7 +1875,10 @@ async fn inspect_one(sections: usize, window: Duration) {
     println!("open sockets (HTTP connections): {sockets}");
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
     if let Some(dir) = std::env::var_os("BENCH_INSPECT_DIR") {
-        let _ = std::fs::write(Path::new(&dir).join(format!("smaps-{sections}.txt")), &smaps);
+        let _ = std::fs::write(
+            Path::new(&dir).join(format!("smaps-{sections}.txt")),
+            &smaps,
+        );
     }
     let mut maps: Vec<(u64, String)> = Vec::new();
     // kind -> (mappings, Rss KiB, Anonymous KiB)
