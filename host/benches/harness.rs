@@ -21,7 +21,7 @@
 //!    first model request arriving at the fake, and the fake's last response of the turn sent →
 //!    the agent's text item posted; the item posted at a random moment of the poll cycle;
 //! 5. `threads`: 1, 20, 200 threads in one section, one message each at once (issue 14);
-//! 6. `scale`: 1 to 200 sections: attach time, RSS, CPU, requests, poll spread (issue 14);
+//! 6. `scale`: 1 to 200 sections: attach time, RSS and PSS, CPU, requests, poll spread (issue 14);
 //! 7. `paging`: 10,000 events waiting in the feed and a thread of 10,000 items, each beside the
 //!    empty case: time and the worker's peak RSS (issue 14, bounded work per poll).
 //!
@@ -1363,7 +1363,7 @@ fn peak_in_slot(mut times: Vec<u64>) -> usize {
 }
 
 /// Per section count: attach time (spawn → every section's `attached` item, compile cache
-/// filled), then after `SETTLE` the RSS, CPU and requests over `window`, and how evenly the event
+/// filled), then after `SETTLE` the RSS, PSS, CPU and requests over `window`, and how evenly the event
 /// polls of all sections spread over the poll interval (the most in any 50 ms slot, beside the
 /// even share).
 async fn scale(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut Figures) {
