@@ -1363,9 +1363,9 @@ fn peak_in_slot(mut times: Vec<u64>) -> usize {
 }
 
 /// Per section count: attach time (spawn → every section's `attached` item, compile cache
-/// filled), then after `SETTLE` the RSS, PSS, CPU and requests over `window`, and how evenly the event
-/// polls of all sections spread over the poll interval (the most in any 50 ms slot, beside the
-/// even share).
+/// filled), then after `SETTLE` the RSS, PSS, CPU and requests over `window`, and how evenly the
+/// event polls of all sections spread over the poll interval (the most in any 50 ms slot, beside
+/// the even share).
 async fn scale(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut Figures) {
     let who = if kind == Kind::Ours { "ours" } else { "ref " };
     for sections in SCALE_SECTIONS {
@@ -1412,10 +1412,10 @@ async fn scale(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut
         let peak = peak_in_slot(polls);
         let rss = rss0.max(rss1) as f64 / 1024.0;
         println!(
-            "{who}   scale, {sections:3} sections: attached in {attach_s:.2} s, RSS {rss:6.1} MiB (PSS {pss:.1}), \
-             CPU {cpu_pct:.4} % of a core ({per_request_us:.1} µs per request), {rpm:.1} \
-             requests per minute per section, event polls in one 50 ms slot at most {peak} \
-             (even spread {even:.1})"
+            "{who}   scale, {sections:3} sections: attached in {attach_s:.2} s, RSS {rss:6.1} MiB \
+             (PSS {pss:.1}), CPU {cpu_pct:.4} % of a core ({per_request_us:.1} µs per request), \
+             {rpm:.1} requests per minute per section, event polls in one 50 ms slot at most \
+             {peak} (even spread {even:.1})"
         );
         out.put(&format!("scale_attach{sections}"), kind, attach_s);
         out.put(&format!("scale_rss{sections}"), kind, rss);
