@@ -21,7 +21,7 @@
 //!    first model request arriving at the fake, and the fake's last response of the turn sent →
 //!    the agent's text item posted; the item posted at a random moment of the poll cycle;
 //! 5. `threads`: 1, 20, 200 threads in one section, one message each at once (issue 14);
-//! 6. `scale`: 1 to 200 sections: attach time, RSS, CPU, requests, poll spread (issue 14);
+//! 6. `scale`: 1 to 200 sections: attach time, RSS and PSS, CPU, requests, poll spread (issue 14);
 //! 7. `paging`: 10,000 events waiting in the feed and a thread of 10,000 items, each beside the
 //!    empty case: time and the worker's peak RSS (issue 14, bounded work per poll).
 //!
@@ -1140,6 +1140,21 @@ fn rss_kib(root: u32) -> u64 {
         .sum()
 }
 
+/// PSS (KiB) summed over the process tree: each page divided by the mappings that share it. VmRSS
+/// counts a page once per mapping, and every section's wasm memory maps the same copy-on-write
+/// image of the job type's data, so VmRSS counts that image once per section.
+fn pss_kib(root: u32) -> u64 {
+    process_tree(root)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .sum()
+}
+
 /// (utime+stime in clock ticks, on-CPU ns from every thread's schedstat), summed over the tree.
 fn cpu(root: u32) -> (u64, u64) {
     let (mut ticks, mut ns) = (0, 0);
@@ -1348,9 +1363,9 @@ fn peak_in_slot(mut times: Vec<u64>) -> usize {
 }
 
 /// Per section count: attach time (spawn → every section's `attached` item, compile cache
-/// filled), then after `SETTLE` the RSS, CPU and requests over `window`, and how evenly the event
-/// polls of all sections spread over the poll interval (the most in any 50 ms slot, beside the
-/// even share).
+/// filled), then after `SETTLE` the RSS, PSS, CPU and requests over `window`, and how evenly the
+/// event polls of all sections spread over the poll interval (the most in any 50 ms slot, beside
+/// the even share).
 async fn scale(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut Figures) {
     let who = if kind == Kind::Ours { "ours" } else { "ref " };
     for sections in SCALE_SECTIONS {
@@ -1381,6 +1396,7 @@ async fn scale(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut
         tokio::time::sleep(window).await;
         let (_, n1) = cpu(pid);
         let rss1 = rss_kib(pid);
+        let pss = pss_kib(pid) as f64 / 1024.0;
         let requests = rig.admin.requests();
         stop(&mut child).await;
         let secs = window.as_secs_f64();
@@ -1396,13 +1412,14 @@ async fn scale(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut
         let peak = peak_in_slot(polls);
         let rss = rss0.max(rss1) as f64 / 1024.0;
         println!(
-            "{who}   scale, {sections:3} sections: attached in {attach_s:.2} s, RSS {rss:6.1} MiB, \
-             CPU {cpu_pct:.4} % of a core ({per_request_us:.1} µs per request), {rpm:.1} \
-             requests per minute per section, event polls in one 50 ms slot at most {peak} \
-             (even spread {even:.1})"
+            "{who}   scale, {sections:3} sections: attached in {attach_s:.2} s, RSS {rss:6.1} MiB \
+             (PSS {pss:.1}), CPU {cpu_pct:.4} % of a core ({per_request_us:.1} µs per request), \
+             {rpm:.1} requests per minute per section, event polls in one 50 ms slot at most \
+             {peak} (even spread {even:.1})"
         );
         out.put(&format!("scale_attach{sections}"), kind, attach_s);
         out.put(&format!("scale_rss{sections}"), kind, rss);
+        out.put(&format!("scale_pss{sections}"), kind, pss);
         out.put(&format!("scale_cpu{sections}"), kind, cpu_pct);
         out.put(&format!("scale_rpm{sections}"), kind, rpm);
         out.put(&format!("scale_peak{sections}"), kind, peak as f64);
@@ -1807,10 +1824,51 @@ async fn paging(kind: Kind, reference: Option<&Path>, n_large: usize, out: &mut 
     }
 }
 
-/// `inspect`: where our idle worker's memory and CPU go (not part of the default run): the
-/// `smaps_rollup`, the largest mappings by RSS, and CPU per thread over the window.
+/// `inspect`: where our idle worker's memory and CPU go (not part of the default run), for each
+/// section count of `BENCH_INSPECT_SECTIONS` (comma-separated, default 1): the `smaps_rollup`, the
+/// mappings grouped by kind (so two counts show which kind grows per section), the largest
+/// mappings by RSS, and CPU per thread over the window. `BENCH_INSPECT_DIR` keeps each raw
+/// `smaps` there as `smaps-<sections>.txt`.
 async fn inspect(window: Duration) {
-    let rig = Rig::new(Kind::Ours, None, 1).await;
+    let counts: Vec<usize> = std::env::var("BENCH_INSPECT_SECTIONS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![1]);
+    for sections in counts {
+        println!("inspect, {sections} section(s):");
+        inspect_one(sections, window).await;
+    }
+}
+
+/// The kind of a mapping for [`inspect`], from its `smaps` header line and size: named mappings
+/// by name (the executable, a library, `[heap]`, a memfd), anonymous ones by permissions and a
+/// size class (wasm linear memories are reservations of gigabytes, fiber and thread stacks a few
+/// MiB, glibc's malloc arenas 64 MiB).
+fn mapping_kind(head: &str) -> String {
+    let mut f = head.split_whitespace();
+    let range = f.next().unwrap_or("");
+    let perms = f.next().unwrap_or("");
+    let name = f.nth(3).unwrap_or("");
+    let size = range
+        .split_once('-')
+        .and_then(|(a, b)| {
+            Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?)
+        })
+        .unwrap_or(0);
+    if !name.is_empty() {
+        return format!("{perms} {name}");
+    }
+    let class = match size {
+        s if s >= 1 << 30 => ">= 1 GiB".to_owned(),
+        s if s >= 1 << 20 => format!("{} MiB", s.next_power_of_two() >> 20),
+        s => format!("{} KiB", s.next_power_of_two() >> 10),
+    };
+    format!("{perms} anonymous, {class} class")
+}
+
+async fn inspect_one(sections: usize, window: Duration) {
+    let rig = Rig::new(Kind::Ours, None, sections).await;
     rig.warm_up().await;
     let mut child = rig.spawn();
     rig.wait_attached().await;
@@ -1820,17 +1878,40 @@ async fn inspect(window: Duration) {
         "{}",
         std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default()
     );
+    let sockets = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count();
+    println!("open sockets (HTTP connections): {sockets}");
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    if let Some(dir) = std::env::var_os("BENCH_INSPECT_DIR") {
+        let _ = std::fs::write(
+            Path::new(&dir).join(format!("smaps-{sections}.txt")),
+            &smaps,
+        );
+    }
     let mut maps: Vec<(u64, String)> = Vec::new();
+    // kind -> (mappings, Rss KiB, Anonymous KiB)
+    let mut kinds: BTreeMap<String, (usize, u64, u64)> = BTreeMap::new();
     let mut head = String::new();
+    let kib = |v: &str| -> u64 {
+        v.split_whitespace()
+            .next()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0)
+    };
     for line in smaps.lines() {
         if let Some(v) = line.strip_prefix("Rss:") {
-            let kib = v
-                .split_whitespace()
-                .next()
-                .and_then(|x| x.parse().ok())
-                .unwrap_or(0);
-            maps.push((kib, head.clone()));
+            maps.push((kib(v), head.clone()));
+            let k = kinds.entry(mapping_kind(&head)).or_default();
+            k.0 += 1;
+            k.1 += kib(v);
+        } else if let Some(v) = line.strip_prefix("Anonymous:") {
+            kinds.entry(mapping_kind(&head)).or_default().2 += kib(v);
         } else if line
             .split_whitespace()
             .next()
@@ -1838,6 +1919,12 @@ async fn inspect(window: Duration) {
         {
             head = line.to_owned();
         }
+    }
+    let mut kinds: Vec<_> = kinds.into_iter().filter(|k| k.1.1 > 0).collect();
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1.1));
+    println!("   mappings   Rss KiB  Anon KiB  kind");
+    for (kind, (n, rss, anon)) in &kinds {
+        println!("{n:11} {rss:9} {anon:9}  {kind}");
     }
     maps.sort_by_key(|m| std::cmp::Reverse(m.0));
     for (kib, m) in maps.iter().take(15) {
@@ -2334,7 +2421,7 @@ impl Figures {
             ),
         ];
         let mut scale_rows: Vec<(String, String, &str, &str, Option<Check>)> = Vec::new();
-        for what in ["attach", "rss", "cpu", "rpm", "peak"] {
+        for what in ["attach", "rss", "pss", "cpu", "rpm", "peak"] {
             for n in SCALE_SECTIONS {
                 let (label, unit, target, check): (&str, &str, &str, Option<Check>) =
                     match (what, n) {
@@ -2342,6 +2429,7 @@ impl Figures {
                         ("attach", _) => ("attach time", "s", "", None),
                         ("rss", 100) => ("idle RSS", "MiB", "≤ 30", Some(|v| v <= 30.0)),
                         ("rss", _) => ("idle RSS", "MiB", "", None),
+                        ("pss", _) => ("idle PSS (shared pages divided)", "MiB", "", None),
                         ("cpu", 10) => ("idle CPU", "% core", "≤ 0.05", Some(|v| v <= 0.05)),
                         ("cpu", 50) => ("idle CPU", "% core", "≤ 0.25", Some(|v| v <= 0.25)),
                         ("cpu", _) => ("idle CPU", "% core", "", None),

@@ -19,6 +19,12 @@ pub const UNPARSEABLE: &str = "response_unparseable";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a TCP (and TLS) connection may take to establish.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many idle HTTP/1.1 connections the pool keeps. Sections start together, so attaching
+/// 100 of them opened ~130 connections at once, and the pool kept every one for its idle timeout
+/// (90 s) with its buffers and task: ~26 KiB of heap each, 3.4 MiB of a 100-section worker's
+/// 38 MiB (docs/benchmarks.md, "Scale and idle cost"). Idle polling spread over the interval needs
+/// two or three at a time; a burst beyond this opens connections and closes them after use.
+const POOL_MAX_IDLE: usize = 8;
 /// How many of the newest thread items the post read-back inspects.
 const READ_BACK_LIMIT: u64 = 25;
 
@@ -87,6 +93,7 @@ impl Client {
             .timeout(REQUEST_TIMEOUT)
             // A host that drops SYNs would otherwise use the whole request timeout per attempt.
             .connect_timeout(CONNECT_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
             // Redirects are not followed (the platform never sends one on purpose); a 3xx falls into
             // the JSON-parse path.
             .redirect(reqwest::redirect::Policy::none())
