@@ -185,6 +185,7 @@ pub fn detached_shared() -> Arc<Shared> {
         },
         secrets: Vec::new(),
         jobs_dir: PathBuf::new(),
+        state_checks: Default::default(),
     })
 }
 
