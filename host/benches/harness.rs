@@ -1170,6 +1170,28 @@ fn cpu(root: u32) -> (u64, u64) {
     (ticks, ns)
 }
 
+/// Context switches (voluntary: the thread went to sleep; and involuntary), summed over every
+/// thread of the tree: on an idle process each voluntary one is a sleep that a wake-up ends, so
+/// their count per request is the wake-ups an idle poll costs, a figure that, unlike CPU time,
+/// does not depend on how busy the machine is.
+fn switches(root: u32) -> u64 {
+    let mut n = 0;
+    for p in process_tree(root) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.filter_map(Result::ok) {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            n += status
+                .lines()
+                .filter(|l| l.starts_with("voluntary_ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    n
+}
+
 /// The servers the idle figures are measured against: the emulator as it is (keeps connections
 /// alive, answers in microseconds), and the emulator made to imitate a slower server that keeps
 /// no connection alive (`Connection: close` on every response, 300 ms added to every request),
@@ -1337,8 +1359,10 @@ async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut 
                 let rss0 = rss_kib(pid);
                 rig.admin.clear_requests();
                 let (t0, n0) = cpu(pid);
+                let s0 = switches(pid);
                 tokio::time::sleep(window).await;
                 let (t1, n1) = cpu(pid);
+                let s1 = switches(pid);
                 let rss1 = rss_kib(pid);
                 let mut calls: BTreeMap<String, usize> = BTreeMap::new();
                 for r in rig.admin.requests() {
@@ -1353,13 +1377,16 @@ async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut 
                 let ns_pct = (n1 - n0) as f64 / 1e9 / secs * 100.0;
                 let requests: usize = calls.values().sum();
                 let per_request_us = (n1 - n0) as f64 / 1e3 / requests.max(1) as f64;
+                let wakes = s1.saturating_sub(s0) as f64 / requests.max(1) as f64;
                 let rss = rss0.max(rss1) as f64 / 1024.0;
                 let who = if kind == Kind::Ours { "ours" } else { "ref " };
                 println!(
                     "{who}   idle, {server}{variant}, {sections:2} section(s): RSS {rss:6.1} MiB ({procs} \
                  process(es)), CPU {ns_pct:.4} % of a core (schedstat; utime+stime {tick_pct:.3} %) \
-                 over {secs:.0} s = {per_request_us:.1} µs per request"
+                 over {secs:.0} s = {per_request_us:.1} µs per request, {wakes:.2} wake-ups \
+                 (voluntary context switches) per request"
                 );
+                out.put(&format!("wakes{sections}{suffix}"), kind, wakes);
                 println!("         requests in the window: {calls:?}");
                 out.put(&format!("rss{sections}{suffix}"), kind, rss);
                 out.put(&format!("cpu{sections}{suffix}"), kind, ns_pct);
@@ -2409,6 +2436,20 @@ impl Figures {
                 "poll_x10_slow_machine",
                 "idle CPU per request, 10 sections, no keep-alive +300 ms: ours / the machine floor",
                 "×",
+                "",
+                None,
+            ),
+            (
+                "wakes10",
+                "idle wake-ups per request, 10 sections",
+                "",
+                "",
+                None,
+            ),
+            (
+                "wakes10_machine",
+                "idle wake-ups per request, 10 sessions, the machine floor",
+                "",
                 "",
                 None,
             ),

@@ -18,19 +18,26 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::capabilities::SectionContext;
 
 /// One per worker (in [`Shared`](super::capabilities::Shared)).
-#[derive(Default)]
 pub struct StateChecks {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
+impl Default for StateChecks {
+    fn default() -> StateChecks {
+        StateChecks::every(super::quotas::STATE_CHECK)
+    }
+}
+
 struct Inner {
+    /// Between rounds.
+    interval: Duration,
     /// The sections measured each round; gone ones are dropped as rounds find them.
     sections: Mutex<Vec<Weak<SectionContext>>>,
     /// The round counter, bumped after each round; `None` until the first section joins (the
@@ -39,6 +46,17 @@ struct Inner {
 }
 
 impl StateChecks {
+    /// Rounds every `interval` (the worker: [`STATE_CHECK`](super::quotas::STATE_CHECK)).
+    pub fn every(interval: Duration) -> StateChecks {
+        StateChecks {
+            inner: Arc::new(Inner {
+                interval,
+                sections: Mutex::default(),
+                rounds: Mutex::default(),
+            }),
+        }
+    }
+
     /// Measures `section`'s folder from now on; the receiver changes after each round.
     pub fn join(&self, section: &Arc<SectionContext>) -> watch::Receiver<u64> {
         self.inner
@@ -52,7 +70,8 @@ impl StateChecks {
             None => {
                 let (tx, rx) = watch::channel(0);
                 *rounds = Some(tx.clone());
-                tokio::spawn(run_rounds(Arc::downgrade(&self.inner), tx));
+                let interval = self.inner.interval;
+                tokio::spawn(run_rounds(Arc::downgrade(&self.inner), interval, tx));
                 rx
             }
         }
@@ -61,10 +80,10 @@ impl StateChecks {
 
 /// Every `STATE_CHECK`: the live sections' folders, one walk on one blocking thread, their
 /// sizes stored, then the round announced. Ends when the worker-wide state is dropped.
-async fn run_rounds(inner: Weak<Inner>, tx: watch::Sender<u64>) {
+async fn run_rounds(inner: Weak<Inner>, interval: Duration, tx: watch::Sender<u64>) {
     loop {
         // On the polls' grid (`wake_grid`): one wake-up, shared when it can be.
-        let due = tokio::time::Instant::now() + super::quotas::STATE_CHECK;
+        let due = tokio::time::Instant::now() + interval;
         tokio::time::sleep_until(super::wake_grid::align(due)).await;
         let Some(inner) = inner.upgrade() else {
             return;
@@ -91,5 +110,74 @@ async fn run_rounds(inner: Weak<Inner>, tx: watch::Sender<u64>) {
         }
         drop(live);
         tx.send_modify(|n| *n += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::capabilities::session::SessionBinding;
+    use crate::runtime::quotas::Quotas;
+
+    fn section(dir: &std::path::Path) -> Arc<SectionContext> {
+        Arc::new(SectionContext {
+            index: 0,
+            name: String::new(),
+            job_type: String::new(),
+            state_dir: dir.to_path_buf(),
+            session: SessionBinding::unbound(),
+            grants: Default::default(),
+            quotas: Quotas::new(&Default::default()),
+            shared: crate::runtime::store::detached_shared(),
+        })
+    }
+
+    /// Waits for the next round (bounded, so a broken rounds task fails instead of hanging).
+    async fn next_round(rounds: &mut watch::Receiver<u64>) {
+        tokio::time::timeout(Duration::from_secs(30), rounds.changed())
+            .await
+            .expect("a round within 30 s")
+            .expect("the rounds go on");
+    }
+
+    #[tokio::test]
+    async fn a_round_measures_every_live_section_and_forgets_gone_ones() {
+        let checks = StateChecks::every(Duration::from_millis(20));
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (sa, sb) = (section(a.path()), section(b.path()));
+        let mut rounds = checks.join(&sa);
+        let _ = checks.join(&sb);
+        std::fs::write(a.path().join("f"), [0u8; 300]).unwrap();
+        std::fs::write(b.path().join("g"), [0u8; 7]).unwrap();
+        next_round(&mut rounds).await;
+        next_round(&mut rounds).await;
+        assert_eq!(sa.quotas.state_used.load(Ordering::Relaxed), 300);
+        assert_eq!(sb.quotas.state_used.load(Ordering::Relaxed), 7);
+        // A section that ended is no longer measured, and the rounds go on for the others.
+        drop(sb);
+        std::fs::write(a.path().join("h"), [0u8; 5]).unwrap();
+        next_round(&mut rounds).await;
+        next_round(&mut rounds).await;
+        assert_eq!(sa.quotas.state_used.load(Ordering::Relaxed), 305);
+        let left = checks.inner.sections.lock().unwrap().len();
+        assert_eq!(left, 1);
+    }
+
+    #[tokio::test]
+    async fn the_rounds_end_with_the_worker_state() {
+        let checks = StateChecks::every(Duration::from_millis(20));
+        let dir = tempfile::tempdir().unwrap();
+        let s = section(dir.path());
+        let mut rounds = checks.join(&s);
+        next_round(&mut rounds).await;
+        drop(checks);
+        let ended = tokio::time::timeout(Duration::from_secs(30), async {
+            while rounds.changed().await.is_ok() {}
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "the rounds task ends once StateChecks is dropped"
+        );
     }
 }
