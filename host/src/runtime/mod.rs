@@ -18,7 +18,6 @@ pub mod quotas;
 pub mod section;
 pub mod settings;
 pub mod start;
-pub mod state_checks;
 pub mod store;
 pub mod supervisor;
 pub mod transport;

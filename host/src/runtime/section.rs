@@ -178,33 +178,24 @@ async fn run_inner(engine: &Engine, job: Option<&LoadedJobType>, plan: SectionPl
     }
 }
 
-/// Resolves once the section's state folder holds more than its quota (measured now, then in
-/// the worker's rounds every [`STATE_CHECK`](super::quotas::STATE_CHECK), without following
-/// links: `state_checks.rs`); never otherwise.
-async fn state_over_quota(ctx: &Arc<SectionContext>) -> String {
-    let dir = ctx.state_dir.clone();
-    let used = tokio::task::spawn_blocking(move || super::confined::usage_bytes(&dir))
-        .await
-        .unwrap_or(0);
-    ctx.quotas
-        .state_used
-        .store(used, std::sync::atomic::Ordering::Relaxed);
-    let mut rounds = ctx.shared.state_checks.join(ctx);
+/// Resolves once the section's state folder holds more than its quota (measured every
+/// [`STATE_CHECK`](super::quotas::STATE_CHECK), without following links); never otherwise.
+async fn state_over_quota(ctx: &SectionContext) -> String {
     loop {
-        let used = ctx
-            .quotas
+        let dir = ctx.state_dir.clone();
+        let used = tokio::task::spawn_blocking(move || super::confined::usage_bytes(&dir))
+            .await
+            .unwrap_or(0);
+        ctx.quotas
             .state_used
-            .load(std::sync::atomic::Ordering::Relaxed);
+            .store(used, std::sync::atomic::Ordering::Relaxed);
         if used > ctx.quotas.state_bytes {
             return format!(
                 "its state folder holds {used} bytes, over its quota of {} bytes (job_types.<name>.state_quota_mib)",
                 ctx.quotas.state_bytes
             );
         }
-        if rounds.changed().await.is_err() {
-            // The worker is going away: nothing will be measured again.
-            std::future::pending::<()>().await;
-        }
+        tokio::time::sleep(super::quotas::STATE_CHECK).await;
     }
 }
 

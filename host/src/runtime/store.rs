@@ -185,7 +185,6 @@ pub fn detached_shared() -> Arc<Shared> {
         },
         secrets: Vec::new(),
         jobs_dir: PathBuf::new(),
-        state_checks: Default::default(),
     })
 }
 

@@ -136,7 +136,6 @@ pub fn shared(inputs: &RuntimeInputs, shutdown: watch::Receiver<bool>) -> Arc<Sh
         },
         secrets: inputs.secrets.clone(),
         jobs_dir: inputs.tree_root.join("jobs"),
-        state_checks: Default::default(),
     })
 }
 

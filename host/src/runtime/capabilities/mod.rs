@@ -40,8 +40,6 @@ pub struct Shared {
     pub secrets: Vec<String>,
     /// `<state tree>/jobs`: each section's state folder is `<job_type>-<state key>` inside it.
     pub jobs_dir: PathBuf,
-    /// The sections' state folders, measured together.
-    pub state_checks: crate::runtime::state_checks::StateChecks,
 }
 
 impl Shared {
