@@ -14,7 +14,10 @@
 //!    moment) and right after a turn (posted as soon as the previous `turn_end` lands);
 //! 3. idle RSS (VmRSS summed over the worker's process tree) and CPU (utime+stime over a fixed
 //!    window, % of one core) with 1 and 10 sections, each on its own session, no threads, against
-//!    the emulator and against it imitating a slower server without keep-alive; CPU per request;
+//!    the emulator and against it imitating a slower server without keep-alive; CPU per request,
+//!    beside two floors measured in the same run on the same sessions: our HTTP client alone
+//!    (`poll-floor`) and a minimal blocking `std::net` client (`machine-floor`, the machine's own
+//!    price of the exchange);
 //! 4. with the real Claude Code CLI (`BLOBHUB_CLAUDE`, else tests/agents/node_modules/.bin/claude;
 //!    `npm ci --prefix tests/agents` installs it) against the fake Anthropic API in-process
 //!    (`blobhub-fake-anthropic`), both workers driving the same CLI: a person's item → the CLI's
@@ -28,12 +31,16 @@
 //! Arguments (after `--`): any of `launch`, `latency`, `idle`, `threads`, `scale`, `paging`, `claude` to
 //! run only those parts.
 //! `BENCH_TURNS` (default 30 per condition), `BENCH_CLAUDE_TURNS` (default 10) and
-//! `BENCH_IDLE_WINDOW_S` (default 20) shorten it; `BENCH_PAGING_N` (default 10,000) sizes `paging`.
+//! `BENCH_IDLE_WINDOW_S` (default 20) shorten it (and `BENCH_IDLE_SECTIONS`, default `1,10`, picks
+//! the section counts of part `idle`; `BENCH_IDLE_SERVERS` and `BENCH_IDLE_VARIANTS` pick its
+//! servers and variants, see `idle`); `BENCH_PAGING_N` (default 10,000) sizes `paging`.
 //! `BENCH_PRESTART=0` runs ours with `agents.claude_code.prestart: false` (a new CLI per turn, as
 //! the reference) in part 4. `BENCH_TRACE=1` prints each measured turn's timeline in part 4.
 //! Every loop is bounded; every wait has a deadline; only 127.0.0.1 is contacted.
 
 mod common;
+#[path = "harness/machine_floor.rs"]
+mod machine_floor;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -1178,6 +1185,28 @@ fn cpu(root: u32) -> (u64, u64) {
     (ticks, ns)
 }
 
+/// Context switches (voluntary: the thread went to sleep; and involuntary), summed over every
+/// thread of the tree: on an idle process each voluntary one is a sleep that a wake-up ends, so
+/// their count per request is the wake-ups an idle poll costs, a figure that, unlike CPU time,
+/// does not depend on how busy the machine is.
+fn switches(root: u32) -> u64 {
+    let mut n = 0;
+    for p in process_tree(root) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.filter_map(Result::ok) {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            n += status
+                .lines()
+                .filter(|l| l.starts_with("voluntary_ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    n
+}
+
 /// The servers the idle figures are measured against: the emulator as it is (keeps connections
 /// alive, answers in microseconds), and the emulator made to imitate a slower server that keeps
 /// no connection alive (`Connection: close` on every response, 300 ms added to every request),
@@ -1189,13 +1218,27 @@ const IDLE_SERVERS: [(&str, bool, u64, &str); 2] = [
 ];
 
 /// Our worker as configured by default, and with one runtime worker thread
-/// (`BLOBHUB_WORKER_THREADS=1`), measured one after the other on the same server: (label,
-/// figure key suffix, the variable's value).
-const IDLE_OURS_VARIANTS: [(&str, &str, Option<&str>); 3] = [
+/// (`BLOBHUB_WORKER_THREADS=1`), then the two floors (our HTTP client alone, and a minimal
+/// blocking `std::net` client: the machine floor), measured one after the other on the same
+/// server: (label, figure key suffix, the variable's value or the floor's subcommand).
+const IDLE_OURS_VARIANTS: [(&str, &str, Option<&str>); 4] = [
     ("", "", None),
     (", 1 runtime worker", "_w1", Some("1")),
-    (", HTTP client alone (the floor)", "_floor", Some("floor")),
+    (
+        ", HTTP client alone (the floor)",
+        "_floor",
+        Some(POLL_FLOOR),
+    ),
+    (
+        ", minimal std::net client (the machine floor)",
+        "_machine",
+        Some(MACHINE_FLOOR),
+    ),
 ];
+
+/// The subcommands this bench re-executes itself as for the two floors of part `idle`.
+const POLL_FLOOR: &str = "poll-floor";
+const MACHINE_FLOOR: &str = "machine-floor";
 
 /// `poll-floor <api-url> <key> <interval-ms> <revision>:<session>...`: this bench re-executed as
 /// the floor of an idle poll, measured beside our worker in part `idle`. It polls each session
@@ -1240,10 +1283,11 @@ async fn poll_floor(args: &[String]) {
     }
 }
 
-/// The floor process of [`poll_floor`] on `rig`'s sessions, at the default idle interval.
-fn spawn_floor(rig: &Rig) -> Child {
+/// A floor process (`which`: [`POLL_FLOOR`] or [`MACHINE_FLOOR`]) on `rig`'s sessions, at the
+/// default idle interval.
+fn spawn_floor(rig: &Rig, which: &str) -> Child {
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.arg("poll-floor")
+    c.arg(which)
         .arg(rig.emu.api_url())
         .arg("bhk_ours")
         .arg("1500");
@@ -1265,12 +1309,39 @@ async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut 
         Kind::Ours => &IDLE_OURS_VARIANTS,
         Kind::Reference => &[("", "", None)],
     };
+    // `BENCH_IDLE_SECTIONS=10` (a comma list) runs only those section counts.
+    let counts: Vec<usize> = std::env::var("BENCH_IDLE_SECTIONS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![1, 10]);
+    // `BENCH_IDLE_SERVERS=emulator` or `slow`, `BENCH_IDLE_VARIANTS=ours,machine` (of `ours`,
+    // `w1`, `floor`, `machine`) run only those, e.g. to compare two builds turn about.
+    let picked = |var: &str, name: &str| {
+        std::env::var(var)
+            .map(|v| v.split(',').any(|x| x.trim() == name))
+            .unwrap_or(true)
+    };
     for (server, keep_alive, latency_ms, server_suffix) in IDLE_SERVERS {
-        for sections in [1, 10] {
+        let server_name = if server_suffix.is_empty() {
+            "emulator"
+        } else {
+            "slow"
+        };
+        if !picked("BENCH_IDLE_SERVERS", server_name) {
+            continue;
+        }
+        for &sections in &counts {
+            // CPU per request of each variant, for the ratios printed after them.
+            let mut per_variant: HashMap<&str, f64> = HashMap::new();
             for &(variant, variant_suffix, workers) in variants {
+                let name = variant_suffix.strip_prefix('_').unwrap_or("ours");
+                if kind == Kind::Ours && !picked("BENCH_IDLE_VARIANTS", name) {
+                    continue;
+                }
                 let suffix = format!("{server_suffix}{variant_suffix}");
                 let mut rig = Rig::new(kind, reference, sections).await;
-                let floor = workers == Some("floor");
+                let floor = matches!(workers, Some(POLL_FLOOR | MACHINE_FLOOR));
                 if let Some(n) = workers.filter(|_| !floor) {
                     rig.env.push(("BLOBHUB_WORKER_THREADS", n.to_owned()));
                 }
@@ -1291,7 +1362,7 @@ async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut 
                             .upload_object(&s.session_id, "worker", json!({}), PERSON)
                             .unwrap();
                     }
-                    spawn_floor(&rig)
+                    spawn_floor(&rig, workers.unwrap_or_default())
                 } else {
                     rig.warm_up().await;
                     let child = rig.spawn();
@@ -1303,8 +1374,10 @@ async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut 
                 let rss0 = rss_kib(pid);
                 rig.admin.clear_requests();
                 let (t0, n0) = cpu(pid);
+                let s0 = switches(pid);
                 tokio::time::sleep(window).await;
                 let (t1, n1) = cpu(pid);
+                let s1 = switches(pid);
                 let rss1 = rss_kib(pid);
                 let mut calls: BTreeMap<String, usize> = BTreeMap::new();
                 for r in rig.admin.requests() {
@@ -1319,17 +1392,44 @@ async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut 
                 let ns_pct = (n1 - n0) as f64 / 1e9 / secs * 100.0;
                 let requests: usize = calls.values().sum();
                 let per_request_us = (n1 - n0) as f64 / 1e3 / requests.max(1) as f64;
+                let wakes = s1.saturating_sub(s0) as f64 / requests.max(1) as f64;
                 let rss = rss0.max(rss1) as f64 / 1024.0;
                 let who = if kind == Kind::Ours { "ours" } else { "ref " };
                 println!(
                     "{who}   idle, {server}{variant}, {sections:2} section(s): RSS {rss:6.1} MiB ({procs} \
                  process(es)), CPU {ns_pct:.4} % of a core (schedstat; utime+stime {tick_pct:.3} %) \
-                 over {secs:.0} s = {per_request_us:.1} µs per request"
+                 over {secs:.0} s = {per_request_us:.1} µs per request, {wakes:.2} wake-ups \
+                 (voluntary context switches) per request"
                 );
+                out.put(&format!("wakes{sections}{suffix}"), kind, wakes);
                 println!("         requests in the window: {calls:?}");
                 out.put(&format!("rss{sections}{suffix}"), kind, rss);
                 out.put(&format!("cpu{sections}{suffix}"), kind, ns_pct);
                 out.put(&format!("poll_us{sections}{suffix}"), kind, per_request_us);
+                per_variant.insert(variant_suffix, per_request_us);
+            }
+            if let (Some(machine), true) = (per_variant.get("_machine"), kind == Kind::Ours) {
+                let times = |v: &str| {
+                    per_variant.get(v).map_or("–".to_owned(), |us| {
+                        format!("{:.2}×", us / machine.max(1e-9))
+                    })
+                };
+                println!(
+                    "ours   idle, {server}, {sections:2} section(s): per request, against the machine \
+                     floor ({machine:.1} µs): ours {}, 1 runtime worker {}, HTTP client alone {}; \
+                     the ≤ 50 µs target is {:.2}× the machine floor",
+                    times(""),
+                    times("_w1"),
+                    times("_floor"),
+                    50.0 / machine.max(1e-9)
+                );
+                if let Some(ours) = per_variant.get("") {
+                    out.put(
+                        &format!("poll_x{sections}{server_suffix}_machine"),
+                        kind,
+                        ours / machine.max(1e-9),
+                    );
+                }
             }
         }
     }
@@ -2413,6 +2513,48 @@ impl Figures {
                 None,
             ),
             (
+                "poll_us10_machine",
+                "idle CPU per request, 10 sessions, a minimal std::net client (the machine floor)",
+                "µs",
+                "",
+                None,
+            ),
+            (
+                "poll_x10_machine",
+                "idle CPU per request, 10 sections: ours / the machine floor",
+                "×",
+                "",
+                None,
+            ),
+            (
+                "poll_us10_slow_machine",
+                "idle CPU per request, 10 sessions, no keep-alive +300 ms, the machine floor",
+                "µs",
+                "",
+                None,
+            ),
+            (
+                "poll_x10_slow_machine",
+                "idle CPU per request, 10 sections, no keep-alive +300 ms: ours / the machine floor",
+                "×",
+                "",
+                None,
+            ),
+            (
+                "wakes10",
+                "idle wake-ups per request, 10 sections",
+                "",
+                "",
+                None,
+            ),
+            (
+                "wakes10_machine",
+                "idle wake-ups per request, 10 sessions, the machine floor",
+                "",
+                "",
+                None,
+            ),
+            (
                 "poll_us10_slow_w1",
                 "idle CPU per request, 10 sections, no keep-alive +300 ms, 1 runtime worker",
                 "µs",
@@ -2553,10 +2695,19 @@ fn load() -> String {
     avg.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
     let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some("poll-floor") {
+    // The machine floor runs before any runtime exists: the process holds nothing else.
+    if argv.get(1).map(String::as_str) == Some(MACHINE_FLOOR) {
+        machine_floor::run(&argv[2..]);
+        return;
+    }
+    run(argv);
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn run(argv: Vec<String>) {
+    if argv.get(1).map(String::as_str) == Some(POLL_FLOOR) {
         poll_floor(&argv[2..]).await;
         return;
     }

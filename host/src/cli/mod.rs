@@ -179,14 +179,17 @@ pub fn run() -> ExitCode {
 }
 
 fn try_run(cli: Cli, output: &Output) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
         .worker_threads(runtime_workers())
         // The blocking pool's idle threads would otherwise end after 10 s and be created again
         // for each section's state-folder check (every 15 s): a thread's creation and teardown
         // per check, in a worker that is otherwise asleep.
         .thread_keep_alive(std::time::Duration::from_secs(300))
-        .enable_all()
-        .build()?;
+        .enable_all();
+    // Just before `build` creates the timer: long idle waits end on its 64 ms grid.
+    crate::runtime::wake_grid::mark_origin();
+    let runtime = builder.build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Login(args) => login::run(args, output).await,

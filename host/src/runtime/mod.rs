@@ -21,6 +21,7 @@ pub mod start;
 pub mod store;
 pub mod supervisor;
 pub mod transport;
+pub mod wake_grid;
 pub mod wit;
 pub mod wit_version;
 pub mod work_folder;

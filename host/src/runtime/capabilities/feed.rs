@@ -325,6 +325,8 @@ async fn wait_next_poll(
 ) -> bool {
     loop {
         let due = next_poll_at(last, *active.borrow_and_update(), polling, backoff);
+        // One wake-up per idle wait (see `wake_grid`).
+        let due = crate::runtime::wake_grid::align(due);
         tokio::select! {
             () = tokio::time::sleep_until(due) => return true,
             changed = active.changed() => {

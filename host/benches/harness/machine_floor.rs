@@ -1,0 +1,127 @@
+//! The machine floor of an idle poll (part `idle`, issue 14): this bench re-executed as the
+//! least any client can spend on the idle exchange on the machine where the bench runs.
+//!
+//! `machine-floor <api-url> <key> <interval-ms> <revision>:<session>...` sends, for each session,
+//! the same `list_session_events` query as the HTTP-client floor (`poll-floor`), at the same
+//! interval and with the same spread of first polls, over plain blocking `std::net` sockets: one
+//! thread per session (each sleeps until its poll, writes the request in one `write`, reads the
+//! answer, sleeps again), one keep-alive connection each (a new one whenever the server closes
+//! it), the request bytes prepared once. No async runtime, no HTTP library, no JSON parsing, no
+//! allocation per poll once the answer buffer has grown. It runs before any tokio runtime is
+//! built, so the process holds nothing else.
+//!
+//! What is left per request is the machine's own price of the exchange: waking a thread after
+//! idle, the TCP send and receive, and waking again for the answer. Our worker and the HTTP-client
+//! floor are printed beside it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Runs until killed.
+pub fn run(args: &[String]) {
+    let [url, key, interval_ms, targets @ ..] = args else {
+        panic!("machine-floor <api-url> <key> <interval-ms> <revision>:<session>...");
+    };
+    let interval = Duration::from_millis(interval_ms.parse().expect("interval in ms"));
+    let rest = url
+        .strip_prefix("http://")
+        .expect("an http:// API URL (the emulator)");
+    let (authority, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let n = targets.len().max(1);
+    let threads: Vec<_> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, target)| {
+            let (revision, session) = target.split_once(':').expect("<revision>:<session>");
+            let body = format!(
+                r#"{{"command":"list_session_events","session_id":"{session}","ascending":false,"limit":1}}"#
+            );
+            let request = format!(
+                "POST {prefix}/revisions/{revision}/data/query HTTP/1.1\r\nhost: {authority}\r\n\
+                 x-api-key: {key}\r\ncontent-type: application/json\r\naccept: */*\r\n\
+                 content-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes();
+            let authority = authority.to_owned();
+            // Spread like the worker's first polls (and `poll-floor`'s).
+            let first = interval.mul_f64(i as f64 / n as f64);
+            std::thread::spawn(move || poll(&authority, &request, first, interval))
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+/// One session's polls, forever: `first`, then the exchange and `interval` after its end.
+fn poll(authority: &str, request: &[u8], first: Duration, interval: Duration) {
+    std::thread::sleep(first);
+    let mut conn: Option<TcpStream> = None;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let stream = match conn.take() {
+            Some(s) => s,
+            None => {
+                let s = TcpStream::connect(authority).expect("connect to the emulator");
+                let _ = s.set_nodelay(true);
+                s
+            }
+        };
+        // Keep the connection only when the server keeps it and the answer was read whole.
+        conn = exchange(stream, request, &mut buf);
+        // The interval runs from the end of a poll, as the worker's does.
+        std::thread::sleep(interval);
+    }
+}
+
+/// Writes `request` and reads one response; the stream back when it may be reused.
+fn exchange(mut s: TcpStream, request: &[u8], buf: &mut Vec<u8>) -> Option<TcpStream> {
+    if s.write_all(request).is_err() {
+        return None;
+    }
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match s.read(&mut buf[len..]) {
+            Ok(0) | Err(_) => return None,
+            Ok(k) => len += k,
+        }
+        let Some(head_end) = find(&buf[..len], b"\r\n\r\n").map(|i| i + 4) else {
+            continue;
+        };
+        let head = &buf[..head_end];
+        let close = contains_ignore_case(head, b"connection: close");
+        let complete = if let Some(n) = content_length(head) {
+            len >= head_end + n
+        } else {
+            // Chunked: the last chunk ends the body.
+            buf[head_end..len].ends_with(b"0\r\n\r\n")
+        };
+        if complete {
+            return (!close).then_some(s);
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+fn content_length(head: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(head).ok()?;
+    text.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
+    })
+}
