@@ -9,7 +9,7 @@ use blobhub_emulator::SessionIds;
 use blobhub_fake_http::{Api, Fake, RecordedRequest};
 use serde_json::{Value, json};
 
-use crate::harness_support::{Env, PATIENCE, pids_running};
+use crate::harness_support::{Env, PATIENCE, assert_no_duplicate_posts, pids_running};
 use crate::support::Running;
 
 /// The real CLI `name` (through `var`, else tests/agents/node_modules/.bin), or `None` (with a
@@ -72,6 +72,45 @@ impl<A: Api> AgentRig<A> {
             _cli_home: cli_home,
             agents_block: agents_block.to_owned(),
         }
+    }
+
+    /// With one agent slot, thread `a`'s agent asks for approval of `tool_message`'s command
+    /// (which writes `file` in the work folder) and waits; thread `b` is answered meanwhile
+    /// (`reply`); then the approval runs the command in `a` (`tool_seen` in its answer).
+    pub async fn lends_its_slot_while_waiting(
+        &self,
+        tool_message: &str,
+        file: &str,
+        reply: &str,
+        tool_seen: &str,
+    ) {
+        self.set_max_agents(1);
+        let worker = self.env.start().await;
+        let work = self.env.work_folder().to_path_buf();
+        for alias in ["a", "b"] {
+            self.handoff(alias);
+            self.active(alias).await;
+        }
+        self.env.say(&self.s, "a", tool_message);
+        self.wait_count("a", "pending_prompt", 1).await;
+        self.env.say(&self.s, "b", "hello");
+        self.wait_text("b", reply).await;
+        self.wait_count("b", "turn_end", 1).await;
+        assert_eq!(
+            self.count("a", "turn_end"),
+            0,
+            "a still waits for its answer"
+        );
+        assert!(!work.join(file).exists());
+        self.env.say(&self.s, "a", "approve");
+        self.wait_text("a", tool_seen).await;
+        self.wait_count("a", "turn_end", 1).await;
+        assert!(work.join(file).exists(), "the approved command ran");
+        assert_eq!(self.count("a", "pending_prompt"), 1, "asked once");
+        for alias in ["a", "b"] {
+            assert_no_duplicate_posts(&self.env, &self.s, alias);
+        }
+        worker.terminate().await;
     }
 
     /// Configure `concurrency.max_agents` (4 unless this is called before the start).

@@ -212,32 +212,13 @@ async fn a_claude_waiting_for_approval_lends_its_slot() {
     let Some(c) = Claude::new("ses_claude_lend", "").await else {
         return;
     };
-    c.set_max_agents(1);
-    let worker = c.env.start().await;
-    let work = c.env.work_folder().to_path_buf();
-    for alias in ["a", "b"] {
-        c.handoff(alias);
-        c.active(alias).await;
-    }
-    c.env.say(&c.s, "a", "TOOL:Bash touch lent.txt");
-    c.wait_count("a", "pending_prompt", 1).await;
-    c.env.say(&c.s, "b", "hello");
-    c.wait_text("b", "Hello from fake Anthropic").await;
-    c.wait_count("b", "turn_end", 1).await;
-    assert_eq!(c.count("a", "turn_end"), 0, "a still waits for its answer");
-    assert!(!work.join("lent.txt").exists());
-    c.env.say(&c.s, "a", "approve");
-    c.wait_text("a", "Tool result seen").await;
-    c.wait_count("a", "turn_end", 1).await;
-    assert!(work.join("lent.txt").exists(), "the approved command ran");
-    assert_eq!(
-        c.of_type("a", "pending_prompt").len(),
-        1,
-        "asked once, answered by the same Claude"
-    );
-    assert_no_duplicate_posts(&c.env, &c.s, "a");
-    assert_no_duplicate_posts(&c.env, &c.s, "b");
-    worker.terminate().await;
+    c.lends_its_slot_while_waiting(
+        "TOOL:Bash touch lent.txt",
+        "lent.txt",
+        "Hello from fake Anthropic",
+        "Tool result seen",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,20 +33,10 @@ impl Thread {
         let (mut of_turn, mut ended) = (false, false);
         let mut pages = ItemPages::new(None);
         loop {
-            // Worth more patience than an ingest: without this scan an open prompt is not adopted
-            // and an interrupted turn is not settled.
-            let page = match pages.next_retrying(&t.ctx.session, &t.alias, 4).await {
+            let page = match next_page(t, &mut pages).await {
                 Ok(Some(page)) => page,
                 Ok(None) => break,
-                Err(e) => {
-                    log(
-                        Level::Warning,
-                        "open_prompt_scan_failed",
-                        Some(&t.alias),
-                        json!({"error": e.to_string()}),
-                    );
-                    return true;
-                }
+                Err(()) => return true,
             };
             for item in &page {
                 adoption.see(item);
@@ -173,7 +163,7 @@ async fn cursor_through(t: &Thread, consumed: &str) -> Option<ItemCursor> {
     let mut cursor = ItemCursor::default();
     let mut pages = ItemPages::new(None);
     loop {
-        match pages.next_retrying(&t.ctx.session, &t.alias, 4).await {
+        match next_page(t, &mut pages).await {
             Ok(Some(page)) => {
                 for i in &page {
                     let id = i.get("id").and_then(Value::as_str).unwrap_or("");
@@ -187,15 +177,24 @@ async fn cursor_through(t: &Thread, consumed: &str) -> Option<ItemCursor> {
                 }
             }
             Ok(None) => return Some(cursor),
-            Err(e) => {
-                log(
-                    Level::Warning,
-                    "open_prompt_scan_failed",
-                    Some(&t.alias),
-                    json!({"error": e.to_string()}),
-                );
-                return None;
-            }
+            Err(()) => return None,
         }
     }
+}
+
+/// The thread's next page for recovery, a failure logged (`open_prompt_scan_failed`).
+async fn next_page(t: &Thread, pages: &mut ItemPages) -> Result<Option<Vec<Value>>, ()> {
+    // Worth more patience than an ingest: without this scan an open prompt is not adopted and an
+    // interrupted turn is not settled.
+    pages
+        .next_retrying(&t.ctx.session, &t.alias, 4)
+        .await
+        .map_err(|e| {
+            log(
+                Level::Warning,
+                "open_prompt_scan_failed",
+                Some(&t.alias),
+                json!({"error": e.to_string()}),
+            );
+        })
 }
