@@ -3,6 +3,7 @@
 //! the section stands down (`REVISION_COMMITTING`) and carries on once it is `ready`.
 
 use crate::harness_support::{Env, agent_processes, assert_no_duplicate_posts, eventually};
+use crate::support::Running;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_section_on_the_default_revision_attaches_and_works() {
@@ -23,6 +24,30 @@ async fn a_section_on_the_default_revision_attaches_and_works() {
 }
 
 /// The section's `attachment` in its local `section.yaml` says `state` with `code`.
+/// Sets the session's revision `status` (`committing`, `ready`) on the platform.
+fn commit_state(env: &Env, s: &blobhub_emulator::SessionIds, status: &str) {
+    env.admin
+        .set_revision(&s.revision_id, None, Some(status))
+        .unwrap();
+}
+
+/// A worker whose thread `t` runs a turn on `message` (no agent started ahead, so a test agent in
+/// the folder means the turn runs).
+async fn turn_running(
+    session: &str,
+    message: &str,
+) -> (Env, blobhub_emulator::SessionIds, Running) {
+    let env = Env::new().await;
+    let s = env.session(session);
+    env.configure(&[&s], 4, "    prestart: false\n");
+    let worker = env.start().await;
+    env.handoff(&s, "t");
+    env.wait_state(&s, "t", "active").await;
+    env.say(&s, "t", message);
+    eventually("the agent runs", || agent_processes(env.work_folder()) == 1).await;
+    (env, s, worker)
+}
+
 fn section_says(env: &Env, s: &blobhub_emulator::SessionIds, state: &str, code: &str) -> bool {
     std::fs::read_to_string(env.section_yaml(s))
         .is_ok_and(|y| y.contains(&format!("status: {state}")) && y.contains(code))
@@ -33,9 +58,7 @@ async fn a_revision_being_committed_at_start_is_waited_for() {
     let env = Env::new().await;
     let s = env.session("ses_commit_attach");
     env.configure(&[&s], 4, "");
-    env.admin
-        .set_revision(&s.revision_id, None, Some("committing"))
-        .unwrap();
+    commit_state(&env, &s, "committing");
     let worker = env.start().await;
     eventually("the section waits for the commit", || {
         section_says(&env, &s, "waiting", "REVISION_COMMITTING")
@@ -43,9 +66,7 @@ async fn a_revision_being_committed_at_start_is_waited_for() {
     .await;
     assert!(env.activity(&s).is_empty(), "not attached meanwhile");
 
-    env.admin
-        .set_revision(&s.revision_id, None, Some("ready"))
-        .unwrap();
+    commit_state(&env, &s, "ready");
     env.wait_attached(&s).await;
     env.handoff(&s, "t");
     env.exchange(&s, "t", "hello").await;
@@ -68,9 +89,7 @@ async fn a_commit_while_attached_quiesces_the_section_until_the_revision_is_read
     .await;
     assert_eq!(agent_processes(env.work_folder()), 1, "the agent waits");
 
-    env.admin
-        .set_revision(&s.revision_id, None, Some("committing"))
-        .unwrap();
+    commit_state(&env, &s, "committing");
     eventually("the section quiesces", || {
         section_says(&env, &s, "quiescing", "REVISION_COMMITTING")
     })
@@ -78,9 +97,7 @@ async fn a_commit_while_attached_quiesces_the_section_until_the_revision_is_read
     // The waiting agent is stopped; its question stays open on the thread.
     eventually("no agent left", || agent_processes(env.work_folder()) == 0).await;
 
-    env.admin
-        .set_revision(&s.revision_id, None, Some("ready"))
-        .unwrap();
+    commit_state(&env, &s, "ready");
     env.wait("the thread is back", |e| {
         e.activity(&s).contains(&"thread_recovered".to_string())
     })
@@ -109,15 +126,7 @@ async fn a_commit_while_attached_quiesces_the_section_until_the_revision_is_read
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_reply_refused_during_a_commit_is_posted_once_the_revision_is_ready() {
-    let env = Env::new().await;
-    let s = env.session("ses_commit_turn");
-    // No agent started ahead of its message: a test agent in the folder then means the turn runs.
-    env.configure(&[&s], 4, "    prestart: false\n");
-    let worker = env.start().await;
-    env.handoff(&s, "t");
-    env.wait_state(&s, "t", "active").await;
-    env.say(&s, "t", "sleep: 1500");
-    eventually("the agent runs", || agent_processes(env.work_folder()) == 1).await;
+    let (env, s, worker) = turn_running("ses_commit_turn", "sleep: 1500").await;
     // The section's event poll fails for now, so only the thread's own post meets the commit.
     env.admin.set_faults(
         "list_session_events",
@@ -126,9 +135,7 @@ async fn an_agent_reply_refused_during_a_commit_is_posted_once_the_revision_is_r
             ..Default::default()
         },
     );
-    env.admin
-        .set_revision(&s.revision_id, None, Some("committing"))
-        .unwrap();
+    commit_state(&env, &s, "committing");
     env.wait("the reply was refused", |e| {
         e.admin
             .requests()
@@ -136,9 +143,7 @@ async fn an_agent_reply_refused_during_a_commit_is_posted_once_the_revision_is_r
             .any(|r| r.command.as_deref() == Some("post_session_thread_item") && r.status == 409)
     })
     .await;
-    env.admin
-        .set_revision(&s.revision_id, None, Some("ready"))
-        .unwrap();
+    commit_state(&env, &s, "ready");
     env.admin.clear_faults();
     env.wait("the reply and the turn's end are posted", |e| {
         e.has(&s, "t", "text", "echo: sleep: 1500") && e.has(&s, "t", "turn_end", "Turn complete")
@@ -178,17 +183,13 @@ async fn an_activation_write_refused_during_a_commit_lands_once_the_revision_is_
     env.handoff(&s, "t");
     env.wait("the worker read the envelope", |e| reads(e) > read_before)
         .await;
-    env.admin
-        .set_revision(&s.revision_id, None, Some("committing"))
-        .unwrap();
+    commit_state(&env, &s, "committing");
     env.wait("the activation write was refused", |e| {
         refused(e, "download_session_object") || refused(e, "upload_session_object")
     })
     .await;
     assert_eq!(env.state(&s, "t"), "pending");
-    env.admin
-        .set_revision(&s.revision_id, None, Some("ready"))
-        .unwrap();
+    commit_state(&env, &s, "ready");
     env.wait_state(&s, "t", "active").await;
     env.exchange(&s, "t", "hello").await;
     assert_no_duplicate_posts(&env, &s, "t");
@@ -200,25 +201,14 @@ async fn an_activation_write_refused_during_a_commit_lands_once_the_revision_is_
 /// thread takes the next message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_cut_by_a_commit_is_closed_interrupted_once_the_revision_is_ready() {
-    let env = Env::new().await;
-    let s = env.session("ses_commit_cut");
-    env.configure(&[&s], 4, "    prestart: false\n");
-    let worker = env.start().await;
-    env.handoff(&s, "t");
-    env.wait_state(&s, "t", "active").await;
-    env.say(&s, "t", "sleep: 60000");
-    eventually("the agent runs", || agent_processes(env.work_folder()) == 1).await;
-    env.admin
-        .set_revision(&s.revision_id, None, Some("committing"))
-        .unwrap();
+    let (env, s, worker) = turn_running("ses_commit_cut", "sleep: 60000").await;
+    commit_state(&env, &s, "committing");
     eventually("the section quiesces", || {
         section_says(&env, &s, "quiescing", "REVISION_COMMITTING")
     })
     .await;
     eventually("no agent left", || agent_processes(env.work_folder()) == 0).await;
-    env.admin
-        .set_revision(&s.revision_id, None, Some("ready"))
-        .unwrap();
+    commit_state(&env, &s, "ready");
     env.wait("the cut turn is closed", |e| {
         e.items(&s, "t").iter().any(|i| {
             i["metadata"]["type"] == "turn_end" && i["metadata"]["status"] == "interrupted"
