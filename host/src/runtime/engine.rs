@@ -281,8 +281,8 @@ mod tests {
         assert_eq!(activity.inside, 0);
     }
 
-    #[test]
-    fn a_waiter_that_finds_the_count_back_at_zero_is_woken_by_the_next_rise() {
+    /// A fresh gauge and a thread waiting on it (at most 60 s); joining gives how long it waited.
+    fn waiting_on_a_new_gauge() -> (Arc<Gauge>, std::thread::JoinHandle<Duration>) {
         let gauge = Arc::new(Gauge::new());
         let waiter = {
             let gauge = Arc::clone(&gauge);
@@ -292,6 +292,12 @@ mod tests {
                 start.elapsed()
             })
         };
+        (gauge, waiter)
+    }
+
+    #[test]
+    fn a_waiter_that_finds_the_count_back_at_zero_is_woken_by_the_next_rise() {
+        let (gauge, waiter) = waiting_on_a_new_gauge();
         // Rises and falls, some before the waiter runs, some after it parked: whichever it sees,
         // the last rise stays up, so the waiter must return long before its timeout.
         for _ in 0..1000 {
@@ -304,15 +310,7 @@ mod tests {
 
     #[test]
     fn the_gauge_wakes_a_waiter_when_it_leaves_zero() {
-        let gauge = Arc::new(Gauge::new());
-        let waiter = {
-            let gauge = Arc::clone(&gauge);
-            std::thread::spawn(move || {
-                let start = Instant::now();
-                gauge.wait_while_idle(Duration::from_secs(60));
-                start.elapsed()
-            })
-        };
+        let (gauge, waiter) = waiting_on_a_new_gauge();
         gauge.add(1);
         // Woken by the change, long before the timeout (joining is the synchronisation).
         assert!(waiter.join().unwrap() < Duration::from_secs(60));
