@@ -53,6 +53,13 @@ fn sniffed_type(bytes: &[u8]) -> &'static str {
 
 impl SectionHost {
     /// The real path of a work folder this job type may use.
+    /// What every session-file call checks first: the thread's alias, then the work folder it
+    /// names (its resolved root).
+    fn file_call_root(&self, alias: &str, work_folder: &str) -> Result<PathBuf, FileError> {
+        check_alias(alias).map_err(FileError::NotInside)?;
+        self.work_folder(work_folder)
+    }
+
     fn work_folder(&self, work_folder: &str) -> Result<PathBuf, FileError> {
         if self.section.grants.programs.is_empty() {
             return Err(FileError::FolderRefused(format!(
@@ -168,10 +175,7 @@ impl wit::Host for SectionHost {
         work_folder: String,
         dest: String,
     ) -> wasmtime::Result<Result<Resource<ReplyHandle>, FileError>> {
-        if let Err(m) = check_alias(&alias) {
-            return Ok(Err(FileError::NotInside(m)));
-        }
-        let root = match self.work_folder(&work_folder) {
+        let root = match self.file_call_root(&alias, &work_folder) {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
@@ -217,10 +221,7 @@ impl wit::Host for SectionHost {
         work_folder: String,
         src: String,
     ) -> wasmtime::Result<Result<Resource<ReplyHandle>, FileError>> {
-        if let Err(m) = check_alias(&alias) {
-            return Ok(Err(FileError::NotInside(m)));
-        }
-        let root = match self.work_folder(&work_folder) {
+        let root = match self.file_call_root(&alias, &work_folder) {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
