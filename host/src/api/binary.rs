@@ -13,7 +13,9 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Map, Value};
 
 use super::ApiError;
-use super::client::{Client, classify_body, counted, envelope_body, network_error, status_error};
+use super::client::{
+    Client, Idempotency, classify_body, counted, envelope_body, network_error, status_error,
+};
 
 /// The platform's cap on a session file (4 MiB).
 pub const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
@@ -41,14 +43,13 @@ impl Client {
         let header = ascii_json(&envelope_body(COMMAND, args));
         let path = format!("/revisions/{revision_id}/data/command");
         let url = format!("{}{}", self.inner.base, path);
-        let body = bytes;
-        let mut attempt = 1;
-        let result = loop {
-            let sent = async {
+        let (url, header, body) = (&url, &header, &bytes);
+        let result = self
+            .retrying(Idempotency::Write, &path, || async move {
                 let response = self
                     .inner
                     .http
-                    .post(&url)
+                    .post(url.as_str())
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .header("X-Request-Body", header.as_str())
                     .body(body.clone())
@@ -61,16 +62,8 @@ impl Client {
                 }
                 let bytes = response.bytes().await.map_err(network_error)?;
                 classify_body(status, &bytes)
-            }
+            })
             .await;
-            match sent {
-                Err(err) if err.never_ran() && attempt < self.inner.retry.max_attempts => {
-                    self.back_off(attempt, &path, &err).await?;
-                    attempt += 1;
-                }
-                other => break other,
-            }
-        };
         counted(COMMAND, result)
     }
 
@@ -86,17 +79,11 @@ impl Client {
         let body = envelope_body(COMMAND, args);
         let path = format!("/revisions/{revision_id}/data/query");
         let url = format!("{}{}", self.inner.base, path);
-        let mut attempt = 1;
-        let result = loop {
-            let sent = self.download_once(&url, body.clone(), limit).await;
-            match sent {
-                Err(err) if err.is_transient() && attempt < self.inner.retry.max_attempts => {
-                    self.back_off(attempt, &path, &err).await?;
-                    attempt += 1;
-                }
-                other => break other,
-            }
-        };
+        let result = self
+            .retrying(Idempotency::Read, &path, || {
+                self.download_once(&url, body.clone(), limit)
+            })
+            .await;
         counted(COMMAND, result)
     }
 

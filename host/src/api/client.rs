@@ -62,11 +62,21 @@ impl fmt::Debug for Client {
 
 /// Whether a failed call may be sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Idempotency {
+pub(super) enum Idempotency {
     /// `GET` and `/data/query`: running twice is harmless, so every transient error retries.
     Read,
     /// `/data/command`: only a failure that proves the request never ran retries.
     Write,
+}
+
+impl Idempotency {
+    /// Whether `err` allows sending the request again.
+    fn retries(self, err: &ApiError) -> bool {
+        match self {
+            Idempotency::Read => err.is_transient(),
+            Idempotency::Write => err.never_ran(),
+        }
+    }
 }
 
 impl Client {
@@ -221,22 +231,35 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Value, ApiError> {
-        let retry = self.inner.retry;
+        self.retrying(idempotency, path, || {
+            self.send_once(method.clone(), path, body.clone())
+        })
+        .await
+    }
+
+    /// Runs `send` until it succeeds, fails in a way `idempotency` does not retry, or has made
+    /// the policy's attempts, with [`Client::back_off`] between attempts.
+    pub(super) async fn retrying<T, F, Fut>(
+        &self,
+        idempotency: Idempotency,
+        path: &str,
+        mut send: F,
+    ) -> Result<T, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
         let mut attempt = 1;
         loop {
-            let err = match self.send_once(method.clone(), path, body.clone()).await {
-                Ok(value) => return Ok(value),
-                Err(err) => err,
-            };
-            let retryable = match idempotency {
-                Idempotency::Read => err.is_transient(),
-                Idempotency::Write => err.never_ran(),
-            };
-            if !retryable || attempt >= retry.max_attempts {
-                return Err(err);
+            match send().await {
+                Err(err)
+                    if idempotency.retries(&err) && attempt < self.inner.retry.max_attempts =>
+                {
+                    self.back_off(attempt, path, &err).await?;
+                    attempt += 1;
+                }
+                done => return done,
             }
-            self.back_off(attempt, path, &err).await?;
-            attempt += 1;
         }
     }
 
