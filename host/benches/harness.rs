@@ -33,7 +33,9 @@
 //! `BENCH_TURNS` (default 30 per condition), `BENCH_CLAUDE_TURNS` (default 10) and
 //! `BENCH_IDLE_WINDOW_S` (default 20) shorten it (and `BENCH_IDLE_SECTIONS`, default `1,10`, picks
 //! the section counts of part `idle`; `BENCH_IDLE_SERVERS` and `BENCH_IDLE_VARIANTS` pick its
-//! servers and variants, see `idle`); `BENCH_PAGING_N` (default 10,000) sizes `paging`.
+//! servers and variants, see `idle`); `BENCH_PAGING_N` (default 10,000) sizes `paging`;
+//! `BENCH_SCALE_SECTIONS` (default `1,10,50,100,200`) picks the section counts of `scale`, and
+//! `BENCH_SCALE_TIMELINE=1` prints its event polls in bursts.
 //! `BENCH_PRESTART=0` runs ours with `agents.claude_code.prestart: false` (a new CLI per turn, as
 //! the reference) in part 4. `BENCH_TRACE=1` prints each measured turn's timeline in part 4.
 //! Every loop is bounded; every wait has a deadline; only 127.0.0.1 is contacted.
@@ -1221,7 +1223,7 @@ const IDLE_SERVERS: [(&str, bool, u64, &str); 2] = [
 /// (`BLOBHUB_WORKER_THREADS=1`), then the two floors (our HTTP client alone, and a minimal
 /// blocking `std::net` client: the machine floor), measured one after the other on the same
 /// server: (label, figure key suffix, the variable's value or the floor's subcommand).
-const IDLE_OURS_VARIANTS: [(&str, &str, Option<&str>); 4] = [
+const IDLE_OURS_VARIANTS: [(&str, &str, Option<&str>); 5] = [
     ("", "", None),
     (", 1 runtime worker", "_w1", Some("1")),
     (
@@ -1234,11 +1236,17 @@ const IDLE_OURS_VARIANTS: [(&str, &str, Option<&str>); 4] = [
         "_machine",
         Some(MACHINE_FLOOR),
     ),
+    (
+        ", minimal std::net client, every session in one wake-up (polls not spread)",
+        "_together",
+        Some(MACHINE_FLOOR_TOGETHER),
+    ),
 ];
 
 /// The subcommands this bench re-executes itself as for the two floors of part `idle`.
 const POLL_FLOOR: &str = "poll-floor";
 const MACHINE_FLOOR: &str = "machine-floor";
+const MACHINE_FLOOR_TOGETHER: &str = "machine-floor-together";
 
 /// `poll-floor <api-url> <key> <interval-ms> <revision>:<session>...`: this bench re-executed as
 /// the floor of an idle poll, measured beside our worker in part `idle`. It polls each session
@@ -1310,13 +1318,9 @@ async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut 
         Kind::Reference => &[("", "", None)],
     };
     // `BENCH_IDLE_SECTIONS=10` (a comma list) runs only those section counts.
-    let counts: Vec<usize> = std::env::var("BENCH_IDLE_SECTIONS")
-        .ok()
-        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .filter(|v: &Vec<usize>| !v.is_empty())
-        .unwrap_or_else(|| vec![1, 10]);
+    let counts = section_counts("BENCH_IDLE_SECTIONS", &[1, 10]);
     // `BENCH_IDLE_SERVERS=emulator` or `slow`, `BENCH_IDLE_VARIANTS=ours,machine` (of `ours`,
-    // `w1`, `floor`, `machine`) run only those, e.g. to compare two builds turn about.
+    // `w1`, `floor`, `machine`, `together`) run only those, e.g. to compare two builds turn about.
     let picked = |var: &str, name: &str| {
         std::env::var(var)
             .map(|v| v.split(',').any(|x| x.trim() == name))
@@ -1341,7 +1345,10 @@ async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut 
                 }
                 let suffix = format!("{server_suffix}{variant_suffix}");
                 let mut rig = Rig::new(kind, reference, sections).await;
-                let floor = matches!(workers, Some(POLL_FLOOR | MACHINE_FLOOR));
+                let floor = matches!(
+                    workers,
+                    Some(POLL_FLOOR | MACHINE_FLOOR | MACHINE_FLOOR_TOGETHER)
+                );
                 if let Some(n) = workers.filter(|_| !floor) {
                     rig.env.push(("BLOBHUB_WORKER_THREADS", n.to_owned()));
                 }
@@ -1449,6 +1456,39 @@ const SCALE_REFERENCE_MAX: usize = 10;
 const PEAK_SLOT_US: u64 = 50_000;
 
 /// The most `times` (µs, any order) within any `PEAK_SLOT_US`.
+/// The section counts a part runs: the comma list in `var` (e.g. `BENCH_SCALE_SECTIONS=10,100`),
+/// or `default`.
+fn section_counts(var: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(var)
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| default.to_vec())
+}
+
+/// The event polls' arrival times grouped into bursts (polls less than 50 ms after the previous
+/// one), as `offset ms ×count` from the first poll: shows whether sections drift together.
+fn poll_bursts(mut times: Vec<u64>) -> String {
+    times.sort_unstable();
+    let Some(&first) = times.first() else {
+        return String::new();
+    };
+    let mut bursts: Vec<(u64, usize)> = Vec::new();
+    let mut last = first;
+    for t in times {
+        match bursts.last_mut() {
+            Some((_, n)) if t - last < PEAK_SLOT_US => *n += 1,
+            _ => bursts.push(((t - first) / 1000, 1)),
+        }
+        last = t;
+    }
+    bursts
+        .iter()
+        .map(|(at, n)| format!("{at}×{n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn peak_in_slot(mut times: Vec<u64>) -> usize {
     times.sort_unstable();
     let mut best = 0;
@@ -1468,7 +1508,7 @@ fn peak_in_slot(mut times: Vec<u64>) -> usize {
 /// the even share).
 async fn scale(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut Figures) {
     let who = if kind == Kind::Ours { "ours" } else { "ref " };
-    for sections in SCALE_SECTIONS {
+    for sections in section_counts("BENCH_SCALE_SECTIONS", &SCALE_SECTIONS) {
         if kind == Kind::Reference && sections > SCALE_REFERENCE_MAX {
             println!(
                 "{who}   scale, {sections:3} sections: not measured (see SCALE_REFERENCE_MAX)"
@@ -1509,6 +1549,12 @@ async fn scale(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut
         let per_request_us = (n1 - n0) as f64 / 1e3 / requests.len().max(1) as f64;
         let rpm = requests.len() as f64 / (secs / 60.0) / sections as f64;
         let even = sections as f64 * PEAK_SLOT_US as f64 / 1.5e6;
+        if std::env::var_os("BENCH_SCALE_TIMELINE").is_some() {
+            println!(
+                "{who}   event polls in bursts (ms ×polls): {}",
+                poll_bursts(polls.clone())
+            );
+        }
         let peak = peak_in_slot(polls);
         let rss = rss0.max(rss1) as f64 / 1024.0;
         println!(
@@ -1930,11 +1976,7 @@ async fn paging(kind: Kind, reference: Option<&Path>, n_large: usize, out: &mut 
 /// mappings by RSS, and CPU per thread over the window. `BENCH_INSPECT_DIR` keeps each raw
 /// `smaps` there as `smaps-<sections>.txt`.
 async fn inspect(window: Duration) {
-    let counts: Vec<usize> = std::env::var("BENCH_INSPECT_SECTIONS")
-        .ok()
-        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .filter(|v: &Vec<usize>| !v.is_empty())
-        .unwrap_or_else(|| vec![1]);
+    let counts = section_counts("BENCH_INSPECT_SECTIONS", &[1]);
     for sections in counts {
         println!("inspect, {sections} section(s):");
         inspect_one(sections, window).await;
@@ -2541,6 +2583,13 @@ impl Figures {
                 None,
             ),
             (
+                "poll_us10_together",
+                "idle CPU per request, 10 sessions, the machine floor with every poll in one wake-up",
+                "µs",
+                "",
+                None,
+            ),
+            (
                 "wakes10",
                 "idle wake-ups per request, 10 sections",
                 "",
@@ -2698,9 +2747,10 @@ fn load() -> String {
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     // The machine floor runs before any runtime exists: the process holds nothing else.
-    if argv.get(1).map(String::as_str) == Some(MACHINE_FLOOR) {
-        machine_floor::run(&argv[2..]);
-        return;
+    match argv.get(1).map(String::as_str) {
+        Some(MACHINE_FLOOR) => return machine_floor::run(&argv[2..], false),
+        Some(MACHINE_FLOOR_TOGETHER) => return machine_floor::run(&argv[2..], true),
+        _ => {}
     }
     run(argv);
 }

@@ -18,8 +18,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// Runs until killed.
-pub fn run(args: &[String]) {
+/// Runs until killed. With `together`, one thread polls every session in the same wake-up
+/// (writes all requests, then reads all answers) instead of one thread per session spread over
+/// the interval: what the exchange costs when a wake-up is shared by all sessions, the least a
+/// client can spend if it gives up spreading its polls.
+pub fn run(args: &[String], together: bool) {
     let [url, key, interval_ms, targets @ ..] = args else {
         panic!("machine-floor <api-url> <key> <interval-ms> <revision>:<session>...");
     };
@@ -28,22 +31,31 @@ pub fn run(args: &[String]) {
         .strip_prefix("http://")
         .expect("an http:// API URL (the emulator)");
     let (authority, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let n = targets.len().max(1);
-    let threads: Vec<_> = targets
+    let requests: Vec<Vec<u8>> = targets
         .iter()
-        .enumerate()
-        .map(|(i, target)| {
+        .map(|target| {
             let (revision, session) = target.split_once(':').expect("<revision>:<session>");
             let body = format!(
                 r#"{{"command":"list_session_events","session_id":"{session}","ascending":false,"limit":1}}"#
             );
-            let request = format!(
+            format!(
                 "POST {prefix}/revisions/{revision}/data/query HTTP/1.1\r\nhost: {authority}\r\n\
                  x-api-key: {key}\r\ncontent-type: application/json\r\naccept: */*\r\n\
                  content-length: {}\r\n\r\n{body}",
                 body.len()
             )
-            .into_bytes();
+            .into_bytes()
+        })
+        .collect();
+    if together {
+        poll_together(authority, &requests, interval);
+        return;
+    }
+    let n = requests.len().max(1);
+    let threads: Vec<_> = requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, request)| {
             let authority = authority.to_owned();
             // Spread like the worker's first polls (and `poll-floor`'s).
             let first = interval.mul_f64(i as f64 / n as f64);
@@ -52,6 +64,31 @@ pub fn run(args: &[String]) {
         .collect();
     for t in threads {
         let _ = t.join();
+    }
+}
+
+/// Every session's poll in one wake-up, forever: all requests written, then all answers read,
+/// then `interval`.
+fn poll_together(authority: &str, requests: &[Vec<u8>], interval: Duration) {
+    let mut conns: Vec<Option<TcpStream>> = requests.iter().map(|_| None).collect();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let mut sent = Vec::with_capacity(requests.len());
+        for (conn, request) in conns.iter_mut().zip(requests) {
+            let mut s = match conn.take() {
+                Some(s) => s,
+                None => {
+                    let s = TcpStream::connect(authority).expect("connect to the emulator");
+                    let _ = s.set_nodelay(true);
+                    s
+                }
+            };
+            sent.push(s.write_all(request).is_ok().then_some(s));
+        }
+        for (conn, s) in conns.iter_mut().zip(sent) {
+            *conn = s.and_then(|s| read_answer(s, &mut buf));
+        }
+        std::thread::sleep(interval);
     }
 }
 
@@ -81,6 +118,11 @@ fn exchange(mut s: TcpStream, request: &[u8], buf: &mut Vec<u8>) -> Option<TcpSt
     if s.write_all(request).is_err() {
         return None;
     }
+    read_answer(s, buf)
+}
+
+/// Reads one response; the stream back when it may be reused.
+fn read_answer(mut s: TcpStream, buf: &mut Vec<u8>) -> Option<TcpStream> {
     let mut len = 0;
     loop {
         if len == buf.len() {

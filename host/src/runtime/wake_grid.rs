@@ -50,7 +50,7 @@ pub fn align(due: tokio::time::Instant) -> tokio::time::Instant {
 
 /// `due` on the grid `origin + k·SLOT` (nearest point), unless it is less than [`MIN_WAIT`]
 /// after `now`.
-fn align_to(origin: Instant, due: Instant, now: Instant) -> Instant {
+pub(crate) fn align_to(origin: Instant, due: Instant, now: Instant) -> Instant {
     if due < now + MIN_WAIT || due < origin {
         return due;
     }
