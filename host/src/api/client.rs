@@ -22,9 +22,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many idle HTTP/1.1 connections the pool keeps. Sections start together, so attaching
 /// 100 of them opened ~130 connections at once, and the pool kept every one for its idle timeout
 /// (90 s) with its buffers and task: ~26 KiB of heap each, 3.4 MiB of a 100-section worker's
-/// 38 MiB (docs/benchmarks.md, "Scale and idle cost"). Idle polling spread over the interval needs
-/// two or three at a time; a burst beyond this opens connections and closes them after use.
-const POOL_MAX_IDLE: usize = 8;
+/// 38 MiB (docs/benchmarks.md, "Scale and idle cost"). Idle sections poll in groups of this many
+/// (`runtime::capabilities::feed::POLL_GROUP`), so a group's polls find their connections; a
+/// burst beyond this opens connections and closes them after use.
+pub const POOL_MAX_IDLE: usize = 8;
 /// How many of the newest thread items the post read-back inspects.
 const READ_BACK_LIMIT: u64 = 25;
 

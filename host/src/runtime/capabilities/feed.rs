@@ -420,20 +420,34 @@ fn first_wait(polling: &Polling, unit: f64) -> Duration {
     polling.interval_idle.mul_f64(unit)
 }
 
-/// The next section's phase, as a fraction of the interval: the next term of the golden-ratio
-/// sequence from a random start drawn once per process. However many sections start, their
-/// phases are spread evenly over the interval (n phases leave gaps of about 0.4/n to 1.6/n of
-/// it between neighbours, by the three-gap theorem), where an independent draw per section
-/// lets several fall within a few milliseconds of each other by chance (measured at 100
-/// sections: 12 event polls within one 50 ms, against an even share of 3.3).
+/// Sections whose polls share a phase, and so a wake-up of the process. On an idle machine the
+/// wake-up after a long sleep is dear (docs/benchmarks.md, part `idle`: ten sections in ten
+/// wake-ups cost our worker 618–693 µs of CPU per idle poll, in one wake-up 343–384 µs, and a
+/// minimal blocking client 109 against 27 µs), so sections poll in groups; a group stays small
+/// enough that the platform sees a handful of requests at a time, and as large as the HTTP
+/// client's pool of idle connections, so a group's polls reuse connections.
+pub const POLL_GROUP: u64 = crate::api::POOL_MAX_IDLE as u64;
+
+/// The next section's phase, as a fraction of the interval: sections are numbered as they start,
+/// and each group of [`POLL_GROUP`] takes the next term of the golden-ratio sequence from a
+/// random start drawn once per process. However many sections start, the groups' phases are
+/// spread evenly over the interval (n phases leave gaps of about 0.4/n to 1.6/n of it between
+/// neighbours, by the three-gap theorem), where an independent draw per section lets several
+/// fall within a few milliseconds of each other by chance (measured at 100 sections: 12 event
+/// polls within one 50 ms, against an even share of 3.3).
 fn next_phase() -> f64 {
     static START: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let start = *START.get_or_init(fastrand::f64);
-    phase(
+    section_phase(
         start,
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
     )
+}
+
+/// The phase of the `k`-th section to start (counting from 0).
+fn section_phase(start: f64, k: u64) -> f64 {
+    phase(start, k / POLL_GROUP)
 }
 
 /// The `k`-th phase of the sequence that begins at `start`.
@@ -528,27 +542,38 @@ mod tests {
     }
 
     #[test]
-    fn phases_spread_evenly_whatever_the_count() {
+    fn groups_phases_spread_evenly_whatever_the_count() {
         let p = polling();
         for start in [0.0, 0.37, 0.999] {
-            for (sections, most) in [(10, 1), (23, 2), (100, 6), (200, 11)] {
-                let phases: Vec<f64> = (0..sections).map(|k| phase(start, k)).collect();
+            for (groups, most) in [(10, 1), (23, 2), (100, 6), (200, 11)] {
+                let phases: Vec<f64> = (0..groups).map(|k| phase(start, k)).collect();
                 assert!(phases.iter().all(|u| (0.0..1.0).contains(u)));
-                // An even share of a 64 ms span of 1.5 s is sections / 23.4.
+                // An even share of a 64 ms span of 1.5 s is groups / 23.4.
                 let found = most_within_a_slot(&phases, p.interval_idle);
-                assert!(
-                    found <= most,
-                    "{sections} sections: {found} in one slot's span"
-                );
+                assert!(found <= most, "{groups} groups: {found} in one slot's span");
             }
         }
     }
 
-    /// Ten sections started together, each poll answered after 0–20 ms, woken on the grid: over
-    /// 400 polls each, every section polls alone on its grid point (on a schedule counted from
-    /// each poll's end they drift along the grid and gather).
     #[test]
-    fn sections_keep_their_phase_on_the_grid() {
+    fn sections_share_their_groups_phase() {
+        let start = 0.25;
+        let phases: Vec<f64> = (0..3 * POLL_GROUP)
+            .map(|k| section_phase(start, k))
+            .collect();
+        for (k, u) in phases.iter().enumerate() {
+            let group = k as u64 / POLL_GROUP;
+            assert_eq!(*u, phase(start, group), "section {k}");
+        }
+        assert_ne!(phases[0], phases[POLL_GROUP as usize]);
+    }
+
+    /// Twenty sections started together, each poll answered after 0–20 ms, woken on the grid:
+    /// over 400 polls each, each group of [`POLL_GROUP`] sections polls in one wake-up and alone
+    /// on its grid point (on a schedule counted from each poll's end they drift along the grid
+    /// and gather).
+    #[test]
+    fn groups_keep_their_phase_on_the_grid() {
         use crate::runtime::wake_grid::align_to;
         use std::collections::HashMap;
         let p = polling();
@@ -557,8 +582,8 @@ mod tests {
         let start = Instant::from_std(origin) + ms(10_000);
         let mut rng = fastrand::Rng::with_seed(14);
         let first = rng.f64();
-        let mut dues: Vec<Instant> = (0..10)
-            .map(|k| start + first_wait(&p, phase(first, k)))
+        let mut dues: Vec<Instant> = (0..20)
+            .map(|k| start + first_wait(&p, section_phase(first, k)))
             .collect();
         let woken = |due: Instant| {
             Instant::from_std(align_to(
@@ -568,12 +593,20 @@ mod tests {
             ))
         };
         for _ in 0..400 {
-            let mut at: HashMap<Instant, usize> = HashMap::new();
-            for due in &dues {
-                *at.entry(woken(*due)).or_default() += 1;
+            let mut at: HashMap<Instant, Vec<usize>> = HashMap::new();
+            for (k, due) in dues.iter().enumerate() {
+                at.entry(woken(*due)).or_default().push(k);
             }
-            let gathered = at.values().copied().max().unwrap();
-            assert_eq!(gathered, 1, "{gathered} sections on one grid point");
+            let mut groups: Vec<Vec<usize>> = at.into_values().collect();
+            groups.sort();
+            assert_eq!(
+                groups,
+                [
+                    (0..8).collect::<Vec<_>>(),
+                    (8..16).collect(),
+                    (16..20).collect()
+                ]
+            );
             for due in dues.iter_mut() {
                 let now = woken(*due) + ms(rng.u64(0..20));
                 let last = schedule_from(Some(*due), now, &p);
