@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use wasmtime::Engine;
+use wasmtime::component::Component;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 use wasmtime::{Config, CustomCodeMemory};
-use wasmtime::component::Component;
 
 /// Whether this build loads the bundled code in place.
 pub const IN_PLACE: bool = cfg!(all(target_os = "linux", target_arch = "x86_64"));
@@ -40,9 +40,7 @@ pub fn install(config: &mut wasmtime::Config) {
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn install_linux(config: &mut Config) {
-    config.with_custom_code_memory(Some(Arc::new(CodeMemory {
-        page: page_size(),
-    })));
+    config.with_custom_code_memory(Some(Arc::new(CodeMemory { page: page_size() })));
 }
 
 /// Components loaded in place, by the address of their code, with the engine they belong to.
@@ -61,10 +59,7 @@ static LOADED: Mutex<Vec<(usize, Component)>> = Mutex::new(Vec::new());
 ///
 /// `code` must be the output of `Engine::precompile_component` (wasmtime checks the header and
 /// the engine settings, not the machine code), and start on a page boundary.
-pub unsafe fn load_in_place(
-    engine: &Engine,
-    code: &'static [u8],
-) -> wasmtime::Result<Component> {
+pub unsafe fn load_in_place(engine: &Engine, code: &'static [u8]) -> wasmtime::Result<Component> {
     if !IN_PLACE {
         wasmtime::bail!("compiled code is not loaded in place on this platform");
     }
