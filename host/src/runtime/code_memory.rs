@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn only_the_precompiled_statics_are_in_the_executable() {
-        let heap = vec![0u8; 64];
+        let heap = Box::new([0u8; 64]);
         assert!(!in_executable(heap.as_ptr(), heap.len()));
         for (_, code) in super::super::loader::PRECOMPILED {
             assert_eq!(code.as_ptr() as usize % 65536, 0, "page-aligned");

@@ -150,20 +150,35 @@ mod tests {
             let raw = a.alloc(layout(16 * 1024));
             let buffer = a.alloc(layout(48 * 1024));
             assert!(a.owns(raw) && a.owns(buffer));
-            assert_eq!(buffer as usize - raw as usize, 16 * 1024, "disjoint, in order");
+            assert_eq!(
+                buffer as usize - raw as usize,
+                16 * 1024,
+                "disjoint, in order"
+            );
             raw.write_bytes(1, 16 * 1024);
             buffer.write_bytes(2, 48 * 1024);
-            assert_eq!(*raw.add(16 * 1024 - 1), 1, "not overwritten by the next block");
+            assert_eq!(
+                *raw.add(16 * 1024 - 1),
+                1,
+                "not overwritten by the next block"
+            );
             // No room left for another 48 KiB: the system allocator's.
             let other = a.alloc(layout(48 * 1024));
             assert!(!other.is_null() && !a.owns(other));
             a.dealloc(other, layout(48 * 1024));
             a.dealloc(raw, layout(16 * 1024));
             let again = a.alloc(layout(16 * 1024));
-            assert_ne!(again, raw, "one block is still live: the region is not reused yet");
+            assert_ne!(
+                again, raw,
+                "one block is still live: the region is not reused yet"
+            );
             a.dealloc(buffer, layout(48 * 1024));
             a.dealloc(again, layout(16 * 1024));
-            assert_eq!(a.alloc(layout(20 * 1024)), raw, "all freed: from the start again");
+            assert_eq!(
+                a.alloc(layout(20 * 1024)),
+                raw,
+                "all freed: from the start again"
+            );
         }
     }
 
