@@ -11,6 +11,9 @@
 //! `.bss`: pages nobody writes are not resident) and the region is reused from its start as soon
 //! as everything carved from it is freed, so the same few pages serve every such buffer. What
 //! does not fit, or asks for zeroed memory or an unusual alignment, goes to the system allocator.
+//! A large block kept for long (a big line of agent output, say) holds the region until it is
+//! freed; meanwhile later blocks fill the rest and then go to the system allocator, as all did
+//! before.
 //!
 //! For a component only: it keeps its state without locks, which is sound because a
 //! wasm32-wasip2 component runs on one thread.
