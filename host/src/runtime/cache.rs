@@ -125,11 +125,14 @@ fn precompiled(engine: &Engine, wasm: &[u8]) -> Option<Component> {
     // very component bytes with an engine whose compatibility hash is this engine's, and
     // wasmtime checks the header and the settings again before using them. build.rs puts them
     // in a page-aligned static (`load_in_place`'s other condition).
-    let in_place = unsafe { super::code_memory::load_in_place(engine, code) };
-    // An engine without the worker's code memory (or a platform without it) gets a copy.
-    let loaded = in_place
-        .map(|c| (c, true))
-        .or_else(|_| unsafe { Component::deserialize(engine, code) }.map(|c| (c, false)));
+    let loaded = match unsafe { super::code_memory::load_in_place(engine, code) } {
+        Ok(component) => Ok((component, true)),
+        // An engine without the worker's code memory (or a platform without it) gets a copy.
+        Err(e) => {
+            tracing::debug!(job_type = %package, reason = %format!("{e:#}"), "precompiled_code_copied");
+            unsafe { Component::deserialize(engine, code) }.map(|c| (c, false))
+        }
+    };
     match loaded {
         Ok((component, in_place)) => {
             tracing::debug!(job_type = %package, in_place, "component_precompiled");
