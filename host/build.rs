@@ -45,6 +45,7 @@ fn main() {
 
     let mut entries = Vec::new();
     let mut precompiled = Vec::new();
+    let mut aligned = Vec::new();
     let mut engine_hash = 0u64;
     if std::env::var_os("BLOBHUB_NO_BUNDLED").is_none() {
         let target_dir = out.join("plugin-target");
@@ -88,10 +89,13 @@ fn main() {
         match precompile(&target, &out) {
             Ok((hash, packages)) => {
                 engine_hash = hash;
-                for (package, stem) in packages {
-                    precompiled.push(format!(
-                        "({package:?}, include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{stem}.cwasm\")) as &[u8])"
+                for (i, (package, stem, len)) in packages.into_iter().enumerate() {
+                    // A page-aligned static of its own: the runtime makes its code executable
+                    // where it lies instead of copying it (src/runtime/code_memory.rs).
+                    aligned.push(format!(
+                        "static PRECOMPILED_{i}: PageAligned<{len}> = PageAligned(*include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{stem}.cwasm\")));\n"
                     ));
+                    precompiled.push(format!("({package:?}, &PRECOMPILED_{i}.0 as &[u8])"));
                 }
             }
             // E.g. a cross build for an architecture this Cranelift does not generate code for:
@@ -103,18 +107,25 @@ fn main() {
     }
     let code = format!(
         "/// Bundled job types: (cargo package, component bytes).\npub static BUNDLED: &[(&str, &[u8])] = &[{}];\n\
+         /// Bytes starting on a 64 KiB boundary (the largest page size of Linux targets) and\n\
+         /// filling whole pages: nothing else shares their pages.\n\
+         #[repr(C, align(65536))]\n\
+         pub struct PageAligned<const N: usize>(pub [u8; N]);\n\
+         {}\
          /// Their code compiled by the build: (cargo package, `Engine::precompile_component` output).\n\
          pub static PRECOMPILED: &[(&str, &[u8])] = &[{}];\n\
          /// The build engine's `precompile_compatibility_hash`, hashed with `DefaultHasher`.\n\
          pub const PRECOMPILED_ENGINE_HASH: u64 = {engine_hash:#x};\n",
         entries.join(", "),
+        aligned.concat(),
         precompiled.join(", ")
     );
     std::fs::write(out.join("bundled.rs"), code).expect("write bundled.rs");
 }
 
-/// (cargo package, wasm file stem) of the bundled job types that were precompiled.
-type Precompiled = Vec<(&'static str, &'static str)>;
+/// (cargo package, wasm file stem, length of the compiled code) of the bundled job types that
+/// were precompiled.
+type Precompiled = Vec<(&'static str, &'static str, usize)>;
 
 /// Compile every bundled component in `out` for `target` with the runtime's engine settings,
 /// writing `<stem>.cwasm` beside it. Returns the engine's compatibility hash and the packages.
@@ -137,8 +148,8 @@ fn precompile(target: &str, out: &Path) -> Result<(u64, Precompiled), String> {
             cwasm.len() / 1024,
             started.elapsed()
         );
-        std::fs::write(out.join(format!("{stem}.cwasm")), cwasm).map_err(|e| e.to_string())?;
-        packages.push((*package, *stem));
+        std::fs::write(out.join(format!("{stem}.cwasm")), &cwasm).map_err(|e| e.to_string())?;
+        packages.push((*package, *stem, cwasm.len()));
     }
     Ok((hasher.finish(), packages))
 }

@@ -123,10 +123,19 @@ fn precompiled(engine: &Engine, wasm: &[u8]) -> Option<Component> {
     }
     // SAFETY: the bytes are part of this executable: host/build.rs compiled them from these
     // very component bytes with an engine whose compatibility hash is this engine's, and
-    // wasmtime checks the header and the settings again before using them.
-    match unsafe { Component::deserialize(engine, code) } {
-        Ok(component) => {
-            tracing::debug!(job_type = %package, "component_precompiled");
+    // wasmtime checks the header and the settings again before using them. build.rs puts them
+    // in a page-aligned static (`load_in_place`'s other condition).
+    let loaded = match unsafe { super::code_memory::load_in_place(engine, code) } {
+        Ok(component) => Ok((component, true)),
+        // An engine without the worker's code memory (or a platform without it) gets a copy.
+        Err(e) => {
+            tracing::debug!(job_type = %package, reason = %format!("{e:#}"), "precompiled_code_copied");
+            unsafe { Component::deserialize(engine, code) }.map(|c| (c, false))
+        }
+    };
+    match loaded {
+        Ok((component, in_place)) => {
+            tracing::debug!(job_type = %package, in_place, "component_precompiled");
             Some(component)
         }
         Err(e) => {
@@ -294,7 +303,15 @@ mod tests {
             "same engine settings"
         );
         for (package, wasm) in BUNDLED {
-            assert!(precompiled(&engine, wasm).is_some(), "{package}");
+            let component = precompiled(&engine, wasm).expect(package);
+            if super::super::code_memory::IN_PLACE {
+                let (_, code) = PRECOMPILED.iter().find(|(p, _)| p == package).unwrap();
+                assert_eq!(
+                    component.image_range().start,
+                    code.as_ptr(),
+                    "{package} runs from the executable's pages, not a copy"
+                );
+            }
             // Without any cache folder: nothing compiled.
             let (_, loaded) = load(&engine, wasm, None).unwrap();
             assert!(loaded, "{package}");
@@ -303,5 +320,19 @@ mod tests {
         let mut changed = BUNDLED[0].1.to_vec();
         changed.push(0);
         assert!(precompiled(&engine, &changed).is_none());
+    }
+
+    /// An engine without the worker's code memory (same settings, so the same compatibility
+    /// hash) still loads the build's code, from a copy.
+    #[test]
+    fn the_bundled_job_types_load_copied_into_a_plain_engine() {
+        let config = super::super::engine_config::config(super::super::engine::TARGET).unwrap();
+        let engine = Engine::new(&config).unwrap();
+        assert_eq!(engine_hash(&engine), PRECOMPILED_ENGINE_HASH);
+        for (package, wasm) in BUNDLED {
+            let component = precompiled(&engine, wasm).expect(package);
+            let (_, code) = PRECOMPILED.iter().find(|(p, _)| p == package).unwrap();
+            assert_ne!(component.image_range().start, code.as_ptr(), "{package}");
+        }
     }
 }

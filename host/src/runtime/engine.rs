@@ -35,7 +35,11 @@ pub const TARGET: &str = env!("BLOBHUB_ENGINE_TARGET");
 
 /// An engine configured for job types, with its epoch ticker running.
 pub fn new_engine() -> wasmtime::Result<Engine> {
-    let engine = Engine::new(&super::engine_config::config(TARGET)?)?;
+    let mut config = super::engine_config::config(TARGET)?;
+    // Code is made executable by the worker's own code memory, so that the bundled job types run
+    // from the executable's pages (not a part of the settings the build must share).
+    super::code_memory::install(&mut config);
+    let engine = Engine::new(&config)?;
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("wasm-epoch".into())

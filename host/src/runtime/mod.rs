@@ -6,6 +6,7 @@ pub mod cache;
 pub mod capabilities;
 pub mod child_env;
 pub mod child_sandbox;
+pub mod code_memory;
 pub mod confined;
 pub mod engine;
 pub mod engine_config;

@@ -19,6 +19,7 @@ pub mod prompt;
 pub mod records;
 pub mod repeats;
 pub mod resume;
+pub mod scratch_alloc;
 pub mod sections;
 pub mod settings;
 pub mod timestamp;
@@ -27,3 +28,8 @@ pub mod worker_config;
 
 #[cfg(target_arch = "wasm32")]
 mod guest;
+
+/// The component's allocator: libyaml's large buffers from one reused region (see the module).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: scratch_alloc::ScratchAlloc<{ 128 * 1024 }> = scratch_alloc::ScratchAlloc::new();

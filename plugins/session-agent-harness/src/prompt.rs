@@ -157,7 +157,7 @@ impl Prompt {
                 let qtext = q.get("question").and_then(Value::as_str).unwrap_or("");
                 let answer: Vec<String> = match self.kind.as_str() {
                     "approval" => {
-                        let yes = AFFIRMATIVE.contains(&trimmed.to_lowercase().as_str());
+                        let yes = lowercases_to_any(trimmed, AFFIRMATIVE);
                         match map_options(q, trimmed).first() {
                             Some(l) if l == APPROVE_FOR_SESSION => vec![l.clone()],
                             _ => vec![if yes { "Approve" } else { "Deny" }.to_string()],
@@ -254,7 +254,7 @@ const BARE_DENIALS: &[&str] = &[
 /// The message a tool use is denied with: the person's own words when they gave reasons.
 pub fn denial_for_agent(reply: &str) -> String {
     let reply = reply.trim();
-    if reply.is_empty() || BARE_DENIALS.contains(&reply.to_lowercase().as_str()) {
+    if reply.is_empty() || lowercases_to_any(reply, BARE_DENIALS) {
         "The person denied this tool use. Do not retry it; choose another approach.".into()
     } else {
         format!("The person denied this tool use and said: {reply}")
@@ -330,8 +330,28 @@ pub fn approved(answers: &[Value]) -> bool {
         .and_then(|l| l.first())
         .and_then(Value::as_str)
         .unwrap_or("");
-    let first = first.trim().to_lowercase();
-    AFFIRMATIVE.contains(&first.as_str()) || first == APPROVE_FOR_SESSION.to_lowercase()
+    let first = first.trim();
+    lowercases_to_any(first, AFFIRMATIVE)
+        || lowercases_to(first, &APPROVE_FOR_SESSION.to_ascii_lowercase())
+}
+
+/// Whether `text.to_lowercase()` is one of `words` (ASCII, lowercase).
+fn lowercases_to_any(text: &str, words: &[&str]) -> bool {
+    words.iter().any(|w| lowercases_to(text, w))
+}
+
+/// Whether `text.to_lowercase() == word`, for `word` ASCII and lowercase, without
+/// `to_lowercase`: its Unicode case table is ~11 KB of read-only data in the component, which
+/// every section maps (docs/benchmarks.md, issue 14). The one character outside ASCII whose
+/// lowercase is ASCII is U+212A KELVIN SIGN ('k'); any other lowercases to something else than
+/// a single ASCII character, so it never matches an ASCII word.
+fn lowercases_to(text: &str, word: &str) -> bool {
+    let mut chars = text.chars();
+    word.chars().all(|w| {
+        chars
+            .next()
+            .is_some_and(|c| c.to_ascii_lowercase() == w || (c == '\u{212A}' && w == 'k'))
+    }) && chars.next().is_none()
 }
 
 /// Whether an approval was given for the rest of the agent's session.
@@ -420,6 +440,30 @@ impl Adoption {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The same answers as `to_lowercase` (which the component does without).
+        #[test]
+        fn lowercases_to_matches_to_lowercase(
+            text in "(?i:approve|yes|y|ok|deny|no|n|0|2|approve for this session)|[\\u{212A}kKıİſ ÿ]{0,3}|\\PC{0,6}"
+        ) {
+            for words in [AFFIRMATIVE, BARE_DENIALS, &["approve for this session"]] {
+                proptest::prop_assert_eq!(
+                    lowercases_to_any(&text, words),
+                    words.contains(&text.to_lowercase().as_str()),
+                    "{:?}", text
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_kelvin_sign_lowercases_to_k() {
+        assert!(lowercases_to_any("O\u{212A}", AFFIRMATIVE));
+        assert!(lowercases_to_any("YeS", AFFIRMATIVE));
+        assert!(!lowercases_to_any("yes!", AFFIRMATIVE));
+        assert!(!lowercases_to_any("\u{130}", &["i"]));
+    }
 
     #[test]
     fn the_session_option_is_offered_and_recognised() {
