@@ -35,7 +35,8 @@
 //! the section counts of part `idle`; `BENCH_IDLE_SERVERS` and `BENCH_IDLE_VARIANTS` pick its
 //! servers and variants, see `idle`); `BENCH_PAGING_N` (default 10,000) sizes `paging`;
 //! `BENCH_SCALE_SECTIONS` (default `1,10,50,100,200`) picks the section counts of `scale`, and
-//! `BENCH_SCALE_TIMELINE=1` prints its event polls in bursts.
+//! `BENCH_SCALE_TIMELINE=1` prints its event polls in bursts; `BENCH_THREADS_TIMELINE=1` prints
+//! the worker's requests in part `threads` from the first message on.
 //! `BENCH_PRESTART=0` runs ours with `agents.claude_code.prestart: false` (a new CLI per turn, as
 //! the reference) in part 4. `BENCH_TRACE=1` prints each measured turn's timeline in part 4.
 //! Every loop is bounded; every wait has a deadline; only 127.0.0.1 is contacted.
@@ -1658,6 +1659,7 @@ async fn threads(kind: Kind, reference: Option<&Path>, out: &mut Figures) {
         // After the startup memory release 5 s after the start line (host/src/cli/memory.rs).
         tokio::time::sleep(Duration::from_secs(7)).await;
         let (own0, tree0) = (own_rss_kib(pid), rss_kib(pid));
+        rig.admin.clear_requests();
         for alias in &aliases {
             rig.admin
                 .upload_object(&s.session_id, alias, rig.envelope("pending"), PERSON)
@@ -1719,6 +1721,24 @@ async fn threads(kind: Kind, reference: Option<&Path>, out: &mut Figures) {
                 true
             })
             .await;
+        if std::env::var_os("BENCH_THREADS_TIMELINE").is_some() {
+            // The worker's requests from the hand-offs on, in ms from the first message.
+            let first = asked.first().copied().unwrap_or_default();
+            let line: Vec<String> = rig
+                .admin
+                .requests()
+                .iter()
+                .map(|r| {
+                    let at = (r.received_at_us as i64 - first) / 1000;
+                    let what = r.command.as_deref().unwrap_or(r.path.as_str());
+                    format!("{at}:{what}")
+                })
+                .collect();
+            println!(
+                "{who}   requests (ms from the first message): {}",
+                line.join(" ")
+            );
+        }
         let (own2, tree2) = (own_rss_kib(pid), rss_kib(pid));
         let (cpu1, burst_s) = (burst_cpu(pid), burst0.elapsed().as_secs_f64());
         let faults = minor_faults(pid).saturating_sub(faults0);
