@@ -364,8 +364,7 @@ async fn poll_loop(
     let polling = section.shared.settings.polling.clone();
     let mut failures = 0u32;
     let mut cursor = start;
-    let mut first = true;
-    // When the poll under way was due (see `schedule_from`).
+    // When the poll under way was due (see `schedule_from`); `None` until the first wait.
     let mut due: Option<Instant> = None;
     loop {
         let result = match cursor.take() {
@@ -403,10 +402,9 @@ async fn poll_loop(
             Some(_) => now,
         };
         let wait = match backoff_wait {
-            None if first => Some(first_wait(&polling, next_phase())),
+            None if due.is_none() => Some(first_wait(&polling, next_phase())),
             other => other,
         };
-        first = false;
         due = wait_next_poll(last, &polling, wait, &mut active).await;
         if due.is_none() {
             return;
