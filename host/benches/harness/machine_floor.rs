@@ -75,14 +75,7 @@ fn poll_together(authority: &str, requests: &[Vec<u8>], interval: Duration) {
     loop {
         let mut sent = Vec::with_capacity(requests.len());
         for (conn, request) in conns.iter_mut().zip(requests) {
-            let mut s = match conn.take() {
-                Some(s) => s,
-                None => {
-                    let s = TcpStream::connect(authority).expect("connect to the emulator");
-                    let _ = s.set_nodelay(true);
-                    s
-                }
-            };
+            let mut s = conn.take().unwrap_or_else(|| connect(authority));
             sent.push(s.write_all(request).is_ok().then_some(s));
         }
         for (conn, s) in conns.iter_mut().zip(sent) {
@@ -98,19 +91,20 @@ fn poll(authority: &str, request: &[u8], first: Duration, interval: Duration) {
     let mut conn: Option<TcpStream> = None;
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let stream = match conn.take() {
-            Some(s) => s,
-            None => {
-                let s = TcpStream::connect(authority).expect("connect to the emulator");
-                let _ = s.set_nodelay(true);
-                s
-            }
-        };
+        let stream = conn.take().unwrap_or_else(|| connect(authority));
         // Keep the connection only when the server keeps it and the answer was read whole.
         conn = exchange(stream, request, &mut buf);
-        // The interval runs from the end of a poll, as the worker's does.
+        // The interval runs from the end of a poll (the worker counts it from the poll's due
+        // time; with the emulator's answers in microseconds the cadence is the same).
         std::thread::sleep(interval);
     }
+}
+
+/// A new connection to the emulator, as the worker's HTTP client opens it (no Nagle delay).
+fn connect(authority: &str) -> TcpStream {
+    let s = TcpStream::connect(authority).expect("connect to the emulator");
+    let _ = s.set_nodelay(true);
+    s
 }
 
 /// Writes `request` and reads one response; the stream back when it may be reused.
