@@ -8,8 +8,10 @@
 //! Cadence: `interval_active` between polls while the guest says its section is active
 //! (`set-active`), `interval_idle` otherwise; a switch to idle shortens the wait already under
 //! way ([`next_poll_at`]). Failures back off whatever the activity. The first wait after a
-//! section's first request is a random part of `interval_idle`, so that the polls of many
-//! sections started together spread over the interval instead of arriving together.
+//! section's first request sets the section's phase in the interval ([`next_phase`]: groups of
+//! [`POLL_GROUP`] sections share one, and the groups spread evenly over the interval), and every
+//! later wait keeps it ([`schedule_from`]), so that sections started together neither poll in
+//! one burst nor drift together on the wait grid.
 //!
 //! Bounded work: a poll reads at most [`MAX_PAGES`] pages of [`PAGE_SIZE`] events and hands each
 //! page to the guest as its own batch; the next page is read only once the guest has taken the
