@@ -183,6 +183,11 @@ async fn the_worker_object_heartbeat_keeps_it_fresh() {
     env.configure(&[&s], 4, "");
     let worker = env.start().await;
     env.wait_attached(&s).await;
+    // Every upload of the attach was answered before `attached` was posted.
+    let attached_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
     let instance = |e: &Env| {
         e.admin.object(&s.session_id, "worker").unwrap()["thread"]["metadata"]["instance"].clone()
     };
@@ -200,7 +205,60 @@ async fn the_worker_object_heartbeat_keeps_it_fresh() {
     let owner = &env.admin.object(&s.session_id, "worker").unwrap()["thread"]["metadata"]["user"];
     assert_eq!(owner["user_id"], "usr_demo");
     assert_eq!(env.activity(&s), ["attached"], "a heartbeat posts nothing");
-    worker.terminate().await;
+
+    // The heartbeat's echo (an event about the worker object) changes nothing a restart must
+    // redo, so the section does not rewrite its state file for it: three event polls after the
+    // beat, the cursor on disk is still older than the echo. At shutdown it is written.
+    let echo_at = env
+        .admin
+        .events(&s.session_id)
+        .iter()
+        .filter(|e| e["type"] == "session_object_modified")
+        .filter(|e| e["session_object"]["alias"] == "worker")
+        .filter_map(|e| e["created_at"].as_str().map(str::to_owned))
+        .next_back()
+        .unwrap();
+    // The emulator logs a request once it has answered: the beat's state may be visible first.
+    let beat_logged = |e: &Env| {
+        e.admin
+            .requests()
+            .iter()
+            .filter(|r| r.command.as_deref() == Some("upload_session_object"))
+            .map(|r| r.received_at_us)
+            .find(|at| *at > attached_us)
+    };
+    env.wait("the beat in the request log", |e| beat_logged(e).is_some())
+        .await;
+    let beat_us = beat_logged(&env).unwrap();
+    env.wait("three event polls after the beat", |e| {
+        e.admin
+            .requests()
+            .iter()
+            .filter(|r| r.command.as_deref() == Some("list_session_events"))
+            .filter(|r| r.received_at_us > beat_us)
+            .count()
+            >= 3
+    })
+    .await;
+    let processed = |e: &Env| {
+        let text = std::fs::read_to_string(e.section_yaml(&s)).unwrap();
+        let record: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        record["events"]["last_processed_at"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        processed(&env) < echo_at,
+        "the echo's cursor was written at once"
+    );
+    let end = worker.terminate().await;
+    assert!(
+        processed(&env) >= echo_at,
+        "the echo's cursor ({echo_at}) was not written at shutdown: {}\n{}",
+        std::fs::read_to_string(env.section_yaml(&s)).unwrap(),
+        end.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// (`runtime::capabilities::feed::POLL_GROUP`), so a group's polls find their connections; a
 /// burst beyond this opens connections and closes them after use.
 pub const POOL_MAX_IDLE: usize = 8;
+/// Parsed URLs a client keeps ([`Client::url`]).
+const URL_CACHE_MAX: usize = 64;
 /// How many of the newest thread items the post read-back inspects.
 const READ_BACK_LIMIT: u64 = 25;
 
@@ -46,9 +48,34 @@ pub struct Client {
 
 pub(super) struct Inner {
     pub(super) http: reqwest::Client,
+    /// The `X-API-Key` value (marked sensitive), for [`Client::with_own_connections`].
+    key: HeaderValue,
     /// The API base URL without a trailing `/`.
     pub(super) base: String,
+    /// Parsed `{base}{path}` by path ([`Client::url`]).
+    urls: std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>,
     pub(super) retry: RetryPolicy,
+}
+
+fn invalid(detail: String) -> ApiError {
+    ApiError::InvalidConfiguration { detail }
+}
+
+/// The HTTP client every [`Client`] wraps, sending `key` with each request.
+fn http_client(key: &HeaderValue) -> Result<reqwest::Client, ApiError> {
+    let mut headers = HeaderMap::new();
+    headers.insert("X-API-Key", key.clone());
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(REQUEST_TIMEOUT)
+        // A host that drops SYNs would otherwise use the whole request timeout per attempt.
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_max_idle_per_host(POOL_MAX_IDLE)
+        // Redirects are not followed (the platform never sends one on purpose); a 3xx falls into
+        // the JSON-parse path.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| invalid(error_chain(&e)))
 }
 
 impl fmt::Debug for Client {
@@ -85,7 +112,6 @@ impl Client {
     /// `api_key`.
     pub fn new(api_url: &str, api_key: &str, retry: RetryPolicy) -> Result<Client, ApiError> {
         install_crypto_provider();
-        let invalid = |detail: String| ApiError::InvalidConfiguration { detail };
         let base = api_url.trim().trim_end_matches('/').to_owned();
         let parsed = reqwest::Url::parse(&base)
             .map_err(|e| invalid(format!("API URL `{base}` is not a URL: {e}")))?;
@@ -97,27 +123,31 @@ impl Client {
         })?;
         // Sensitive values are left out of reqwest's and hyper's Debug output.
         key.set_sensitive(true);
-        let mut headers = HeaderMap::new();
-        headers.insert("X-API-Key", key);
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(REQUEST_TIMEOUT)
-            // A host that drops SYNs would otherwise use the whole request timeout per attempt.
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE)
-            // Redirects are not followed (the platform never sends one on purpose); a 3xx falls into
-            // the JSON-parse path.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| invalid(error_chain(&e)))?;
         Ok(Client {
             inner: Arc::new(Inner {
-                http,
+                http: http_client(&key)?,
+                key,
                 base,
+                urls: Default::default(),
                 retry: RetryPolicy {
                     max_attempts: retry.max_attempts.max(1),
                     ..retry
                 },
+            }),
+        })
+    }
+
+    /// The same client (URL, key, retries) with a connection pool of its own. The event feed
+    /// polls on its own thread (`runtime::feed_thread`): a connection is served by the thread
+    /// that opened it, so its polls must not borrow connections the rest of the worker opened.
+    pub fn with_own_connections(&self) -> Result<Client, ApiError> {
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http: http_client(&self.inner.key)?,
+                key: self.inner.key.clone(),
+                base: self.inner.base.clone(),
+                urls: Default::default(),
+                retry: self.inner.retry,
             }),
         })
     }
@@ -350,14 +380,33 @@ impl Client {
     }
 
     /// One HTTP exchange, classified as [`ApiError`] describes.
+    /// `{base}{path}` as a URL. Parsed once per path: a worker calls a handful of paths (two per
+    /// revision) over and over, and parsing one, host and all, was a visible part of an idle
+    /// poll's CPU. At most [`URL_CACHE_MAX`] paths are kept.
+    fn url(&self, path: &str) -> Option<reqwest::Url> {
+        let mut urls = self.inner.urls.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(url) = urls.get(path) {
+            return Some(url.clone());
+        }
+        let url = reqwest::Url::parse(&format!("{}{}", self.inner.base, path)).ok()?;
+        if urls.len() >= URL_CACHE_MAX {
+            urls.clear();
+        }
+        urls.insert(path.to_owned(), url.clone());
+        Some(url)
+    }
+
     async fn send_once(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Value, ApiError> {
-        let url = format!("{}{}", self.inner.base, path);
-        let mut request = self.inner.http.request(method.clone(), &url);
+        let mut request = match self.url(path) {
+            Some(url) => self.inner.http.request(method.clone(), url),
+            // Unparseable: reqwest reports it as it always did.
+            None => (self.inner.http).request(method.clone(), format!("{}{path}", self.inner.base)),
+        };
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, "application/json").body(body);
         }
@@ -497,6 +546,28 @@ mod tests {
             body,
             serde_json::json!({"command": "list_session_events", "session_id": "ses_1"})
         );
+    }
+
+    #[test]
+    fn urls_are_parsed_once_per_path_and_bounded() {
+        let client = Client::new("http://127.0.0.1:9/v1", "k", RetryPolicy::default()).unwrap();
+        let url = client.url("/revisions/r1/data/query").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/v1/revisions/r1/data/query"
+        );
+        assert_eq!(client.url("/revisions/r1/data/query"), Some(url));
+        // A path that makes no URL is left to reqwest, which reports it.
+        let bare = Client::new("http://127.0.0.1:9", "k", RetryPolicy::default()).unwrap();
+        assert_eq!(bare.url(":99999"), None);
+        for n in 0..3 * URL_CACHE_MAX {
+            assert!(client.url(&format!("/revisions/r{n}/data/query")).is_some());
+        }
+        assert!(client.inner.urls.lock().unwrap().len() <= URL_CACHE_MAX);
+        // Another pool, its own cache, the same key.
+        let own = client.with_own_connections().unwrap();
+        assert!(own.inner.urls.lock().unwrap().is_empty());
+        assert_eq!(own.api_url(), client.api_url());
     }
 
     #[test]

@@ -179,6 +179,7 @@ pub fn run() -> ExitCode {
 }
 
 fn try_run(cli: Cli, output: &Output) -> anyhow::Result<ExitCode> {
+    memory::one_arena();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder
         .worker_threads(runtime_workers())
@@ -187,8 +188,6 @@ fn try_run(cli: Cli, output: &Output) -> anyhow::Result<ExitCode> {
         // per check, in a worker that is otherwise asleep.
         .thread_keep_alive(std::time::Duration::from_secs(300))
         .enable_all();
-    // Just before `build` creates the timer: long idle waits end on its 64 ms grid.
-    crate::runtime::wake_grid::mark_origin();
     let runtime = builder.build()?;
     runtime.block_on(async move {
         match cli.command {

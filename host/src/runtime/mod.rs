@@ -10,6 +10,7 @@ pub mod code_memory;
 pub mod confined;
 pub mod engine;
 pub mod engine_config;
+pub mod feed_thread;
 pub mod guest_stderr;
 pub mod loader;
 pub mod pending;

@@ -33,6 +33,13 @@ impl SessionTransport for ClientTransport {
         })
     }
 
+    fn for_feed(&self) -> Option<Arc<dyn SessionTransport>> {
+        // Building a client fails only on bad TLS setup, which `new` met first; then the feed
+        // shares this one.
+        let own = self.0.with_own_connections().ok()?;
+        Some(Arc::new(ClientTransport(own)))
+    }
+
     fn revision(&self, org: &str, blob: &str, reference: &str) -> CallFuture {
         let client = self.0.clone();
         let (org, blob, reference) = (org.to_owned(), blob.to_owned(), reference.to_owned());

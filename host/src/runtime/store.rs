@@ -171,6 +171,7 @@ pub fn detached_shared() -> Arc<Shared> {
     let (_tx, rx) = tokio::sync::watch::channel(false);
     Arc::new(Shared {
         transport: Arc::new(NoTransport),
+        feed_transport: Arc::new(NoTransport),
         settings: crate::runtime::settings::RuntimeSettings::defaults(),
         status: Arc::new(StatusBoard::default()),
         slots: SlotPool::new(0),

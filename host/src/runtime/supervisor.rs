@@ -122,6 +122,10 @@ impl RuntimeInputs {
 pub fn shared(inputs: &RuntimeInputs, shutdown: watch::Receiver<bool>) -> Arc<Shared> {
     let settings = RuntimeSettings::from(&inputs.config);
     Arc::new(Shared {
+        feed_transport: inputs
+            .transport
+            .for_feed()
+            .unwrap_or_else(|| Arc::clone(&inputs.transport)),
         transport: Arc::clone(&inputs.transport),
         slots: SlotPool::new(settings.max_agents),
         held_waits: super::capabilities::HeldWaits::new(settings.held_waits_max),

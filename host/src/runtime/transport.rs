@@ -42,6 +42,13 @@ pub trait SessionTransport: Send + Sync + 'static {
         args: Map<String, Value>,
     ) -> CallFuture;
 
+    /// The transport the event feed polls through, on its own thread (`feed_thread`): one with
+    /// connections of its own where the transport keeps any, so the feed's idle polls wake only
+    /// that thread. `None`: this transport serves the feed as well.
+    fn for_feed(&self) -> Option<std::sync::Arc<dyn SessionTransport>> {
+        None
+    }
+
     /// `GET /blobs/{org}/{blob}/revisions/{reference}` (`reference` may be `default`): the
     /// envelope holds `revision.id`. Sections configured with `revision_id: default` resolve it
     /// once through this before their first session call.

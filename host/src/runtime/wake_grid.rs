@@ -16,8 +16,9 @@
 //! stay spread over the interval (`feed.rs`): on 23 grid points per 1.5 s instead of anywhere.
 //!
 //! The origin is tokio's: its timer counts milliseconds from the moment the runtime's time
-//! driver was created, which is not public. [`mark_origin`] runs just before the runtime is
-//! built (`cli/mod.rs`), a fraction of a millisecond earlier; tokio rounds every deadline up to
+//! driver was created, which is not public. [`mark_origin`] runs just before the feed's runtime,
+//! which runs every wait aligned here, is built (`feed_thread.rs`), a fraction of a millisecond
+//! earlier; tokio rounds every deadline up to
 //! the end of its millisecond, which absorbs that lag (a deadline `origin + k·64 ms` maps to
 //! tick `k·64` for any lag under 1 ms). Were the origin off, a wait would just cost its two
 //! wake-ups as before. Without a marked origin (unit tests, other programs) nothing is moved.
@@ -33,7 +34,7 @@ pub const MIN_WAIT: Duration = Duration::from_secs(1);
 
 static ORIGIN: OnceLock<Instant> = OnceLock::new();
 
-/// Records the grid's origin: call just before building the tokio runtime, once.
+/// Records the grid's origin: call just before building the feed's tokio runtime, once.
 pub fn mark_origin() {
     let _ = ORIGIN.set(Instant::now());
 }

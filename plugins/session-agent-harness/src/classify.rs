@@ -18,6 +18,13 @@ pub fn in_range(alias: &str, prefix: &str) -> bool {
     alias != WORKER_ALIAS && alias.starts_with(prefix)
 }
 
+/// An event about the worker's own `worker` object (its heartbeat, its activity posts) other than
+/// its deletion. A section ignores these, so replaying one after a restart is harmless.
+pub fn own_echo(event: &Value) -> bool {
+    str_at(event, "/session_object/alias") == WORKER_ALIAS
+        && str_at(event, "/type") != "session_object_deleted"
+}
+
 fn str_at<'a>(v: &'a Value, path: &str) -> &'a str {
     v.pointer(path).and_then(Value::as_str).unwrap_or("")
 }
@@ -133,6 +140,18 @@ mod tests {
         assert!(in_range("tasks/t1", "tasks/"));
         assert!(!in_range("other/t1", "tasks/"));
         assert!(!in_range("worker", ""));
+    }
+
+    #[test]
+    fn own_echoes_are_the_worker_objects_events_but_its_deletion() {
+        let event = |ty: &str, alias: &str| json!({"type": ty, "session_object": {"alias": alias}});
+        assert!(own_echo(&event("session_object_modified", "worker")));
+        assert!(own_echo(&event("session_thread_item_posted", "worker")));
+        assert!(!own_echo(&event("session_object_deleted", "worker")));
+        assert!(!own_echo(&event("session_object_modified", "t1")));
+        assert!(!own_echo(&event("session_closing", "")));
+        assert!(!own_echo(&json!({"type": "session_object_modified"})));
+        assert!(!own_echo(&json!({"session_object": {"alias": 7}})));
     }
 
     #[test]

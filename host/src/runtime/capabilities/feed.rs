@@ -126,7 +126,7 @@ impl wit::Host for SectionHost {
             taken: taken_rx,
             sent: 0,
         };
-        let task = tokio::spawn(poll_loop(
+        let task = crate::runtime::feed_thread::handle().spawn(poll_loop(
             Arc::clone(&self.section),
             start,
             outbox,
@@ -181,7 +181,7 @@ impl wit::HostSubscription for SectionHost {
 
 async fn list(section: &SectionContext, args: Map<String, Value>) -> Result<Value, ApiError> {
     super::session::call(
-        section.shared.transport.as_ref(),
+        section.shared.feed_transport.as_ref(),
         &section.session,
         Channel::Query,
         "list_session_events",

@@ -28,6 +28,8 @@ use crate::runtime::transport::SessionTransport;
 /// What every section shares: one per worker process.
 pub struct Shared {
     pub transport: Arc<dyn SessionTransport>,
+    /// What the event feed polls through (`SessionTransport::for_feed`).
+    pub feed_transport: Arc<dyn SessionTransport>,
     pub settings: RuntimeSettings,
     pub status: Arc<StatusBoard>,
     pub slots: SlotPool,

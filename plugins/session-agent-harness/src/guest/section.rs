@@ -25,6 +25,9 @@ const REATTACH: Duration = Duration::from_secs(30);
 /// read; the reference retries an attach every 30 s and never resumes a quiesced section).
 const COMMIT_RECHECK: Duration = Duration::from_secs(2);
 const SECTION_YAML: &str = "section.yaml";
+/// The longest a feed cursor that moved only past the worker's own echoes stays unwritten (see
+/// [`classify::own_echo`]): a restart replays at most this much of the feed, all of it ignored again.
+const ECHO_CURSOR_MAX_AGE: Duration = Duration::from_secs(600);
 
 struct Section {
     ctx: Rc<Ctx>,
@@ -218,6 +221,9 @@ impl Section {
         self.discover().await;
         let mut next_beat = std::time::Instant::now() + HEARTBEAT;
         let mut beat: Option<sdk::JoinHandle<()>> = None;
+        // When the cursor was last written, and whether the record in memory is newer.
+        let mut cursor_saved = std::time::Instant::now();
+        let mut cursor_unsaved = false;
         loop {
             let refused = self.ctx.refused.borrow_mut().take();
             if let Some((code, message)) = refused {
@@ -234,6 +240,9 @@ impl Section {
             match next {
                 Either::Right(Either::Right(())) => {
                     self.ending.set(true);
+                    if cursor_unsaved {
+                        self.save_record(&self.record.borrow());
+                    }
                     thread::teardown_all(&self.all()).await;
                     return outcome(None, "shutdown");
                 }
@@ -248,13 +257,16 @@ impl Section {
                 }
                 Either::Left(Ok(batch)) => {
                     let mut last_at = String::new();
+                    let mut only_echoes = true;
                     for raw in &batch.events {
                         let Ok(event) = sdk::serde_json::from_str::<Value>(raw) else {
+                            only_echoes = false;
                             continue;
                         };
                         if let Some(at) = event.get("created_at").and_then(Value::as_str) {
                             last_at = at.to_string();
                         }
+                        only_echoes &= classify::own_echo(&event);
                         if let Some(end) = self.dispatch(&event).await {
                             return end;
                         }
@@ -264,7 +276,17 @@ impl Section {
                         last_processed_at: last_at,
                         cursor: batch.cursor,
                     };
-                    self.save_record(&r);
+                    // A batch of the worker's own echoes (every heartbeat's) changed nothing a
+                    // restart must not redo, so its cursor waits for the next batch that did,
+                    // the shutdown or `ECHO_CURSOR_MAX_AGE`: an idle section no longer rewrites
+                    // and syncs its state file every 30 s.
+                    if only_echoes && cursor_saved.elapsed() < ECHO_CURSOR_MAX_AGE {
+                        cursor_unsaved = true;
+                    } else {
+                        self.save_record(&r);
+                        cursor_saved = std::time::Instant::now();
+                        cursor_unsaved = false;
+                    }
                 }
                 Either::Left(Err(e)) => match &e {
                     ApiError::AuthInvalid => {
