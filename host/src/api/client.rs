@@ -379,7 +379,6 @@ impl Client {
             .find(|item| item["metadata"]["post_id"].as_str() == Some(read_back.post_id.as_str())))
     }
 
-    /// One HTTP exchange, classified as [`ApiError`] describes.
     /// `{base}{path}` as a URL. Parsed once per path: a worker calls a handful of paths (two per
     /// revision) over and over, and parsing one, host and all, was a visible part of an idle
     /// poll's CPU. At most [`URL_CACHE_MAX`] paths are kept.
@@ -396,6 +395,7 @@ impl Client {
         Some(url)
     }
 
+    /// One HTTP exchange, classified as [`ApiError`] describes.
     async fn send_once(
         &self,
         method: Method,
@@ -405,7 +405,10 @@ impl Client {
         let mut request = match self.url(path) {
             Some(url) => self.inner.http.request(method.clone(), url),
             // Unparseable: reqwest reports it as it always did.
-            None => (self.inner.http).request(method.clone(), format!("{}{path}", self.inner.base)),
+            None => {
+                let url = format!("{}{path}", self.inner.base);
+                self.inner.http.request(method.clone(), url)
+            }
         };
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, "application/json").body(body);

@@ -71,16 +71,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(name.as_deref(), Some("blobhub-feed"));
-        // The same thread for every caller.
-        let again = handle()
-            .spawn(async { std::thread::current().id() })
-            .await
-            .unwrap();
-        let first = handle()
-            .spawn(async { std::thread::current().id() })
-            .await
-            .unwrap();
-        assert_eq!(again, first);
+        // One thread for every task, and not the caller's.
+        let thread = || async { handle().spawn(async { std::thread::current().id() }).await };
+        let (first, second) = (thread().await.unwrap(), thread().await.unwrap());
+        assert_eq!(first, second);
         assert_ne!(first, std::thread::current().id());
     }
 }

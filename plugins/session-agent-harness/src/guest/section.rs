@@ -25,8 +25,9 @@ const REATTACH: Duration = Duration::from_secs(30);
 /// read; the reference retries an attach every 30 s and never resumes a quiesced section).
 const COMMIT_RECHECK: Duration = Duration::from_secs(2);
 const SECTION_YAML: &str = "section.yaml";
-/// The longest a feed cursor that moved only past the worker's own echoes stays unwritten (see
-/// [`classify::own_echo`]): a restart replays at most this much of the feed, all of it ignored again.
+/// The longest a feed cursor that moved only past the worker's own echoes stays unwritten
+/// (see [`classify::own_echo`]): a restart replays at most this much of the feed, all of it
+/// ignored again.
 const ECHO_CURSOR_MAX_AGE: Duration = Duration::from_secs(600);
 
 struct Section {
