@@ -18,10 +18,10 @@
 //! The origin is tokio's: its timer counts milliseconds from the moment the runtime's time
 //! driver was created, which is not public. [`mark_origin`] runs just before the feed's runtime,
 //! which runs every wait aligned here, is built (`feed_thread.rs`), a fraction of a millisecond
-//! earlier; tokio rounds every deadline up to
-//! the end of its millisecond, which absorbs that lag (a deadline `origin + k·64 ms` maps to
-//! tick `k·64` for any lag under 1 ms). Were the origin off, a wait would just cost its two
-//! wake-ups as before. Without a marked origin (unit tests, other programs) nothing is moved.
+//! earlier; tokio rounds every deadline up to the end of its millisecond, which absorbs that lag
+//! (a deadline `origin + k·64 ms` maps to tick `k·64` for any lag under 1 ms). Were the origin
+//! off, a wait would just cost its two wake-ups as before. Without a marked origin (no feed has
+//! started in this process) nothing is moved.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};

@@ -400,17 +400,19 @@ impl Section {
             .pointer("/session_object/alias")
             .and_then(Value::as_str)
             .unwrap_or("");
-        if alias == WORKER_ALIAS {
-            if kind == "session_object_deleted" {
-                return Some(
-                    self.detach(
-                        "SESSION_DETACHED_EXTERNALLY",
-                        "the session's `worker` object was deleted",
-                    )
-                    .await,
-                );
-            }
+        // The worker's own echoes are ignored (the follow loop relies on it to leave their
+        // cursor unwritten); what is left of the `worker` object's events is its deletion.
+        if classify::own_echo(event) {
             return None;
+        }
+        if alias == WORKER_ALIAS {
+            return Some(
+                self.detach(
+                    "SESSION_DETACHED_EXTERNALLY",
+                    "the session's `worker` object was deleted",
+                )
+                .await,
+            );
         }
         if self.quiesced.get() || alias.is_empty() || !classify::in_range(alias, &self.ctx.prefix) {
             return None;
