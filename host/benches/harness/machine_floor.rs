@@ -13,6 +13,9 @@
 //! What is left per request is the machine's own price of the exchange: waking a thread after
 //! idle, the TCP send and receive, and waking again for the answer. Our worker and the HTTP-client
 //! floor are printed beside it.
+//!
+//! `tokio-floor` (same arguments, [`run_tokio`]) is the same exchange on a single-threaded tokio
+//! runtime, as the worker's feed thread runs: the async runtime's own price on top of the machine's.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -160,4 +163,90 @@ fn content_length(head: &[u8]) -> Option<usize> {
             .eq_ignore_ascii_case("content-length")
             .then(|| value.trim().parse().ok())?
     })
+}
+
+/// The same exchange as [`run`] (spread, one keep-alive connection per session, the request
+/// prepared once) on a single-threaded tokio runtime with tokio's sockets and timers: what the
+/// async runtime alone adds to the machine floor, without an HTTP library or JSON. One task per
+/// session, all on the one thread.
+pub fn run_tokio(args: &[String]) {
+    let [url, key, interval_ms, targets @ ..] = args else {
+        panic!("tokio-floor <api-url> <key> <interval-ms> <revision>:<session>...");
+    };
+    let interval = Duration::from_millis(interval_ms.parse().expect("interval in ms"));
+    let rest = url
+        .strip_prefix("http://")
+        .expect("an http:// API URL (the emulator)");
+    let (authority, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let n = targets.len().max(1);
+        let mut tasks = Vec::new();
+        for (i, target) in targets.iter().enumerate() {
+            let (revision, session) = target.split_once(':').expect("<revision>:<session>");
+            let body = format!(
+                r#"{{"command":"list_session_events","session_id":"{session}","ascending":false,"limit":1}}"#
+            );
+            let request = format!(
+                "POST {prefix}/revisions/{revision}/data/query HTTP/1.1\r\nhost: {authority}\r\n\
+                 x-api-key: {key}\r\ncontent-type: application/json\r\naccept: */*\r\n\
+                 content-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes();
+            let authority = authority.to_owned();
+            let first = interval.mul_f64(i as f64 / n as f64);
+            tasks.push(tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                tokio::time::sleep(first).await;
+                let mut conn: Option<tokio::net::TcpStream> = None;
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let mut s = match conn.take() {
+                        Some(s) => s,
+                        None => {
+                            let s = tokio::net::TcpStream::connect(&authority).await.unwrap();
+                            let _ = s.set_nodelay(true);
+                            s
+                        }
+                    };
+                    let mut ok = s.write_all(&request).await.is_ok();
+                    let mut len = 0;
+                    while ok {
+                        if len == buf.len() {
+                            buf.resize(buf.len() * 2, 0);
+                        }
+                        match s.read(&mut buf[len..]).await {
+                            Ok(0) | Err(_) => ok = false,
+                            Ok(k) => len += k,
+                        }
+                        let Some(head_end) = find(&buf[..len], b"\r\n\r\n").map(|i| i + 4) else {
+                            continue;
+                        };
+                        let head = &buf[..head_end];
+                        let close = contains_ignore_case(head, b"connection: close");
+                        let complete = match content_length(head) {
+                            Some(n) => len >= head_end + n,
+                            None => buf[head_end..len].ends_with(b"0\r\n\r\n"),
+                        };
+                        if complete {
+                            ok = !close;
+                            break;
+                        }
+                    }
+                    if ok {
+                        conn = Some(s);
+                    }
+                    tokio::time::sleep(interval).await;
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
 }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::ApiError;
 use super::client::{
-    Client, Idempotency, classify_body, counted, envelope_body, network_error, status_error,
+    Client, Idempotency, classify_body, counted, envelope_body, network_error, response_error,
 };
 
 /// The platform's cap on a session file (4 MiB).
@@ -57,7 +57,7 @@ impl Client {
                     .await
                     .map_err(network_error)?;
                 let status = response.status();
-                if let Some(err) = status_error(&response) {
+                if let Some(err) = response_error(&response) {
                     return Err(err);
                 }
                 let bytes = response.bytes().await.map_err(network_error)?;
@@ -104,7 +104,7 @@ impl Client {
             .await
             .map_err(network_error)?;
         let status = response.status();
-        if let Some(err) = status_error(&response) {
+        if let Some(err) = response_error(&response) {
             return Err(err);
         }
         let binary = response

@@ -9,6 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::lean::Lean;
 use super::{ApiError, RetryPolicy, parse_retry_after, salvage};
 
 /// The `error` word of the failure returned for a success body that cannot be parsed (too deep,
@@ -16,9 +17,9 @@ use super::{ApiError, RetryPolicy, parse_retry_after, salvage};
 pub const UNPARSEABLE: &str = "response_unparseable";
 
 /// Per-request timeout: connect, send and read together.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a TCP (and TLS) connection may take to establish.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many idle HTTP/1.1 connections the pool keeps. Sections start together, so attaching
 /// 100 of them opened ~130 connections at once, and the pool kept every one for its idle timeout
 /// (90 s) with its buffers and task: ~26 KiB of heap each, 3.4 MiB of a 100-section worker's
@@ -55,6 +56,9 @@ pub(super) struct Inner {
     /// Parsed `{base}{path}` by path ([`Client::url`]).
     urls: std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>,
     pub(super) retry: RetryPolicy,
+    /// The feed's own exchange for its `POST`s (`api/lean.rs`), on clients made by
+    /// [`Client::with_own_connections`] when the URL and the environment allow it.
+    pub(super) lean: Option<Lean>,
 }
 
 fn invalid(detail: String) -> ApiError {
@@ -133,19 +137,28 @@ impl Client {
                     max_attempts: retry.max_attempts.max(1),
                     ..retry
                 },
+                lean: None,
             }),
         })
     }
 
-    /// The same client (URL, key, retries) with a connection pool of its own. The event feed
-    /// polls on its own thread (`runtime::feed_thread`): a connection is served by the thread
-    /// that opened it, so its polls must not borrow connections the rest of the worker opened.
+    /// The same client (URL, key, retries) with connections of its own. The event feed polls on
+    /// its own thread (`runtime::feed_thread`): a connection is served by the thread that opened
+    /// it, so its polls must not borrow connections the rest of the worker opened. Its `POST`s
+    /// go through the lean exchange (`api/lean.rs`) unless a proxy is configured or
+    /// `BLOBHUB_FEED_HTTP=reqwest` asks for the general client (an escape hatch, and the
+    /// baseline the idle benchmark measures the exchange against).
     pub fn with_own_connections(&self) -> Result<Client, ApiError> {
+        let base = self.inner.base.clone();
         Ok(Client {
             inner: Arc::new(Inner {
                 http: http_client(&self.inner.key)?,
+                lean: match std::env::var("BLOBHUB_FEED_HTTP").as_deref() {
+                    Ok("reqwest") => None,
+                    _ => Lean::for_base(&base, &self.inner.key, lean_tls),
+                },
                 key: self.inner.key.clone(),
-                base: self.inner.base.clone(),
+                base,
                 urls: Default::default(),
                 retry: self.inner.retry,
             }),
@@ -402,6 +415,15 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Value, ApiError> {
+        if let (Some(lean), Method::POST, Some(body)) = (&self.inner.lean, method.clone(), &body) {
+            let answer = lean.post(path, body).await?;
+            let status = answer.status;
+            tracing::trace!(%method, path, status = status.as_u16(), "BlobHub response");
+            if let Some(err) = status_error(status, answer.retry_after.as_deref()) {
+                return Err(err);
+            }
+            return classify_body(status, &answer.body);
+        }
         let mut request = match self.url(path) {
             Some(url) => self.inner.http.request(method.clone(), url),
             // Unparseable: reqwest reports it as it always did.
@@ -416,7 +438,7 @@ impl Client {
         let response = request.send().await.map_err(network_error)?;
         let status = response.status();
         tracing::trace!(%method, path, status = status.as_u16(), "BlobHub response");
-        if let Some(err) = status_error(&response) {
+        if let Some(err) = response_error(&response) {
             return Err(err);
         }
         let bytes = response.bytes().await.map_err(network_error)?;
@@ -424,19 +446,24 @@ impl Client {
     }
 }
 
-/// The failure a status alone decides (401/403, 429, 5xx); `None` when the body decides.
-pub(super) fn status_error(response: &reqwest::Response) -> Option<ApiError> {
-    let status = response.status();
+/// [`status_error`] of a reqwest response.
+pub(super) fn response_error(response: &reqwest::Response) -> Option<ApiError> {
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok());
+    status_error(response.status(), retry_after)
+}
+
+/// The failure a status alone decides (401/403, 429 with its `Retry-After`, 5xx); `None` when
+/// the body decides.
+pub(super) fn status_error(status: StatusCode, retry_after: Option<&str>) -> Option<ApiError> {
     match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Some(ApiError::AuthInvalid {
             status: status.as_u16(),
         }),
         StatusCode::TOO_MANY_REQUESTS => {
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            let retry_after = retry_after.and_then(|v| parse_retry_after(v, SystemTime::now()));
             Some(ApiError::RateLimited { retry_after })
         }
         s if s.is_server_error() => Some(ApiError::Transient {
@@ -521,6 +548,23 @@ fn install_crypto_provider() {
         // Another part of the process may have installed one first; that one is kept.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// The lean exchange's TLS: rustls with the platform's verifier, as reqwest's own, and ALPN
+/// `http/1.1` (the exchange speaks nothing else). `None` (reqwest carries the feed) when the
+/// platform's roots cannot be loaded.
+pub(super) fn lean_tls() -> Option<Arc<rustls::ClientConfig>> {
+    install_crypto_provider();
+    let provider = rustls::crypto::CryptoProvider::get_default()?.clone();
+    let verifier = rustls_platform_verifier::Verifier::new(provider.clone()).ok()?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Some(Arc::new(config))
 }
 
 /// `result` of one call of `command`, counted for `/metrics` by outcome.

@@ -5,6 +5,7 @@
 mod binary;
 mod client;
 mod error;
+mod lean;
 mod retry;
 mod salvage;
 
