@@ -1453,6 +1453,14 @@ async fn idle(kind: Kind, reference: Option<&Path>, window: Duration, out: &mut 
                         kind,
                         ours / machine.max(1e-9),
                     );
+                    // The lean exchange against its baseline, the same worker through reqwest.
+                    if let Some(reqwest) = per_variant.get("_reqwest") {
+                        out.put(
+                            &format!("poll_x{sections}{server_suffix}_reqwest"),
+                            kind,
+                            ours / reqwest.max(1e-9),
+                        );
+                    }
                 }
             }
         }
@@ -2573,6 +2581,20 @@ impl Figures {
                 "poll_us10_reqwest",
                 "idle CPU per request, 10 sections, feeds through reqwest",
                 "µs",
+                "",
+                None,
+            ),
+            (
+                "poll_x10_reqwest",
+                "idle CPU per request, 10 sections: ours / feeds through reqwest",
+                "×",
+                "",
+                None,
+            ),
+            (
+                "poll_x10_slow_reqwest",
+                "idle CPU per request, 10 sections, no keep-alive +300 ms: ours / feeds through reqwest",
+                "×",
                 "",
                 None,
             ),

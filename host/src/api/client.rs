@@ -23,10 +23,13 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many idle HTTP/1.1 connections the pool keeps. Sections start together, so attaching
 /// 100 of them opened ~130 connections at once, and the pool kept every one for its idle timeout
 /// (90 s) with its buffers and task: ~26 KiB of heap each, 3.4 MiB of a 100-section worker's
-/// 38 MiB (docs/benchmarks.md, "Scale and idle cost"). Idle sections poll in groups of this many
-/// (`runtime::capabilities::feed::POLL_GROUP`), so a group's polls find their connections; a
-/// burst beyond this opens connections and closes them after use.
+/// 38 MiB (docs/benchmarks.md, "Scale and idle cost"). A burst beyond this opens connections and
+/// closes them after use. The event feed has connections of its own ([`FEED_POOL_MAX_IDLE`]).
 pub const POOL_MAX_IDLE: usize = 8;
+/// How many idle connections the event feed's client keeps (its lean exchange, or reqwest's pool
+/// when that is off). Idle sections poll in groups of this many
+/// (`runtime::capabilities::feed::POLL_GROUP`), so a group's polls find their connections.
+pub const FEED_POOL_MAX_IDLE: usize = 16;
 /// Parsed URLs a client keeps ([`Client::url`]).
 const URL_CACHE_MAX: usize = 64;
 /// How many of the newest thread items the post read-back inspects.
@@ -65,8 +68,9 @@ fn invalid(detail: String) -> ApiError {
     ApiError::InvalidConfiguration { detail }
 }
 
-/// The HTTP client every [`Client`] wraps, sending `key` with each request.
-fn http_client(key: &HeaderValue) -> Result<reqwest::Client, ApiError> {
+/// The HTTP client every [`Client`] wraps, sending `key` with each request and keeping at most
+/// `max_idle` idle connections.
+fn http_client(key: &HeaderValue, max_idle: usize) -> Result<reqwest::Client, ApiError> {
     let mut headers = HeaderMap::new();
     headers.insert("X-API-Key", key.clone());
     reqwest::Client::builder()
@@ -74,7 +78,7 @@ fn http_client(key: &HeaderValue) -> Result<reqwest::Client, ApiError> {
         .timeout(REQUEST_TIMEOUT)
         // A host that drops SYNs would otherwise use the whole request timeout per attempt.
         .connect_timeout(CONNECT_TIMEOUT)
-        .pool_max_idle_per_host(POOL_MAX_IDLE)
+        .pool_max_idle_per_host(max_idle)
         // Redirects are not followed (the platform never sends one on purpose); a 3xx falls into
         // the JSON-parse path.
         .redirect(reqwest::redirect::Policy::none())
@@ -129,7 +133,7 @@ impl Client {
         key.set_sensitive(true);
         Ok(Client {
             inner: Arc::new(Inner {
-                http: http_client(&key)?,
+                http: http_client(&key, POOL_MAX_IDLE)?,
                 key,
                 base,
                 urls: Default::default(),
@@ -152,7 +156,7 @@ impl Client {
         let base = self.inner.base.clone();
         Ok(Client {
             inner: Arc::new(Inner {
-                http: http_client(&self.inner.key)?,
+                http: http_client(&self.inner.key, FEED_POOL_MAX_IDLE)?,
                 lean: match std::env::var("BLOBHUB_FEED_HTTP").as_deref() {
                     Ok("reqwest") => None,
                     _ => Lean::for_base(&base, &self.inner.key, lean_tls),

@@ -3,15 +3,15 @@
 //!
 //! Why: an idle worker does little but poll, and on a VM an idle poll's CPU is mostly the length
 //! of the path its request runs through with cold caches. Through reqwest (its pool, hyper-util's
-//! client and connector stack, hyper's dispatch task and channel) a lone poll cost ~320 µs of CPU
-//! where the same exchange written on a tokio socket cost ~170 µs and a blocking `std::net` client
-//! ~140 µs (docs/benchmarks.md, "Scale and idle cost"). Only the feed's client
+//! client and connector stack, hyper's dispatch task and channel) a lone poll cost 320–370 µs of
+//! CPU where the same exchange written on a tokio socket cost 160–200 µs and a blocking
+//! `std::net` client 100–140 µs (docs/benchmarks.md, "Scale and idle cost", session 10). Only the feed's client
 //! ([`super::Client::with_own_connections`]) exchanges this way; every other request, and every
 //! feed request when a proxy is configured, goes through reqwest.
 //!
 //! What it does as reqwest does: the same headers (`X-API-Key`, `content-type`, `accept`), the
 //! same timeouts (connect 10 s, the whole exchange 30 s), TLS through rustls with the platform's
-//! verifier (ALPN `http/1.1`), at most [`super::POOL_MAX_IDLE`] idle connections kept for
+//! verifier (ALPN `http/1.1`), at most [`super::FEED_POOL_MAX_IDLE`] idle connections kept for
 //! [`IDLE_TIMEOUT`]. A response is framed by `Content-Length`, chunked transfer coding or the
 //! connection's end. A kept connection the server has meanwhile closed is the one failure retried
 //! here, once, on a new connection (before any byte of an answer came back, so the request may
@@ -137,7 +137,7 @@ impl Lean {
             prefix: url.path().trim_end_matches('/').to_owned(),
             head,
             idle: Mutex::new(Vec::new()),
-            max_idle: super::POOL_MAX_IDLE,
+            max_idle: super::FEED_POOL_MAX_IDLE,
             connect_timeout: super::client::CONNECT_TIMEOUT,
             request_timeout: super::client::REQUEST_TIMEOUT,
         })
@@ -426,7 +426,7 @@ fn parse_head(bytes: &[u8]) -> Result<Option<Head>, String> {
             retry_after = Some(value.to_owned());
         }
     }
-    // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3).
+    // Transfer-Encoding overrides Content-Length (HTTP/1.1's rules for a message's length).
     let framing = match (chunked, length) {
         (true, _) => Framing::Chunked,
         (false, Some(n)) => Framing::Length(n),

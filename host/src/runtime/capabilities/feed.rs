@@ -424,9 +424,11 @@ fn first_wait(polling: &Polling, unit: f64) -> Duration {
 /// wake-up after a long sleep is dear (docs/benchmarks.md, part `idle`: ten sections in ten
 /// wake-ups cost our worker 618–693 µs of CPU per idle poll, in one wake-up 343–384 µs, and a
 /// minimal blocking client 109 against 27 µs), so sections poll in groups; a group stays small
-/// enough that the platform sees a handful of requests at a time, and as large as the HTTP
-/// client's pool of idle connections, so a group's polls reuse connections.
-pub const POLL_GROUP: u64 = crate::api::POOL_MAX_IDLE as u64;
+/// enough that the platform sees a handful of requests at a time, and as large as the feed's
+/// idle connections, so a group's polls reuse them. Groups of 16 rather than 8 put ten sections
+/// in one group instead of two: 106–140 against 190–277 µs of CPU per idle request in paired
+/// runs (docs/benchmarks.md, "session 10").
+pub const POLL_GROUP: u64 = crate::api::FEED_POOL_MAX_IDLE as u64;
 
 /// The next section's phase, as a fraction of the interval: sections are numbered as they start,
 /// and each group of [`POLL_GROUP`] takes the next term of the golden-ratio sequence from a
@@ -568,10 +570,10 @@ mod tests {
         assert_ne!(phases[0], phases[POLL_GROUP as usize]);
     }
 
-    /// Twenty sections started together, each poll answered after 0–20 ms, woken on the grid:
-    /// over 400 polls each, each group of [`POLL_GROUP`] sections polls in one wake-up and alone
-    /// on its grid point (on a schedule counted from each poll's end they drift along the grid
-    /// and gather).
+    /// Two and a half groups of sections started together, each poll answered after 0–20 ms,
+    /// woken on the grid: over 400 polls each, each group of [`POLL_GROUP`] sections polls in
+    /// one wake-up and alone on its grid point (on a schedule counted from each poll's end they
+    /// drift along the grid and gather).
     #[test]
     fn groups_keep_their_phase_on_the_grid() {
         use crate::runtime::wake_grid::align_to;
@@ -582,7 +584,9 @@ mod tests {
         let start = Instant::from_std(origin) + ms(10_000);
         let mut rng = fastrand::Rng::with_seed(14);
         let first = rng.f64();
-        let mut dues: Vec<Instant> = (0..20)
+        // Two full groups and half of a third.
+        let sections = (2 * POLL_GROUP + POLL_GROUP / 2) as usize;
+        let mut dues: Vec<Instant> = (0..sections as u64)
             .map(|k| start + first_wait(&p, section_phase(first, k)))
             .collect();
         let woken = |due: Instant| {
@@ -599,12 +603,13 @@ mod tests {
             }
             let mut groups: Vec<Vec<usize>> = at.into_values().collect();
             groups.sort();
+            let g = POLL_GROUP as usize;
             assert_eq!(
                 groups,
                 [
-                    (0..8).collect::<Vec<_>>(),
-                    (8..16).collect(),
-                    (16..20).collect()
+                    (0..g).collect::<Vec<_>>(),
+                    (g..2 * g).collect(),
+                    (2 * g..sections).collect()
                 ]
             );
             for due in dues.iter_mut() {
