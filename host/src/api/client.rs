@@ -419,8 +419,16 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Value, ApiError> {
-        if let (Some(lean), Method::POST, Some(body)) = (&self.inner.lean, method.clone(), &body) {
-            let answer = lean.post(path, body).await?;
+        if let (Some(lean), Method::POST, Some(body)) = (&self.inner.lean, method.clone(), &body)
+            && let Some(url) = self.url(path)
+        {
+            // The target as the URL parser wrote it (percent-encoded, tabs and line breaks
+            // dropped), as reqwest sends it: ids in the path are interpolated raw.
+            let target = match url.query() {
+                Some(query) => format!("{}?{query}", url.path()),
+                None => url.path().to_owned(),
+            };
+            let answer = lean.post(&target, body).await?;
             let status = answer.status;
             tracing::trace!(%method, path, status = status.as_u16(), "BlobHub response");
             if let Some(err) = status_error(status, answer.retry_after.as_deref()) {

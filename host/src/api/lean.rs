@@ -46,8 +46,6 @@ pub(super) struct Lean {
     connect_to: String,
     /// The TLS client and the server's name, for `https`.
     tls: Option<(TlsConnector, ServerName<'static>)>,
-    /// The base URL's path (`/v1`), which every request path follows.
-    prefix: String,
     /// The request's headers up to the body's length (they carry the API key).
     head: Vec<u8>,
     idle: Mutex<Vec<Conn>>,
@@ -93,7 +91,7 @@ impl Failed {
 }
 
 impl Lean {
-    /// The exchange for `base` (`http(s)://host[:port][/prefix]`), authenticating with `key`;
+    /// The exchange for `base` (`http(s)://host[:port][/path]`), authenticating with `key`;
     /// `None` when reqwest must carry these requests: another scheme, or a proxy configured in
     /// the environment (reqwest honours it, this exchange does not).
     pub(super) fn for_base(
@@ -134,7 +132,6 @@ impl Lean {
         Some(Lean {
             connect_to: format!("{host}:{port}"),
             tls,
-            prefix: url.path().trim_end_matches('/').to_owned(),
             head,
             idle: Mutex::new(Vec::new()),
             max_idle: super::FEED_POOL_MAX_IDLE,
@@ -143,10 +140,19 @@ impl Lean {
         })
     }
 
-    /// `POST {prefix}{path}` with a JSON `body`: the answer, or the network failure as reqwest's
-    /// would be classified (a failure to connect never ran).
-    pub(super) async fn post(&self, path: &str, body: &[u8]) -> Result<Answer, ApiError> {
-        let request = self.request(path, body);
+    /// `POST {target}` with a JSON `body`, `target` being the request's path and query as the URL
+    /// parser wrote them ([`super::Client`] passes its parsed URL's): the answer, or the network
+    /// failure as reqwest's would be classified (a failure to connect never ran). A target with a
+    /// byte a request line cannot carry (a control character, a space) is refused before anything
+    /// is sent: it could only end the request line early and add headers of its own.
+    pub(super) async fn post(&self, target: &str, body: &[u8]) -> Result<Answer, ApiError> {
+        if !target.starts_with('/') || target.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+            return Err(ApiError::Network {
+                never_ran: true,
+                detail: format!("request target {target:?} cannot be sent"),
+            });
+        }
+        let request = self.request(target, body);
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let network = |never_ran, detail: String| ApiError::Network { never_ran, detail };
         // A kept connection first; when the server had closed it, once more on a new one.
@@ -181,11 +187,10 @@ impl Lean {
     }
 
     /// The request's bytes: line, headers, body.
-    fn request(&self, path: &str, body: &[u8]) -> Vec<u8> {
-        let mut r = Vec::with_capacity(48 + self.prefix.len() + path.len() + self.head.len());
+    fn request(&self, target: &str, body: &[u8]) -> Vec<u8> {
+        let mut r = Vec::with_capacity(64 + target.len() + self.head.len() + body.len());
         r.extend_from_slice(b"POST ");
-        r.extend_from_slice(self.prefix.as_bytes());
-        r.extend_from_slice(path.as_bytes());
+        r.extend_from_slice(target.as_bytes());
         r.extend_from_slice(b" HTTP/1.1\r\n");
         r.extend_from_slice(&self.head);
         r.extend_from_slice(body.len().to_string().as_bytes());
@@ -756,7 +761,7 @@ mod tests {
             Lean::for_base(base, &key, || tls).expect("a lean exchange for this URL")
         }
 
-        const QUERY: &str = "/revisions/r1/data/query";
+        const QUERY: &str = "/v1/revisions/r1/data/query";
 
         #[tokio::test]
         async fn answers_framed_every_way_share_one_kept_connection() {
@@ -918,6 +923,50 @@ mod tests {
                 script.requests.lock().unwrap()[1]
                     .ends_with(r#"{"command":"list_session_events"}"#)
             );
+        }
+
+        #[tokio::test]
+        async fn an_id_cannot_add_lines_to_the_request() {
+            let ok = &b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n{\"status\":\"success\"}"[..];
+            let (authority, script) = server(vec![(vec![ok], false)], None).await;
+            let client = crate::api::Client::new(
+                &format!("http://{authority}/v1"),
+                "bhk_k",
+                crate::api::RetryPolicy {
+                    max_attempts: 1,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .with_own_connections()
+            .unwrap();
+            // A revision id from a hostile session, interpolated raw into the path.
+            let hostile = "r1 HTTP/1.1\r\nx-evil: 1\r\n\r\nGET /x";
+            client
+                .query(hostile, "list_session_events", Default::default())
+                .await
+                .unwrap();
+            let sent = script.requests.lock().unwrap()[0].clone();
+            assert_eq!(
+                sent.lines().next().unwrap(),
+                "POST /v1/revisions/r1%20HTTP/1.1x-evil:%201GET%20/x/data/query HTTP/1.1"
+            );
+            assert!(!sent.to_lowercase().contains("\r\nx-evil"));
+            // The exchange itself refuses a target it cannot send as it is.
+            let lean = lean(&format!("http://{authority}"), None);
+            for bad in ["/a\r\nb", "/a b", "no-slash", "/caf\u{e9}"] {
+                let err = lean.post(bad, b"{}").await.unwrap_err();
+                assert!(
+                    matches!(
+                        err,
+                        ApiError::Network {
+                            never_ran: true,
+                            ..
+                        }
+                    ),
+                    "{bad}: {err:?}"
+                );
+            }
         }
 
         #[tokio::test]
