@@ -26,32 +26,9 @@ use std::time::Duration;
 /// the interval: what the exchange costs when a wake-up is shared by all sessions, the least a
 /// client can spend if it gives up spreading its polls.
 pub fn run(args: &[String], together: bool) {
-    let [url, key, interval_ms, targets @ ..] = args else {
-        panic!("machine-floor <api-url> <key> <interval-ms> <revision>:<session>...");
-    };
-    let interval = Duration::from_millis(interval_ms.parse().expect("interval in ms"));
-    let rest = url
-        .strip_prefix("http://")
-        .expect("an http:// API URL (the emulator)");
-    let (authority, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let requests: Vec<Vec<u8>> = targets
-        .iter()
-        .map(|target| {
-            let (revision, session) = target.split_once(':').expect("<revision>:<session>");
-            let body = format!(
-                r#"{{"command":"list_session_events","session_id":"{session}","ascending":false,"limit":1}}"#
-            );
-            format!(
-                "POST {prefix}/revisions/{revision}/data/query HTTP/1.1\r\nhost: {authority}\r\n\
-                 x-api-key: {key}\r\ncontent-type: application/json\r\naccept: */*\r\n\
-                 content-length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .into_bytes()
-        })
-        .collect();
+    let (interval, authority, requests) = prepare(args, "machine-floor");
     if together {
-        poll_together(authority, &requests, interval);
+        poll_together(&authority, &requests, interval);
         return;
     }
     let n = requests.len().max(1);
@@ -68,6 +45,35 @@ pub fn run(args: &[String], together: bool) {
     for t in threads {
         let _ = t.join();
     }
+}
+
+/// The arguments' interval, the emulator's `host:port` and each session's request, prepared once.
+fn prepare(args: &[String], name: &str) -> (Duration, String, Vec<Vec<u8>>) {
+    let [url, key, interval_ms, targets @ ..] = args else {
+        panic!("{name} <api-url> <key> <interval-ms> <revision>:<session>...");
+    };
+    let interval = Duration::from_millis(interval_ms.parse().expect("interval in ms"));
+    let rest = url
+        .strip_prefix("http://")
+        .expect("an http:// API URL (the emulator)");
+    let (authority, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let requests = targets
+        .iter()
+        .map(|target| {
+            let (revision, session) = target.split_once(':').expect("<revision>:<session>");
+            let body = format!(
+                r#"{{"command":"list_session_events","session_id":"{session}","ascending":false,"limit":1}}"#
+            );
+            format!(
+                "POST {prefix}/revisions/{revision}/data/query HTTP/1.1\r\nhost: {authority}\r\n\
+                 x-api-key: {key}\r\ncontent-type: application/json\r\naccept: */*\r\n\
+                 content-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        })
+        .collect();
+    (interval, authority.to_owned(), requests)
 }
 
 /// Every session's poll in one wake-up, forever: all requests written, then all answers read,
@@ -129,21 +135,23 @@ fn read_answer(mut s: TcpStream, buf: &mut Vec<u8>) -> Option<TcpStream> {
             Ok(0) | Err(_) => return None,
             Ok(k) => len += k,
         }
-        let Some(head_end) = find(&buf[..len], b"\r\n\r\n").map(|i| i + 4) else {
-            continue;
-        };
-        let head = &buf[..head_end];
-        let close = contains_ignore_case(head, b"connection: close");
-        let complete = if let Some(n) = content_length(head) {
-            len >= head_end + n
-        } else {
-            // Chunked: the last chunk ends the body.
-            buf[head_end..len].ends_with(b"0\r\n\r\n")
-        };
-        if complete {
-            return (!close).then_some(s);
+        if let Some(keep) = answer_end(&buf[..len]) {
+            return keep.then_some(s);
         }
     }
+}
+
+/// Whether `read` holds a whole answer: `Some(keep)` once it does, `keep` being whether the
+/// server keeps the connection.
+fn answer_end(read: &[u8]) -> Option<bool> {
+    let head_end = find(read, b"\r\n\r\n")? + 4;
+    let head = &read[..head_end];
+    let complete = match content_length(head) {
+        Some(n) => read.len() >= head_end + n,
+        // Chunked: the last chunk ends the body.
+        None => read[head_end..].ends_with(b"0\r\n\r\n"),
+    };
+    complete.then(|| !contains_ignore_case(head, b"connection: close"))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -170,34 +178,16 @@ fn content_length(head: &[u8]) -> Option<usize> {
 /// async runtime alone adds to the machine floor, without an HTTP library or JSON. One task per
 /// session, all on the one thread.
 pub fn run_tokio(args: &[String]) {
-    let [url, key, interval_ms, targets @ ..] = args else {
-        panic!("tokio-floor <api-url> <key> <interval-ms> <revision>:<session>...");
-    };
-    let interval = Duration::from_millis(interval_ms.parse().expect("interval in ms"));
-    let rest = url
-        .strip_prefix("http://")
-        .expect("an http:// API URL (the emulator)");
-    let (authority, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (interval, authority, requests) = prepare(args, "tokio-floor");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()
         .unwrap();
     rt.block_on(async {
-        let n = targets.len().max(1);
+        let n = requests.len().max(1);
         let mut tasks = Vec::new();
-        for (i, target) in targets.iter().enumerate() {
-            let (revision, session) = target.split_once(':').expect("<revision>:<session>");
-            let body = format!(
-                r#"{{"command":"list_session_events","session_id":"{session}","ascending":false,"limit":1}}"#
-            );
-            let request = format!(
-                "POST {prefix}/revisions/{revision}/data/query HTTP/1.1\r\nhost: {authority}\r\n\
-                 x-api-key: {key}\r\ncontent-type: application/json\r\naccept: */*\r\n\
-                 content-length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .into_bytes();
+        for (i, request) in requests.into_iter().enumerate() {
             let authority = authority.to_owned();
             let first = interval.mul_f64(i as f64 / n as f64);
             tasks.push(tokio::spawn(async move {
@@ -224,17 +214,8 @@ pub fn run_tokio(args: &[String]) {
                             Ok(0) | Err(_) => ok = false,
                             Ok(k) => len += k,
                         }
-                        let Some(head_end) = find(&buf[..len], b"\r\n\r\n").map(|i| i + 4) else {
-                            continue;
-                        };
-                        let head = &buf[..head_end];
-                        let close = contains_ignore_case(head, b"connection: close");
-                        let complete = match content_length(head) {
-                            Some(n) => len >= head_end + n,
-                            None => buf[head_end..len].ends_with(b"0\r\n\r\n"),
-                        };
-                        if complete {
-                            ok = !close;
+                        if let Some(keep) = answer_end(&buf[..len]) {
+                            ok = keep;
                             break;
                         }
                     }

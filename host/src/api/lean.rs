@@ -756,6 +756,15 @@ mod tests {
             }
         }
 
+        /// `err` is a network failure that says the request `never_ran` (or may have run).
+        #[track_caller]
+        fn assert_network(err: &ApiError, never_ran: bool) {
+            assert!(
+                matches!(err, ApiError::Network { never_ran: n, .. } if *n == never_ran),
+                "{err:?}"
+            );
+        }
+
         fn lean(base: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Lean {
             let key = reqwest::header::HeaderValue::from_static("bhk_test");
             Lean::for_base(base, &key, || tls).expect("a lean exchange for this URL")
@@ -838,16 +847,7 @@ mod tests {
                 .post(QUERY, b"{}")
                 .await
                 .unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    ApiError::Network {
-                        never_ran: true,
-                        ..
-                    }
-                ),
-                "{err:?}"
-            );
+            assert_network(&err, true);
             // Half an answer, then the end: it ran.
             let half = &b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n{}"[..];
             let (authority, _) = server(vec![(vec![half], true)], None).await;
@@ -855,31 +855,13 @@ mod tests {
                 .post(QUERY, b"{}")
                 .await
                 .unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    ApiError::Network {
-                        never_ran: false,
-                        ..
-                    }
-                ),
-                "{err:?}"
-            );
+            assert_network(&err, false);
             // No answer at all within the timeout (the server holds the connection): it may have run.
             let (authority, _) = server(vec![(Vec::new(), false)], None).await;
             let mut silent = lean(&format!("http://{authority}"), None);
             silent.request_timeout = Duration::from_millis(200);
             let err = silent.post(QUERY, b"{}").await.unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    ApiError::Network {
-                        never_ran: false,
-                        ..
-                    }
-                ),
-                "{err:?}"
-            );
+            assert_network(&err, false);
         }
 
         #[tokio::test]
@@ -956,16 +938,7 @@ mod tests {
             let lean = lean(&format!("http://{authority}"), None);
             for bad in ["/a\r\nb", "/a b", "no-slash", "/caf\u{e9}"] {
                 let err = lean.post(bad, b"{}").await.unwrap_err();
-                assert!(
-                    matches!(
-                        err,
-                        ApiError::Network {
-                            never_ran: true,
-                            ..
-                        }
-                    ),
-                    "{bad}: {err:?}"
-                );
+                assert_network(&err, true);
             }
         }
 
@@ -1004,16 +977,7 @@ mod tests {
             let port = authority.rsplit(':').next().unwrap();
             let strict = lean(&format!("https://localhost:{port}/v1"), Some(platform));
             let err = strict.post(QUERY, b"{}").await.unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    ApiError::Network {
-                        never_ran: true,
-                        ..
-                    }
-                ),
-                "{err:?}"
-            );
+            assert_network(&err, true);
         }
     }
 }
