@@ -59,7 +59,7 @@ pub(super) struct Inner {
     /// Parsed `{base}{path}` by path ([`Client::url`]).
     urls: std::sync::Mutex<std::collections::HashMap<String, reqwest::Url>>,
     pub(super) retry: RetryPolicy,
-    /// The feed's own exchange for its `POST`s (`api/lean.rs`), on clients made by
+    /// The feed's own exchange for its queries (`api/lean.rs`), on clients made by
     /// [`Client::with_own_connections`] when the URL and the environment allow it.
     pub(super) lean: Option<Lean>,
 }
@@ -148,7 +148,7 @@ impl Client {
 
     /// The same client (URL, key, retries) with connections of its own. The event feed polls on
     /// its own thread (`runtime::feed_thread`): a connection is served by the thread that opened
-    /// it, so its polls must not borrow connections the rest of the worker opened. Its `POST`s
+    /// it, so its polls must not borrow connections the rest of the worker opened. Its queries
     /// go through the lean exchange (`api/lean.rs`) unless a proxy is configured or
     /// `BLOBHUB_FEED_HTTP=reqwest` asks for the general client (an escape hatch, and the
     /// baseline the idle benchmark measures the exchange against).
@@ -419,7 +419,10 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Value, ApiError> {
+        // Reads only: the exchange re-sends a request once when a kept connection turns out
+        // closed, which only a read may risk.
         if let (Some(lean), Method::POST, Some(body)) = (&self.inner.lean, method.clone(), &body)
+            && path.ends_with("/data/query")
             && let Some(url) = self.url(path)
         {
             // The target as the URL parser wrote it (percent-encoded, tabs and line breaks

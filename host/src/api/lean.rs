@@ -875,6 +875,10 @@ mod tests {
                     vec![&b"HTTP/1.1 200 OK\r\ncontent-length: 46\r\n\r\n{\"status\":\"success\",\"session_events\":[],\"n\":1}"[..]],
                     false,
                 ),
+                (
+                    vec![&b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n{\"status\":\"success\"}"[..]],
+                    false,
+                ),
             ];
             let (authority, script) = server(replies, None).await;
             let retry = crate::api::RetryPolicy {
@@ -905,6 +909,14 @@ mod tests {
                 script.requests.lock().unwrap()[1]
                     .ends_with(r#"{"command":"list_session_events"}"#)
             );
+            // Both queries on the exchange's one kept connection; a write is not the exchange's
+            // (it would re-send on a closed kept connection) and goes through reqwest's own.
+            assert_eq!(script.connections.load(Ordering::SeqCst), 1);
+            client
+                .command("r1", "upload_session_object", Default::default())
+                .await
+                .unwrap();
+            assert_eq!(script.connections.load(Ordering::SeqCst), 2);
         }
 
         #[tokio::test]
