@@ -323,8 +323,10 @@ async fn read_answer(
                     return Err(malformed("connection closed inside the body".into()));
                 }
             }
-            // Bytes past the body would be a pipelined answer nobody asked for.
+            // Bytes past the body would be a pipelined answer nobody asked for: they are not the
+            // body, and the connection goes with them.
             let keep = head.keep_alive && buf.len() == n;
+            buf.truncate(n);
             (std::mem::take(buf), keep)
         }
         Framing::Chunked => {
@@ -821,6 +823,25 @@ mod tests {
                      content-length: 15\r\n\r\n{{\"command\":\"x\"}}"
                 )
             );
+        }
+
+        #[tokio::test]
+        async fn bytes_past_the_body_are_dropped_with_the_connection() {
+            let replies = vec![
+                (
+                    vec![&b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}HTTP/1.1 200 OK"[..]],
+                    false,
+                ),
+                (
+                    vec![&b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnext"[..]],
+                    false,
+                ),
+            ];
+            let (authority, script) = server(replies, None).await;
+            let lean = lean(&format!("http://{authority}"), None);
+            assert_eq!(lean.post(QUERY, b"{}").await.unwrap().body, b"{}");
+            assert_eq!(lean.post(QUERY, b"{}").await.unwrap().body, b"next");
+            assert_eq!(script.connections.load(Ordering::SeqCst), 2);
         }
 
         #[tokio::test]
