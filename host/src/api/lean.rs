@@ -64,7 +64,10 @@ pub(super) struct Answer {
 
 struct Conn {
     stream: Stream,
-    /// The connection's read buffer, kept with it so a poll allocates nothing for its answer.
+    /// The connection's read buffer, kept with it for the next answer's head. A body framed by
+    /// length or by the connection's end leaves with the buffer (it becomes the answer's body,
+    /// without a copy), so the next answer allocates a new one; a chunked body is decoded out of
+    /// it and the buffer stays.
     buf: Vec<u8>,
     since: Instant,
 }
