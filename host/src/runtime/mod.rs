@@ -20,6 +20,7 @@ pub mod quotas;
 pub mod section;
 pub mod settings;
 pub mod start;
+pub mod state_meter;
 pub mod store;
 pub mod supervisor;
 pub mod transport;

@@ -137,11 +137,13 @@ async fn run_inner(engine: &Engine, job: Option<&LoadedJobType>, plan: SectionPl
         let instance = job.pre.instantiate_async(&mut store).await?;
         instance.call_run(&mut store, &plan.record).await
     };
-    // The state folder's quota is measured beside the run: the guest also writes through WASI,
-    // which no host call sees. Over it, the run is dropped (its children die with the store).
+    // The state folder's quota is measured beside the run (`state_meter`): the guest also writes
+    // through WASI, which no host call sees. Over it, the run is dropped (its children die with
+    // the store).
+    let mut meter = ctx.shared.state_meter.watch(&ctx).await;
     let result = tokio::select! {
         result = run => result,
-        over = state_over_quota(&ctx) => {
+        over = meter.over_quota() => {
             drop(store);
             tracing::error!(section = %ctx.label(), code = "JOB_TYPE_QUOTA_EXCEEDED", error = %over, "job_type_failed");
             return SectionEnd {
@@ -175,27 +177,6 @@ async fn run_inner(engine: &Engine, job: Option<&LoadedJobType>, plan: SectionPl
                 message: format!("job type `{}` {what}: {e:#}", ctx.job_type),
             }
         }
-    }
-}
-
-/// Resolves once the section's state folder holds more than its quota (measured every
-/// [`STATE_CHECK`](super::quotas::STATE_CHECK), without following links); never otherwise.
-async fn state_over_quota(ctx: &SectionContext) -> String {
-    loop {
-        let dir = ctx.state_dir.clone();
-        let used = tokio::task::spawn_blocking(move || super::confined::usage_bytes(&dir))
-            .await
-            .unwrap_or(0);
-        ctx.quotas
-            .state_used
-            .store(used, std::sync::atomic::Ordering::Relaxed);
-        if used > ctx.quotas.state_bytes {
-            return format!(
-                "its state folder holds {used} bytes, over its quota of {} bytes (job_types.<name>.state_quota_mib)",
-                ctx.quotas.state_bytes
-            );
-        }
-        tokio::time::sleep(super::quotas::STATE_CHECK).await;
     }
 }
 

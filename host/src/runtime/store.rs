@@ -186,6 +186,9 @@ pub fn detached_shared() -> Arc<Shared> {
         },
         secrets: Vec::new(),
         jobs_dir: PathBuf::new(),
+        state_meter: crate::runtime::state_meter::StateMeter::new(
+            crate::runtime::quotas::STATE_CHECK,
+        ),
     })
 }
 

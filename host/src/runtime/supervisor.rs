@@ -141,6 +141,7 @@ pub fn shared(inputs: &RuntimeInputs, shutdown: watch::Receiver<bool>) -> Arc<Sh
         },
         secrets: inputs.secrets.clone(),
         jobs_dir: inputs.tree_root.join("jobs"),
+        state_meter: super::state_meter::StateMeter::new(super::quotas::STATE_CHECK),
     })
 }
 

@@ -42,6 +42,8 @@ pub struct Shared {
     pub secrets: Vec<String>,
     /// `<state tree>/jobs`: each section's state folder is `<job_type>-<state key>` inside it.
     pub jobs_dir: PathBuf,
+    /// Measures every section's state folder against its quota.
+    pub state_meter: crate::runtime::state_meter::StateMeter,
 }
 
 impl Shared {
