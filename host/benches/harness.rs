@@ -40,6 +40,8 @@
 //! the worker's requests in part `threads` from the first message on.
 //! `BENCH_PRESTART=0` runs ours with `agents.claude_code.prestart: false` (a new CLI per turn, as
 //! the reference) in part 4. `BENCH_TRACE=1` prints each measured turn's timeline in part 4.
+//! `BENCH_OURS_EXE=PATH` measures another build's `blobhub-worker` as ours: two benches started
+//! at once, one per build, compare builds on the machine as it is at that moment.
 //! Every loop is bounded; every wait has a deadline; only 127.0.0.1 is contacted.
 
 mod common;
@@ -55,7 +57,7 @@ use blobhub_emulator::{Admin, CreateSession, Emulator, SessionIds};
 use blobhub_fake_anthropic::{FakeAnthropic, MessagesRequest};
 use blobhub_worker::state_tree::StateTree;
 use common::{
-    OURS_EXE, PATIENCE, TEST_AGENT, describe, emulator, epoch_micros, now_us, our_section,
+    PATIENCE, TEST_AGENT, describe, emulator, epoch_micros, now_us, our_section,
     our_start, our_workspace, quantile, stop, thread_state, write_our_login,
 };
 use serde_json::{Value, json};
@@ -2868,7 +2870,8 @@ async fn run(argv: Vec<String>) {
     println!("machine: {}", machine());
     println!("load average at the start: {}", load());
     println!(
-        "ours: {OURS_EXE}\nreference: {}\ndefault polling (idle 1500 ms, active 3000 ms), emulator in-process on 127.0.0.1",
+        "ours: {}\nreference: {}\ndefault polling (idle 1500 ms, active 3000 ms), emulator in-process on 127.0.0.1",
+        common::ours_exe(),
         reference
             .as_ref()
             .map_or("(not measured)".to_owned(), |r| r.display().to_string())

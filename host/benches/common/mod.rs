@@ -17,6 +17,12 @@ use serde_json::Value;
 use tokio::process::{Child, Command};
 
 pub const OURS_EXE: &str = env!("CARGO_BIN_EXE_blobhub-worker");
+
+/// The worker the benches start: this build's, or `BENCH_OURS_EXE` (another build's executable,
+/// to compare two builds in paired runs on the same machine).
+pub fn ours_exe() -> String {
+    std::env::var("BENCH_OURS_EXE").unwrap_or_else(|_| OURS_EXE.to_owned())
+}
 pub const TEST_AGENT: &str = env!("CARGO_BIN_EXE_blobhub-test-agent");
 
 /// The longest wait for anything a worker should do (attach, a reply, a state change).
@@ -130,7 +136,7 @@ pub fn our_start(tree: &StateTree, log: &Path) -> Command {
         .append(true)
         .open(log)
         .unwrap();
-    let mut c = Command::new(OURS_EXE);
+    let mut c = Command::new(ours_exe());
     c.arg("start")
         .env("BLOBHUB_WORKER_HOME", tree.root())
         .env_remove("BLOBHUB_WORKER_LOG")

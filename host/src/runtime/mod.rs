@@ -11,6 +11,7 @@ pub mod confined;
 pub mod engine;
 pub mod engine_config;
 pub mod feed_thread;
+pub mod guest_clock;
 pub mod guest_stderr;
 pub mod loader;
 pub mod pending;

@@ -12,6 +12,11 @@ use crate::wait::reply;
 pub struct Session;
 
 async fn json(r: raw::Reply) -> Result<Value, ApiError> {
+    parsed(r).await
+}
+
+/// The reply's text read into `T`.
+async fn parsed<T: serde::de::DeserializeOwned>(r: raw::Reply) -> Result<T, ApiError> {
     let text = reply(r).await?;
     // The host parsed this text already; if it still cannot be parsed here, it never will be:
     // permanent, with the host's word for an unparseable success body.
@@ -64,8 +69,20 @@ impl Session {
     pub async fn download_object(&self, alias: &str) -> Result<Value, ApiError> {
         json(raw::download_object(alias)).await
     }
+    /// The envelope (`{"object": {...}}`) read straight into `T`: for a caller that needs a few
+    /// of its fields, much less work than building the whole `Value` tree and dropping it.
+    pub async fn download_object_as<T: serde::de::DeserializeOwned>(
+        &self,
+        alias: &str,
+    ) -> Result<T, ApiError> {
+        parsed(raw::download_object(alias)).await
+    }
     pub async fn upload_object(&self, alias: &str, value: &Value) -> Result<Value, ApiError> {
         json(raw::upload_object(alias, &value.to_string())).await
+    }
+    /// `upload_object` of a value already serialized (JSON text; the host checks it parses).
+    pub async fn upload_object_text(&self, alias: &str, value: &str) -> Result<Value, ApiError> {
+        json(raw::upload_object(alias, value)).await
     }
     pub async fn delete_object(&self, alias: &str) -> Result<Value, ApiError> {
         json(raw::delete_object(alias)).await

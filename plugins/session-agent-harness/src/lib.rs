@@ -25,6 +25,7 @@ pub mod settings;
 pub mod timestamp;
 pub mod truncate;
 pub mod worker_config;
+pub mod worker_object;
 
 #[cfg(target_arch = "wasm32")]
 mod guest;

@@ -10,6 +10,7 @@ use blobhub_worker_sdk::{self as sdk, worker};
 
 use super::ctx::{Ctx, download_retrying, log, retryable, upload_retrying};
 use crate::classify::WORKER_ALIAS;
+use crate::worker_object;
 
 /// Why a section could not attach: a section code (docs/operations.md); `transient` failures are retried.
 #[derive(Debug)]
@@ -35,25 +36,20 @@ fn unresolved(e: &ApiError) -> Refusal {
     }
 }
 
+/// Who this process is, as the `worker` object records it.
+fn identity(ctx: &Ctx) -> worker_object::Identity<'_> {
+    let id = &ctx.identity;
+    worker_object::Identity {
+        user_id: &id.user_id,
+        instance_id: &id.instance_id,
+        version: &id.version,
+        started_at: &id.started_at,
+    }
+}
+
 /// The whole `worker` value this process writes.
 pub fn worker_value(ctx: &Ctx, last_seen_at: &str) -> Value {
-    let id = &ctx.identity;
-    json!({
-        "type": "thread",
-        "thread": {
-            "attributes": {"name": "worker", "description": "BlobHub worker activity log"},
-            "metadata": {
-                "user": {"user_id": id.user_id},
-                "instance": {
-                    "instance_id": id.instance_id,
-                    "version": id.version,
-                    "started_at": id.started_at,
-                    "last_seen_at": last_seen_at,
-                    "status": "attached",
-                }
-            }
-        }
-    })
+    worker_object::value(identity(ctx), last_seen_at)
 }
 
 fn write_refusal(e: &ApiError) -> Refusal {
@@ -277,17 +273,15 @@ pub async fn attach(ctx: &Ctx) -> Result<String, Refusal> {
 /// Keep-alive: restamp `last_seen_at`, only while the object is still ours. Any guard failure
 /// skips the write (it never recreates the object: deletion is how a person detaches us).
 pub async fn heartbeat(ctx: &Ctx) {
-    let Ok(value) = ctx.session.download_value(WORKER_ALIAS).await else {
-        return;
-    };
-    let owner = value
-        .pointer("/thread/metadata/user/user_id")
-        .and_then(Value::as_str);
-    if value.get("type").and_then(Value::as_str) != Some("thread") || owner != Some(ctx.user_id()) {
+    let downloaded = ctx
+        .session
+        .download_object_as::<worker_object::Downloaded>(WORKER_ALIAS)
+        .await;
+    if downloaded.as_ref().ok().and_then(|d| d.thread_owner()) != Some(ctx.user_id()) {
         return;
     }
-    let value = worker_value(ctx, &worker::now_utc());
-    if let Err(e) = ctx.session.upload_object(WORKER_ALIAS, &value).await {
+    let value = worker_object::value_text(identity(ctx), &worker::now_utc());
+    if let Err(e) = ctx.session.upload_object_text(WORKER_ALIAS, &value).await {
         super::ctx::log(
             blobhub_worker_sdk::log::Level::Warning,
             "keepalive_failed",
