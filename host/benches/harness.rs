@@ -57,8 +57,8 @@ use blobhub_emulator::{Admin, CreateSession, Emulator, SessionIds};
 use blobhub_fake_anthropic::{FakeAnthropic, MessagesRequest};
 use blobhub_worker::state_tree::StateTree;
 use common::{
-    PATIENCE, TEST_AGENT, describe, emulator, epoch_micros, now_us, our_section,
-    our_start, our_workspace, quantile, stop, thread_state, write_our_login,
+    PATIENCE, TEST_AGENT, describe, emulator, epoch_micros, now_us, our_section, our_start,
+    our_workspace, quantile, stop, thread_state, write_our_login,
 };
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};

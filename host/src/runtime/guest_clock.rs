@@ -1,20 +1,36 @@
 //! `wasi:clocks/monotonic-clock` for job types: WASI's own, except that a wait of a second or
-//! more ends on the guests' wake grid (`wake_grid::align_guest_wait`).
+//! more ends on a shared grid of 64 ms points (`wake_grid::SLOT`), with at most
+//! [`POINT_CAPACITY`] waits per point.
 //!
 //! Why: every section of the bundled harness sleeps 30 s between keep-alives, and sections that
 //! attached a few milliseconds apart each had their own deadline, so a keep-alive round of ten
 //! sections woke the main runtime's timer ten times over (two or three times each, as tokio's
 //! wheel moves a long deadline down its levels). On an idle VM such a wake-up costs more than the
-//! work it serves (docs/benchmarks.md, "Scale and idle cost"). Deadlines that fall in one 64 ms
-//! slot now end at the same instant and share the wake-ups. A wait ends at most 64 ms after the
-//! time asked for and never before it; waits under a second are exact, and `now` is WASI's.
+//! work it serves (docs/benchmarks.md, "Scale and idle cost"). Waits that end on one point end at
+//! the same instant and share the wake-ups.
+//!
+//! Why a capacity: the sections of one point then send their requests at once, and a burst
+//! larger than the main HTTP client's idle connections (`api::POOL_MAX_IDLE`) opens a connection
+//! for each request past them and closes it afterwards; a hundred sections on one point would be
+//! a hundred requests in the same millisecond. A wait that finds its point full ends on the next
+//! point with room, so a hundred sections' keep-alives go in groups of eight, 64 ms apart, as the
+//! feed's polls go in groups.
+//!
+//! A wait ends at most a few points after the time asked for (64 ms each; more only when more
+//! than [`POINT_CAPACITY`] waits fall in one slot) and never before it; waits under a second are
+//! exact, and `now` is WASI's. The grid's origin is the first such wait's `now`, not the main
+//! runtime's timer's (which is not known): off the slot starts, a point may cost the timer's two
+//! wake-ups, but every wait of the point shares them.
 
-use std::time::Duration;
-
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant as StdInstant};
 use wasmtime::component::{HasData, Resource};
 use wasmtime_wasi::clocks::{WasiClocksCtxView, WasiClocksView};
 use wasmtime_wasi::p2::DynPollable;
-use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::{self, Duration as WasiDuration, Instant};
+use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::{
+    self, Duration as WasiDuration, Instant,
+};
 
 use super::store::SectionHost;
 use super::wake_grid;
@@ -37,13 +53,81 @@ impl HasData for GuestClocks {
 /// WASI's clock view, with long subscriptions aligned.
 struct GuestClock<'a>(WasiClocksCtxView<'a>);
 
-/// A deadline on the grid.
-struct GridDeadline(tokio::time::Instant);
+/// Waits that may end on one point of the grid.
+pub const POINT_CAPACITY: u32 = crate::api::POOL_MAX_IDLE as u32;
+
+/// The grid's points that have waits, with how many: one per process.
+static POINTS: Mutex<Option<Points>> = Mutex::new(None);
+
+/// Points of the grid `origin + k·SLOT` and the waits ending on each.
+struct Points {
+    origin: StdInstant,
+    taken: BTreeMap<u128, u32>,
+}
+
+impl Points {
+    /// The first point at or after `due` with fewer than `capacity` waits, taken: its index
+    /// and instant.
+    fn reserve(&mut self, due: StdInstant, capacity: u32) -> (u128, StdInstant) {
+        let slot = wake_grid::SLOT.as_nanos();
+        let since = due.saturating_duration_since(self.origin).as_nanos();
+        let mut k = since.div_ceil(slot);
+        loop {
+            let count = self.taken.entry(k).or_insert(0);
+            if *count < capacity {
+                *count += 1;
+                let at = u64::try_from(k * slot).unwrap_or(u64::MAX);
+                return (k, self.origin + Duration::from_nanos(at));
+            }
+            k += 1;
+        }
+    }
+
+    /// A wait of point `k` ended or was dropped.
+    fn release(&mut self, k: u128) {
+        if let Some(count) = self.taken.get_mut(&k) {
+            *count -= 1;
+            if *count == 0 {
+                self.taken.remove(&k);
+            }
+        }
+    }
+}
+
+/// A deadline on a point of the grid; gives its place back when dropped.
+struct GridDeadline {
+    at: tokio::time::Instant,
+    point: u128,
+}
+
+impl GridDeadline {
+    fn new(due: tokio::time::Instant) -> GridDeadline {
+        let mut points = POINTS.lock().unwrap_or_else(|e| e.into_inner());
+        let points = points.get_or_insert_with(|| Points {
+            origin: StdInstant::now(),
+            taken: BTreeMap::new(),
+        });
+        let (point, at) = points.reserve(due.into_std(), POINT_CAPACITY);
+        GridDeadline {
+            at: tokio::time::Instant::from_std(at),
+            point,
+        }
+    }
+}
+
+impl Drop for GridDeadline {
+    fn drop(&mut self) {
+        let mut points = POINTS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(points) = points.as_mut() {
+            points.release(self.point);
+        }
+    }
+}
 
 #[wasmtime_wasi::async_trait]
 impl wasmtime_wasi::p2::Pollable for GridDeadline {
     async fn ready(&mut self) {
-        tokio::time::sleep_until(self.0).await;
+        tokio::time::sleep_until(self.at).await;
     }
 }
 
@@ -58,13 +142,15 @@ impl GuestClock<'_> {
     }
 
     /// The grid deadline `wait` from now, for a wait of [`wake_grid::MIN_WAIT`] or more.
-    fn grid_deadline(&mut self, wait: Duration) -> wasmtime::Result<Option<Resource<GridDeadline>>> {
+    fn grid_deadline(
+        &mut self,
+        wait: Duration,
+    ) -> wasmtime::Result<Option<Resource<GridDeadline>>> {
         let due = match tokio::time::Instant::now().checked_add(wait) {
             Some(due) if wait >= wake_grid::MIN_WAIT => due,
             _ => return Ok(None),
         };
-        let deadline = GridDeadline(wake_grid::align_guest_wait(due));
-        Ok(Some(self.0.table.push(deadline)?))
+        Ok(Some(self.0.table.push(GridDeadline::new(due))?))
     }
 }
 
@@ -98,6 +184,32 @@ impl monotonic_clock::Host for GuestClock<'_> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_point_takes_its_capacity_and_the_rest_go_to_the_next_points() {
+        let origin = StdInstant::now();
+        let mut points = Points {
+            origin,
+            taken: BTreeMap::new(),
+        };
+        let slot = wake_grid::SLOT;
+        let due = origin + slot * 500 + Duration::from_millis(3);
+        let placed: Vec<(u128, StdInstant)> = (0..10).map(|_| points.reserve(due, 4)).collect();
+        let at = |k: u128| origin + slot * u32::try_from(k).unwrap();
+        // Never before the time asked for; the first point after it takes four, then the next.
+        assert!(placed.iter().all(|(k, t)| *t == at(*k) && *t >= due));
+        let ks: Vec<u128> = placed.iter().map(|(k, _)| *k).collect();
+        assert_eq!(ks, [501, 501, 501, 501, 502, 502, 502, 502, 503, 503]);
+        // A wait given back frees its place for the next one.
+        points.release(501);
+        assert_eq!(points.reserve(due, 4).0, 501);
+        for k in [501, 501, 501, 501, 502, 502, 502, 502, 503, 503] {
+            points.release(k);
+        }
+        assert!(points.taken.is_empty(), "{:?}", points.taken);
+        // A due time on a point stays there.
+        assert_eq!(points.reserve(at(600), 4), (600, at(600)));
+    }
+
     #[tokio::test]
     async fn long_waits_end_on_the_grid_and_short_ones_are_wasis() {
         let limits = crate::config::JobTypeSettings::default();
@@ -105,22 +217,26 @@ mod tests {
         let mut store = crate::runtime::store::scratch_store(&engine, &limits).unwrap();
         let mut clock = GuestClock(store.data_mut().clocks());
         let before = tokio::time::Instant::now();
-        let mut ends = Vec::new();
         for wait_ms in [1_000, 1_010, 30_000, 30_050] {
             let wait = Duration::from_millis(wait_ms);
             let deadline = clock.grid_deadline(wait).unwrap().expect("a grid deadline");
-            let end = clock.0.table.get(&deadline).unwrap().0;
-            assert!(end >= before + wait, "{wait_ms} ms: never before the time asked for");
+            let end = clock.0.table.get(&deadline).unwrap().at;
+            assert!(
+                end >= before + wait,
+                "{wait_ms} ms: never before the time asked for"
+            );
+            // Other tests' waits may share the process's grid, but not fill a point.
             assert!(
                 end < tokio::time::Instant::now() + wait + wake_grid::SLOT,
                 "{wait_ms} ms: at most a slot later"
             );
-            ends.push(end);
         }
-        // Waits a slot apart or less end on grid points a multiple of the slot apart.
-        let apart = (ends[3] - ends[2]).as_nanos();
-        assert_eq!(apart % wake_grid::SLOT.as_nanos(), 0, "{apart} ns");
-        assert!(clock.grid_deadline(Duration::from_millis(999)).unwrap().is_none());
+        assert!(
+            clock
+                .grid_deadline(Duration::from_millis(999))
+                .unwrap()
+                .is_none()
+        );
         assert!(clock.grid_deadline(Duration::ZERO).unwrap().is_none());
         // Short and zero waits still give a pollable (WASI's own).
         monotonic_clock::Host::subscribe_duration(&mut clock, 0).unwrap();

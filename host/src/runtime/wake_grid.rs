@@ -23,12 +23,8 @@
 //! off, a wait would just cost its two wake-ups as before. Without a marked origin (no feed has
 //! started in this process) nothing is moved.
 //!
-//! The guests' own long waits (`wasi:clocks` subscriptions of a second or more: the harness's
-//! 30 s keep-alive, retry backoffs) end on a grid too ([`align_guest_wait`], see
-//! `runtime::guest_clock`), rounded *up* so a guest never wakes before the time it asked for.
-//! Their origin is the first such wait's, not the main runtime's timer's (which is not known):
-//! off the slot starts, a grid point may cost the timer's two wake-ups, but the sections whose
-//! waits end in one slot share them, instead of each section paying its own.
+//! The guests' own long waits (`wasi:clocks` subscriptions of a second or more) end on points of
+//! a grid of the same slots too, rounded *up* (`runtime::guest_clock`).
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -54,29 +50,6 @@ pub fn align(due: tokio::time::Instant) -> tokio::time::Instant {
         }
         None => due,
     }
-}
-
-/// The origin of the guests' grid (the first guest wait's `now`).
-static GUEST_ORIGIN: OnceLock<Instant> = OnceLock::new();
-
-/// `due` moved to the next grid point at or after it when it is at least [`MIN_WAIT`] away.
-pub fn align_guest_wait(due: tokio::time::Instant) -> tokio::time::Instant {
-    let now = Instant::now();
-    let origin = *GUEST_ORIGIN.get_or_init(|| now);
-    tokio::time::Instant::from_std(align_up_to(origin, due.into_std(), now))
-}
-
-/// `due` on the grid `origin + k·SLOT` (the first point at or after it), unless it is less than
-/// [`MIN_WAIT`] after `now`.
-pub(crate) fn align_up_to(origin: Instant, due: Instant, now: Instant) -> Instant {
-    if due < now + MIN_WAIT || due < origin {
-        return due;
-    }
-    let slot = SLOT.as_nanos();
-    let since = (due - origin).as_nanos();
-    let k = since.div_ceil(slot);
-    let nanos = u64::try_from(k * slot).unwrap_or(u64::MAX);
-    origin + Duration::from_nanos(nanos)
 }
 
 /// `due` on the grid `origin + k·SLOT` (nearest point), unless it is less than [`MIN_WAIT`]
@@ -119,29 +92,6 @@ mod tests {
             };
             assert!(moved <= SLOT / 2, "{extra_us} µs: moved {moved:?}");
         }
-    }
-
-    #[test]
-    fn guest_waits_end_on_the_next_grid_point_never_earlier() {
-        let origin = Instant::now();
-        let now = origin + Duration::from_millis(7_777);
-        for extra_us in [1_000_000u64, 1_000_001, 1_500_000, 29_999_999, 30_000_000] {
-            let due = now + Duration::from_micros(extra_us);
-            let aligned = align_up_to(origin, due, now);
-            assert_eq!((aligned - origin).as_nanos() % SLOT.as_nanos(), 0, "{extra_us} µs");
-            assert!(aligned >= due, "{extra_us} µs: never before the time asked for");
-            assert!(aligned - due < SLOT, "{extra_us} µs: moved {:?}", aligned - due);
-        }
-        // Two sections' waits that end within one slot share its point.
-        let a = align_up_to(origin, origin + Duration::from_millis(64 * 500 + 3), now);
-        let b = align_up_to(origin, origin + Duration::from_millis(64 * 500 + 60), now);
-        assert_eq!(a, b);
-        // A wait already on a point stays there.
-        let on = origin + SLOT * 400;
-        assert_eq!(align_up_to(origin, on, now), on);
-        // Short waits are exact.
-        let short = now + Duration::from_millis(999);
-        assert_eq!(align_up_to(origin, short, now), short);
     }
 
     #[test]
