@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant as StdInstant};
+
 use wasmtime::component::{HasData, Resource};
 use wasmtime_wasi::clocks::{WasiClocksCtxView, WasiClocksView};
 use wasmtime_wasi::p2::DynPollable;
