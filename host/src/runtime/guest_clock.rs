@@ -16,18 +16,21 @@
 //! point with room, so a hundred sections' keep-alives go in groups of eight, 64 ms apart, as the
 //! feed's polls go in groups.
 //!
-//! A wait ends at most a few points after the time asked for (64 ms each; more only when more
-//! than [`POINT_CAPACITY`] waits fall in one slot) and never before it; waits under a second are
-//! exact, and `now` is WASI's. The grid's origin is the first such wait's `now`, not the main
+//! A wait ends never before the time asked for and at most [`MAX_LATER_POINTS`] points after the
+//! first point at or after it: past that, a full point takes one more wait. A job type holds at
+//! most [`GRID_WAITS_PER_SECTION`] waits on the grid at once; its others are WASI's own, exact.
+//! So a hostile job type that opens thousands of waits to fill the points moves another
+//! section's wait by a few points at most. Waits under a second are exact, and `now` is WASI's. The grid's origin is the first such wait's `now`, not the main
 //! runtime's timer's (which is not known): off the slot starts, a point may cost the timer's two
 //! wake-ups, but every wait of the point shares them.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
 use wasmtime::component::{HasData, Resource};
-use wasmtime_wasi::clocks::{WasiClocksCtxView, WasiClocksView};
+use wasmtime_wasi::clocks::WasiClocksCtxView;
 use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::{
     self, Duration as WasiDuration, Instant,
@@ -40,8 +43,12 @@ use super::wake_grid;
 pub fn add_to_linker(
     linker: &mut wasmtime::component::Linker<SectionHost>,
 ) -> wasmtime::Result<()> {
-    monotonic_clock::add_to_linker::<SectionHost, GuestClocks>(linker, |host| {
-        GuestClock(host.clocks())
+    monotonic_clock::add_to_linker::<SectionHost, GuestClocks>(linker, |host| GuestClock {
+        wasi: WasiClocksCtxView {
+            ctx: host.wasi.clocks(),
+            table: &mut host.table,
+        },
+        grid_waits: &host.grid_waits,
     })
 }
 
@@ -52,10 +59,20 @@ impl HasData for GuestClocks {
 }
 
 /// WASI's clock view, with long subscriptions aligned.
-struct GuestClock<'a>(WasiClocksCtxView<'a>);
+struct GuestClock<'a> {
+    wasi: WasiClocksCtxView<'a>,
+    /// The section's waits now on the grid.
+    grid_waits: &'a Arc<AtomicU32>,
+}
 
 /// Waits that may end on one point of the grid.
 pub const POINT_CAPACITY: u32 = crate::api::POOL_MAX_IDLE as u32;
+
+/// How many points past its own a wait may be moved to find room.
+pub const MAX_LATER_POINTS: u128 = 16;
+
+/// Waits one section may hold on the grid at once.
+pub const GRID_WAITS_PER_SECTION: u32 = 16;
 
 /// The grid's points that have waits, with how many: one per process.
 static POINTS: Mutex<Option<Points>> = Mutex::new(None);
@@ -67,21 +84,18 @@ struct Points {
 }
 
 impl Points {
-    /// The first point at or after `due` with fewer than `capacity` waits, taken: its index
-    /// and instant.
+    /// The first point at or after `due` with fewer than `capacity` waits, or else the
+    /// [`MAX_LATER_POINTS`]-th after that first one, taken: its index and instant.
     fn reserve(&mut self, due: StdInstant, capacity: u32) -> (u128, StdInstant) {
         let slot = wake_grid::SLOT.as_nanos();
         let since = due.saturating_duration_since(self.origin).as_nanos();
-        let mut k = since.div_ceil(slot);
-        loop {
-            let count = self.taken.entry(k).or_insert(0);
-            if *count < capacity {
-                *count += 1;
-                let at = u64::try_from(k * slot).unwrap_or(u64::MAX);
-                return (k, self.origin + Duration::from_nanos(at));
-            }
-            k += 1;
-        }
+        let first = since.div_ceil(slot);
+        let k = (first..first + MAX_LATER_POINTS)
+            .find(|k| self.taken.get(k).is_none_or(|count| *count < capacity))
+            .unwrap_or(first + MAX_LATER_POINTS);
+        *self.taken.entry(k).or_insert(0) += 1;
+        let at = u64::try_from(k * slot).unwrap_or(u64::MAX);
+        (k, self.origin + Duration::from_nanos(at))
     }
 
     /// A wait of point `k` ended or was dropped.
@@ -99,10 +113,12 @@ impl Points {
 struct GridDeadline {
     at: tokio::time::Instant,
     point: u128,
+    /// The section's count of grid waits, which this one is part of.
+    section_waits: Arc<AtomicU32>,
 }
 
 impl GridDeadline {
-    fn new(due: tokio::time::Instant) -> GridDeadline {
+    fn new(due: tokio::time::Instant, section_waits: Arc<AtomicU32>) -> GridDeadline {
         let mut points = POINTS.lock().unwrap_or_else(|e| e.into_inner());
         let points = points.get_or_insert_with(|| Points {
             origin: StdInstant::now(),
@@ -112,12 +128,14 @@ impl GridDeadline {
         GridDeadline {
             at: tokio::time::Instant::from_std(at),
             point,
+            section_waits,
         }
     }
 }
 
 impl Drop for GridDeadline {
     fn drop(&mut self) {
+        self.section_waits.fetch_sub(1, Ordering::Relaxed);
         let mut points = POINTS.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(points) = points.as_mut() {
             points.release(self.point);
@@ -137,12 +155,13 @@ impl GuestClock<'_> {
     /// yields as WASI's does), otherwise ending on the grid.
     fn subscribe_wait(&mut self, wait: Duration) -> wasmtime::Result<Resource<DynPollable>> {
         match self.grid_deadline(wait)? {
-            Some(deadline) => wasmtime_wasi::p2::subscribe(self.0.table, deadline),
-            None => monotonic_clock::Host::subscribe_duration(&mut self.0, duration_nanos(wait)),
+            Some(deadline) => wasmtime_wasi::p2::subscribe(self.wasi.table, deadline),
+            None => monotonic_clock::Host::subscribe_duration(&mut self.wasi, duration_nanos(wait)),
         }
     }
 
-    /// The grid deadline `wait` from now, for a wait of [`wake_grid::MIN_WAIT`] or more.
+    /// The grid deadline `wait` from now, for a wait of [`wake_grid::MIN_WAIT`] or more while
+    /// the section holds fewer than [`GRID_WAITS_PER_SECTION`].
     fn grid_deadline(
         &mut self,
         wait: Duration,
@@ -151,7 +170,16 @@ impl GuestClock<'_> {
             Some(due) if wait >= wake_grid::MIN_WAIT => due,
             _ => return Ok(None),
         };
-        Ok(Some(self.0.table.push(GridDeadline::new(due))?))
+        let counted = self
+            .grid_waits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < GRID_WAITS_PER_SECTION).then_some(n + 1)
+            });
+        if counted.is_err() {
+            return Ok(None);
+        }
+        let deadline = GridDeadline::new(due, Arc::clone(self.grid_waits));
+        Ok(Some(self.wasi.table.push(deadline)?))
     }
 }
 
@@ -161,15 +189,15 @@ fn duration_nanos(wait: Duration) -> WasiDuration {
 
 impl monotonic_clock::Host for GuestClock<'_> {
     fn now(&mut self) -> wasmtime::Result<Instant> {
-        monotonic_clock::Host::now(&mut self.0)
+        monotonic_clock::Host::now(&mut self.wasi)
     }
 
     fn resolution(&mut self) -> wasmtime::Result<Instant> {
-        monotonic_clock::Host::resolution(&mut self.0)
+        monotonic_clock::Host::resolution(&mut self.wasi)
     }
 
     fn subscribe_instant(&mut self, when: Instant) -> wasmtime::Result<Resource<DynPollable>> {
-        let now = monotonic_clock::Host::now(&mut self.0)?;
+        let now = monotonic_clock::Host::now(&mut self.wasi)?;
         self.subscribe_wait(Duration::from_nanos(when.saturating_sub(now)))
     }
 
@@ -211,17 +239,45 @@ mod tests {
         assert_eq!(points.reserve(at(600), 4), (600, at(600)));
     }
 
+    #[test]
+    fn waits_piled_on_one_point_move_others_by_a_bounded_amount() {
+        let origin = StdInstant::now();
+        let mut points = Points {
+            origin,
+            taken: BTreeMap::new(),
+        };
+        let due = origin + wake_grid::SLOT * 100;
+        // A hostile job type's thousand waits on one due time...
+        for _ in 0..1000 {
+            points.reserve(due, POINT_CAPACITY);
+        }
+        // ...fill the points within reach and pile up on the last of them, no further.
+        let last = 100 + MAX_LATER_POINTS;
+        assert_eq!(points.taken.keys().max(), Some(&last));
+        // Another section's wait then ends at most that far from its own point.
+        let (k, at) = points.reserve(due + Duration::from_millis(1), POINT_CAPACITY);
+        assert_eq!(k, 101 + MAX_LATER_POINTS);
+        assert!(at - due <= wake_grid::SLOT * (1 + MAX_LATER_POINTS as u32));
+    }
+
     #[tokio::test]
     async fn long_waits_end_on_the_grid_and_short_ones_are_wasis() {
         let limits = crate::config::JobTypeSettings::default();
         let engine = wasmtime::Engine::default();
         let mut store = crate::runtime::store::scratch_store(&engine, &limits).unwrap();
-        let mut clock = GuestClock(store.data_mut().clocks());
+        let host = store.data_mut();
+        let mut clock = GuestClock {
+            wasi: WasiClocksCtxView {
+                ctx: host.wasi.clocks(),
+                table: &mut host.table,
+            },
+            grid_waits: &host.grid_waits,
+        };
         let before = tokio::time::Instant::now();
         for wait_ms in [1_000, 1_010, 30_000, 30_050] {
             let wait = Duration::from_millis(wait_ms);
             let deadline = clock.grid_deadline(wait).unwrap().expect("a grid deadline");
-            let end = clock.0.table.get(&deadline).unwrap().at;
+            let end = clock.wasi.table.get(&deadline).unwrap().at;
             assert!(
                 end >= before + wait,
                 "{wait_ms} ms: never before the time asked for"
@@ -231,7 +287,13 @@ mod tests {
                 end < tokio::time::Instant::now() + wait + wake_grid::SLOT,
                 "{wait_ms} ms: at most a slot later"
             );
+            clock.wasi.table.delete(deadline).unwrap();
         }
+        assert_eq!(
+            clock.grid_waits.load(Ordering::Relaxed),
+            0,
+            "dropped waits are given back"
+        );
         assert!(
             clock
                 .grid_deadline(Duration::from_millis(999))
@@ -239,6 +301,22 @@ mod tests {
                 .is_none()
         );
         assert!(clock.grid_deadline(Duration::ZERO).unwrap().is_none());
+        // A section holds a bounded number of grid waits; past it, its waits are WASI's own, and
+        // a dropped one gives its place back.
+        let mut held = Vec::new();
+        while let Some(d) = clock.grid_deadline(Duration::from_secs(5)).unwrap() {
+            held.push(d);
+            assert!(held.len() <= GRID_WAITS_PER_SECTION as usize);
+        }
+        assert_eq!(held.len() as u32, GRID_WAITS_PER_SECTION);
+        monotonic_clock::Host::subscribe_duration(&mut clock, 5_000_000_000).unwrap();
+        clock.wasi.table.delete(held.pop().unwrap()).unwrap();
+        assert!(
+            clock
+                .grid_deadline(Duration::from_secs(5))
+                .unwrap()
+                .is_some()
+        );
         // Short and zero waits still give a pollable (WASI's own).
         monotonic_clock::Host::subscribe_duration(&mut clock, 0).unwrap();
         monotonic_clock::Host::subscribe_duration(&mut clock, 5_000_000).unwrap();

@@ -26,6 +26,8 @@ pub struct SectionHost {
     pub feed_task: Option<tokio::task::AbortHandle>,
     /// Whether this store's guest is executing wasm, for the epoch ticker.
     pub activity: crate::runtime::engine::WasmActivity,
+    /// The guest's waits now on the wake grid (`guest_clock`).
+    pub grid_waits: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl SectionHost {
@@ -47,6 +49,7 @@ impl SectionHost {
             section,
             feed_task: None,
             activity: Default::default(),
+            grid_waits: Arc::default(),
         }
     }
 }
