@@ -20,7 +20,8 @@
 //! first point at or after it: past that, a full point takes one more wait. A job type holds at
 //! most [`GRID_WAITS_PER_SECTION`] waits on the grid at once; its others are WASI's own, exact.
 //! So a hostile job type that opens thousands of waits to fill the points moves another
-//! section's wait by a few points at most. Waits under a second are exact, and `now` is WASI's. The grid's origin is the first such wait's `now`, not the main
+//! section's wait by at most `MAX_LATER_POINTS + 1` points (about a second). Waits under a second
+//! are exact, and `now` is WASI's. The grid's origin is the first such wait's `now`, not the main
 //! runtime's timer's (which is not known): off the slot starts, a point may cost the timer's two
 //! wake-ups, but every wait of the point shares them.
 
