@@ -85,6 +85,14 @@ struct Points {
 }
 
 impl Points {
+    /// A grid from `origin` with no waits yet.
+    fn new(origin: StdInstant) -> Points {
+        Points {
+            origin,
+            taken: BTreeMap::new(),
+        }
+    }
+
     /// The first point at or after `due` with fewer than `capacity` waits, or else the
     /// [`MAX_LATER_POINTS`]-th after that first one, taken: its index and instant.
     fn reserve(&mut self, due: StdInstant, capacity: u32) -> (u128, StdInstant) {
@@ -121,10 +129,7 @@ struct GridDeadline {
 impl GridDeadline {
     fn new(due: tokio::time::Instant, section_waits: Arc<AtomicU32>) -> GridDeadline {
         let mut points = POINTS.lock().unwrap_or_else(|e| e.into_inner());
-        let points = points.get_or_insert_with(|| Points {
-            origin: StdInstant::now(),
-            taken: BTreeMap::new(),
-        });
+        let points = points.get_or_insert_with(|| Points::new(StdInstant::now()));
         let (point, at) = points.reserve(due.into_std(), POINT_CAPACITY);
         GridDeadline {
             at: tokio::time::Instant::from_std(at),
@@ -217,10 +222,7 @@ mod tests {
     #[test]
     fn a_point_takes_its_capacity_and_the_rest_go_to_the_next_points() {
         let origin = StdInstant::now();
-        let mut points = Points {
-            origin,
-            taken: BTreeMap::new(),
-        };
+        let mut points = Points::new(origin);
         let slot = wake_grid::SLOT;
         let due = origin + slot * 500 + Duration::from_millis(3);
         let placed: Vec<(u128, StdInstant)> = (0..10).map(|_| points.reserve(due, 4)).collect();
@@ -243,10 +245,7 @@ mod tests {
     #[test]
     fn waits_piled_on_one_point_move_others_by_a_bounded_amount() {
         let origin = StdInstant::now();
-        let mut points = Points {
-            origin,
-            taken: BTreeMap::new(),
-        };
+        let mut points = Points::new(origin);
         let due = origin + wake_grid::SLOT * 100;
         // A hostile job type's thousand waits on one due time...
         for _ in 0..1000 {
