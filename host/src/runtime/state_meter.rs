@@ -45,7 +45,7 @@ struct MeterState {
 
 struct Entry {
     id: u64,
-    dir: PathBuf,
+    /// Its folder is `state_dir`.
     section: Weak<SectionContext>,
     over: oneshot::Sender<String>,
 }
@@ -100,8 +100,10 @@ impl StateMeter {
     /// the rounds run there.
     pub async fn watch(&self, section: &Arc<SectionContext>) -> Watch {
         let (tx, rx) = oneshot::channel();
-        let dir = section.state_dir.clone();
-        let used = measure(vec![dir.clone()]).await.pop().unwrap_or(0);
+        let used = measure(vec![section.state_dir.clone()])
+            .await
+            .pop()
+            .unwrap_or(0);
         let mut state = self.inner.lock();
         state.next_id += 1;
         let id = state.next_id;
@@ -112,7 +114,6 @@ impl StateMeter {
             None => {
                 state.entries.push(Entry {
                     id,
-                    dir,
                     section: Arc::downgrade(section),
                     over: tx,
                 });
@@ -177,7 +178,7 @@ async fn rounds(meter: Weak<Inner>) {
             state
                 .entries
                 .iter()
-                .map(|e| (e.id, e.dir.clone()))
+                .filter_map(|e| Some((e.id, e.section.upgrade()?.state_dir.clone())))
                 .collect()
         };
         // Not kept across the walk: a meter dropped meanwhile ends the rounds.
