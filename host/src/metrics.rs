@@ -26,10 +26,20 @@ const MAX_HEAD: usize = 8192;
 static COUNTERS: std::sync::Mutex<BTreeMap<(&'static str, String), f64>> =
     std::sync::Mutex::new(BTreeMap::new());
 
+/// `blobhub_worker_api_requests_total` by command, then outcome. Kept apart from [`COUNTERS`]
+/// because every BlobHub call counts here, each idle poll included: a command already seen is
+/// found by its name as given, with no label text built (that was eight allocations a call),
+/// and labels are written only when `/metrics` is read.
+static API_REQUESTS: std::sync::Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// The family [`API_REQUESTS`] counts.
+const API_REQUESTS_FAMILY: &str = "blobhub_worker_api_requests_total";
+
 /// The counter families: (name, type, help). Series of one family are written together.
 const FAMILIES: [(&str, &str, &str); 7] = [
     (
-        "blobhub_worker_api_requests_total",
+        API_REQUESTS_FAMILY,
         "counter",
         "BlobHub API calls (after retries) by command and outcome (ok or the error code).",
     ),
@@ -71,16 +81,13 @@ fn add(family: &'static str, labels: String, value: f64) {
 }
 
 /// One BlobHub call ended: `outcome` is `ok` or its error code.
-pub fn count_api(command: &str, outcome: &str) {
-    add(
-        "blobhub_worker_api_requests_total",
-        format!(
-            "command=\"{}\",outcome=\"{}\"",
-            label(command),
-            label(outcome)
-        ),
-        1.0,
-    );
+pub fn count_api(command: &str, outcome: &'static str) {
+    let mut api = API_REQUESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let by_outcome = match api.get_mut(command) {
+        Some(by_outcome) => by_outcome,
+        None => api.entry(command.to_owned()).or_default(),
+    };
+    *by_outcome.entry(outcome).or_insert(0) += 1;
 }
 
 /// A job type logged `event` (its `fields` a JSON object): counted, and a `turn_ended` with
@@ -161,6 +168,19 @@ fn write_counters(out: &mut String) {
     let counters = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
     for (name, kind, help) in FAMILIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        if name == API_REQUESTS_FAMILY {
+            let api = API_REQUESTS.lock().unwrap_or_else(|e| e.into_inner());
+            for (command, by_outcome) in api.iter() {
+                for (outcome, value) in by_outcome {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{command=\"{}\",outcome=\"{}\"}} {value}",
+                        label(command),
+                        label(outcome)
+                    );
+                }
+            }
+        }
         for ((family, labels), value) in counters.iter() {
             if *family != name {
                 continue;
@@ -486,6 +506,36 @@ mod tests {
         assert!(text.contains(
             "blobhub_worker_job_events_total{job_type=\"session_agent_harness\",event=\"turn_ended\",level=\"info\"} "
         ));
+    }
+
+    #[test]
+    fn api_calls_accumulate_by_command_and_outcome_with_escaped_labels() {
+        // A name no other test counts, so the totals are this test's own.
+        let command = "metrics_test \"odd\"\ncommand";
+        count_api(command, "ok");
+        count_api(command, "ok");
+        count_api(command, "API_TRANSIENT_ERROR");
+        let text = metrics(&Snapshot::default());
+        let series = |outcome: &str| {
+            format!(
+                "blobhub_worker_api_requests_total{{command=\"metrics_test \\\"odd\\\"\\ncommand\",outcome=\"{outcome}\"}} "
+            )
+        };
+        assert!(text.contains(&format!("{}2\n", series("ok"))), "{text}");
+        assert!(
+            text.contains(&format!("{}1\n", series("API_TRANSIENT_ERROR"))),
+            "{text}"
+        );
+        // The family's header comes once, before its series.
+        let header = text
+            .find("# TYPE blobhub_worker_api_requests_total counter\n")
+            .expect("header");
+        assert!(header < text.find(&series("ok")).unwrap());
+        assert_eq!(
+            text.matches("# TYPE blobhub_worker_api_requests_total")
+                .count(),
+            1
+        );
     }
 
     #[test]
