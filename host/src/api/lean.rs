@@ -37,7 +37,10 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Headers a response head may carry.
 const MAX_HEADERS: usize = 64;
 /// What a connection's read buffer starts with; an idle poll's answer fits.
-const BUFFER: usize = 8 * 1024;
+const BUFFER: usize = 4 * 1024;
+/// The largest buffer an idle connection keeps; a larger one (a long page was read into it)
+/// is replaced by a new one of [`BUFFER`].
+const KEPT_BUFFER_MAX: usize = 64 * 1024;
 
 /// The exchange for one API base URL. Connections are served by the runtime that opened them,
 /// so one [`Lean`] belongs to one runtime (the feed thread's).
@@ -54,22 +57,40 @@ pub(super) struct Lean {
     request_timeout: Duration,
 }
 
-/// A response: what [`super::client`] classifies.
+/// A response as [`Lean::post_with`] hands it to its reader: what [`super::client`] classifies.
+/// The body is borrowed from the connection's buffer (or, chunked, from its decoding).
 #[derive(Debug)]
-pub(super) struct Answer {
+pub(super) struct Answer<'a> {
     pub status: StatusCode,
-    pub retry_after: Option<String>,
-    pub body: Vec<u8>,
+    pub retry_after: Option<&'a str>,
+    pub body: &'a [u8],
 }
 
 struct Conn {
     stream: Stream,
-    /// The connection's read buffer, kept with it for the next answer's head. A body framed by
-    /// length or by the connection's end leaves with the buffer (it becomes the answer's body,
-    /// without a copy), so the next answer allocates a new one; a chunked body is decoded out of
-    /// it and the buffer stays.
+    /// The connection's read buffer, kept with it from answer to answer: an idle poll's answer
+    /// is read, parsed and dropped without allocating (a new buffer per answer was also, being
+    /// over 1 KiB, a request glibc serves only after consolidating its fast bins, measured at a
+    /// tenth of the feed thread's CPU). A buffer a large answer grew is given back
+    /// ([`KEPT_BUFFER_MAX`]).
     buf: Vec<u8>,
     since: Instant,
+}
+
+/// An answer copied out of its connection (tests).
+#[cfg(test)]
+#[derive(Debug)]
+struct OwnedAnswer {
+    status: StatusCode,
+    body: Vec<u8>,
+}
+
+/// Where a read answer's body is.
+enum Body {
+    /// The connection's buffer, whole.
+    InBuffer,
+    /// Decoded from chunks.
+    Decoded(Vec<u8>),
 }
 
 enum Stream {
@@ -144,11 +165,17 @@ impl Lean {
     }
 
     /// `POST {target}` with a JSON `body`, `target` being the request's path and query as the URL
-    /// parser wrote them ([`super::Client`] passes its parsed URL's): the answer, or the network
-    /// failure as reqwest's would be classified (a failure to connect never ran). A target with a
-    /// byte a request line cannot carry (a control character, a space) is refused before anything
-    /// is sent: it could only end the request line early and add headers of its own.
-    pub(super) async fn post(&self, target: &str, body: &[u8]) -> Result<Answer, ApiError> {
+    /// parser wrote them ([`super::Client`] passes its parsed URL's): `read` of the answer, or the
+    /// network failure as reqwest's would be classified (a failure to connect never ran). A
+    /// target with a byte a request line cannot carry (a control character, a space) is refused
+    /// before anything is sent: it could only end the request line early and add headers of its
+    /// own.
+    pub(super) async fn post_with<T>(
+        &self,
+        target: &str,
+        body: &[u8],
+        read: impl FnOnce(&Answer<'_>) -> T,
+    ) -> Result<T, ApiError> {
         if !target.starts_with('/') || target.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
             return Err(ApiError::Network {
                 never_ran: true,
@@ -159,10 +186,14 @@ impl Lean {
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let network = |never_ran, detail: String| ApiError::Network { never_ran, detail };
         // A kept connection first; when the server had closed it, once more on a new one.
-        for kept in [true, false] {
-            let conn = match kept.then(|| self.take_idle()).flatten() {
+        let mut kept = true;
+        let (mut conn, head, body, keep) = loop {
+            let mut conn = match kept.then(|| self.take_idle()).flatten() {
                 Some(conn) => conn,
-                None if kept => continue,
+                None if kept => {
+                    kept = false;
+                    continue;
+                }
                 None => {
                     let connecting = tokio::time::timeout_at(deadline, self.connect());
                     match connecting.await {
@@ -172,21 +203,42 @@ impl Lean {
                     }
                 }
             };
-            match tokio::time::timeout_at(deadline, exchange(conn, &request)).await {
+            match tokio::time::timeout_at(deadline, exchange(&mut conn, &request)).await {
                 Err(_) => return Err(network(false, "operation timed out".into())),
-                Ok(Ok((answer, conn))) => {
-                    if let Some(conn) = conn {
-                        self.put_idle(conn);
-                    }
-                    return Ok(answer);
-                }
+                Ok(Ok((head, body, keep))) => break (conn, head, body, keep),
                 Ok(Err(failed)) if kept && failed.nothing_back => {
                     tracing::trace!(detail = %failed.detail, "kept connection closed; reconnecting");
+                    kept = false;
                 }
                 Ok(Err(failed)) => return Err(network(false, failed.detail)),
             }
+        };
+        let answer = Answer {
+            status: head.status,
+            retry_after: head.retry_after.as_deref(),
+            body: match &body {
+                Body::InBuffer => &conn.buf,
+                Body::Decoded(bytes) => bytes,
+            },
+        };
+        let out = read(&answer);
+        if keep {
+            if conn.buf.capacity() > KEPT_BUFFER_MAX {
+                conn.buf = Vec::with_capacity(BUFFER);
+            }
+            self.put_idle(conn);
         }
-        unreachable!("the second pass always returns")
+        Ok(out)
+    }
+
+    /// [`Lean::post_with`], the answer copied out (tests).
+    #[cfg(test)]
+    async fn post(&self, target: &str, body: &[u8]) -> Result<OwnedAnswer, ApiError> {
+        self.post_with(target, body, |answer| OwnedAnswer {
+            status: answer.status,
+            body: answer.body.to_vec(),
+        })
+        .await
     }
 
     /// The request's bytes: line, headers, body.
@@ -260,19 +312,19 @@ fn proxy_configured(secure: bool, var: impl Fn(&str) -> Option<std::ffi::OsStrin
     })
 }
 
-/// Writes `request` on `conn` and reads one response; the connection back when it may be kept.
-async fn exchange(mut conn: Conn, request: &[u8]) -> Result<(Answer, Option<Conn>), Failed> {
+/// Writes `request` on `conn` and reads one response: its head, where its body is, and whether
+/// the connection may carry another request.
+async fn exchange(conn: &mut Conn, request: &[u8]) -> Result<(Head, Body, bool), Failed> {
     match &mut conn.stream {
         Stream::Plain(s) => write(s, request).await,
         Stream::Tls(s) => write(s.as_mut(), request).await,
     }
     .map_err(|e| Failed::io(true, e))?;
-    let Conn { stream, buf, .. } = &mut conn;
-    let (answer, keep) = match stream {
-        Stream::Plain(s) => read_answer(s, buf).await?,
-        Stream::Tls(s) => read_answer(s.as_mut(), buf).await?,
-    };
-    Ok((answer, keep.then_some(conn)))
+    let Conn { stream, buf, .. } = conn;
+    match stream {
+        Stream::Plain(s) => read_answer(s, buf).await,
+        Stream::Tls(s) => read_answer(s.as_mut(), buf).await,
+    }
 }
 
 async fn write(s: &mut (impl AsyncWrite + Unpin), request: &[u8]) -> std::io::Result<()> {
@@ -280,12 +332,13 @@ async fn write(s: &mut (impl AsyncWrite + Unpin), request: &[u8]) -> std::io::Re
     s.flush().await
 }
 
-/// Reads one response into `buf` (cleared first): the answer and whether the connection may
+/// Reads one response into `buf` (cleared first): its head, where its body is (a body framed by
+/// length or by the connection's end is left alone in `buf`), and whether the connection may
 /// carry another request.
 async fn read_answer(
     s: &mut (impl AsyncRead + Unpin),
     buf: &mut Vec<u8>,
-) -> Result<(Answer, bool), Failed> {
+) -> Result<(Head, Body, bool), Failed> {
     buf.clear();
     let malformed = |detail: String| Failed {
         nothing_back: false,
@@ -319,7 +372,11 @@ async fn read_answer(
     let no_body = head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED;
     let io = |e| Failed::io(false, e);
     let (body, keep) = match head.framing {
-        _ if no_body => (Vec::new(), head.keep_alive),
+        _ if no_body => {
+            let keep = head.keep_alive && buf.is_empty();
+            buf.clear();
+            (Body::InBuffer, keep)
+        }
         Framing::Length(n) => {
             while buf.len() < n {
                 if fill(s, buf).await.map_err(io)? == 0 {
@@ -330,7 +387,7 @@ async fn read_answer(
             // body, and the connection goes with them.
             let keep = head.keep_alive && buf.len() == n;
             buf.truncate(n);
-            (std::mem::take(buf), keep)
+            (Body::InBuffer, keep)
         }
         Framing::Chunked => {
             let mut chunks = Dechunk::default();
@@ -345,20 +402,16 @@ async fn read_answer(
                     return Err(malformed("connection closed inside the body".into()));
                 }
             }
-            (body, head.keep_alive && at == buf.len())
+            let keep = head.keep_alive && at == buf.len();
+            buf.clear();
+            (Body::Decoded(body), keep)
         }
         Framing::Close => {
             while fill(s, buf).await.map_err(io)? > 0 {}
-            (std::mem::take(buf), false)
+            (Body::InBuffer, false)
         }
     };
-    buf.clear();
-    let answer = Answer {
-        status: head.status,
-        retry_after: head.retry_after,
-        body,
-    };
-    Ok((answer, keep))
+    Ok((head, body, keep))
 }
 
 /// Reads what has arrived onto the end of `buf`; 0 at the end of the stream.
@@ -941,6 +994,103 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(script.connections.load(Ordering::SeqCst), 2);
+        }
+
+        /// An answer with `status` and a JSON `body`, framed by length.
+        fn reply(status: &str, body: &str) -> Reply {
+            let text = format!(
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            (vec![Box::leak(text.into_bytes().into_boxed_slice())], false)
+        }
+
+        #[tokio::test]
+        async fn prepared_queries_send_what_query_sends_and_are_read_in_place() {
+            use crate::api::{Client, Read, RetryPolicy};
+            let page = r#"{"status":"success","session_events":[],"cursor":null}"#;
+            let replies = vec![
+                reply("200 OK", page),
+                reply("200 OK", r#"{"status":"success","n":1}"#),
+                reply(
+                    "200 OK",
+                    r#"{"status":"error","error":"not_found","message":"gone"}"#,
+                ),
+                reply("503 Service Unavailable", "{}"),
+                reply("200 OK", page),
+            ];
+            let (authority, script) = server(replies, None).await;
+            let once = RetryPolicy {
+                max_attempts: 1,
+                ..Default::default()
+            };
+            let base = format!("http://{authority}/v1");
+            let client = Client::new(&base, "bhk_k", once)
+                .unwrap()
+                .with_own_connections()
+                .unwrap();
+            let mut args = serde_json::Map::new();
+            args.insert("session_id".into(), "ses_1".into());
+            args.insert("limit".into(), 1000.into());
+            let query = client.prepare_query("r1", "list_session_events", args.clone());
+            // The reader sees the body; one that declines gets the envelope, or the failure.
+            let text = |b: &[u8]| Some(String::from_utf8(b.to_vec()).unwrap());
+            let declines = |_: &[u8]| None::<()>;
+            assert_eq!(
+                client.query_prepared(&query, text).await.unwrap(),
+                Read::Typed(page.to_owned())
+            );
+            assert_eq!(
+                client.query_prepared(&query, declines).await.unwrap(),
+                Read::Envelope(serde_json::json!({"status": "success", "n": 1}))
+            );
+            // A reader checks `status` itself (it is given every 2xx body); one that declines
+            // leaves a failure's body to the classification.
+            let failed = client.query_prepared(&query, declines).await.unwrap_err();
+            assert!(
+                matches!(&failed, ApiError::CommandFailed { error, .. } if error == "not_found"),
+                "{failed:?}"
+            );
+            let failed = client.query_prepared(&query, text).await.unwrap_err();
+            assert!(
+                matches!(failed, ApiError::Transient { status: Some(503), .. }),
+                "{failed:?}"
+            );
+            // The same request as the unprepared query's, every time, on one connection.
+            client
+                .query("r1", "list_session_events", args.clone())
+                .await
+                .unwrap();
+            let requests = script.requests.lock().unwrap().clone();
+            assert_eq!(requests.len(), 5);
+            assert!(requests.iter().all(|r| *r == requests[4]), "{requests:?}");
+            assert_eq!(script.connections.load(Ordering::SeqCst), 1);
+            // Through reqwest (a client without the exchange) the reader reads the same.
+            let (authority, _) = server(vec![reply("200 OK", page)], None).await;
+            let plain = Client::new(&format!("http://{authority}/v1"), "bhk_k", once).unwrap();
+            assert!(plain.inner.lean.is_none());
+            let query = plain.prepare_query("r1", "list_session_events", args);
+            assert_eq!(
+                plain.query_prepared(&query, text).await.unwrap(),
+                Read::Typed(page.to_owned())
+            );
+        }
+
+        #[tokio::test]
+        async fn a_large_answers_buffer_is_not_kept_with_its_connection() {
+            let big = format!(
+                r#"{{"status":"success","pad":"{}"}}"#,
+                "x".repeat(KEPT_BUFFER_MAX * 2)
+            );
+            let replies = vec![reply("200 OK", &big), reply("200 OK", "{}")];
+            let (authority, script) = server(replies, None).await;
+            let lean = lean(&format!("http://{authority}"), None);
+            let body = lean.post(QUERY, b"{}").await.unwrap().body;
+            assert_eq!(body.len(), big.len());
+            let kept = lean.idle.lock().unwrap()[0].buf.capacity();
+            assert!(kept <= KEPT_BUFFER_MAX, "{kept}");
+            assert_eq!(lean.post(QUERY, b"{}").await.unwrap().body, b"{}");
+            assert_eq!(script.connections.load(Ordering::SeqCst), 1);
         }
 
         #[tokio::test]

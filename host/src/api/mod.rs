@@ -10,6 +10,8 @@ mod retry;
 mod salvage;
 
 pub use binary::{Download, MAX_FILE_SIZE};
-pub use client::{Client, FEED_POOL_MAX_IDLE, POOL_MAX_IDLE, UNPARSEABLE, UserInfo};
+pub use client::{
+    Client, FEED_POOL_MAX_IDLE, POOL_MAX_IDLE, PreparedQuery, Read, UNPARSEABLE, UserInfo,
+};
 pub use error::ApiError;
 pub use retry::{RetryPolicy, parse_retry_after};

@@ -8,8 +8,11 @@ use serde_json::{Map, Value};
 
 use super::preflight::Verdict;
 use super::supervisor::{Runtime, RuntimeInputs};
-use super::transport::{CallFuture, Channel, DownloadFuture, SessionTransport};
-use crate::api::Client;
+use super::transport::{
+    CallFuture, Channel, DownloadFuture, EventsFuture, EventsPage, PreparedQuery,
+    SessionTransport,
+};
+use crate::api::{Client, Read};
 use crate::config::Config;
 
 /// The foundation's client as the runtime's transport (it owns the key and the retries).
@@ -31,6 +34,34 @@ impl SessionTransport for ClientTransport {
                 Channel::Command => client.command(&revision_id, &command, args).await,
             }
         })
+    }
+
+    fn prepare_query(
+        &self,
+        revision_id: &str,
+        command: &str,
+        args: Map<String, Value>,
+    ) -> PreparedQuery {
+        PreparedQuery::Http(self.0.prepare_query(revision_id, command, args))
+    }
+
+    fn list_events<'a>(&'a self, query: &'a PreparedQuery) -> EventsFuture<'a> {
+        match query {
+            PreparedQuery::Http(prepared) => Box::pin(async move {
+                match self.0.query_prepared(prepared, EventsPage::read).await? {
+                    Read::Typed(page) => Ok(page),
+                    Read::Envelope(envelope) => Ok(EventsPage::from_envelope(envelope)),
+                }
+            }),
+            PreparedQuery::Call {
+                revision_id,
+                command,
+                args,
+            } => {
+                let call = self.call(Channel::Query, revision_id, command, args.clone());
+                Box::pin(async move { call.await.map(EventsPage::from_envelope) })
+            }
+        }
     }
 
     fn for_feed(&self) -> Option<Arc<dyn SessionTransport>> {

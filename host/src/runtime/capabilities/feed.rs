@@ -34,7 +34,7 @@ use super::SectionContext;
 use crate::runtime::pending::Inbox;
 use crate::runtime::settings::Polling;
 use crate::runtime::store::SectionHost;
-use crate::runtime::transport::Channel;
+use crate::runtime::transport::{Channel, PreparedQuery};
 use crate::runtime::wit::latest::feed::{self as wit, Batch};
 use crate::runtime::wit::latest::session::ApiError;
 
@@ -225,42 +225,74 @@ impl Outbox {
     }
 }
 
+/// The first page's query of a poll, prepared once ([`SessionTransport::prepare_query`]) and
+/// sent poll after poll while the cursor's `since` stays: an idle poll builds no request.
+struct FirstPage {
+    since: String,
+    query: PreparedQuery,
+}
+
+/// The query for a page after `since` (`""`: from the start), `page` its page cursor.
+async fn page_query(
+    section: &SectionContext,
+    since: &str,
+    page: Option<&str>,
+) -> Result<PreparedQuery, ApiError> {
+    let mut args = Map::new();
+    args.insert("ascending".into(), json!(true));
+    args.insert("limit".into(), json!(PAGE_SIZE));
+    if !since.is_empty() {
+        args.insert("created_since".into(), json!(since));
+    }
+    if let Some(c) = page {
+        args.insert("cursor".into(), json!(c));
+    }
+    super::session::prepare_query(
+        section.shared.feed_transport.as_ref(),
+        &section.session,
+        "list_session_events",
+        args,
+    )
+    .await
+}
+
 /// One poll: every new event after `cursor`, oldest first, page by page; each page with new
 /// events is delivered as its own batch and advances `cursor`. `Ok(false)` when the
-/// subscription is gone.
+/// subscription is gone. `first` keeps the first page's query from poll to poll.
 async fn poll_once(
     section: &SectionContext,
     cursor: &mut Cursor,
+    first: &mut Option<FirstPage>,
     out: &mut Outbox,
 ) -> Result<bool, ApiError> {
+    let transport = section.shared.feed_transport.as_ref();
     let mut page_cursor: Option<String> = None;
     for _ in 0..MAX_PAGES {
-        let mut args = Map::new();
-        args.insert("ascending".into(), json!(true));
-        args.insert("limit".into(), json!(PAGE_SIZE));
-        if !cursor.since.is_empty() {
-            args.insert("created_since".into(), json!(cursor.since));
-        }
-        if let Some(c) = &page_cursor {
-            args.insert("cursor".into(), json!(c));
-        }
-        let mut answer = list(section, args).await?;
-        let events = match answer.get_mut("session_events").map(Value::take) {
-            Some(Value::Array(events)) => events,
-            _ => Vec::new(),
+        let page = match &page_cursor {
+            None => {
+                if first.as_ref().is_none_or(|f| f.since != cursor.since) {
+                    let query = page_query(section, &cursor.since, None).await?;
+                    let since = cursor.since.clone();
+                    *first = Some(FirstPage { since, query });
+                }
+                let query = &first.as_ref().expect("prepared above").query;
+                transport.list_events(query).await?
+            }
+            Some(c) => {
+                let query = page_query(section, &cursor.since, Some(c)).await?;
+                transport.list_events(&query).await?
+            }
         };
-        let empty = events.is_empty();
-        let mut ids = HashSet::with_capacity(events.len());
-        let fresh: Vec<Value> = events
+        let empty = page.events.is_empty();
+        let mut ids = HashSet::with_capacity(page.events.len());
+        let fresh: Vec<Value> = page
+            .events
             .into_iter()
             .filter(|event| {
                 event_id(event).is_some_and(|id| !cursor.seen.contains_key(&id) && ids.insert(id))
             })
             .collect();
-        page_cursor = answer["cursor"]
-            .as_str()
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned);
+        page_cursor = page.cursor;
         if !fresh.is_empty() {
             cursor.advance(&fresh);
             let batch = Batch {
@@ -366,6 +398,7 @@ async fn poll_loop(
     let polling = section.shared.settings.polling.clone();
     let mut failures = 0u32;
     let mut cursor = start;
+    let mut first = None;
     // When the poll under way was due (see `schedule_from`); `None` until the first wait.
     let mut due: Option<Instant> = None;
     loop {
@@ -376,7 +409,7 @@ async fn poll_loop(
                 true
             }),
             Some(mut current) => {
-                let result = poll_once(&section, &mut current, &mut out).await;
+                let result = poll_once(&section, &mut current, &mut first, &mut out).await;
                 cursor = Some(current);
                 result
             }

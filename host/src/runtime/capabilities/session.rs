@@ -14,7 +14,7 @@ use wasmtime_wasi::p2::DynPollable;
 
 use crate::runtime::pending::Pending;
 use crate::runtime::store::SectionHost;
-use crate::runtime::transport::{Channel, SessionTransport, TransportError};
+use crate::runtime::transport::{Channel, PreparedQuery, SessionTransport, TransportError};
 use crate::runtime::wit::latest::session::{self as wit, ApiError, CommandFailure, Page};
 use crate::runtime::wit::latest::types::SessionTarget;
 
@@ -160,6 +160,19 @@ pub async fn call(
     args.insert("session_id".into(), json!(binding.session_id()));
     let revision = revision_id(transport, binding).await?;
     Ok(transport.call(channel, &revision, command, args).await?)
+}
+
+/// `command` with `args` for `binding`'s session, prepared by `transport` to be sent again and
+/// again ([`SessionTransport::list_events`]).
+pub async fn prepare_query(
+    transport: &dyn SessionTransport,
+    binding: &SessionBinding,
+    command: &str,
+    mut args: Map<String, Value>,
+) -> Result<PreparedQuery, ApiError> {
+    args.insert("session_id".into(), json!(binding.session_id()));
+    let revision = revision_id(transport, binding).await?;
+    Ok(transport.prepare_query(&revision, command, args))
 }
 
 /// Whether the section's `session` block names all four keys (else nothing is sent).
