@@ -16,6 +16,7 @@ pub mod job_type_check;
 pub mod log_format;
 pub mod metrics;
 pub mod runtime;
+pub mod shared_timer;
 pub mod signals;
 pub mod start;
 pub mod state_tree;

@@ -563,11 +563,7 @@ fn request_target(url: &reqwest::Url) -> String {
 }
 
 /// An answer classified: the failure its status decides, else what its body says.
-fn classify(
-    status: StatusCode,
-    retry_after: Option<&str>,
-    body: &[u8],
-) -> Result<Value, ApiError> {
+fn classify(status: StatusCode, retry_after: Option<&str>, body: &[u8]) -> Result<Value, ApiError> {
     if let Some(err) = status_error(status, retry_after) {
         return Err(err);
     }

@@ -195,7 +195,10 @@ impl Lean {
                     continue;
                 }
                 None => {
-                    let connecting = tokio::time::timeout_at(deadline, self.connect());
+                    // Boxed: connecting (TLS handshake and all) is rare, and would otherwise make
+                    // every exchange's future as large as its own.
+                    let connecting =
+                        crate::shared_timer::timeout_at(deadline, Box::pin(self.connect()));
                     match connecting.await {
                         Ok(Ok(conn)) => conn,
                         Ok(Err(detail)) => return Err(network(true, detail)),
@@ -203,7 +206,7 @@ impl Lean {
                     }
                 }
             };
-            match tokio::time::timeout_at(deadline, exchange(&mut conn, &request)).await {
+            match crate::shared_timer::timeout_at(deadline, exchange(&mut conn, &request)).await {
                 Err(_) => return Err(network(false, "operation timed out".into())),
                 Ok(Ok((head, body, keep))) => break (conn, head, body, keep),
                 Ok(Err(failed)) if kept && failed.nothing_back => {
@@ -1053,7 +1056,13 @@ mod tests {
             );
             let failed = client.query_prepared(&query, text).await.unwrap_err();
             assert!(
-                matches!(failed, ApiError::Transient { status: Some(503), .. }),
+                matches!(
+                    failed,
+                    ApiError::Transient {
+                        status: Some(503),
+                        ..
+                    }
+                ),
                 "{failed:?}"
             );
             // The same request as the unprepared query's, every time, on one connection.

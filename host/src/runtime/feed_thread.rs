@@ -42,8 +42,12 @@ fn start() -> Option<Handle> {
             match built {
                 Ok(runtime) => {
                     let _ = tx.send(Some(runtime.handle().clone()));
-                    // Spawned tasks run while this is driven: for the life of the process.
-                    runtime.block_on(std::future::pending::<()>());
+                    // Spawned tasks run while this is driven: for the life of the process. The
+                    // feed's waits share one timer (`shared_timer`).
+                    runtime.block_on(async {
+                        crate::shared_timer::install();
+                        std::future::pending::<()>().await
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "feed_thread_unavailable");

@@ -9,8 +9,7 @@ use serde_json::{Map, Value};
 use super::preflight::Verdict;
 use super::supervisor::{Runtime, RuntimeInputs};
 use super::transport::{
-    CallFuture, Channel, DownloadFuture, EventsFuture, EventsPage, PreparedQuery,
-    SessionTransport,
+    CallFuture, Channel, DownloadFuture, EventsFuture, EventsPage, PreparedQuery, SessionTransport,
 };
 use crate::api::{Client, Read};
 use crate::config::Config;

@@ -203,7 +203,10 @@ mod tests {
     #[test]
     fn an_idle_page_reads_without_an_envelope() {
         let body = r#"{"status":"success","session_events":[],"cursor":null}"#;
-        assert_eq!(EventsPage::read(body.as_bytes()), Some(EventsPage::default()));
+        assert_eq!(
+            EventsPage::read(body.as_bytes()),
+            Some(EventsPage::default())
+        );
         let body = r#"{"cursor":"c2","session_events":[{"id":"e1","x":[1,{"y":null}]}],"status":"success","extra":{"z":1}}"#;
         let page = EventsPage::read(body.as_bytes()).unwrap();
         assert_eq!(page.events, [json!({"id": "e1", "x": [1, {"y": null}]})]);

@@ -379,7 +379,7 @@ async fn wait_next_poll(
         // One wake-up per idle wait (see `wake_grid`).
         let woken = crate::runtime::wake_grid::align(due);
         tokio::select! {
-            () = tokio::time::sleep_until(woken) => return Some(due),
+            () = crate::shared_timer::sleep_until(woken) => return Some(due),
             changed = active.changed() => {
                 if changed.is_err() {
                     return None;
