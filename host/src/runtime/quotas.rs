@@ -31,6 +31,10 @@ pub struct Quotas {
     pub state_bytes: u64,
     /// The state folder's size as last measured.
     pub state_used: AtomicU64,
+    /// How many times control entered the section's wasm (a call, or a host call returning):
+    /// the state meter (`state_meter.rs`) skips a folder whose guest has not run since it was
+    /// last measured.
+    pub wasm_entries: AtomicU64,
     log: Mutex<LogBucket>,
 }
 
@@ -44,6 +48,7 @@ impl Quotas {
             max_status_rows: limits.max_status_rows as usize,
             state_bytes: limits.state_quota_mib.saturating_mul(1 << 20),
             state_used: AtomicU64::new(0),
+            wasm_entries: AtomicU64::new(0),
             log: Mutex::new(LogBucket::new(limits.max_log_lines_per_sec)),
         }
     }

@@ -11,7 +11,11 @@
 //!
 //! A section's folder is measured once when it starts watching (so `state_used` is known before
 //! its first write and a folder already over its quota ends the section at once), then in every
-//! round until its [`Watch`] is dropped.
+//! round until its [`Watch`] is dropped, except in rounds where it cannot have changed: its job
+//! type has not run since its last measurement (`Quotas::wasm_entries`; a WASI write, and every
+//! host call that writes there, runs inside the job type) and no process the worker started is
+//! alive (a child sees its section's folder). An idle worker's sections thus cost no walk
+//! between their keep-alives: the walks were a tenth of its main runtime's CPU.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -45,6 +49,8 @@ struct MeterState {
 
 struct Entry {
     id: u64,
+    /// The section's `wasm_entries` when its folder was last measured.
+    measured_at: u64,
     /// Its folder is `state_dir`.
     section: Weak<SectionContext>,
     over: oneshot::Sender<String>,
@@ -100,6 +106,7 @@ impl StateMeter {
     /// the rounds run there.
     pub async fn watch(&self, section: &Arc<SectionContext>) -> Watch {
         let (tx, rx) = oneshot::channel();
+        let measured_at = section.quotas.wasm_entries.load(Ordering::Relaxed);
         let used = measure(vec![section.state_dir.clone()])
             .await
             .pop()
@@ -114,6 +121,7 @@ impl StateMeter {
             None => {
                 state.entries.push(Entry {
                     id,
+                    measured_at,
                     section: Arc::downgrade(section),
                     over: tx,
                 });
@@ -177,14 +185,25 @@ async fn rounds(meter: Weak<Inner>) {
             }
             state
                 .entries
-                .iter()
-                .filter_map(|e| Some((e.id, e.section.upgrade()?.state_dir.clone())))
+                .iter_mut()
+                .filter_map(|e| {
+                    let section = e.section.upgrade()?;
+                    // Read before the walk: what runs during it is measured next round.
+                    let entries = section.quotas.wasm_entries.load(Ordering::Relaxed);
+                    let unchanged = entries == e.measured_at && section.shared.processes.is_empty();
+                    e.measured_at = entries;
+                    (!unchanged).then(|| (e.id, section.state_dir.clone()))
+                })
                 .collect()
         };
         // Not kept across the walk: a meter dropped meanwhile ends the rounds.
         drop(inner);
         let (ids, dirs): (Vec<u64>, Vec<PathBuf>) = watched.into_iter().unzip();
-        let used = measure(dirs).await;
+        let used = if dirs.is_empty() {
+            Vec::new()
+        } else {
+            measure(dirs).await
+        };
         let Some(inner) = meter.upgrade() else {
             return;
         };
@@ -228,6 +247,11 @@ mod tests {
         })
     }
 
+    /// The section's job type ran (as when it writes through WASI).
+    fn ran(section: &SectionContext) {
+        section.quotas.wasm_entries.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Wait until `n` rounds have completed.
     async fn rounds(meter: &StateMeter, n: u64) {
         let mut done = meter.inner.rounds.subscribe();
@@ -254,6 +278,8 @@ mod tests {
         // Writes the host never saw (as through WASI), then rounds.
         std::fs::write(a.join("more"), [0u8; 20]).unwrap();
         std::fs::write(b.join("big"), [0u8; 150]).unwrap();
+        ran(&sa);
+        ran(&sb);
         let message = tokio::time::timeout(Duration::from_secs(10), wb.over_quota())
             .await
             .expect("measured in a round");
@@ -303,9 +329,44 @@ mod tests {
         let mut again = meter.watch(&s).await;
         assert!(meter.inner.lock().running);
         std::fs::write(tmp.path().join("big"), [0u8; 200]).unwrap();
+        ran(&s);
         let message = tokio::time::timeout(Duration::from_secs(10), again.over_quota())
             .await
             .expect("measured by the restarted rounds");
         assert!(message.contains("holds 200 bytes"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_folder_is_walked_again_only_after_its_job_type_ran_or_while_a_child_lives() {
+        let tmp = tempfile::tempdir().unwrap();
+        let meter = StateMeter::new(EVERY);
+        let s = section(tmp.path(), 100);
+        let mut watch = meter.watch(&s).await;
+        // Written past the quota behind the job type's back (nothing ran, no child).
+        std::fs::write(tmp.path().join("big"), [0u8; 200]).unwrap();
+        let done = *meter.inner.rounds.borrow();
+        tokio::select! {
+            m = watch.over_quota() => panic!("not walked, yet: {m}"),
+            () = rounds(&meter, done + 3) => {}
+        }
+        assert_eq!(s.quotas.state_used.load(Ordering::Relaxed), 0);
+        // A live child of the worker could write there: walked while it lives (a group id no
+        // process has, should anything signal it).
+        s.shared.processes.add(i32::MAX);
+        let message = tokio::time::timeout(Duration::from_secs(10), watch.over_quota())
+            .await
+            .expect("walked while a child lives");
+        s.shared.processes.remove(i32::MAX);
+        assert!(message.contains("holds 200 bytes"), "{message}");
+        // And after the job type ran.
+        let tmp = tempfile::tempdir().unwrap();
+        let s = section(tmp.path(), 100);
+        let mut watch = meter.watch(&s).await;
+        std::fs::write(tmp.path().join("big"), [0u8; 300]).unwrap();
+        ran(&s);
+        let message = tokio::time::timeout(Duration::from_secs(10), watch.over_quota())
+            .await
+            .expect("walked after the job type ran");
+        assert!(message.contains("holds 300 bytes"), "{message}");
     }
 }

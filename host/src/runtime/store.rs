@@ -115,6 +115,12 @@ pub fn store_for(engine: &Engine, host: SectionHost) -> Store<SectionHost> {
     store.call_hook(|mut ctx, hook| {
         let data = ctx.data_mut();
         data.activity.on_call_hook(hook);
+        if hook.exiting_host() {
+            data.section
+                .quotas
+                .wasm_entries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if data.busy.on_call_hook(hook, Instant::now()) {
             return Err(wasmtime::format_err!(
                 "JOB_TYPE_UNRESPONSIVE: the job type computed for longer than its budget"

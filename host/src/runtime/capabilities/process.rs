@@ -93,14 +93,14 @@ pub struct ProcessRegistry {
 }
 
 impl ProcessRegistry {
-    fn add(&self, pgid: i32) {
+    pub(crate) fn add(&self, pgid: i32) {
         self.groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(pgid);
     }
 
-    fn remove(&self, pgid: i32) {
+    pub(crate) fn remove(&self, pgid: i32) {
         self.groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())
