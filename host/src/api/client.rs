@@ -434,8 +434,8 @@ impl Client {
         self.send_reqwest(method, path, body, classify_body).await
     }
 
-    /// One exchange through reqwest: `read` of a 2xx-or-other answer's status and body once the
-    /// status alone decided nothing ([`status_error`]).
+    /// One exchange through reqwest: `read` of the answer's status and body, once its status
+    /// alone has decided nothing ([`status_error`]).
     async fn send_reqwest<T>(
         &self,
         method: Method,

@@ -10,6 +10,7 @@ use super::preflight::Verdict;
 use super::supervisor::{Runtime, RuntimeInputs};
 use super::transport::{
     CallFuture, Channel, DownloadFuture, EventsFuture, EventsPage, PreparedQuery, SessionTransport,
+    events_by_call,
 };
 use crate::api::{Client, Read};
 use crate::config::Config;
@@ -45,22 +46,15 @@ impl SessionTransport for ClientTransport {
     }
 
     fn list_events<'a>(&'a self, query: &'a PreparedQuery) -> EventsFuture<'a> {
-        match query {
-            PreparedQuery::Http(prepared) => Box::pin(async move {
-                match self.0.query_prepared(prepared, EventsPage::read).await? {
-                    Read::Typed(page) => Ok(page),
-                    Read::Envelope(envelope) => Ok(EventsPage::from_envelope(envelope)),
-                }
-            }),
-            PreparedQuery::Call {
-                revision_id,
-                command,
-                args,
-            } => {
-                let call = self.call(Channel::Query, revision_id, command, args.clone());
-                Box::pin(async move { call.await.map(EventsPage::from_envelope) })
+        let PreparedQuery::Http(prepared) = query else {
+            return events_by_call(self, query);
+        };
+        Box::pin(async move {
+            match self.0.query_prepared(prepared, EventsPage::read).await? {
+                Read::Typed(page) => Ok(page),
+                Read::Envelope(envelope) => Ok(EventsPage::from_envelope(envelope)),
             }
-        }
+        })
     }
 
     fn for_feed(&self) -> Option<Arc<dyn SessionTransport>> {

@@ -96,6 +96,28 @@ impl EventsPage {
 pub type DownloadFuture =
     Pin<Box<dyn Future<Output = Result<crate::api::Download, TransportError>> + Send>>;
 
+/// A page of `list_session_events` through `transport`'s [`SessionTransport::call`], for a query
+/// prepared as [`PreparedQuery::Call`]; a query another transport prepared is refused.
+pub fn events_by_call<'a, T: SessionTransport + ?Sized>(
+    transport: &'a T,
+    query: &'a PreparedQuery,
+) -> EventsFuture<'a> {
+    let PreparedQuery::Call {
+        revision_id,
+        command,
+        args,
+    } = query
+    else {
+        return Box::pin(async {
+            Err(TransportError::InvalidConfiguration {
+                detail: "a query prepared by another transport".into(),
+            })
+        });
+    };
+    let call = transport.call(Channel::Query, revision_id, command, args.clone());
+    Box::pin(async move { call.await.map(EventsPage::from_envelope) })
+}
+
 fn no_binary_channel() -> TransportError {
     TransportError::InvalidConfiguration {
         detail: "this transport has no binary channel".into(),
@@ -138,21 +160,7 @@ pub trait SessionTransport: Send + Sync + 'static {
     /// A page of `list_session_events` through a query [`SessionTransport::prepare_query`]
     /// prepared. By default, [`SessionTransport::call`] and the page in its envelope.
     fn list_events<'a>(&'a self, query: &'a PreparedQuery) -> EventsFuture<'a> {
-        match query {
-            PreparedQuery::Call {
-                revision_id,
-                command,
-                args,
-            } => {
-                let call = self.call(Channel::Query, revision_id, command, args.clone());
-                Box::pin(async move { call.await.map(EventsPage::from_envelope) })
-            }
-            PreparedQuery::Http(_) => Box::pin(async {
-                Err(TransportError::InvalidConfiguration {
-                    detail: "a query prepared by another transport".into(),
-                })
-            }),
-        }
+        events_by_call(self, query)
     }
 
     /// `GET /blobs/{org}/{blob}/revisions/{reference}` (`reference` may be `default`): the

@@ -225,8 +225,9 @@ impl Outbox {
     }
 }
 
-/// The first page's query of a poll, prepared once ([`SessionTransport::prepare_query`]) and
-/// sent poll after poll while the cursor's `since` stays: an idle poll builds no request.
+/// The first page's query of a poll, prepared once
+/// ([`crate::runtime::transport::SessionTransport::prepare_query`]) and sent poll after poll
+/// while the cursor's `since` stays: an idle poll builds no request.
 struct FirstPage {
     since: String,
     query: PreparedQuery,
