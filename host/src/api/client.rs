@@ -510,16 +510,14 @@ impl Client {
         query: &PreparedQuery,
         read: &impl Fn(&[u8]) -> Option<T>,
     ) -> Result<Read<T>, ApiError> {
+        // A 2xx status never decides alone ([`status_error`]): the reader sees every one.
         let answer = |status: StatusCode, retry_after: Option<&str>, body: &[u8]| {
-            if let Some(err) = status_error(status, retry_after) {
-                return Err(err);
-            }
             if status.is_success()
                 && let Some(typed) = read(body)
             {
                 return Ok(Read::Typed(typed));
             }
-            classify_body(status, body).map(Read::Envelope)
+            classify(status, retry_after, body).map(Read::Envelope)
         };
         if let (Some(lean), Some(target)) = (&self.inner.lean, &query.target) {
             let read = |a: &super::lean::Answer<'_>| answer(a.status, a.retry_after, a.body);

@@ -69,10 +69,10 @@ pub(super) struct Answer<'a> {
 struct Conn {
     stream: Stream,
     /// The connection's read buffer, kept with it from answer to answer: an idle poll's answer
-    /// is read, parsed and dropped without allocating (a new buffer per answer was also, being
-    /// over 1 KiB, a request glibc serves only after consolidating its fast bins, measured at a
-    /// tenth of the feed thread's CPU). A buffer a large answer grew is given back
-    /// ([`KEPT_BUFFER_MAX`]).
+    /// is read, parsed and dropped without allocating. A new buffer per answer was, being over
+    /// 1 KiB, a request glibc serves only after consolidating its fast bins (the allocator,
+    /// consolidation included, was about a tenth of the feed thread's CPU). A buffer a large
+    /// answer grew is given back ([`KEPT_BUFFER_MAX`]).
     buf: Vec<u8>,
     since: Instant,
 }
